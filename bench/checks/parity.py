@@ -1,0 +1,239 @@
+"""Accuracy parity of a (model, runtime, precision) run against the ORT CPU FP32 reference.
+
+Both sides are outputs of the same FP32 model's variants on the same input frames;
+this module only compares arrays and never times anything.
+
+- Embedders: cosine similarity per frame (min and mean) and the norm ratio.
+- Detectors: decoded detections (score 0.5, NMS 0.4) matched by IoU >= 0.5 give
+  recall, precision and the mean landmark error in input pixels. A replica with
+  random weights detects nothing, so recall is undefined (None) and the gate falls
+  back to the raw outputs.
+- Every output: max absolute and relative error, Polygraphy's "minimum tolerance
+  that would pass" (atol alone, or rtol alone) and the relative L2 error.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bench.models.precision import EMBEDDER, normalise_family
+from bench.pipeline.decode import Detections, decode_scrfd
+
+SCORE_THRESHOLD = 0.5
+NMS_THRESHOLD = 0.4
+MATCH_IOU = 0.5
+# Polygraphy adds a tiny epsilon where the reference is exactly 0 to keep rtol finite.
+_REL_EPS = 2e-16
+
+# Precisions beyond fp32/fp16/int8 keep the model's numbers in FP32, so they get FP32 gates.
+_FP32_LIKE = ("fp32", "simplified", "openvino_ir")
+
+
+def _per_precision(fp32: float | None, fp16: float | None, int8: float | None) -> dict[str, float | None]:
+    return {**{p: fp32 for p in _FP32_LIKE}, "fp16": fp16, "int8": int8}
+
+
+@dataclass
+class ParityGates:
+    """Pass thresholds per precision; a None (or missing precision) leaves that metric ungated."""
+
+    cosine_min: dict[str, float | None] = field(default_factory=lambda: _per_precision(0.9999, 0.999, 0.99))
+    det_recall_min: dict[str, float | None] = field(default_factory=lambda: _per_precision(0.99, 0.99, 0.9))
+    # A candidate that adds faces diverges as much as one that loses them.
+    det_precision_min: dict[str, float | None] = field(
+        default_factory=lambda: _per_precision(0.99, 0.99, 0.9))
+    # Mean of the 5 points, input pixels. Measured on the real SCRFD-500M at 640: FP16 0.02 px,
+    # INT8 1.0-1.2 px; 5% weight noise gives 3.5 px.
+    landmark_err_max_px: dict[str, float | None] = field(
+        default_factory=lambda: _per_precision(0.05, 0.5, 2.5))
+    # Raw-output fallback for detectors whose reference finds no face: ||c - r|| / ||r||
+    # per output. INT8's own error is 0.1-0.3 on SCRFD outputs (score rows near 0 weigh most).
+    output_rel_l2_max: dict[str, float | None] = field(
+        default_factory=lambda: _per_precision(1e-3, 0.03, 0.5))
+
+    def limit(self, metric: str, precision: str) -> float | None:
+        return getattr(self, metric).get(precision)
+
+
+@dataclass
+class OutputError:
+    """One output's error against the reference, Polygraphy-style."""
+
+    index: int
+    max_abs: float
+    max_rel: float
+    min_atol: float  # smallest atol that passes every element with rtol = 0
+    min_rtol: float  # smallest rtol that passes every element with atol = 0
+    rel_l2: float  # ||candidate - reference|| / ||reference||
+
+
+@dataclass
+class ParityResult:
+    family: str
+    precision: str
+    cosine_min: float | None = None
+    cosine_mean: float | None = None
+    norm_ratio: float | None = None  # mean over frames of ||candidate|| / ||reference||
+    outputs: list[OutputError] = field(default_factory=list)
+    det_recall: float | None = None  # None where the reference has no detection
+    det_precision: float | None = None  # None where the candidate has no detection
+    landmark_err_px: float | None = None
+    ref_detections: int | None = None
+    candidate_detections: int | None = None
+    passed: bool = False
+    reason: str = ""  # why it failed; empty when it passed
+
+
+def check_parity(reference_outputs: list[np.ndarray], candidate_outputs: list[np.ndarray], family: str,
+                 precision: str, input_hw: tuple[int, int], gates: ParityGates | None = None) -> ParityResult:
+    """Compare a candidate run with the reference run on the same frames and gate it."""
+    family = normalise_family(family)
+    gates = gates or ParityGates()
+    mismatch = _interface_mismatch(reference_outputs, candidate_outputs)
+    if mismatch:
+        return ParityResult(family, precision, passed=False, reason=mismatch)
+    pairs = enumerate(zip(reference_outputs, candidate_outputs))
+    result = ParityResult(family, precision, outputs=[_output_error(i, r, c) for i, (r, c) in pairs])
+    if family == EMBEDDER:
+        _measure_embeddings(result, reference_outputs[0], candidate_outputs[0])
+        failures = _embedder_failures(result, gates)
+    else:
+        _measure_detections(result, reference_outputs, candidate_outputs, input_hw)
+        failures = _detector_failures(result, gates)
+    result.passed = not failures
+    result.reason = "; ".join(failures)
+    return result
+
+
+def _interface_mismatch(reference: list[np.ndarray], candidate: list[np.ndarray]) -> str:
+    if len(reference) != len(candidate):
+        return f"{len(candidate)} outputs, reference has {len(reference)}"
+    for i, (r, c) in enumerate(zip(reference, candidate)):
+        if np.shape(r) != np.shape(c):
+            return f"output {i} shape {np.shape(c)}, reference {np.shape(r)}"
+        if not np.all(np.isfinite(c)):
+            return f"output {i} holds NaN or Inf (FP16 overflow?)"
+    return ""
+
+
+def _output_error(index: int, reference: np.ndarray, candidate: np.ndarray) -> OutputError:
+    ref = np.asarray(reference, dtype=np.float64)
+    absdiff = np.abs(np.asarray(candidate, dtype=np.float64) - ref)
+    reldiff = absdiff / np.where(ref == 0, _REL_EPS, np.abs(ref))
+    max_abs = float(absdiff.max(initial=0.0))
+    max_rel = float(reldiff.max(initial=0.0))
+    ref_norm = float(np.linalg.norm(ref))
+    diff_norm = float(np.linalg.norm(absdiff))
+    rel_l2 = diff_norm / ref_norm if ref_norm > 0 else (0.0 if diff_norm == 0 else float("inf"))
+    return OutputError(index, max_abs, max_rel, min_atol=max_abs, min_rtol=max_rel, rel_l2=rel_l2)
+
+
+# --------------------------------------------------------------------------- embedders
+
+def _measure_embeddings(result: ParityResult, reference: np.ndarray, candidate: np.ndarray) -> None:
+    ref = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
+    cand = np.asarray(candidate, dtype=np.float64).reshape(len(candidate), -1)
+    ref_norm, cand_norm = np.linalg.norm(ref, axis=1), np.linalg.norm(cand, axis=1)
+    cosine = np.sum(ref * cand, axis=1) / np.maximum(ref_norm * cand_norm, np.finfo(np.float64).tiny)
+    result.cosine_min = float(cosine.min())
+    result.cosine_mean = float(cosine.mean())
+    result.norm_ratio = float(np.mean(cand_norm / np.maximum(ref_norm, np.finfo(np.float64).tiny)))
+
+
+def _embedder_failures(result: ParityResult, gates: ParityGates) -> list[str]:
+    limit = gates.limit("cosine_min", result.precision)
+    if limit is not None and result.cosine_min < limit:
+        return [f"cosine min {result.cosine_min:.6f} < {limit}"]
+    return []
+
+
+# --------------------------------------------------------------------------- detectors
+
+def _frames_in(outputs: list[np.ndarray]) -> int:
+    return outputs[0].shape[0] if outputs[0].ndim == 3 else 1  # 2-D exports hold one frame
+
+
+def _decode(outputs: list[np.ndarray], input_hw: tuple[int, int], frame: int) -> Detections:
+    return decode_scrfd(outputs, input_hw, frame=frame, score_threshold=SCORE_THRESHOLD,
+                        nms_threshold=NMS_THRESHOLD)
+
+
+def _measure_detections(result: ParityResult, reference: list[np.ndarray], candidate: list[np.ndarray],
+                        input_hw: tuple[int, int]) -> None:
+    n_ref = n_cand = n_matched = 0
+    landmark_errors: list[float] = []
+    for frame in range(_frames_in(reference)):
+        ref_dets = _decode(reference, input_hw, frame)
+        cand_dets = _decode(candidate, input_hw, frame)
+        pairs = match_detections(ref_dets, cand_dets)
+        n_ref, n_cand, n_matched = n_ref + len(ref_dets), n_cand + len(cand_dets), n_matched + len(pairs)
+        if ref_dets.kps is not None and cand_dets.kps is not None:
+            landmark_errors += [float(np.linalg.norm(ref_dets.kps[r] - cand_dets.kps[c], axis=1).mean())
+                                for r, c in pairs]
+    result.ref_detections, result.candidate_detections = n_ref, n_cand
+    result.det_recall = n_matched / n_ref if n_ref else None
+    result.det_precision = n_matched / n_cand if n_cand else None
+    result.landmark_err_px = float(np.mean(landmark_errors)) if landmark_errors else None
+
+
+def match_detections(reference: Detections, candidate: Detections,
+                     iou_min: float = MATCH_IOU) -> list[tuple[int, int]]:
+    """Greedy one-to-one matching, best candidate score first: (reference, candidate) index pairs."""
+    if not len(reference) or not len(candidate):
+        return []
+    iou = box_iou(reference.boxes, candidate.boxes)
+    taken = np.zeros(len(reference), dtype=bool)
+    pairs = []
+    for c in np.argsort(-candidate.scores, kind="stable"):
+        overlaps = np.where(taken, -1.0, iou[:, c])
+        r = int(np.argmax(overlaps))
+        if overlaps[r] >= iou_min:
+            taken[r] = True
+            pairs.append((r, int(c)))
+    return pairs
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) IoU of x1,y1,x2,y2 boxes (continuous areas, no +1)."""
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
+
+
+def _detector_failures(result: ParityResult, gates: ParityGates) -> list[str]:
+    if result.ref_detections:
+        return _detection_failures(result, gates)
+    failures = []
+    if result.candidate_detections:  # the reference saw no face anywhere
+        failures.append(f"{result.candidate_detections} detections where the reference has none")
+    return failures + _raw_output_failures(result, gates)
+
+
+def _detection_failures(result: ParityResult, gates: ParityGates) -> list[str]:
+    failures = []
+    checks = [("det_recall_min", result.det_recall, "recall"),
+              ("det_precision_min", result.det_precision, "precision")]
+    for metric, value, label in checks:
+        limit = gates.limit(metric, result.precision)
+        if limit is not None and value is not None and value < limit:
+            failures.append(f"detection {label} {_fmt(value)} < {limit}")
+    limit = gates.limit("landmark_err_max_px", result.precision)
+    if limit is not None and result.landmark_err_px is not None and result.landmark_err_px > limit:
+        failures.append(f"landmark error {result.landmark_err_px:.3f} px > {limit}")
+    return failures
+
+
+def _raw_output_failures(result: ParityResult, gates: ParityGates) -> list[str]:
+    limit = gates.limit("output_rel_l2_max", result.precision)
+    if limit is None:
+        return []
+    return [f"output {o.index} relative L2 error {o.rel_l2:.3g} > {limit}"
+            for o in result.outputs if o.rel_l2 > limit]
+
+
+def _fmt(value: float | None) -> str:
+    return "none" if value is None else f"{value:.3f}"

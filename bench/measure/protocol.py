@@ -1,0 +1,146 @@
+"""The measurement protocol every runtime shares.
+
+Per point: warm-up bounded by time and count; then steady-state windows, each sized
+from the warm-up latency so the timing loop itself never looks at the clock; stop
+when the last `stable_windows` windows agree within `stability_pct` on both
+frames/s and mean latency (perf_analyzer's rule), else give up after `max_windows`
+and call the point UNSTABLE. Frames/s is batch x iterations / wall time of the
+windows, never derived from mean latency.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bench.measure.stats import LatencyStats, latency_stats
+
+VALID, UNSTABLE = "VALID", "UNSTABLE"
+COV_WARN_PCT = 2.5  # trtexec's "compute time is unstable" threshold
+
+
+@dataclass
+class MeasureSettings:
+    warmup_s: float = 0.5
+    warmup_min_iterations: int = 3
+    warmup_max_iterations: int = 200
+    window_s: float = 1.0
+    window_min_iterations: int = 5
+    stable_windows: int = 3
+    max_windows: int = 10
+    stability_pct: float = 10.0
+    input_buffers: int = 4
+    seed: int = 0
+
+
+@dataclass
+class Measurement:
+    batch: int
+    warmup_iterations: int
+    warmup_s: float
+    windows: list  # bench.runtimes.base.Window, all measured
+    used_windows: int  # the trailing windows the figures come from
+    iterations: int
+    frames: int
+    wall_s: float
+    fps: float
+    window_spread_pct: float
+    latency: LatencyStats
+    verdict: str
+    warnings: list[str] = field(default_factory=list)
+    extra_ms: dict[str, float] = field(default_factory=dict)  # median per-iteration extras (h2d, compute...)
+
+    @property
+    def ms_per_frame(self) -> float:
+        return 1000.0 / self.fps if self.fps > 0 else math.nan
+
+
+def warm_up(session, inputs: list[np.ndarray], settings: MeasureSettings) -> tuple[int, float]:
+    """Run until both the time and count minimums are met (count capped); return (iterations, mean s)."""
+    count = 0
+    t0 = time.perf_counter()
+    while count < settings.warmup_max_iterations:
+        session.run_window([inputs[count % len(inputs)]], 1)
+        count += 1
+        elapsed = time.perf_counter() - t0
+        if count >= settings.warmup_min_iterations and elapsed >= settings.warmup_s:
+            break
+    return count, (time.perf_counter() - t0) / count
+
+
+def window_iterations(mean_latency_s: float, settings: MeasureSettings) -> int:
+    target = settings.window_s / max(mean_latency_s, 1e-9)
+    return max(settings.window_min_iterations, int(math.ceil(target)))
+
+
+def spread_pct(values: list[float]) -> float:
+    low, high = min(values), max(values)
+    return (high / low - 1.0) * 100.0 if low > 0 else math.inf
+
+
+def measure(session, inputs: list[np.ndarray], batch: int, settings: MeasureSettings) -> Measurement:
+    warm_count, warm_mean_s = warm_up(session, inputs, settings)
+    iterations = window_iterations(warm_mean_s, settings)
+    windows = []
+    verdict = UNSTABLE
+    while len(windows) < settings.max_windows:
+        window = session.run_window(inputs, iterations)
+        windows.append(window)
+        if len(windows) >= settings.stable_windows and _stable(windows[-settings.stable_windows:], batch, settings):
+            verdict = VALID
+            break
+    used = windows[-settings.stable_windows:]
+    result = _summarise(used, windows, batch, warm_count, warm_count * warm_mean_s, verdict)
+    # trtexec's CoV rule is about GPU compute time; host-timed CPU latencies always jitter more.
+    if getattr(session, "timer_kind", "host") != "host" and result.latency.cov_pct > COV_WARN_PCT:
+        result.warnings.append(f"latency CoV {result.latency.cov_pct:.1f}% > {COV_WARN_PCT}%: "
+                               "compute time is unstable; locking clocks may help")
+    return result
+
+
+def _window_fps(window, batch: int) -> float:
+    return batch * window.iterations / (window.wall_ns / 1e9)
+
+
+def _window_mean_latency(window) -> float:
+    return float(np.mean(window.latencies_ns))
+
+
+def _stable(windows, batch: int, settings: MeasureSettings) -> bool:
+    fps = [_window_fps(w, batch) for w in windows]
+    latency = [_window_mean_latency(w) for w in windows]
+    limit = settings.stability_pct
+    return spread_pct(fps) <= limit and spread_pct(latency) <= limit and min(fps) > 0
+
+
+def _summarise(used, all_windows, batch, warm_count, warm_s, verdict) -> Measurement:
+    iterations = sum(w.iterations for w in used)
+    wall_s = sum(w.wall_ns for w in used) / 1e9
+    latencies = np.concatenate([np.asarray(w.latencies_ns, dtype=np.float64) for w in used])
+    stats = latency_stats(latencies)
+    warnings = []
+    if verdict == UNSTABLE:
+        warnings.append(f"did not settle: last {len(used)} windows differ by {spread_pct([_window_fps(w, batch) for w in used]):.1f}% "
+                        f"after {len(all_windows)} windows; lengthen measure.window_s or quiet the machine")
+    extra = {}
+    for key in used[0].extra_ns:
+        series = np.concatenate([np.asarray(w.extra_ns[key], dtype=np.float64) for w in used])
+        extra[key] = float(np.median(series)) / 1e6
+    return Measurement(
+        batch=batch, warmup_iterations=warm_count, warmup_s=warm_s, windows=all_windows,
+        used_windows=len(used), iterations=iterations, frames=batch * iterations, wall_s=wall_s,
+        fps=batch * iterations / wall_s, window_spread_pct=spread_pct([_window_fps(w, batch) for w in used]),
+        latency=stats, verdict=verdict, warnings=warnings, extra_ms=extra,
+    )
+
+
+def make_inputs(shape: tuple[int, ...], count: int, seed: int, mean: float = 127.5, std: float = 128.0) -> list[np.ndarray]:
+    """Seeded random images normalised as the model expects; made outside any timed loop."""
+    rng = np.random.default_rng(seed)
+    buffers = []
+    for _ in range(count):
+        pixels = rng.integers(0, 256, size=shape, dtype=np.uint8).astype(np.float32)
+        buffers.append(np.ascontiguousarray((pixels - mean) / std, dtype=np.float32))
+    return buffers

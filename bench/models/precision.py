@@ -1,0 +1,461 @@
+"""Precision artifacts built from one FP32 ONNX, and the frames that calibrate them.
+
+Every variant is a new file in a cache folder, named by the source's sha256, the
+variant and a digest of the settings that built it, so a changed recipe (or a new
+converter version, or other calibration frames) never reuses a stale artifact:
+
+- fp16: weights and compute in FP16, inputs and outputs kept FP32, via
+  onnxconverter-common (the maintained converter; TensorRT 11 takes its precision
+  from the ONNX, runtimes.md 3.3).
+- int8: QDQ from onnxruntime.quantization.quantize_static, symmetric activations
+  (TensorRT wants zero-point 0), per-channel weights, calibrated on recorded frames;
+  Sigmoid outputs (SCRFD scores) stay float.
+- simplified: onnxslim (or onnxsim when that is what is installed).
+- OpenVINO IR: make_openvino_ir, the model as ov.save_model writes it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx.version_converter
+
+from bench.errors import ModelFileError, UserError
+from bench.pipeline.preprocess import DET_MEAN, DET_STD, REC_MEAN, REC_STD, resize_bilinear, to_blob
+
+PRECISIONS = ("fp32", "fp16", "int8", "simplified")
+
+DETECTOR, EMBEDDER = "detector", "embedder"
+_FAMILY_ALIASES = {"detector": DETECTOR, "scrfd": DETECTOR, "embedder": EMBEDDER, "arcface": EMBEDDER,
+                   "recognizer": EMBEDDER, "recognition": EMBEDDER}
+
+DEFAULT_CALIBRATION_FRAMES = 32
+# Sizes used when the model leaves H and W symbolic.
+_DEFAULT_HW = {DETECTOR: (640, 640), EMBEDDER: (112, 112)}
+
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+# --------------------------------------------------------------------------- artifacts
+
+def make_artifact(src_path: str | os.PathLike, precision: str, cache_dir: str | os.PathLike,
+                  calibration_frames: np.ndarray | None = None) -> Path:
+    """Path to `src_path` converted to `precision`, built into `cache_dir` unless cached.
+
+    fp32 is the source itself. For int8 without frames, synthetic face-like frames
+    shaped for the model are used (see calibration_frames).
+    """
+    src = Path(src_path)
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if not src.is_file():
+        raise ModelFileError(f"model file not found: {src}")
+    if precision == "fp32":
+        return src
+    if precision == "fp16":
+        return make_fp16(src, cache_dir)
+    if precision == "int8":
+        return make_int8(src, cache_dir, calibration_frames)
+    return make_simplified(src, cache_dir)
+
+
+def make_fp16(src_path: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
+    """FP16 weights and compute with FP32 inputs and outputs (Casts at the edges)."""
+    from onnxconverter_common import __version__ as converter_version
+    from onnxconverter_common import float16
+
+    settings = {"converter": "onnxconverter-common", "version": converter_version, "keep_io_types": True}
+
+    def build(src: Path, out: Path) -> None:
+        with warnings.catch_warnings():
+            # It warns for every weight below FP16's range that it flushes to +-1e-7: expected.
+            warnings.filterwarnings("ignore", message=".*will be truncated to.*")
+            model = float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+        onnx.save(model, str(out))
+
+    return _cached(Path(src_path), "fp16", settings, cache_dir, build)
+
+
+def make_int8(src_path: str | os.PathLike, cache_dir: str | os.PathLike,
+              calibration_frames: np.ndarray | None = None) -> Path:
+    """QDQ INT8: symmetric activations, per-channel symmetric weights, MinMax calibration."""
+    import onnxruntime
+
+    src = Path(src_path)
+    if calibration_frames is None:
+        model = onnx.load(str(src), load_external_data=False)
+        family = guess_family(model)
+        calibration_frames = calibration_frames_for(model, family, DEFAULT_CALIBRATION_FRAMES)
+    frames = np.ascontiguousarray(calibration_frames, dtype=np.float32)
+    settings = {"format": "QDQ", "activation_symmetric": True, "weight_symmetric": True,
+                "per_channel": True, "calibrate": "MinMax", "pre_process": True,
+                "float_outputs": ["Sigmoid"], "opsets": "used-only",
+                "onnxruntime": onnxruntime.__version__,
+                "frames": hashlib.sha256(frames.tobytes() + str(frames.shape).encode()).hexdigest()[:16]}
+
+    def build(src: Path, out: Path) -> None:
+        _quantize_qdq(src, out, frames)
+
+    return _cached(src, "int8", settings, cache_dir, build)
+
+
+def make_simplified(src_path: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
+    """The graph after onnxslim (preferred) or onnxsim: folded constants, fused no-ops."""
+    tool, version, simplify = _simplifier()
+    settings = {"tool": tool, "version": version}
+
+    def build(src: Path, out: Path) -> None:
+        onnx.save(simplify(onnx.load(str(src))), str(out))
+
+    return _cached(Path(src_path), "simplified", settings, cache_dir, build)
+
+
+def make_openvino_ir(src_path: str | os.PathLike, out_dir: str | os.PathLike, *,
+                     compress_to_fp16: bool = False) -> Path:
+    """The model as OpenVINO IR (.xml + .bin); returns the .xml path.
+
+    FP32 weights by default so the IR differs from the ONNX only in format (read and
+    compile cost); ov.save_model's own default, FP16 weights, is compress_to_fp16=True.
+    """
+    import openvino as ov
+
+    src = Path(src_path)
+    if not src.is_file():
+        raise ModelFileError(f"model file not found: {src}")
+    weights = "f16" if compress_to_fp16 else "f32"
+    digest = _settings_digest({"openvino": ov.__version__, "weights": weights})
+    final_dir = Path(out_dir) / f"{src.stem}-{_sha256(src)[:12]}-ir-{weights}-{digest}"
+    xml = final_dir / f"{src.stem}.xml"
+    if xml.is_file():
+        return xml
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(dir=out_dir, prefix=".ir-"))
+    try:
+        ov.save_model(ov.convert_model(str(src)), str(tmp_dir / xml.name), compress_to_fp16=compress_to_fp16)
+        try:
+            os.replace(tmp_dir, final_dir)
+        except OSError:  # another process finished the same IR first
+            if not xml.is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return xml
+
+
+def _cached(src: Path, precision: str, settings: dict, cache_dir: str | os.PathLike,
+            build: Callable[[Path, Path], None]) -> Path:
+    if not src.is_file():
+        raise ModelFileError(f"model file not found: {src}")
+    cache = Path(cache_dir)
+    target = cache / f"{src.stem}-{_sha256(src)[:12]}-{precision}-{_settings_digest(settings)}.onnx"
+    if target.is_file():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    # Build under a private name, then rename: concurrent builders never see half a file.
+    fd, tmp_name = tempfile.mkstemp(dir=cache, prefix=f".{precision}-", suffix=".onnx")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        build(src, tmp)
+        onnx.checker.check_model(str(tmp))
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _settings_digest(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _simplifier():
+    """(tool, version, ModelProto -> ModelProto) for whichever simplifier is installed."""
+    try:
+        import onnxslim
+        return "onnxslim", onnxslim.__version__, onnxslim.slim
+    except ImportError:
+        pass
+    try:
+        import onnxsim
+    except ImportError:
+        raise UserError("the 'simplified' variant needs onnxslim (pip install onnxslim) or onnxsim") from None
+
+    def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
+        simplified, ok = onnxsim.simplify(model)
+        if not ok:
+            raise ModelFileError("onnxsim could not validate the simplified model")
+        return simplified
+
+    return "onnxsim", onnxsim.__version__, simplify
+
+
+# --------------------------------------------------------------------------- int8
+
+def _quantize_qdq(src: Path, out: Path, frames: np.ndarray) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # Pre-processing folds constants and infers shapes so that Q/DQ pairs land on
+        # the fused graph the runtime will execute.
+        prepared = Path(tmp) / "prepared.onnx"
+        _pre_process(src, prepared)
+        model = onnx.load(str(prepared))
+        quantize_static(
+            str(prepared), str(out), _FrameReader(model, frames),
+            quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                           # Scores stay float: the 0.5 threshold should not fall on an 8-bit grid.
+                           "OpTypesToExcludeOutputQuantization": ["Sigmoid"]},
+        )
+    onnx.save(_without_unused_opsets(onnx.load(str(out))), str(out))
+
+
+def _without_unused_opsets(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop the ORT-internal domains pre-processing declares but no node uses.
+
+    The artifact then claims only standard ONNX, which every consumer (TensorRT included) reads.
+    """
+    used = {node.domain for node in model.graph.node} | {"", "ai.onnx"}
+    kept = [o for o in model.opset_import if o.domain in used]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    return model
+
+
+# Per-channel DequantizeLinear (its `axis`) needs opset 13; older exports are lifted first.
+_MIN_QDQ_OPSET = 13
+
+
+def _pre_process(src: Path, out: Path) -> None:
+    from onnxruntime.quantization import quant_pre_process
+
+    model = onnx.load(str(src))
+    if _default_opset(model) < _MIN_QDQ_OPSET:
+        model = onnx.version_converter.convert_version(model, _MIN_QDQ_OPSET)
+    lifted = out.with_name("lifted.onnx")
+    onnx.save(model, str(lifted))  # quant_pre_process mishandles in-memory models' weights
+    # ONNX's own shape inference is enough for these CNNs; ORT's symbolic pass gives up on
+    # Resize sizes computed from runtime shapes (the batched replicas' neck).
+    quant_pre_process(str(lifted), str(out), skip_symbolic_shape=True)
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+class _FrameReader:
+    """A CalibrationDataReader (get_next protocol) over recorded frames, in batches the model accepts."""
+
+    def __init__(self, model: onnx.ModelProto, frames: np.ndarray):
+        graph_input = _graph_inputs(model)[0]
+        batch_dim = graph_input.type.tensor_type.shape.dim[0]
+        batch = batch_dim.dim_value if batch_dim.HasField("dim_value") and batch_dim.dim_value > 0 else 1
+        if len(frames) < batch:
+            raise UserError(f"calibration needs at least {batch} frames for a batch-{batch} model")
+        self._feeds = iter([{graph_input.name: frames[i:i + batch]}
+                            for i in range(0, len(frames) - batch + 1, batch)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._feeds, None)
+
+
+def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    initializers = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in initializers]
+
+
+# --------------------------------------------------------------------------- calibration frames
+
+def guess_family(model: onnx.ModelProto) -> str:
+    """SCRFD exports have 6, 9, 10 or 15 outputs; ArcFace one embedding."""
+    return DETECTOR if len(model.graph.output) >= 6 else EMBEDDER
+
+
+def calibration_frames_for(model: onnx.ModelProto, family: str, n: int,
+                           images: Sequence | None = None, seed: int = 0) -> np.ndarray:
+    """calibration_frames shaped for `model`'s input (symbolic H/W get family defaults)."""
+    dims = _graph_inputs(model)[0].type.tensor_type.shape.dim
+    default_h, default_w = _DEFAULT_HW[normalise_family(family)]
+    h = dims[2].dim_value or default_h
+    w = dims[3].dim_value or default_w
+    return calibration_frames((1, 3, h, w), family, n, images=images, seed=seed)
+
+
+def normalise_family(family: str) -> str:
+    try:
+        return _FAMILY_ALIASES[family.lower()]
+    except KeyError:
+        raise UserError(f"unknown model family {family!r}; expected detector or embedder") from None
+
+
+def calibration_frames(input_shape: Sequence[int], family: str, n: int,
+                       images: Sequence | None = None, seed: int = 0) -> np.ndarray:
+    """(n, 3, H, W) float32 frames normalised as `family` expects, RGB.
+
+    With `images` (RGB uint8 arrays or file paths) the frames are those images,
+    letterboxed (detector) or resized (embedder), with random crops and flips once
+    the images run out. Without, synthetic face-like frames: smooth backgrounds and
+    skin-toned faces with eyes, brows, nose, mouth and hair, never white noise,
+    because calibration ranges from noise would not match what real frames excite.
+    """
+    family = normalise_family(family)
+    h, w = int(input_shape[-2]), int(input_shape[-1])
+    rng = np.random.default_rng(seed)
+    if images is not None and len(images):
+        loaded = [_as_rgb_uint8(im) for im in images]
+        pictures = [_fit(_augment(loaded[i % len(loaded)], rng, i >= len(loaded)), h, w, family)
+                    for i in range(n)]
+    else:
+        pictures = [_synthetic_picture(rng, h, w, family) for _ in range(n)]
+    mean, std = (DET_MEAN, DET_STD) if family == DETECTOR else (REC_MEAN, REC_STD)
+    return to_blob(np.stack(pictures), mean, std)
+
+
+def images_in_folder(folder: str | os.PathLike) -> list[Path]:
+    """Image files in `folder` (sorted), for calibration_frames(images=...)."""
+    found = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+    if not found:
+        raise UserError(f"no images ({', '.join(_IMAGE_SUFFIXES)}) in {folder}")
+    return found
+
+
+def _as_rgb_uint8(image) -> np.ndarray:
+    if not isinstance(image, np.ndarray):
+        image = _read_image(Path(image))
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    image = image[:, :, :3]
+    if image.dtype != np.uint8:
+        scale = 255.0 if image.max() <= 1.0 else 1.0
+        image = np.clip(image * scale, 0, 255).astype(np.uint8)
+    return image
+
+
+def _read_image(path: Path) -> np.ndarray:
+    try:
+        from skimage.io import imread
+    except ImportError:
+        try:
+            from PIL import Image
+        except ImportError:
+            raise UserError("reading calibration images needs scikit-image or Pillow") from None
+        return np.asarray(Image.open(path).convert("RGB"))
+    return imread(path)
+
+
+def _augment(image: np.ndarray, rng: np.random.Generator, vary: bool) -> np.ndarray:
+    """A random crop (>= 60% a side) and maybe a flip, so reused images still add ranges."""
+    if not vary:
+        return image
+    h, w = image.shape[:2]
+    ch, cw = int(h * rng.uniform(0.6, 1.0)), int(w * rng.uniform(0.6, 1.0))
+    y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+    crop = image[y:y + ch, x:x + cw]
+    return crop[:, ::-1] if rng.random() < 0.5 else crop
+
+
+def _fit(image: np.ndarray, h: int, w: int, family: str) -> np.ndarray:
+    if family == EMBEDDER:  # centre square, then the full 112x112 (aligned crops are square)
+        ih, iw = image.shape[:2]
+        side = min(ih, iw)
+        y, x = (ih - side) // 2, (iw - side) // 2
+        return resize_bilinear(np.ascontiguousarray(image[y:y + side, x:x + side]), h, w)
+    return _letterbox(image, h, w)
+
+
+def _letterbox(image: np.ndarray, h: int, w: int) -> np.ndarray:
+    """insightface's detector fit: keep aspect, paste top-left on a zero canvas."""
+    ih, iw = image.shape[:2]
+    if ih / iw > h / w:
+        new_h, new_w = h, int(h * iw / ih)
+    else:
+        new_w, new_h = w, int(w * ih / iw)
+    canvas = np.zeros((h, w, 3), dtype=np.uint8)
+    canvas[:new_h, :new_w] = resize_bilinear(np.ascontiguousarray(image), new_h, new_w)
+    return canvas
+
+
+# ArcFace alignment template (models.md 3.5) as fractions of the 112x112 crop.
+_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                      [41.5493, 92.3655], [70.7299, 92.2041]]) / 112.0
+
+
+def _synthetic_picture(rng: np.random.Generator, h: int, w: int, family: str) -> np.ndarray:
+    canvas = _background(rng, h, w)
+    if family == EMBEDDER:  # one aligned face filling the crop, as after norm_crop
+        _draw_face(canvas, rng, x0=0.0, y0=0.0, size=float(min(h, w)))
+    else:  # a few faces at detector scales (16 px to half the frame)
+        for _ in range(rng.integers(1, 5)):
+            size = float(np.exp(rng.uniform(np.log(16), np.log(min(h, w) / 2))))
+            x0, y0 = rng.uniform(0, w - size), rng.uniform(0, h - size)
+            _draw_face(canvas, rng, x0, y0, size)
+    canvas += rng.normal(0, 3.0, canvas.shape)  # sensor noise, small beside the structure
+    return np.clip(canvas, 0, 255).astype(np.uint8)
+
+
+def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A muted scene: smooth shading (coarse grid upsampled) plus a few soft objects for edges."""
+    grid_h, grid_w = rng.integers(2, 7), rng.integers(2, 7)
+    light = rng.uniform(40, 220, (grid_h, grid_w, 1))
+    tint = rng.uniform(-30, 30, (grid_h, grid_w, 3))  # real scenes are far from saturated
+    coarse = np.clip(light + tint, 0, 255).astype(np.uint8)
+    canvas = resize_bilinear(coarse, h, w).astype(np.float32)
+    for _ in range(rng.integers(2, 8)):
+        centre = rng.uniform(0, w), rng.uniform(0, h)
+        rx, ry = rng.uniform(0.03, 0.3) * w, rng.uniform(0.03, 0.3) * h
+        colour = rng.uniform(30, 225) + rng.uniform(-30, 30, 3)
+        _blend_ellipse(canvas, centre, rx, ry, colour)
+    return canvas
+
+
+def _draw_face(canvas: np.ndarray, rng: np.random.Generator, x0: float, y0: float, size: float) -> None:
+    """Paint a face whose features sit where the ArcFace template puts them in a size-px box."""
+    red = rng.uniform(110, 240)  # skin tones: red leads, green and blue follow in proportion
+    skin = red * np.array([1.0, rng.uniform(0.68, 0.85), rng.uniform(0.5, 0.72)])
+    hair = rng.uniform(10, 90) * np.array([1.0, 0.85, 0.7])
+    dark = np.array([40.0, 30.0, 30.0])
+    pts = _TEMPLATE * size + (x0, y0)
+    eye_dx = pts[1, 0] - pts[0, 0]
+    cx, cy = pts[2, 0], (pts[0, 1] + pts[3, 1]) / 2
+    _blend_ellipse(canvas, (cx, cy - 0.28 * size), 0.42 * size, 0.36 * size, hair)  # hair above
+    _blend_ellipse(canvas, (cx, cy), 0.36 * size, 0.48 * size, skin)  # face
+    for eye in pts[:2]:
+        _blend_ellipse(canvas, (eye[0], eye[1] - 0.07 * size), 0.11 * size, 0.025 * size, hair)  # brow
+        _blend_ellipse(canvas, eye, 0.09 * size, 0.04 * size, np.array([235.0, 235.0, 230.0]))  # white
+        _blend_ellipse(canvas, eye, 0.035 * size, 0.035 * size, dark)  # iris
+    _blend_ellipse(canvas, (pts[2, 0], pts[2, 1] + 0.02 * size), 0.05 * size, 0.1 * size, skin * 0.8)
+    mouth = pts[3:].mean(axis=0)
+    lips = np.array([rng.uniform(140, 200), 70.0, 70.0])
+    _blend_ellipse(canvas, mouth, 0.55 * eye_dx, 0.035 * size, lips)
+
+
+def _blend_ellipse(canvas: np.ndarray, centre, rx: float, ry: float, colour: np.ndarray) -> None:
+    """Alpha-blend a soft-edged ellipse (edges ~ a tenth of its radius, so never aliased)."""
+    h, w = canvas.shape[:2]
+    x_lo, x_hi = max(int(centre[0] - rx) - 2, 0), min(int(centre[0] + rx) + 3, w)
+    y_lo, y_hi = max(int(centre[1] - ry) - 2, 0), min(int(centre[1] + ry) + 3, h)
+    if x_lo >= x_hi or y_lo >= y_hi:
+        return
+    ys, xs = np.mgrid[y_lo:y_hi, x_lo:x_hi].astype(np.float32)
+    r = np.sqrt(((xs - centre[0]) / max(rx, 0.5)) ** 2 + ((ys - centre[1]) / max(ry, 0.5)) ** 2)
+    alpha = np.clip((1.0 - r) * 10.0 + 0.5, 0.0, 1.0)[:, :, None]
+    region = canvas[y_lo:y_hi, x_lo:x_hi]
+    region += alpha * (colour - region)

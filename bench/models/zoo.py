@@ -1,0 +1,134 @@
+"""The model zoo: built-in replicas (built once, cached) and real files by path.
+
+Cache layout: $FACEBENCH_CACHE (default ~/.cache/facebench)/models/<key>.onnx with a
+<key>.json sidecar holding the sha256 and inspection, keyed by builder version and
+configuration. A missing or corrupt file is rebuilt.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import onnx
+
+from bench.errors import UserError
+from bench.models.info import ModelInfo, inspect_model, sha256_file
+
+BUILDER_VERSION = 1
+DEFAULT_SEED = 0
+
+
+@dataclass(frozen=True)
+class Builtin:
+    name: str
+    family: str
+    summary: str
+    default_size: int | None  # detectors take an input size; embedders are 112x112
+
+    def build(self, input_size: int | None, seed: int) -> onnx.ModelProto:
+        return _BUILDERS[self.name](input_size, seed)
+
+
+def _scrfd(variant: str) -> Callable[[int | None, int], onnx.ModelProto]:
+    def build(size, seed):
+        from bench.models.scrfd import build_scrfd
+
+        return build_scrfd(variant, size, seed=seed)
+    return build
+
+
+def _arcface(variant: str) -> Callable[[int | None, int], onnx.ModelProto]:
+    def build(size, seed):
+        from bench.models.arcface import build_arcface
+
+        return build_arcface(variant, seed=seed)
+    return build
+
+
+BUILTINS = {b.name: b for b in (
+    Builtin("scrfd_500m", "detector", "SCRFD-500M-KPS (buffalo_s det_500m), MobileNetV1 backbone", 640),
+    Builtin("scrfd_2.5g", "detector", "SCRFD-2.5G-KPS (buffalo_m det_2.5g), ResNetV1e backbone", 640),
+    Builtin("scrfd_10g", "detector", "SCRFD-10G-KPS (buffalo_l det_10g), ResNetV1e backbone", 640),
+    Builtin("scrfd_34g", "detector", "SCRFD-34G (no keypoints), Bottleneck ResNetV1e, GN head", 640),
+    Builtin("arcface_r50", "embedder", "ArcFace IResNet-50 (buffalo_l w600k_r50)", None),
+    Builtin("arcface_mbf", "embedder", "ArcFace MobileFaceNet (buffalo_s w600k_mbf)", None),
+)}
+_BUILDERS = {
+    "scrfd_500m": _scrfd("500m"), "scrfd_2.5g": _scrfd("2.5g"), "scrfd_10g": _scrfd("10g"),
+    "scrfd_34g": _scrfd("34g"), "arcface_r50": _arcface("r50"), "arcface_mbf": _arcface("mbf"),
+}
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("FACEBENCH_CACHE") or Path.home() / ".cache" / "facebench"
+    return Path(root)
+
+
+def _cache_key(builtin: Builtin, input_size: int | None, seed: int) -> str:
+    size = f"-{input_size}" if builtin.family == "detector" else ""
+    return f"{builtin.name}{size}-b{BUILDER_VERSION}-s{seed}"
+
+
+def builtin(name: str) -> Builtin:
+    if name not in BUILTINS:
+        raise UserError(f"unknown model '{name}'; built-in models: {', '.join(BUILTINS)} (or pass a path to an .onnx file)")
+    return BUILTINS[name]
+
+
+def build_cached(name: str, input_size: int | None = None, seed: int = DEFAULT_SEED) -> ModelInfo:
+    """The replica's file and inspection, building it when missing or corrupt."""
+    spec = builtin(name)
+    size = (input_size or spec.default_size) if spec.family == "detector" else None
+    if input_size and spec.family == "embedder" and input_size != 112:
+        raise UserError(f"model '{name}' is an embedder with a fixed 112x112 input; drop the input size")
+    folder = cache_dir() / "models"
+    key = _cache_key(spec, size, seed)
+    path, sidecar = folder / f"{key}.onnx", folder / f"{key}.json"
+    cached = _read_sidecar(sidecar, path)
+    if cached is not None:
+        return cached
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_atomically(path, spec.build(size, seed).SerializeToString())
+    label = f"{name}@{size}" if size else name
+    info = inspect_model(path, name=label, input_size=size, source="builtin")
+    _write_atomically(sidecar, json.dumps(info.to_dict()).encode())
+    return info
+
+
+def _read_sidecar(sidecar: Path, path: Path) -> ModelInfo | None:
+    if not (sidecar.is_file() and path.is_file()):
+        return None
+    try:
+        data = json.loads(sidecar.read_text())
+        info = ModelInfo(**data)
+    except (ValueError, TypeError):
+        return None
+    if sha256_file(path) != info.sha256:  # corrupt or replaced: rebuild
+        return None
+    info.input_hw = tuple(info.input_hw)
+    info.outputs = [tuple(o) for o in info.outputs]
+    info.path = str(path)
+    return info
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def resolve(ref) -> ModelInfo:
+    """A suite ModelRef -> the file to benchmark and what it is."""
+    if ref.path:
+        return inspect_model(ref.path, name=ref.name, input_size=ref.input_size, source="file")
+    return build_cached(ref.name, ref.input_size)

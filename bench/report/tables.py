@@ -1,0 +1,122 @@
+"""Terminal tables (rich) from result rows: throughput, cold start, best runtime and knee."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+KNEE_PCT = 5.0  # the knee: smallest batch within this % of the runtime's best frames/s
+
+
+def _fmt(value, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float) and abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+def _check_cell(row) -> str:
+    marks = []
+    if row.get("contamination_checked") is True:
+        marks.append("[green]clean[/]" if row.get("contamination_passed") else "[red]CONTAMINATED[/]")
+    if row.get("parity_checked") is True:
+        marks.append("[green]parity ok[/]" if row.get("parity_passed") else "[red]PARITY FAIL[/]")
+    return " ".join(marks) or "-"
+
+
+def _verdict_cell(row) -> str:
+    if row["status"] != "ok":
+        return f"[yellow]{row['status']}[/]" if row["status"] == "skipped" else "[red]failed[/]"
+    return "[green]VALID[/]" if row.get("verdict") == "VALID" else "[yellow]UNSTABLE[/]"
+
+
+def trustworthy(row) -> bool:
+    """A number that may be quoted: measured, settled, uncontaminated, parity not failed."""
+    return (row["status"] == "ok" and row.get("verdict") == "VALID"
+            and row.get("contamination_passed") is not False and row.get("parity_passed") is not False)
+
+
+def throughput_table(frame: pd.DataFrame, model: str) -> Table:
+    table = Table(title=f"{model}: steady state", title_justify="left")
+    for column, justify in (("runtime", "left"), ("prec", "left"), ("batch", "right"), ("frames/s", "right"),
+                            ("ms/frame", "right"), ("p50 ms", "right"), ("p99 ms", "right"),
+                            ("x batch 1", "right"), ("GFLOP/s", "right"), ("verdict", "left"), ("checks", "left")):
+        table.add_column(column, justify=justify)
+    for (runtime, precision), group in frame.groupby(["runtime", "precision"], sort=False):
+        group = group.sort_values("batch")
+        base = group[(group.batch == 1) & (group.status == "ok")].fps
+        base_fps = float(base.iloc[0]) if len(base) else None
+        for _, row in group.iterrows():
+            ok = row["status"] == "ok"
+            fps_text = _fmt(row["fps"]) if ok else (row.get("reason") or "")[:60]
+            if ok and not trustworthy(row):
+                fps_text = f"[strike]{fps_text}[/]"
+            speedup = row["fps"] / base_fps if ok and base_fps else None
+            table.add_row(runtime, precision, str(row["batch"]), fps_text,
+                          _fmt(row["ms_per_frame"], 3) if ok else "", _fmt(row["lat_p50_ms"], 2) if ok else "",
+                          _fmt(row["lat_p99_ms"], 2) if ok else "", _fmt(speedup, 2) if speedup else "",
+                          _fmt(row["gflops_achieved"]) if ok else "", _verdict_cell(row), _check_cell(row) if ok else "")
+    return table
+
+
+def cold_start_table(frame: pd.DataFrame, model: str) -> Table:
+    table = Table(title=f"{model}: cold start (ms)", title_justify="left")
+    for column in ("runtime", "prec", "batch", "import", "read", "compile/build", "first infer", "total"):
+        table.add_column(column, justify="left" if column in ("runtime", "prec") else "right")
+    ok = frame[frame.status == "ok"].sort_values(["runtime", "precision", "batch"])
+    for _, row in ok.iterrows():
+        table.add_row(row["runtime"], row["precision"], str(row["batch"]), _fmt(row["process_start_ms"]),
+                      _fmt(row["cold_read_ms"]), _fmt(row["cold_compile_ms"]), _fmt(row["cold_first_infer_ms"]),
+                      _fmt(row["cold_total_ms"]))
+    return table
+
+
+def best_and_knee(frame: pd.DataFrame) -> str | None:
+    """The best runtime and batch for a model, and the knee of that runtime's curve."""
+    good = frame[frame.apply(trustworthy, axis=1)] if len(frame) else frame
+    if good.empty:
+        return None
+    best = good.loc[good.fps.idxmax()]
+    same = good[(good.runtime == best.runtime) & (good.precision == best.precision)].sort_values("batch")
+    knee = same[same.fps >= best.fps * (1 - KNEE_PCT / 100)].iloc[0]
+    return (f"best: {best.runtime} {best.precision} batch {best.batch} at {_fmt(best.fps)} frames/s "
+            f"(p99 {_fmt(best.lat_p99_ms, 2)} ms); knee: batch {knee.batch} reaches {_fmt(knee.fps)} frames/s "
+            f"(within {KNEE_PCT:g}% of best) with p99 {_fmt(knee.lat_p99_ms, 2)} ms")
+
+
+def warnings_for(frame: pd.DataFrame) -> list[str]:
+    lines = []
+    for _, row in frame.iterrows():
+        where = f"{row['runtime']} {row['precision']} batch {row['batch']}"
+        if row["status"] == "failed":
+            lines.append(f"{where}: failed: {row['reason']}")
+        elif row["status"] == "ok" and isinstance(row.get("warnings"), str):
+            lines.append(f"{where}: {row['warnings']}")
+        if row.get("contamination_passed") is False:
+            lines.append(f"{where}: cross-frame contamination (max rel diff {row['contamination_max_rel']:.2e}); "
+                         "its frames/s is not a valid figure")
+        if row.get("parity_passed") is False:
+            lines.append(f"{where}: parity gate failed ({row.get('parity_summary')})")
+    return lines
+
+
+def print_tables(frame: pd.DataFrame, console: Console | None = None) -> None:
+    console = console or Console()
+    frame = frame[frame.kind.fillna("model") == "model"]
+    for model, group in frame.groupby("model", sort=False):
+        console.print(throughput_table(group, model))
+        if (group.status == "ok").any():
+            console.print(cold_start_table(group, model))
+        summary = best_and_knee(group)
+        if summary:
+            console.print(f"[bold]{model}[/] {summary}")
+        for line in warnings_for(group):
+            console.print(f"[yellow]warning[/] {model} {line}")
+        skipped = group[group.status == "skipped"]
+        for reason, items in skipped.groupby("reason"):
+            console.print(f"[dim]skipped {model} {', '.join(sorted(set(items.runtime)))} "
+                          f"batches {', '.join(str(b) for b in sorted(set(items.batch)))}: {reason}[/]")
+        console.print()

@@ -1,0 +1,116 @@
+"""The one interface every runtime implements.
+
+A Runtime loads a model file for one batch size and precision into a Session and
+reports the cold-start phases it could see. A Session runs batches; the shared
+measurement protocol (bench.measure.protocol) drives it and never knows which
+runtime or device it measures.
+"""
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bench.measure.timers import HostTimer, Timer
+
+
+@dataclass
+class LoadRequest:
+    """What to load: an ONNX file (already validated) at one batch size."""
+
+    model_path: str
+    input_name: str
+    input_shape: tuple[int, ...]  # concrete, batch included
+    precision: str = "fp32"
+    options: dict[str, Any] = field(default_factory=dict)  # runtime options from the suite
+    cache_dir: str | None = None
+
+
+@dataclass
+class ColdStart:
+    """Cold-start phases in milliseconds; None where a runtime cannot see a phase."""
+
+    read_ms: float | None = None  # read / parse the model file
+    compile_ms: float | None = None  # session creation, compile or engine build
+    first_infer_ms: float | None = None  # first inference after load
+
+    @property
+    def total_ms(self) -> float:
+        return sum(v for v in (self.read_ms, self.compile_ms, self.first_infer_ms) if v is not None)
+
+
+@dataclass
+class Window:
+    """One steady-state window: wall time of the whole window and every iteration's latency."""
+
+    wall_ns: int
+    latencies_ns: list[int]
+    iterations: int
+    # Extra per-iteration series some runtimes can split out (e.g. h2d/compute/d2h on GPU).
+    extra_ns: dict[str, list[int]] = field(default_factory=dict)
+
+
+class Session(ABC):
+    """A loaded model at one batch size."""
+
+    timer_kind = "host"
+
+    @abstractmethod
+    def infer(self, x: np.ndarray) -> list[np.ndarray]:
+        """Run one batch synchronously and return the outputs (host arrays, model order)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Effective settings (threads, hint, providers, precision actually used)."""
+        return {}
+
+    def effective_precision(self) -> str | None:
+        return None
+
+    def make_timer(self) -> Timer:
+        return HostTimer()
+
+    def run_window(self, inputs: list[np.ndarray], iterations: int) -> Window:
+        """Run `iterations` batches, rotating through `inputs`; timing loop does nothing else."""
+        timer = self.make_timer()
+        latencies = []
+        n_inputs = len(inputs)
+        t0 = time.perf_counter_ns()
+        for i in range(iterations):
+            timer.start()
+            self._run_only(inputs[i % n_inputs])
+            latencies.append(timer.stop())
+        wall = time.perf_counter_ns() - t0
+        return Window(wall_ns=wall, latencies_ns=latencies, iterations=iterations)
+
+    def _run_only(self, x: np.ndarray) -> None:
+        """The timed call: subclasses override to skip output conversions the loop does not need."""
+        self.infer(x)
+
+    def close(self) -> None:
+        pass
+
+
+class Runtime(ABC):
+    """A runtime family member (e.g. ort-cpu, openvino-cpu)."""
+
+    name: str = ""
+    device: str = "cpu"  # cpu | gpu | npu
+    precisions: tuple[str, ...] = ("fp32",)
+
+    @abstractmethod
+    def available(self) -> tuple[bool, str]:
+        """(True, "") or (False, reason). Must not raise; imports happen lazily here."""
+
+    def versions(self) -> dict[str, str]:
+        return {}
+
+    def artifact_for(self, precision: str) -> str:
+        """Which model artifact this runtime consumes for a precision (most: the same name)."""
+        return precision
+
+    @abstractmethod
+    def load(self, request: LoadRequest) -> tuple[Session, ColdStart]:
+        """Load and run the first inference; return the session and the phases it measured."""

@@ -1,0 +1,112 @@
+"""ONNX Runtime: the CPU execution provider (ort-cpu).
+
+The GPU providers (ort-cuda, ort-trt) subclass OrtRuntime in their own module.
+onnxruntime is imported lazily so that listing runtimes never needs it.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from bench.runtimes.base import ColdStart, LoadRequest, Runtime, Session
+
+
+def import_onnxruntime():
+    import onnxruntime
+
+    return onnxruntime
+
+
+_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
+           "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+class OrtSession(Session):
+    def __init__(self, session, input_name: str, settings: dict[str, Any]):
+        self._session = session
+        self._input_name = input_name
+        self._output_names = [o.name for o in session.get_outputs()]
+        self._settings = settings
+
+    def infer(self, x: np.ndarray) -> list[np.ndarray]:
+        return self._session.run(self._output_names, {self._input_name: x})
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self._settings)
+
+    def effective_precision(self) -> str | None:
+        return self._settings.get("precision_effective")
+
+    def close(self) -> None:
+        self._session = None
+
+
+class OrtRuntime(Runtime):
+    name = "ort-cpu"
+    device = "cpu"
+    precisions = ("fp32", "fp16", "int8", "simplified")
+    provider = "CPUExecutionProvider"
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            ort = import_onnxruntime()
+        except ImportError as exc:
+            return False, f"onnxruntime is not installed ({exc}); make bench EXTRA=cpu installs it"
+        providers = ort.get_available_providers()
+        if self.provider not in providers:
+            return False, f"{self.provider} not in this onnxruntime build (has {', '.join(providers)})"
+        return True, ""
+
+    def versions(self) -> dict[str, str]:
+        try:
+            return {"onnxruntime": import_onnxruntime().__version__}
+        except ImportError:
+            return {}
+
+    def session_options(self, request: LoadRequest):
+        ort = import_onnxruntime()
+        options = ort.SessionOptions()
+        threads = int(request.options.get("intra_op_threads", 0))
+        options.intra_op_num_threads = threads
+        level = request.options.get("graph_optimization_level", "all")
+        if level not in _LEVELS:
+            raise ValueError(f"graph_optimization_level '{level}': use one of {', '.join(_LEVELS)}")
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[level])
+        options.log_severity_level = 3
+        return options
+
+    def providers(self, request: LoadRequest) -> list:
+        return [self.provider]
+
+    def load(self, request: LoadRequest) -> tuple[Session, ColdStart]:
+        ort = import_onnxruntime()
+        t0 = time.perf_counter()
+        with open(request.model_path, "rb") as handle:
+            model_bytes = handle.read()
+        t1 = time.perf_counter()
+        options = self.session_options(request)
+        session = ort.InferenceSession(model_bytes, sess_options=options, providers=self.providers(request))
+        t2 = time.perf_counter()
+        settings = self.describe_session(session, options, request)
+        wrapped = self.wrap(session, request, settings)
+        x = np.zeros(request.input_shape, dtype=np.float32)
+        t3 = time.perf_counter()
+        wrapped.infer(x)
+        t4 = time.perf_counter()
+        cold = ColdStart(read_ms=(t1 - t0) * 1e3, compile_ms=(t2 - t1) * 1e3, first_infer_ms=(t4 - t3) * 1e3)
+        return wrapped, cold
+
+    def wrap(self, session, request: LoadRequest, settings: dict[str, Any]) -> Session:
+        return OrtSession(session, request.input_name, settings)
+
+    def describe_session(self, session, options, request: LoadRequest) -> dict[str, Any]:
+        threads = options.intra_op_num_threads
+        return {
+            "providers": ",".join(session.get_providers()),
+            "intra_op_threads": threads if threads else "default (physical cores)",
+            "graph_optimization_level": str(options.graph_optimization_level).rsplit(".", 1)[-1],
+            # ORT CPU computes in the precision the graph carries; the artifact decides it.
+            "precision_effective": request.precision,
+        }

@@ -1,0 +1,198 @@
+"""OpenVINO: CPU (and GPU / NPU where OpenVINO reports them).
+
+Each batch size gets a static reshape and its own compile (the CPU plugin optimises
+known shapes better), so compile time is part of every batch's cold start.
+Two modes: THROUGHPUT, driven through an AsyncInferQueue of
+OPTIMAL_NUMBER_OF_INFER_REQUESTS requests as benchmark_app does, and LATENCY with
+one synchronous request.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from bench.runtimes.base import ColdStart, LoadRequest, Runtime, Session, Window
+
+# OpenVINO's name for each precision hint we request.
+_HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
+
+
+def import_openvino():
+    import openvino
+
+    return openvino
+
+
+class OpenVinoSession(Session):
+    def __init__(self, compiled, input_name: str, settings: dict[str, Any], asynchronous: bool):
+        self._compiled = compiled
+        self._input_name = input_name
+        self._settings = settings
+        self._asynchronous = asynchronous
+        self._request = compiled.create_infer_request()
+        self._requests = None
+
+    def infer(self, x: np.ndarray) -> list[np.ndarray]:
+        results = self._request.infer({self._input_name: x})
+        return [np.array(results[out]) for out in self._compiled.outputs]
+
+    def _run_only(self, x: np.ndarray) -> None:
+        self._request.infer({self._input_name: x}, share_inputs=True, share_outputs=True)
+
+    def run_window(self, inputs: list[np.ndarray], iterations: int) -> Window:
+        if not self._asynchronous:
+            return super().run_window(inputs, iterations)
+        return self._run_async_window(inputs, iterations)
+
+    def _async_requests(self, inputs: list[np.ndarray]) -> list:
+        """OPTIMAL_NUMBER_OF_INFER_REQUESTS requests, each holding its own input (inference-only)."""
+        if self._requests is None:
+            ov = import_openvino()
+            self._requests = [self._compiled.create_infer_request() for _ in range(self._settings["infer_requests"])]
+            for index, request in enumerate(self._requests):
+                request.set_input_tensor(ov.Tensor(inputs[index % len(inputs)]))
+        return self._requests
+
+    def _run_async_window(self, inputs: list[np.ndarray], iterations: int) -> Window:
+        # Round-robin over the requests with wait(), not AsyncInferQueue callbacks: a Python
+        # callback runs on OpenVINO's threads and needs the GIL, which deadlocked on teardown.
+        requests = self._async_requests(inputs)
+        latencies: list[float] = []
+        busy = [False] * len(requests)
+        t0 = time.perf_counter_ns()
+        for i in range(iterations):
+            slot = i % len(requests)
+            if busy[slot]:
+                requests[slot].wait()
+                latencies.append(requests[slot].latency)
+            requests[slot].start_async()
+            busy[slot] = True
+        for slot, request in enumerate(requests):
+            if busy[slot]:
+                request.wait()
+                latencies.append(request.latency)
+        wall = time.perf_counter_ns() - t0
+        return Window(wall_ns=wall, latencies_ns=[int(ms * 1e6) for ms in latencies], iterations=iterations)
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self._settings)
+
+    def effective_precision(self) -> str | None:
+        return self._settings.get("inference_precision")
+
+    def close(self) -> None:
+        self._requests = None
+        self._request = None
+        self._compiled = None
+
+
+class OpenVinoRuntime(Runtime):
+    name = "openvino-cpu"
+    ov_device = "CPU"
+    device = "cpu"
+    mode = "throughput"
+    precisions = ("fp32", "fp16", "int8", "simplified", "ir")
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            ov = import_openvino()
+        except ImportError as exc:
+            return False, f"openvino is not installed ({exc}); make bench installs it"
+        devices = ov.Core().available_devices
+        if not any(d.split(".")[0] == self.ov_device for d in devices):
+            return False, f"OpenVINO reports no {self.ov_device} device (has {', '.join(devices) or 'none'})"
+        return True, ""
+
+    def versions(self) -> dict[str, str]:
+        try:
+            return {"openvino": import_openvino().get_version()}
+        except ImportError:
+            return {}
+
+    def artifact_for(self, precision: str) -> str:
+        # FP16 on OpenVINO comes from the precision hint over the FP32 graph.
+        return "fp32" if precision == "fp16" else precision
+
+    def compile_config(self, core, request: LoadRequest) -> dict[str, Any]:
+        mode = request.options.get("mode", self.mode)
+        if mode not in ("throughput", "latency"):
+            raise ValueError(f"openvino mode '{mode}': use throughput or latency")
+        config: dict[str, Any] = {"PERFORMANCE_HINT": mode.upper()}
+        hint = _HINTS.get(request.precision)
+        if hint:
+            config["INFERENCE_PRECISION_HINT"] = hint if self._supports(core, hint) else "f32"
+        if "threads" in request.options:
+            config["INFERENCE_NUM_THREADS"] = int(request.options["threads"])
+        if request.cache_dir and request.options.get("model_cache", False):
+            config["CACHE_DIR"] = request.cache_dir
+        return config
+
+    def _supports(self, core, hint: str) -> bool:
+        if hint == "f32":
+            return True
+        capabilities = core.get_property(self.ov_device, "OPTIMIZATION_CAPABILITIES")
+        return {"f16": "FP16", "bf16": "BF16"}[hint] in capabilities
+
+    def load(self, request: LoadRequest) -> tuple[Session, ColdStart]:
+        ov = import_openvino()
+        core = ov.Core()
+        t0 = time.perf_counter()
+        model = core.read_model(request.model_path)
+        t1 = time.perf_counter()
+        model.reshape({request.input_name: ov.PartialShape(list(request.input_shape))})
+        config = self.compile_config(core, request)
+        compiled = core.compile_model(model, self.ov_device, config)
+        t2 = time.perf_counter()
+        settings = self._effective_settings(compiled, config)
+        session = OpenVinoSession(compiled, request.input_name, settings, asynchronous=settings["mode"] == "throughput")
+        x = np.zeros(request.input_shape, dtype=np.float32)
+        t3 = time.perf_counter()
+        session.infer(x)
+        t4 = time.perf_counter()
+        return session, ColdStart(read_ms=(t1 - t0) * 1e3, compile_ms=(t2 - t1) * 1e3, first_infer_ms=(t4 - t3) * 1e3)
+
+    def _effective_settings(self, compiled, config: dict[str, Any]) -> dict[str, Any]:
+        """What the plugin actually chose, read back as benchmark_app's step 8 prints it."""
+        def prop(name: str):
+            try:
+                return compiled.get_property(name)
+            except RuntimeError:
+                return None
+
+        precision = prop("INFERENCE_PRECISION_HINT")
+        return {
+            "mode": config["PERFORMANCE_HINT"].lower(),
+            "performance_hint": str(prop("PERFORMANCE_HINT")),
+            "infer_requests": int(prop("OPTIMAL_NUMBER_OF_INFER_REQUESTS") or 1),
+            "num_streams": str(prop("NUM_STREAMS")),
+            "inference_num_threads": prop("INFERENCE_NUM_THREADS"),
+            "inference_precision": _precision_name(precision),
+            "requested_precision_hint": config.get("INFERENCE_PRECISION_HINT"),
+        }
+
+
+def _precision_name(value) -> str | None:
+    """ov.Type f32 -> 'fp32'."""
+    if value is None:
+        return None
+    text = getattr(value, "type_name", None) or str(value)
+    return {"f32": "fp32", "f16": "fp16", "bf16": "bf16", "i8": "int8", "u8": "int8"}.get(text, text)
+
+
+class OpenVinoLatencyRuntime(OpenVinoRuntime):
+    name = "openvino-cpu-latency"
+    mode = "latency"
+
+
+class OpenVinoGpuRuntime(OpenVinoRuntime):
+    name = "openvino-gpu"
+    ov_device = "GPU"
+    device = "gpu"
+
+
+class OpenVinoNpuRuntime(OpenVinoRuntime):
+    name = "openvino-npu"
+    ov_device = "NPU"
+    device = "npu"

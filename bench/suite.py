@@ -1,0 +1,219 @@
+"""Suites: TOML files naming models, runtimes, precisions, batches and measurement settings.
+
+Loading validates every key against the schema below and names the offending one.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from bench.errors import UserError
+from bench.measure.protocol import MeasureSettings
+
+DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
+MAX_BATCH = 64
+KNOWN_PRECISIONS = ("fp32", "fp16", "int8", "simplified", "ir")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A built-in replica name (with input size for detectors) or a path to an ONNX file."""
+
+    name: str
+    input_size: int | None = None
+    path: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.path:
+            return Path(self.path).stem
+        return f"{self.name}@{self.input_size}" if self.input_size else self.name
+
+
+@dataclass(frozen=True)
+class Checks:
+    contamination: bool = True
+    parity: bool = True
+
+
+@dataclass
+class Suite:
+    name: str
+    models: list[ModelRef]
+    runtimes: list[str]
+    precisions: list[str] = field(default_factory=lambda: ["fp32"])
+    batches: list[int] = field(default_factory=lambda: list(DEFAULT_BATCHES))
+    # Optional narrower batch lists per device ("cpu", "gpu"): big batches on 2 CPU cores
+    # cost minutes and show nothing new.
+    batches_by_device: dict[str, list[int]] = field(default_factory=dict)
+    precisions_by_runtime: dict[str, list[str]] = field(default_factory=dict)
+    runtime_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    measure: MeasureSettings = field(default_factory=MeasureSettings)
+    checks: Checks = field(default_factory=Checks)
+    point_timeout_s: float = 900.0
+    allow_large_batch: bool = False
+    description: str = ""
+
+    def batches_for(self, device: str) -> list[int]:
+        return self.batches_by_device.get(device, self.batches)
+
+    def precisions_for(self, runtime: str) -> list[str]:
+        return self.precisions_by_runtime.get(runtime, self.precisions)
+
+
+_TOP_KEYS = {
+    "name", "description", "models", "runtimes", "precisions", "batches", "batches_by_device",
+    "precisions_by_runtime", "runtime_options", "measure", "checks", "point_timeout_s",
+    "allow_large_batch",
+}
+
+
+def load_suite(path: str | Path) -> Suite:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: suite file not found; pass a TOML suite such as suites/quick.toml") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read the suite ({exc.__class__.__name__}); check the path and its permissions") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: malformed TOML ({exc}); fix the syntax at that line") from None
+    return parse_suite(data, default_name=path.stem, where=str(path))
+
+
+def parse_suite(data: dict[str, Any], default_name: str, where: str) -> Suite:
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise UserError(f"{where}: unknown key '{sorted(unknown)[0]}'; known keys: {', '.join(sorted(_TOP_KEYS))}")
+    suite = Suite(
+        name=_typed(data, "name", str, where, default_name),
+        description=_typed(data, "description", str, where, ""),
+        models=[_model_ref(entry, where) for entry in _typed(data, "models", list, where, [])],
+        runtimes=_str_list(data, "runtimes", where, []),
+        precisions=_str_list(data, "precisions", where, ["fp32"]),
+        batches=_int_list(data, "batches", where, list(DEFAULT_BATCHES)),
+        batches_by_device={k: _int_list({k: v}, k, f"{where} [batches_by_device]", [])
+                           for k, v in _typed(data, "batches_by_device", dict, where, {}).items()},
+        precisions_by_runtime={k: _str_list({k: v}, k, f"{where} [precisions_by_runtime]", [])
+                               for k, v in _typed(data, "precisions_by_runtime", dict, where, {}).items()},
+        runtime_options=_typed(data, "runtime_options", dict, where, {}),
+        measure=_dataclass_from(MeasureSettings, _typed(data, "measure", dict, where, {}), f"{where} [measure]"),
+        checks=_dataclass_from(Checks, _typed(data, "checks", dict, where, {}), f"{where} [checks]"),
+        point_timeout_s=float(_typed(data, "point_timeout_s", (int, float), where, 900.0)),
+        allow_large_batch=_typed(data, "allow_large_batch", bool, where, False),
+    )
+    validate(suite, where)
+    return suite
+
+
+def validate(suite: Suite, where: str) -> None:
+    """Checks that need no registry: batch bounds and precision names."""
+    if not suite.models:
+        raise UserError(f"{where}: no models; add [[models]] entries or pass --models")
+    if not suite.runtimes:
+        raise UserError(f"{where}: no runtimes; add runtimes = [...] or pass --runtimes")
+    all_batches = set(suite.batches).union(*suite.batches_by_device.values())
+    for batch in sorted(all_batches):
+        if batch <= 0:
+            raise UserError(f"{where}: batch {batch} is not a positive size; use 1..{MAX_BATCH}")
+        if batch > MAX_BATCH and not suite.allow_large_batch:
+            raise UserError(f"{where}: batch {batch} exceeds {MAX_BATCH}; set allow_large_batch = true to opt in")
+    precisions = set(suite.precisions).union(*suite.precisions_by_runtime.values())
+    for precision in sorted(precisions):
+        if precision not in KNOWN_PRECISIONS:
+            raise UserError(f"{where}: unknown precision '{precision}'; use one of {', '.join(KNOWN_PRECISIONS)}")
+
+
+def override(suite: Suite, *, models: list[ModelRef] | None = None, runtimes: list[str] | None = None,
+             precisions: list[str] | None = None, batches: list[int] | None = None) -> Suite:
+    """Command-line options narrow or replace what the suite says."""
+    changes: dict[str, Any] = {}
+    if models:
+        changes["models"] = models
+    if runtimes:
+        changes["runtimes"] = runtimes
+    if precisions:
+        changes["precisions"] = precisions
+        changes["precisions_by_runtime"] = {}
+    if batches:
+        changes["batches"] = batches
+        changes["batches_by_device"] = {}
+    updated = replace(suite, **changes)
+    validate(updated, "command line")
+    return updated
+
+
+def parse_model_arg(text: str) -> ModelRef:
+    """`scrfd_10g@320`, `arcface_r50`, or a path to an .onnx file."""
+    text = text.strip()
+    if text.endswith(".onnx") or "/" in text or Path(text).suffix:
+        return ModelRef(name=Path(text).stem, path=text)
+    name, _, size = text.partition("@")
+    if size and not size.isdigit():
+        raise UserError(f"model '{text}': input size after @ must be a number, e.g. scrfd_10g@320")
+    return ModelRef(name=name, input_size=int(size) if size else None)
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--{what} '{text}': expected comma-separated whole numbers, e.g. 1,2,4") from None
+
+
+def _model_ref(entry: Any, where: str) -> ModelRef:
+    if isinstance(entry, str):
+        return parse_model_arg(entry)
+    if not isinstance(entry, dict):
+        raise UserError(f"{where}: each [[models]] entry must be a table with name or path")
+    unknown = set(entry) - {"name", "input_size", "path"}
+    if unknown:
+        raise UserError(f"{where} [[models]]: unknown key '{sorted(unknown)[0]}'; use name, input_size or path")
+    if "path" in entry:
+        return ModelRef(name=entry.get("name") or Path(entry["path"]).stem, path=str(entry["path"]),
+                        input_size=entry.get("input_size"))
+    if "name" not in entry:
+        raise UserError(f"{where} [[models]]: entry without name or path; give one of them")
+    size = entry.get("input_size")
+    if size is not None and (not isinstance(size, int) or size <= 0):
+        raise UserError(f"{where} [[models]] {entry['name']}: input_size must be a positive integer such as 320")
+    return ModelRef(name=entry["name"], input_size=size)
+
+
+def _typed(data: dict, key: str, kind, where: str, default):
+    if key not in data:
+        return default
+    value = data[key]
+    # TOML booleans are ints in Python: never accept one where a number or list is meant.
+    wrong_bool = isinstance(value, bool) and kind is not bool
+    if wrong_bool or not isinstance(value, kind):
+        expected = kind.__name__ if isinstance(kind, type) else "number"
+        raise UserError(f"{where}: key '{key}' must be a {expected}, got {type(value).__name__}")
+    return value
+
+
+def _str_list(data: dict, key: str, where: str, default: list[str]) -> list[str]:
+    value = _typed(data, key, list, where, default)
+    if not all(isinstance(item, str) for item in value):
+        raise UserError(f"{where}: key '{key}' must be a list of strings")
+    return list(value)
+
+
+def _int_list(data: dict, key: str, where: str, default: list[int]) -> list[int]:
+    value = _typed(data, key, list, where, default)
+    if not all(isinstance(item, int) and not isinstance(item, bool) for item in value):
+        raise UserError(f"{where}: key '{key}' must be a list of whole numbers")
+    return list(value)
+
+
+def _dataclass_from(cls, values: dict[str, Any], where: str):
+    known = {f.name: f for f in fields(cls)}
+    for key, value in values.items():
+        if key not in known:
+            raise UserError(f"{where}: unknown key '{key}'; known keys: {', '.join(known)}")
+        default = getattr(cls(), key)
+        if isinstance(default, bool) != isinstance(value, bool) or not isinstance(value, (type(default), int)):
+            raise UserError(f"{where}: key '{key}' must be a {type(default).__name__}, got {type(value).__name__}")
+    return cls(**values)

@@ -1,0 +1,217 @@
+"""The sweep: plan jobs from a suite, run each in a worker process, store every row at once.
+
+A worker that dies (signal, abort, time limit, memory limit) costs only the point it
+was measuring: that point becomes a failed row and a new worker takes the rest.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue as queue_mod
+import signal
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+
+from bench import env
+from bench.errors import UserError
+from bench.models import zoo
+from bench.models.info import ModelInfo
+from bench.runtimes.registry import check_names, get_runtime
+from bench.store import ResultStore
+from bench.suite import Suite
+from bench.worker import Job, child_main, job_to_dict, run_job
+
+POLL_S = 0.2
+
+
+@dataclass
+class SweepOptions:
+    inline: bool = False
+    max_worker_memory_mb: float | None = None
+    resume_rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    jobs: list[Job]
+    models: list[ModelInfo]
+
+    @property
+    def points(self) -> int:
+        return sum(len(j.batches) for j in self.jobs)
+
+
+def plan(suite: Suite, done: set[tuple] = frozenset(), on_model: Callable[[str], None] = lambda _: None) -> Plan:
+    """Resolve models (building replicas) and list the jobs; points already `done` are left out."""
+    check_names(suite.runtimes)
+    models, jobs = [], []
+    for ref in suite.models:
+        on_model(ref.label)
+        info = zoo.resolve(ref)
+        models.append(info)
+        for runtime_name in suite.runtimes:
+            device = get_runtime(runtime_name).device
+            for precision in suite.precisions_for(runtime_name):
+                batches = [b for b in suite.batches_for(device)
+                           if (info.sha256, info.name, runtime_name, precision, b) not in done]
+                if batches:
+                    jobs.append(Job(model=info.to_dict(), runtime=runtime_name, precision=precision,
+                                    batches=batches, settings=suite.measure, checks=suite.checks,
+                                    options=dict(suite.runtime_options.get(runtime_name, {})),
+                                    cache_dir=str(zoo.cache_dir())))
+    return Plan(jobs, models)
+
+
+def done_points(rows: list[dict[str, Any]]) -> set[tuple]:
+    """Points a resumed run need not measure again: the ok and skipped ones."""
+    return {(r["model_sha256"], r["model"], r["runtime"], r["precision"], r["batch"])
+            for r in rows if r.get("status") in ("ok", "skipped")}
+
+
+class Sweep:
+    def __init__(self, suite: Suite, store: ResultStore, options: SweepOptions,
+                 on_row: Callable[[dict], None] = lambda _: None, on_log: Callable[[str], None] = lambda _: None):
+        self.suite = suite
+        self.store = store
+        self.options = options
+        self.on_row = on_row
+        self.on_log = on_log
+        self.run_id = uuid.uuid4().hex[:12]
+        self.machine = env.fingerprint()
+        self.save_errors: list[str] = []
+
+    def run(self, plan_: Plan) -> None:
+        for job in plan_.jobs:
+            if self.options.inline:
+                run_job(job, self._inline_emit(job))
+            else:
+                self._run_isolated(job)
+
+    def _inline_emit(self, job: Job):
+        def emit(kind: str, payload: Any) -> None:
+            if kind == "row":
+                self._record(job, payload)
+            elif kind == "log":
+                self.on_log(payload)
+        return emit
+
+    def _run_isolated(self, job: Job) -> None:
+        remaining = list(job.batches)
+        while remaining:
+            finished = self._run_worker(replace(job, batches=remaining))
+            remaining = [b for b in remaining if b not in finished]
+
+    def _run_worker(self, job: Job) -> set[int]:
+        """Run one worker; return the batches it settled (finished, or failed by a fault)."""
+        ctx = mp.get_context("spawn")
+        messages = ctx.Queue()
+        process = ctx.Process(target=child_main, args=(job_to_dict(job), messages), daemon=True)
+        process.start()
+        settled: set[int] = set()
+        current, started = None, time.monotonic()
+        try:
+            while True:
+                try:
+                    kind, payload = messages.get(timeout=POLL_S)
+                except queue_mod.Empty:
+                    fault = self._worker_fault(process, current, started)
+                    if fault is None:
+                        continue
+                    if current is not None:
+                        self._record(job, self._failed(job, current, fault))
+                        settled.add(current)
+                    else:
+                        # died before starting a point: fail them all rather than loop forever
+                        for batch in job.batches:
+                            self._record(job, self._failed(job, batch, fault))
+                            settled.add(batch)
+                    return settled
+                if kind == "start":
+                    current, started = payload, time.monotonic()
+                elif kind == "row":
+                    self._record(job, payload)
+                    settled.add(payload["batch"])
+                    current = None
+                elif kind == "log":
+                    self.on_log(payload)
+                elif kind == "done":
+                    return settled
+        finally:
+            _stop(process)
+
+    def _worker_fault(self, process, current: int | None, started: float) -> str | None:
+        if not process.is_alive():
+            return _exit_reason(process.exitcode)
+        if current is not None and time.monotonic() - started > self.suite.point_timeout_s:
+            _stop(process)
+            return f"timeout: point exceeded point_timeout_s = {self.suite.point_timeout_s:g} s; worker killed"
+        limit = self.options.max_worker_memory_mb
+        if limit and _rss_mb(process.pid) > limit:
+            _stop(process)
+            return f"out of memory: worker exceeded --max-worker-memory {limit:g} MB; worker killed"
+        return None
+
+    def _failed(self, job: Job, batch: int, reason: str) -> dict[str, Any]:
+        return {"batch": batch, "runtime": job.runtime, "precision": job.precision,
+                "device": get_runtime(job.runtime).device, "status": "failed", "reason": reason}
+
+    def _record(self, job: Job, point: dict[str, Any]) -> None:
+        row = {**self.base_row(job.info), **point}
+        try:
+            self.store.add(row)
+        except OSError as exc:  # full disk, read-only folder: keep measuring, keep the rows in memory
+            self.save_errors.append(f"{self.store.path}: {exc.strerror or exc}")
+        self.on_row(row)
+
+    def base_row(self, info: ModelInfo) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id, "suite": self.suite.name, "kind": "model",
+            "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **self.machine,
+            "model": info.name, "model_source": info.source, "model_path": info.path,
+            "model_sha256": info.sha256, "family": info.family, "input_name": info.input_name,
+            "input_shape": ",".join(str(d) for d in info.input_dims), "input_size": info.input_hw[0],
+            "params": info.params, "macs_per_frame": info.macs_per_frame, "flops_per_frame": info.flops_per_frame,
+        }
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is None:
+        return "worker vanished"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (killed: out of memory?)" if name == "SIGKILL" else ""
+        return f"worker died with {name}{hint}"
+    return f"worker exited with status {code} before finishing the point"
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        process = psutil.Process(pid)
+        return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20
+    except psutil.Error:
+        return 0.0
+
+
+def _stop(process) -> None:
+    if process.is_alive():
+        process.kill()
+    process.join(timeout=10)
+
+
+def check_output_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot create the output folder ({exc.strerror}); choose a writable --out") from None
+    if not os.access(path, os.W_OK):
+        raise UserError(f"{path}: output folder is not writable; choose a writable --out or fix its permissions")

@@ -1,0 +1,141 @@
+"""Worker: one (model, runtime, precision) and all its batch sizes, usually in a child process.
+
+The worker measures; it never writes results. Each finished point goes back to the
+sweep as a row (a dict of schema columns) through `emit`, so whatever happens to
+the worker later, the sweep already holds the points it finished.
+"""
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from bench.measure.protocol import MeasureSettings, Measurement, make_inputs, measure
+from bench.models.info import ModelInfo
+from bench.runtimes.base import ColdStart, LoadRequest, Session
+from bench.runtimes.registry import get_runtime
+from bench.suite import Checks
+from bench.telemetry.cpu import CpuSampler
+
+Emit = Callable[[str, Any], None]
+
+
+@dataclass
+class Job:
+    model: dict  # ModelInfo.to_dict(), so the job pickles and crosses process boundaries
+    runtime: str
+    precision: str
+    batches: list[int]
+    settings: MeasureSettings
+    checks: Checks
+    options: dict[str, Any] = field(default_factory=dict)
+    cache_dir: str | None = None
+
+    @property
+    def info(self) -> ModelInfo:
+        data = dict(self.model)
+        data["input_hw"] = tuple(data["input_hw"])
+        return ModelInfo(**data)
+
+
+def run_job(job: Job, emit: Emit) -> None:
+    """Measure every batch of the job; emit ("start", batch) before and ("row", row) after each."""
+    t0 = time.perf_counter()
+    runtime = get_runtime(job.runtime)
+    ok, reason = runtime.available()
+    process_start_ms = (time.perf_counter() - t0) * 1e3
+    info = job.info
+    for batch in job.batches:
+        emit("start", batch)
+        base = {"batch": batch, "runtime": job.runtime, "precision": job.precision, "device": runtime.device,
+                "runtime_version": json.dumps(runtime.versions(), sort_keys=True) if ok else None}
+        if not ok:
+            emit("row", {**base, "status": "skipped", "reason": reason})
+            continue
+        limit = info.batch_limit_reason(batch)
+        if limit:
+            emit("row", {**base, "status": "skipped", "reason": limit})
+            continue
+        try:
+            row = measure_point(runtime, info, job, batch)
+            emit("row", {**base, **row, "process_start_ms": process_start_ms})
+        except Exception as exc:  # one failed point never stops the others
+            emit("row", {**base, "status": "failed", "reason": _error_line(exc)})
+            emit("log", traceback.format_exc())
+
+
+def measure_point(runtime, info: ModelInfo, job: Job, batch: int) -> dict[str, Any]:
+    shape = info.input_shape(batch)
+    request = LoadRequest(model_path=info.path, input_name=info.input_name, input_shape=shape,
+                          precision=job.precision, options=job.options, cache_dir=job.cache_dir)
+    session, cold = runtime.load(request)
+    try:
+        inputs = make_inputs(shape, job.settings.input_buffers, job.settings.seed, info.mean, info.std)
+        sampler = CpuSampler()
+        sampler.start()
+        result = measure(session, inputs, batch, job.settings)
+        telemetry = sampler.stop()
+        checks = run_checks(session, info, job, batch)
+        return point_row(info, session, cold, result, telemetry, checks)
+    finally:
+        session.close()
+
+
+def run_checks(session: Session, info: ModelInfo, job: Job, batch: int) -> dict[str, Any]:
+    """Correctness checks on the loaded session, after (never inside) the timing loop."""
+    fields: dict[str, Any] = {}
+    if job.checks.contamination:
+        from bench.checks.contamination import check_contamination
+
+        result = check_contamination(session.infer, (3, *info.input_hw), batch, job.precision, seed=job.settings.seed)
+        fields.update(contamination_checked=True, contamination_passed=result.passed,
+                      contamination_max_abs=result.max_abs_diff, contamination_max_rel=result.max_rel_diff)
+    return fields
+
+
+def point_row(info: ModelInfo, session: Session, cold: ColdStart, m: Measurement,
+              telemetry: dict[str, Any], checks: dict[str, Any]) -> dict[str, Any]:
+    settings = session.describe()
+    lat = m.latency
+    threads = settings.get("intra_op_threads", settings.get("inference_num_threads"))
+    return {
+        "status": "ok", "reason": None,
+        "runtime_options_json": json.dumps(settings, sort_keys=True, default=str),
+        "threads": threads if isinstance(threads, int) else None,
+        "mode": settings.get("mode"), "timer": session.timer_kind,
+        "precision_effective": session.effective_precision(),
+        "cold_read_ms": cold.read_ms, "cold_compile_ms": cold.compile_ms,
+        "cold_first_infer_ms": cold.first_infer_ms, "cold_total_ms": cold.total_ms,
+        "warmup_iterations": m.warmup_iterations, "warmup_s": m.warmup_s,
+        "iterations": m.iterations, "frames": m.frames, "windows": len(m.windows), "wall_s": m.wall_s,
+        "fps": m.fps, "ms_per_frame": m.ms_per_frame, "window_spread_pct": m.window_spread_pct,
+        "lat_mean_ms": lat.mean_ms, "lat_p50_ms": lat.p50_ms, "lat_p90_ms": lat.p90_ms,
+        "lat_p95_ms": lat.p95_ms, "lat_p99_ms": lat.p99_ms, "lat_min_ms": lat.min_ms,
+        "lat_max_ms": lat.max_ms, "lat_cov_pct": lat.cov_pct,
+        "h2d_ms": m.extra_ms.get("h2d"), "compute_ms": m.extra_ms.get("compute"),
+        "d2h_ms": m.extra_ms.get("d2h"), "enqueue_ms": m.extra_ms.get("enqueue"),
+        "gflops_achieved": m.fps * info.flops_per_frame / 1e9,
+        "verdict": m.verdict, "warnings": "; ".join(m.warnings) or None,
+        **telemetry, **checks,
+    }
+
+
+def _error_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".strip().rstrip(":")
+
+
+def child_main(job_dict: dict, queue) -> None:
+    """Entry point of a spawned worker process."""
+    job_dict = dict(job_dict)
+    job_dict["settings"] = MeasureSettings(**job_dict["settings"])
+    job_dict["checks"] = Checks(**job_dict["checks"])
+    job = Job(**job_dict)
+    run_job(job, lambda kind, payload: queue.put((kind, payload)))
+    queue.put(("done", None))
+
+
+def job_to_dict(job: Job) -> dict:
+    return asdict(job)

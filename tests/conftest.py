@@ -1,0 +1,23 @@
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# The licensed real SCRFD-500M lives beside the checkout, never in it.
+FIXTURES = Path(os.environ.get("FACEBENCH_FIXTURES", REPO.parent / "shared" / "fixtures"))
+REAL_SCRFD_500M = FIXTURES / "scrfd_500m_bnkps.onnx"
+
+
+@pytest.fixture
+def real_scrfd_path() -> Path:
+    if not REAL_SCRFD_500M.is_file():
+        pytest.skip(f"real SCRFD-500M fixture absent at {REAL_SCRFD_500M} (set FACEBENCH_FIXTURES)")
+    return REAL_SCRFD_500M
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    # One model cache per test session, never the user's ~/.cache.
+    cache = tmp_path_factory.getbasetemp() / "facebench-cache"
+    monkeypatch.setenv("FACEBENCH_CACHE", str(cache))

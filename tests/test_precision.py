@@ -1,0 +1,316 @@
+"""Precision artifacts (fp16, int8 QDQ, simplified, OpenVINO IR) and accuracy parity.
+
+Every artifact runs on ONNX Runtime CPU and OpenVINO CPU and is compared with the
+ORT CPU FP32 run of the same FP32 model on the same frames.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+ort = pytest.importorskip("onnxruntime")
+ov = pytest.importorskip("openvino")
+skdata = pytest.importorskip("skimage.data")
+
+from bench.checks.parity import ParityGates, check_parity  # noqa: E402
+from bench.models.arcface import build_arcface  # noqa: E402
+from bench.models.precision import (  # noqa: E402
+    PRECISIONS,
+    calibration_frames,
+    images_in_folder,
+    make_artifact,
+    make_openvino_ir,
+)
+from bench.models.scrfd import build_scrfd  # noqa: E402
+from bench.pipeline.decode import decode_scrfd  # noqa: E402
+
+REPLICA_DET_HW = (320, 320)
+EMB_HW = (112, 112)
+REAL_DET_HW = (640, 640)
+# models.md 6.3: the top detection on the astronaut, in original-image pixels.
+ASTRONAUT_BOX = np.array([180.1, 60.2, 271.6, 179.7])
+ASTRONAUT_SCALE = 1.25
+
+
+# --------------------------------------------------------------------------- helpers
+
+def run_ort(path, x: np.ndarray) -> list[np.ndarray]:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # two cores shared with other test runs
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})
+
+
+def run_openvino(path, x: np.ndarray) -> list[np.ndarray]:
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                         "INFERENCE_NUM_THREADS": 1})
+    results = compiled(x)
+    return [results[output] for output in compiled.outputs]
+
+
+RUNTIMES = {"ort-cpu": run_ort, "openvino-cpu": run_openvino}
+
+
+def run_per_frame(run, path, frames: np.ndarray) -> list[np.ndarray]:
+    """For batch-1 files: run frame by frame and stack the outputs along the batch axis."""
+    per_frame = [run(path, frames[i:i + 1]) for i in range(len(frames))]
+    return [np.concatenate(outputs) for outputs in zip(*per_frame)]
+
+
+def perturbed(model: onnx.ModelProto, relative_noise: float, seed: int = 0) -> onnx.ModelProto:
+    """A copy whose conv weights carry Gaussian noise of `relative_noise` x their std."""
+    rng = np.random.default_rng(seed)
+    damaged = onnx.ModelProto()
+    damaged.CopyFrom(model)
+    for init in damaged.graph.initializer:
+        weights = numpy_helper.to_array(init)
+        if weights.dtype == np.float32 and weights.ndim == 4:
+            noise = rng.normal(0.0, relative_noise * weights.std(), weights.shape)
+            init.CopyFrom(numpy_helper.from_array((weights + noise).astype(np.float32), init.name))
+    return damaged
+
+
+def astronaut_face() -> np.ndarray:
+    return skdata.astronaut()[30:230, 130:330]  # roughly the face, as an embedder crop
+
+
+# --------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    return tmp_path_factory.mktemp("artifacts")
+
+
+@pytest.fixture(scope="module")
+def mbf(tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "w600k_mbf.onnx"
+    onnx.save(build_arcface("mbf"), str(path))
+    frames = calibration_frames((1, 3, *EMB_HW), "embedder", 4, images=[astronaut_face(), skdata.astronaut()])
+    return {"path": path, "family": "embedder", "hw": EMB_HW, "frames": frames,
+            "calibration": calibration_frames((1, 3, *EMB_HW), "embedder", 16, seed=0),
+            "reference": run_ort(path, frames)}
+
+
+@pytest.fixture(scope="module")
+def scrfd_replica(tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "scrfd_500m_320.onnx"
+    onnx.save(build_scrfd("500m", REPLICA_DET_HW[0]), str(path))
+    frames = calibration_frames((1, 3, *REPLICA_DET_HW), "detector", 2, images=[skdata.astronaut()], seed=1)
+    return {"path": path, "family": "detector", "hw": REPLICA_DET_HW, "frames": frames,
+            "calibration": calibration_frames((1, 3, *REPLICA_DET_HW), "detector", 8, seed=0),
+            "reference": run_ort(path, frames)}
+
+
+@pytest.fixture
+def real_scrfd(real_scrfd_path):
+    frames = calibration_frames((1, 3, *REAL_DET_HW), "detector", 1, images=[skdata.astronaut()])
+    return {"path": real_scrfd_path, "family": "detector", "hw": REAL_DET_HW, "frames": frames,
+            "calibration": calibration_frames((1, 3, *REAL_DET_HW), "detector", 8, seed=0),
+            "reference": run_ort(real_scrfd_path, frames)}
+
+
+def artifact_for(model: dict, precision: str, cache) -> os.PathLike:
+    calibration = model["calibration"] if precision == "int8" else None
+    return make_artifact(model["path"], precision, cache, calibration_frames=calibration)
+
+
+# --------------------------------------------------------------------------- calibration frames
+
+def test_synthetic_frames_are_smooth_skin_toned_and_seeded():
+    frames = calibration_frames((1, 3, 112, 112), "embedder", 4, seed=3)
+    assert frames.shape == (4, 3, 112, 112) and frames.dtype == np.float32
+    assert np.abs(frames).max() <= 1.0 + 1e-6  # (x - 127.5) / 127.5 of uint8 pixels
+    # Structure, not white noise: neighbouring pixels are far closer than the spread.
+    step = np.abs(np.diff(frames, axis=3)).mean()
+    assert step < 0.2 * frames.std()
+    # An aligned synthetic face: the cheek region (template-relative) is skin-toned, red-led.
+    cheek = frames[:, :, 60:75, 30:40].mean(axis=(2, 3)) * 127.5 + 127.5
+    assert np.all(cheek[:, 0] > cheek[:, 1]) and np.all(cheek[:, 1] > cheek[:, 2])
+    np.testing.assert_array_equal(frames, calibration_frames((1, 3, 112, 112), "embedder", 4, seed=3))
+    assert not np.array_equal(frames, calibration_frames((1, 3, 112, 112), "embedder", 4, seed=4))
+
+
+def test_real_images_are_letterboxed_and_normalised_per_family(tmp_path):
+    cat = skdata.chelsea()  # 300x451: wider than tall, so the detector canvas pads below
+    det = calibration_frames((1, 3, 320, 320), "detector", 1, images=[cat])[0]
+    new_h = int(320 * cat.shape[0] / cat.shape[1])
+    np.testing.assert_allclose(det[:, new_h:, :], -127.5 / 128.0)  # zero canvas, normalised
+    assert det[:, :new_h].std() > 0.1
+    emb = calibration_frames((1, 3, 112, 112), "embedder", 1, images=[cat])[0]
+    assert emb.min() >= -1.0 and emb.max() <= 1.0 and emb.std() > 0.1
+
+    from skimage.io import imsave
+    imsave(tmp_path / "astronaut.png", skdata.astronaut())
+    from_folder = calibration_frames((1, 3, 320, 320), "detector", 3, images=images_in_folder(tmp_path))
+    from_array = calibration_frames((1, 3, 320, 320), "detector", 3, images=[skdata.astronaut()])
+    np.testing.assert_array_equal(from_folder, from_array)
+    assert not np.array_equal(from_folder[0], from_folder[1])  # reuse beyond the set is augmented
+
+
+def test_synthetic_detector_frames_hold_faces_the_real_detector_finds(real_scrfd_path):
+    frames = calibration_frames((1, 3, *REAL_DET_HW), "detector", 4, seed=0)
+    outputs = run_per_frame(run_ort, real_scrfd_path, frames)
+    found = sum(len(decode_scrfd(outputs, REAL_DET_HW, frame=i)) for i in range(len(frames)))
+    assert found >= 1
+
+
+# --------------------------------------------------------------------------- artifacts
+
+def test_artifacts_are_cached_by_source_settings_and_frames(mbf, artifacts):
+    assert make_artifact(mbf["path"], "fp32", artifacts) == mbf["path"]
+    fp16 = make_artifact(mbf["path"], "fp16", artifacts)
+    stamp = fp16.stat().st_mtime_ns
+    assert make_artifact(mbf["path"], "fp16", artifacts) == fp16 and fp16.stat().st_mtime_ns == stamp
+    int8_a = artifact_for(mbf, "int8", artifacts)
+    int8_b = make_artifact(mbf["path"], "int8", artifacts, calibration_frames=mbf["calibration"][:8])
+    assert int8_a != int8_b  # other calibration frames, another artifact
+    fp16.unlink()
+    assert make_artifact(mbf["path"], "fp16", artifacts).is_file()  # rebuilt when missing
+
+
+def test_int8_without_frames_calibrates_on_synthetic_faces(mbf, artifacts):
+    path = make_artifact(mbf["path"], "int8", artifacts)
+    result = check_parity(mbf["reference"], run_ort(path, mbf["frames"]), "embedder", "int8", EMB_HW)
+    assert result.passed, result.reason
+
+
+def test_fp16_keeps_fp32_io_and_int8_is_symmetric_per_channel_qdq(mbf, artifacts):
+    fp16 = onnx.load(str(make_artifact(mbf["path"], "fp16", artifacts)))
+    io = list(fp16.graph.input) + list(fp16.graph.output)
+    assert {v.type.tensor_type.elem_type for v in io} == {onnx.TensorProto.FLOAT}
+    assert {i.data_type for i in fp16.graph.initializer} == {onnx.TensorProto.FLOAT16}
+
+    int8 = onnx.load(str(artifact_for(mbf, "int8", artifacts)))
+    weights = {i.name: numpy_helper.to_array(i) for i in int8.graph.initializer}
+    qdq = [n for n in int8.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq
+    zero_points = [weights[n.input[2]] for n in qdq if len(n.input) > 2]
+    assert all(not np.any(z) for z in zero_points)  # symmetric: TensorRT needs zero-point 0
+    per_channel = [n for n in qdq if weights.get(n.input[1], np.zeros(1)).size > 1]
+    assert per_channel
+    assert {o.domain for o in int8.opset_import} <= {"", "ai.onnx"}
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("model_name", ["mbf", "scrfd_replica"])
+def test_artifacts_run_and_pass_parity(model_name, runtime, precision, artifacts, request):
+    model = request.getfixturevalue(model_name)
+    path = artifact_for(model, precision, artifacts)
+    outputs = RUNTIMES[runtime](path, model["frames"])
+    result = check_parity(model["reference"], outputs, model["family"], precision, model["hw"])
+    assert result.passed, result.reason
+    if precision in ("fp32", "simplified"):  # same numbers, only another kernel order
+        assert all(o.rel_l2 < 1e-5 for o in result.outputs)
+        if runtime == "ort-cpu":
+            assert all(o.max_abs == 0.0 for o in result.outputs)
+
+
+@pytest.mark.parametrize("model_name", ["mbf", "scrfd_replica"])
+def test_openvino_ir_passes_parity(model_name, artifacts, request):
+    model = request.getfixturevalue(model_name)
+    xml = make_openvino_ir(model["path"], artifacts)
+    assert xml.suffix == ".xml" and xml.with_suffix(".bin").is_file()
+    assert make_openvino_ir(model["path"], artifacts) == xml  # cached
+    result = check_parity(model["reference"], run_openvino(xml, model["frames"]), model["family"],
+                          "openvino_ir", model["hw"])
+    assert result.passed, result.reason
+    assert all(o.rel_l2 < 1e-5 for o in result.outputs)
+
+
+def test_fp32_parity_is_exact_within_float_tolerance(mbf):
+    same = check_parity(mbf["reference"], run_ort(mbf["path"], mbf["frames"]), "embedder", "fp32", EMB_HW)
+    assert same.passed and same.cosine_min == pytest.approx(1.0, abs=1e-12)
+    assert same.norm_ratio == pytest.approx(1.0, abs=1e-12)
+    openvino_outputs = run_openvino(mbf["path"], mbf["frames"])
+    openvino = check_parity(mbf["reference"], openvino_outputs, "embedder", "fp32", EMB_HW)
+    assert openvino.cosine_min > 1 - 1e-6 and openvino.norm_ratio == pytest.approx(1.0, abs=1e-5)
+    assert openvino.outputs[0].min_atol == openvino.outputs[0].max_abs < 1e-4
+
+
+# --------------------------------------------------------------------------- damaged artifacts fail
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_gates_fail_a_damaged_embedder(mbf, runtime, tmp_path):
+    damaged = tmp_path / "damaged.onnx"
+    onnx.save(perturbed(onnx.load(str(mbf["path"])), 0.1), str(damaged))
+    outputs = RUNTIMES[runtime](damaged, mbf["frames"])
+    for precision in ("fp32", "fp16", "int8"):
+        result = check_parity(mbf["reference"], outputs, "embedder", precision, EMB_HW)
+        assert not result.passed and "cosine" in result.reason
+
+
+def test_gates_fail_a_damaged_replica_detector_on_raw_outputs(scrfd_replica, tmp_path):
+    damaged = tmp_path / "damaged.onnx"
+    onnx.save(perturbed(onnx.load(str(scrfd_replica["path"])), 0.1), str(damaged))
+    result = check_parity(scrfd_replica["reference"], run_ort(damaged, scrfd_replica["frames"]),
+                          "detector", "int8", REPLICA_DET_HW)
+    assert result.det_recall is None  # random weights find no face: recall is undefined
+    assert not result.passed and "relative L2" in result.reason
+
+
+def test_gates_fail_a_damaged_real_detector(real_scrfd, tmp_path):
+    damaged = tmp_path / "damaged.onnx"
+    onnx.save(perturbed(onnx.load(str(real_scrfd["path"])), 0.1), str(damaged))
+    result = check_parity(real_scrfd["reference"], run_ort(damaged, real_scrfd["frames"]),
+                          "detector", "int8", REAL_DET_HW)
+    assert not result.passed and "recall" in result.reason
+
+
+# --------------------------------------------------------------------------- real detector parity
+
+def test_reference_finds_the_astronaut(real_scrfd):
+    detections = decode_scrfd(real_scrfd["reference"], REAL_DET_HW)
+    assert len(detections) == 1
+    np.testing.assert_allclose(detections.boxes[0] / ASTRONAUT_SCALE, ASTRONAUT_BOX, atol=0.5)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8", "simplified"])
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_real_detector_parity_on_the_astronaut(real_scrfd, runtime, precision, artifacts):
+    path = artifact_for(real_scrfd, precision, artifacts)
+    outputs = RUNTIMES[runtime](path, real_scrfd["frames"])
+    result = check_parity(real_scrfd["reference"], outputs, "detector", precision, REAL_DET_HW)
+    assert result.passed, result.reason
+    assert result.det_recall == 1.0 and result.det_precision == 1.0
+    assert result.landmark_err_px is not None
+
+
+def test_real_detector_openvino_ir_parity(real_scrfd, artifacts):
+    xml = make_openvino_ir(real_scrfd["path"], artifacts)
+    result = check_parity(real_scrfd["reference"], run_openvino(xml, real_scrfd["frames"]), "detector",
+                          "openvino_ir", REAL_DET_HW)
+    assert result.passed and result.det_recall == 1.0 and result.landmark_err_px < 0.01
+
+
+# --------------------------------------------------------------------------- check_parity itself
+
+def test_gates_are_configurable(mbf, artifacts):
+    outputs = run_ort(make_artifact(mbf["path"], "fp16", artifacts), mbf["frames"])
+    assert check_parity(mbf["reference"], outputs, "embedder", "fp16", EMB_HW).passed
+    strict = ParityGates(cosine_min={"fp16": 1.0})
+    assert not check_parity(mbf["reference"], outputs, "embedder", "fp16", EMB_HW, gates=strict).passed
+    ungated = ParityGates(cosine_min={})
+    damaged = [o + 1.0 for o in outputs]
+    assert check_parity(mbf["reference"], damaged, "embedder", "fp16", EMB_HW, gates=ungated).passed
+
+
+def test_broken_outputs_fail_with_a_reason(mbf):
+    reference = mbf["reference"]
+    nan = [np.full_like(reference[0], np.nan)]
+    assert "NaN" in check_parity(reference, nan, "embedder", "fp16", EMB_HW).reason
+    short = [reference[0][:1]]
+    assert "shape" in check_parity(reference, short, "embedder", "fp16", EMB_HW).reason
+    assert "outputs" in check_parity(reference, reference * 2, "embedder", "fp16", EMB_HW).reason
+
+
+def test_polygraphy_tolerances_per_output():
+    reference = [np.array([[1.0, -2.0, 0.5, 0.0]], np.float32)]
+    candidate = [np.array([[1.1, -2.0, 0.5, 0.01]], np.float32)]
+    error = check_parity(reference, candidate, "embedder", "int8", (1, 4)).outputs[0]
+    assert error.max_abs == pytest.approx(0.1, rel=1e-5) and error.min_atol == error.max_abs
+    assert error.min_rtol == error.max_rel > 1e10  # 0.01 against an exact 0 reference
