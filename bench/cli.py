@@ -5,6 +5,7 @@ User errors become one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import signal
 import sys
@@ -16,6 +17,13 @@ from rich.table import Table
 
 from bench.errors import UserError
 
+# Subcommands that live beside their feature; each module has register(subparsers)
+# and keeps its heavy imports inside the handlers.
+FEATURE_COMMANDS = (
+    "bench.checks.commands",  # fix-batch, check-batch
+    "bench.report.commands",  # compare, plot, report
+    "bench.pipeline.commands",  # pipeline
+)
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 # Wide enough for the sweep tables when piped to a file or CI log.
@@ -30,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args) or 0
     except UserError as exc:
-        err_console.print(f"facebench: error: {exc}", markup=False, highlight=False)
+        print(f"facebench: error: {exc}", file=sys.stderr)  # one line, never wrapped
         return EXIT_USER_ERROR
 
 
@@ -73,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--input-size", type=int)
     inspect.add_argument("--json", action="store_true")
     inspect.set_defaults(handler=cmd_models_inspect)
+
+    for module_name in FEATURE_COMMANDS:
+        importlib.import_module(module_name).register(sub)
     return parser
 
 

@@ -6,18 +6,24 @@ run keeps every finished point. docs/results-schema.md documents the columns.
 """
 from __future__ import annotations
 
+import fnmatch
+import glob
 import hashlib
 import json
 import os
+import posixpath
 import re
 import socket
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from bench.errors import UserError
@@ -82,18 +88,33 @@ def to_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
 
 
 def write_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
-    """Write all rows to `path` atomically, with schema version and checksum in the metadata."""
-    path = Path(path)
+    """Write all rows to `path` (local path or URI) atomically, with schema version and checksum in the metadata."""
     table = to_table(rows)
     metadata = {
         b"facebench.schema_version": str(SCHEMA_VERSION).encode(),
         b"facebench.rows_sha256": rows_checksum(table).encode(),
     }
     table = table.replace_schema_metadata(metadata)
+    _atomic_write(path, lambda handle: pq.write_table(table, handle))
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to a local path or URI atomically (plots, reports)."""
+    _atomic_write(path, lambda handle: handle.write(data))
+
+
+def _atomic_write(location: str | Path, write: Callable[[Any], Any]) -> None:
+    if is_uri(location):
+        _atomic_write_remote(str(location), write)
+    else:
+        _atomic_write_local(Path(location), write)
+
+
+def _atomic_write_local(path: Path, write: Callable[[Any], Any]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            pq.write_table(table, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
@@ -101,6 +122,149 @@ def write_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _atomic_write_remote(uri: str, write: Callable[[Any], Any]) -> None:
+    """Write to a temporary key beside the target, then move it: readers never see half an object."""
+    fs, path = filesystem_for(uri)
+    parent, name = posixpath.split(path)
+    tmp = posixpath.join(parent, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with fs.open_output_stream(tmp) as stream:
+            write(stream)
+        fs.move(tmp, path)
+    except BaseException:
+        try:
+            fs.delete_file(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def ensure_folder(location: str | Path) -> None:
+    """Create a local folder or a URI folder (a no-op on object stores that have none)."""
+    if is_uri(location):
+        fs, path = filesystem_for(str(location))
+        fs.create_dir(path, recursive=True)
+    else:
+        Path(location).mkdir(parents=True, exist_ok=True)
+
+
+# --- locations: local paths and URIs pyarrow's filesystem layer understands ---
+
+_URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_GLOB_CHARS = ("*", "?", "[")
+
+
+def is_uri(location: str | Path) -> bool:
+    return isinstance(location, str) and bool(_URI_RE.match(location))
+
+
+def filesystem_for(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it) for a URI such as file:///data/x.parquet or s3://bucket/key."""
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as exc:
+        raise UserError(f"{uri}: cannot open this location ({_first_line(exc)}); "
+                        "use a local path or a file://, s3:// or gs:// URI with credentials set") from None
+
+
+def join_location(folder: str | Path, name: str) -> str:
+    """`folder`/`name` for a local folder or a URI folder (keeping the URI's query, e.g. ?region=)."""
+    if not is_uri(folder):
+        return str(Path(folder) / name)
+    parts = urlsplit(str(folder))
+    return urlunsplit((parts.scheme, parts.netloc, posixpath.join(parts.path or "/", name), parts.query, ""))
+
+
+def location_name(location: str | Path) -> str:
+    """The file name of a local path or URI."""
+    if is_uri(location):
+        return posixpath.basename(urlsplit(str(location)).path.rstrip("/"))
+    return Path(location).name
+
+
+def _uri_for(base_uri: str, fs_path: str) -> str:
+    """A URI naming `fs_path` on the filesystem of `base_uri` (path as FileSystem.from_uri returns it)."""
+    parts = urlsplit(base_uri)
+    if fs_path.startswith("/"):  # file://, hdfs://host/...: the path is absolute, authority stays
+        netloc, path = parts.netloc, fs_path
+    else:  # s3://, gs://: the path starts with the bucket
+        netloc, _, rest = fs_path.partition("/")
+        path = "/" + rest
+    return urlunsplit((parts.scheme, netloc, quote(path), parts.query, ""))
+
+
+def find_result_files(inputs: list[str]) -> list[str]:
+    """Expand files, folders (recursively: every *.parquet), globs and URIs into result files, in order.
+
+    Raises UserError for an input that names nothing, so a typo never shrinks a comparison silently.
+    """
+    found: dict[str, str] = {}  # identity -> location as first given
+    for item in inputs:
+        for location in (_expand_uri(item) if is_uri(item) else _expand_local(item)):
+            found.setdefault(location_identity(location), location)
+    return list(found.values())
+
+
+def location_identity(location: str | Path) -> str:
+    """One key per file however it is named: a local path and its file:// URI are the same file."""
+    if is_uri(location):
+        parts = urlsplit(str(location))
+        if parts.scheme != "file":
+            return str(location)
+        location = unquote(parts.path)
+    return os.path.realpath(location)
+
+
+def _is_result_name(name: str) -> bool:
+    return name.endswith(".parquet") and not name.startswith(".")  # dot files: temporaries of atomic writes
+
+
+def _expand_local(item: str) -> list[str]:
+    path = Path(item).expanduser()
+    if path.is_dir():
+        files = sorted(str(f) for f in path.rglob("*.parquet") if _is_result_name(f.name))
+        if not files:
+            raise UserError(f"{item}: folder holds no .parquet results files; pass the folder facebench run wrote to")
+        return files
+    if path.exists():
+        return [str(path)]
+    if any(ch in item for ch in _GLOB_CHARS):
+        matches = sorted(glob.glob(str(path), recursive=True))
+        files = [f for m in matches for f in (_expand_local(m) if Path(m).is_dir() else [m])]
+        if not files:
+            raise UserError(f"{item}: pattern matches no files; check the path or quote the pattern")
+        return files
+    raise UserError(f"{item}: no such file or folder; pass results files, folders or globs")
+
+
+def _expand_uri(uri: str) -> list[str]:
+    fs, path = filesystem_for(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.File:
+        return [uri]
+    if info.type == pafs.FileType.Directory:
+        files = _list_results(fs, path)
+        if not files:
+            raise UserError(f"{uri}: folder holds no .parquet results files; pass the folder facebench run wrote to")
+        return [_uri_for(uri, f) for f in files]
+    if any(ch in path for ch in _GLOB_CHARS):
+        base = path[:min(path.index(ch) for ch in _GLOB_CHARS if ch in path)].rsplit("/", 1)[0]
+        matches = [f for f in _list_results(fs, base or "/", any_name=True) if fnmatch.fnmatchcase(f, path)]
+        if not matches:
+            raise UserError(f"{uri}: pattern matches no files; check the URI")
+        return [_uri_for(uri, f) for f in matches]
+    raise UserError(f"{uri}: no such file or folder; pass results files, folders or globs")
+
+
+def _list_results(fs: pafs.FileSystem, folder: str, any_name: bool = False) -> list[str]:
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(folder, recursive=True, allow_not_found=True))
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot list this folder ({_first_line(exc)})") from None
+    return sorted(i.path for i in infos if i.type == pafs.FileType.File
+                  and (any_name or _is_result_name(posixpath.basename(i.path))))
 
 
 @dataclass
@@ -117,9 +281,16 @@ class FileCheck:
 
 
 def read_table(path: str | Path) -> tuple[pa.Table, FileCheck]:
-    """Read one results file, verifying schema version and checksum. Raises UserError."""
+    """Read one results file (local path or URI), verifying schema version and checksum. Raises UserError.
+
+    Older schema versions are upgraded (missing columns become nulls); newer ones are rejected.
+    """
     try:
-        table = pq.read_table(str(path))
+        if is_uri(path):
+            fs, inner = filesystem_for(str(path))
+            table = pq.read_table(inner, filesystem=fs)
+        else:
+            table = pq.read_table(str(path))
     except FileNotFoundError:
         raise UserError(f"{path}: no such results file; pass a Parquet file written by facebench run") from None
     except (pa.ArrowInvalid, OSError) as exc:
@@ -128,7 +299,13 @@ def read_table(path: str | Path) -> tuple[pa.Table, FileCheck]:
     version = meta.get(b"facebench.schema_version")
     if version is None or "model" not in table.column_names:
         raise UserError(f"{path}: a Parquet file but not a facebench results file (no schema version); pass a file written by facebench run")
-    version = int(version)
+    try:
+        version = int(version)
+    except ValueError:
+        version = 0
+    if version < 1:
+        raise UserError(f"{path}: unknown results schema version {meta[b'facebench.schema_version']!r}; "
+                        "pass a file written by facebench run")
     if version > SCHEMA_VERSION:
         raise UserError(f"{path}: results schema v{version} is newer than this facebench (v{SCHEMA_VERSION}); upgrade facebench")
     recorded = meta.get(b"facebench.rows_sha256")
@@ -182,7 +359,7 @@ class ResultStore:
     """Rows of one run, rewritten to disk after every point."""
 
     def __init__(self, path: str | Path, rows: Iterable[dict[str, Any]] = ()):
-        self.path = Path(path)
+        self.path = path if is_uri(path) else Path(path)
         self.rows: list[dict[str, Any]] = list(rows)
 
     def add(self, row: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 import traceback
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -32,6 +33,7 @@ class Job:
     checks: Checks
     options: dict[str, Any] = field(default_factory=dict)
     cache_dir: str | None = None
+    images: tuple[str, ...] = ()  # real pictures for calibration and parity (--images)
 
     @property
     def info(self) -> ModelInfo:
@@ -47,28 +49,60 @@ def run_job(job: Job, emit: Emit) -> None:
     ok, reason = runtime.available()
     process_start_ms = (time.perf_counter() - t0) * 1e3
     info = job.info
+    artifact, artifact_error = None, None
+    if ok:
+        reason = unsupported_precision(runtime, job.precision)
+        ok = not reason
+    if ok:
+        try:
+            artifact = artifact_path(runtime, info, job)
+        except Exception as exc:
+            artifact_error = f"building the {job.precision} artifact failed: {_error_line(exc)}"
     for batch in job.batches:
         emit("start", batch)
         base = {"batch": batch, "runtime": job.runtime, "precision": job.precision, "device": runtime.device,
                 "runtime_version": json.dumps(runtime.versions(), sort_keys=True) if ok else None}
-        if not ok:
-            emit("row", {**base, "status": "skipped", "reason": reason})
-            continue
-        limit = info.batch_limit_reason(batch)
+        limit = reason if not ok else info.batch_limit_reason(batch)
         if limit:
             emit("row", {**base, "status": "skipped", "reason": limit})
             continue
+        if artifact_error:
+            emit("row", {**base, "status": "failed", "reason": artifact_error})
+            continue
         try:
-            row = measure_point(runtime, info, job, batch)
+            row = measure_point(runtime, info, job, batch, artifact)
             emit("row", {**base, **row, "process_start_ms": process_start_ms})
         except Exception as exc:  # one failed point never stops the others
             emit("row", {**base, "status": "failed", "reason": _error_line(exc)})
             emit("log", traceback.format_exc())
 
 
-def measure_point(runtime, info: ModelInfo, job: Job, batch: int) -> dict[str, Any]:
+def unsupported_precision(runtime, precision: str) -> str:
+    if precision in runtime.precisions:
+        return ""
+    return f"{runtime.name} does not run {precision} (it runs {', '.join(runtime.precisions)})"
+
+
+def artifact_path(runtime, info: ModelInfo, job: Job) -> str:
+    """The model file this runtime consumes for the job's precision (built and cached on demand)."""
+    artifact = runtime.artifact_for(job.precision)
+    if artifact == "fp32":
+        return info.path
+    from bench.models import precision as artifacts
+
+    cache = Path(job.cache_dir or ".") / "artifacts"
+    if artifact == "ir":
+        return str(artifacts.make_openvino_ir(info.path, cache))
+    frames = None
+    if artifact == "int8":
+        frames = artifacts.calibration_frames(info.input_shape(1), info.family, artifacts.DEFAULT_CALIBRATION_FRAMES,
+                                              images=list(job.images) or None, seed=job.settings.seed)
+    return str(artifacts.make_artifact(info.path, artifact, cache, calibration_frames=frames))
+
+
+def measure_point(runtime, info: ModelInfo, job: Job, batch: int, model_path: str) -> dict[str, Any]:
     shape = info.input_shape(batch)
-    request = LoadRequest(model_path=info.path, input_name=info.input_name, input_shape=shape,
+    request = LoadRequest(model_path=model_path, input_name=info.input_name, input_shape=shape,
                           precision=job.precision, options=job.options, cache_dir=job.cache_dir)
     session, cold = runtime.load(request)
     try:
@@ -85,13 +119,14 @@ def measure_point(runtime, info: ModelInfo, job: Job, batch: int) -> dict[str, A
 
 def run_checks(session: Session, info: ModelInfo, job: Job, batch: int) -> dict[str, Any]:
     """Correctness checks on the loaded session, after (never inside) the timing loop."""
+    from bench.checks import point_checks
+
     fields: dict[str, Any] = {}
     if job.checks.contamination:
-        from bench.checks.contamination import check_contamination
-
-        result = check_contamination(session.infer, (3, *info.input_hw), batch, job.precision, seed=job.settings.seed)
-        fields.update(contamination_checked=True, contamination_passed=result.passed,
-                      contamination_max_abs=result.max_abs_diff, contamination_max_rel=result.max_rel_diff)
+        fields.update(point_checks.contamination_fields(session.infer, info, batch, job.precision, job.settings.seed))
+    if job.checks.parity:
+        frames = point_checks.parity_frames(info, tuple(job.images))
+        fields.update(point_checks.parity_fields(session.infer, info, batch, job.precision, frames))
     return fields
 
 

@@ -1,6 +1,7 @@
 """Terminal tables (rich) from result rows: throughput, cold start, best runtime and knee."""
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -25,6 +26,14 @@ def _check_cell(row) -> str:
     if row.get("parity_checked") is True:
         marks.append("[green]parity ok[/]" if row.get("parity_passed") else "[red]PARITY FAIL[/]")
     return " ".join(marks) or "-"
+
+
+def _precision_cell(row) -> str:
+    """fp16 that actually ran as fp32 (no native FP16 on this CPU) must not pass as fp16."""
+    effective = row.get("precision_effective")
+    if isinstance(effective, str) and effective not in (row["precision"], "") and row["precision"] in ("fp32", "fp16", "bf16"):
+        return f"{row['precision']}[yellow]->{effective}[/]"
+    return row["precision"]
 
 
 def _verdict_cell(row) -> str:
@@ -55,7 +64,7 @@ def throughput_table(frame: pd.DataFrame, model: str) -> Table:
             if ok and not trustworthy(row):
                 fps_text = f"[strike]{fps_text}[/]"
             speedup = row["fps"] / base_fps if ok and base_fps else None
-            table.add_row(runtime, precision, str(row["batch"]), fps_text,
+            table.add_row(runtime, _precision_cell(row), str(row["batch"]), fps_text,
                           _fmt(row["ms_per_frame"], 3) if ok else "", _fmt(row["lat_p50_ms"], 2) if ok else "",
                           _fmt(row["lat_p99_ms"], 2) if ok else "", _fmt(speedup, 2) if speedup else "",
                           _fmt(row["gflops_achieved"]) if ok else "", _verdict_cell(row), _check_cell(row) if ok else "")
@@ -105,6 +114,7 @@ def warnings_for(frame: pd.DataFrame) -> list[str]:
 
 def print_tables(frame: pd.DataFrame, console: Console | None = None) -> None:
     console = console or Console()
+    pipelines = frame[frame.kind.fillna("model") == "pipeline"]
     frame = frame[frame.kind.fillna("model") == "model"]
     for model, group in frame.groupby("model", sort=False):
         console.print(throughput_table(group, model))
@@ -119,4 +129,62 @@ def print_tables(frame: pd.DataFrame, console: Console | None = None) -> None:
         for reason, items in skipped.groupby("reason"):
             console.print(f"[dim]skipped {model} {', '.join(sorted(set(items.runtime)))} "
                           f"batches {', '.join(str(b) for b in sorted(set(items.batch)))}: {reason}[/]")
+        console.print()
+    print_pipeline_tables(pipelines, console)
+
+
+# ---------------------------------------------------------------- pipeline points (facebench pipeline)
+
+# Stage name in stages_json -> column header.
+PIPELINE_STAGES = {"decode/resize": "decode", "detector": "detector", "decode+NMS": "NMS",
+                   "alignment": "align", "embedder": "embed"}
+
+
+def _stages(row) -> dict:
+    text = row.get("stages_json")
+    return json.loads(text) if isinstance(text, str) and text else {}
+
+
+def _stage_cell(stages: dict, name: str) -> str:
+    stage = stages.get("stages", {}).get(name)
+    if not stage:
+        return "-"
+    return f"{_fmt(stage['ms_per_frame'], 2)} {100 * stage['share']:.0f}%"
+
+
+def pipeline_table(frame: pd.DataFrame, title: str) -> Table:
+    """Per runtime and batch: throughput overlapped, against sequential, and where the time goes."""
+    table = Table(title=title, title_justify="left",
+                  caption="gain: overlapped over sequential frames/s; stage columns: ms/frame and share "
+                          "of the time with the stages run one after another",
+                  caption_justify="left")
+    show_gpu = frame.get("gpu_util_mean", pd.Series(dtype=float)).notna().any()
+    columns = ["runtime", "batch", "frames", "faces", "frames/s", "faces/s", "seq frames/s", "gain",
+               *PIPELINE_STAGES.values(), *(["GPU util %"] if show_gpu else [])]
+    for column in columns:
+        table.add_column(column, justify="left" if column == "runtime" else "right")
+    for _, row in frame.sort_values(["runtime", "batch"]).iterrows():
+        if row["status"] != "ok":
+            table.add_row(row["runtime"], str(row["batch"]), "", "", f"[red]failed[/] {(row.get('reason') or '')[:60]}",
+                          *[""] * (len(columns) - 5))
+            continue
+        stages = _stages(row)
+        cells = [row["runtime"], str(row["batch"]), str(int(row["frames_total"])), str(int(row["faces_total"])),
+                 _fmt(row["fps"]), _fmt(row["faces_per_s"]), _fmt(stages.get("sequential_fps")),
+                 f"x{_fmt(stages.get('overlap_gain'), 2)}", *(_stage_cell(stages, n) for n in PIPELINE_STAGES)]
+        if show_gpu:
+            cells.append(_fmt(row.get("gpu_util_mean")))
+        table.add_row(*cells)
+    return table
+
+
+def print_pipeline_tables(frame: pd.DataFrame, console: Console) -> None:
+    if frame.empty:
+        return
+    embedders = frame.apply(lambda row: _stages(row).get("embedder", {}).get("model", "?"), axis=1)
+    for (detector, embedder), group in frame.groupby([frame.model, embedders], sort=False):
+        console.print(pipeline_table(group, f"pipeline: {detector} -> {embedder}"))
+        for _, row in group.iterrows():
+            if isinstance(row.get("warnings"), str) and row["warnings"]:
+                console.print(f"[dim]note {row['runtime']} batch {row['batch']}: {row['warnings']}[/]", highlight=False)
         console.print()

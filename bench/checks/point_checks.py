@@ -1,0 +1,112 @@
+"""The correctness checks a sweep runs on every loaded session, outside the timing loop.
+
+Contamination: a frame alone vs the same frame inside a batch of others.
+Parity: the session's outputs vs ONNX Runtime CPU on the FP32 source model, same frames.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from bench.models.info import ModelInfo
+
+PARITY_FRAMES = 4
+# Suite precision names -> the parity module's gate names.
+_GATE_NAMES = {"ir": "openvino_ir"}
+
+
+def parity_frames(info: ModelInfo, images: tuple[str, ...] = ()) -> np.ndarray:
+    """Real pictures where we have them (user images, else scikit-image's astronaut), else face-like synthetic ones."""
+    from bench.models.precision import calibration_frames
+
+    pictures = list(images) or _astronaut()
+    return calibration_frames(info.input_shape(1), info.family, PARITY_FRAMES, images=pictures or None)
+
+
+def _astronaut() -> list[np.ndarray]:
+    try:
+        from skimage import data
+    except ImportError:
+        return []
+    return [data.astronaut()]
+
+
+@lru_cache(maxsize=4)
+def _reference_outputs_cached(model_path: str, frames_key: bytes, shape: tuple) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    frames = np.frombuffer(frames_key, dtype=np.float32).reshape(shape)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    per_frame = [session.run(None, {name: frames[i:i + 1]}) for i in range(len(frames))]
+    return stack_frames(per_frame)
+
+
+def reference_outputs(info: ModelInfo, frames: np.ndarray) -> list[np.ndarray]:
+    """ORT CPU FP32 on the source model, one frame at a time (valid for every layout)."""
+    return _reference_outputs_cached(info.path, frames.tobytes(), frames.shape)
+
+
+def stack_frames(per_chunk: list[list[np.ndarray]], valid: list[int] | None = None) -> list[np.ndarray]:
+    """Outputs of several runs -> one array per output with frames on axis 0.
+
+    A flattened 2-D detector output ([HWA, K], batch 1) gets its frame axis added.
+    """
+    stacked = []
+    for index in range(len(per_chunk[0])):
+        parts = []
+        for chunk_no, outputs in enumerate(per_chunk):
+            array = np.asarray(outputs[index])
+            if array.ndim == 2 and array.shape[0] != 1 and (valid is None or valid[chunk_no] == 1):
+                array = array[None]
+            parts.append(array if valid is None else array[:valid[chunk_no]])
+        stacked.append(np.concatenate(parts, axis=0))
+    return stacked
+
+
+def candidate_outputs(infer, frames: np.ndarray, batch: int) -> list[np.ndarray]:
+    """Run `frames` through a session compiled for `batch`, padding the last chunk."""
+    chunks, valid = [], []
+    for start in range(0, len(frames), batch):
+        chunk = frames[start:start + batch]
+        valid.append(len(chunk))
+        if len(chunk) < batch:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), axis=0)])
+        chunks.append(infer(np.ascontiguousarray(chunk)))
+    return stack_frames(chunks, valid)
+
+
+def contamination_fields(infer, info: ModelInfo, batch: int, precision: str, seed: int) -> dict[str, Any]:
+    from bench.checks.contamination import check_contamination
+
+    result = check_contamination(infer, (3, *info.input_hw), batch, precision, seed=seed)
+    return {"contamination_checked": True, "contamination_passed": bool(result.passed),
+            "contamination_max_abs": float(result.max_abs_diff), "contamination_max_rel": float(result.max_rel_diff)}
+
+
+def parity_fields(infer, info: ModelInfo, batch: int, precision: str, frames: np.ndarray) -> dict[str, Any]:
+    from bench.checks.parity import check_parity
+
+    reference = reference_outputs(info, frames)
+    candidate = candidate_outputs(infer, frames, batch)
+    result = check_parity(reference, candidate, info.family, _GATE_NAMES.get(precision, precision), info.input_hw)
+    return {"parity_checked": True, "parity_passed": bool(result.passed),
+            "parity_summary": parity_summary(result), "parity_json": json.dumps(asdict(result), default=float)}
+
+
+def parity_summary(result) -> str:
+    """One short line for the tables: the figure that decides each family's gate."""
+    if result.cosine_min is not None:
+        text = f"cos min {result.cosine_min:.5f}"
+    elif result.det_recall is not None:
+        text = f"recall {result.det_recall:.3f}, lmk {result.landmark_err_px or 0:.2f}px"
+    else:
+        worst = max((o.rel_l2 for o in result.outputs), default=0.0)
+        text = f"rel L2 {worst:.2e}"
+    return text if result.passed else f"{text}: {result.reason}"

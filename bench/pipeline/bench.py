@@ -1,0 +1,357 @@
+"""`facebench pipeline`: load the detector and embedder on one runtime, run the staged
+pipeline sequentially and overlapped, and turn the comparison into a result row.
+
+Validation (models, runtime, frames, batch) happens in `prepare`, before anything is
+loaded or written, so bad input costs nothing and leaves no file behind.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.errors import UserError
+from bench.models.info import ModelInfo
+from bench.pipeline.run import STAGES, OverlapComparison, PipelineResult, image_paths, read_rgb, run_pipeline
+
+SUITE_NAME = "pipeline"
+PRECISION = "fp32"
+SYNTHETIC_HW = (720, 1280)  # a 720p camera frame
+Status = Callable[[str], None]
+
+
+@dataclass
+class PipelineRequest:
+    """What the user asked for (the command's arguments)."""
+
+    det: str
+    rec: str
+    runtime: str
+    images: str | None = None
+    synthetic: int | None = None
+    det_size: int | None = None
+    batch: int = 1
+    rec_batch: int = 8
+    faces_per_frame: int = 4  # fixed boxes per frame where real detections mean nothing
+    repeats: int = 1
+    queue_depth: int = 2
+    seed: int = 0
+
+
+@dataclass
+class PipelineSetup:
+    """The validated plan: resolved models, the runtime and the batch sizes that will run."""
+
+    request: PipelineRequest
+    det: ModelInfo
+    rec: ModelInfo
+    runtime: Any  # bench.runtimes.base.Runtime
+    batch: int
+    rec_batch: int
+    synthetic_faces: int | None  # None: use what the detector finds
+    frame_paths: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def source(self) -> str:
+        return "images" if self.request.images else "synthetic"
+
+    def make_frames(self) -> Iterator[np.ndarray]:
+        """A fresh frame stream; image files are decoded lazily inside the decode/resize stage."""
+        if self.frame_paths:
+            return (read_rgb(p) for p in self.frame_paths)
+        return _synthetic_stream(self.request.synthetic, self.request.seed)
+
+
+@dataclass
+class ModeRun:
+    """One mode's fastest run and the telemetry sampled during it."""
+
+    result: PipelineResult
+    telemetry: dict[str, Any]
+
+
+# ---------------------------------------------------------------- validation
+
+
+def prepare(request: PipelineRequest, status: Status = lambda _: None) -> PipelineSetup:
+    """Check the request and resolve models and runtime; raises UserError with the fix."""
+    _check_numbers(request)
+    frame_paths = _frame_paths(request)
+    runtime = _available_runtime(request.runtime)
+    status(f"preparing {request.det}")
+    det = _resolve(request.det, "--det", "detector", request.det_size)
+    status(f"preparing {request.rec}")
+    rec = _resolve(request.rec, "--rec", "embedder", None)
+    notes: list[str] = []
+    batch = _runnable_batch(det, request.batch, "detector", notes)
+    rec_batch = _runnable_batch(rec, request.rec_batch, "embedder", notes)
+    synthetic_faces = None
+    if request.synthetic is not None:
+        synthetic_faces = request.faces_per_frame
+    elif det.source == "builtin":  # a replica's random weights give meaningless boxes
+        synthetic_faces = request.faces_per_frame
+        notes.append(f"{det.name} is a replica with random weights: its boxes mean nothing, so every frame "
+                     f"gets {synthetic_faces} fixed faces; pass a real SCRFD .onnx file to embed real faces")
+    return PipelineSetup(request, det, rec, runtime, batch, rec_batch, synthetic_faces, frame_paths, notes)
+
+
+def _check_numbers(request: PipelineRequest) -> None:
+    if (request.images is None) == (request.synthetic is None):
+        raise UserError("give the frames: --images DIR (a folder of pictures) or --synthetic N (N random frames)")
+    for flag, value in (("--synthetic", request.synthetic), ("--batch", request.batch),
+                        ("--rec-batch", request.rec_batch), ("--repeats", request.repeats)):
+        if value is not None and value <= 0:
+            raise UserError(f"{flag} {value}: must be a positive whole number")
+    if request.faces_per_frame < 0:
+        raise UserError(f"--faces-per-frame {request.faces_per_frame}: must be 0 or more")
+    if request.det_size is not None and (request.det_size <= 0 or request.det_size % 32):
+        raise UserError(f"--det-size {request.det_size}: must be a positive multiple of 32, e.g. 320 or 640")
+
+
+def _frame_paths(request: PipelineRequest) -> list[Path]:
+    if request.images is None:
+        return []
+    folder = Path(request.images)
+    if not folder.is_dir():
+        raise UserError(f"--images {folder}: no such folder; pass a folder of .jpg/.png pictures")
+    return image_paths(folder)
+
+
+def _available_runtime(name: str):
+    from bench.runtimes.registry import get_runtime
+
+    runtime = get_runtime(name)  # UserError for an unknown name
+    ok, reason = runtime.available()
+    if not ok:
+        raise UserError(f"runtime '{name}' is unavailable here: {reason}; see facebench runtimes")
+    return runtime
+
+
+def _resolve(text: str, flag: str, family: str, det_size: int | None) -> ModelInfo:
+    from bench.models import zoo
+    from bench.suite import ModelRef, parse_model_arg
+
+    ref = parse_model_arg(text)
+    if det_size is not None:
+        if ref.input_size is not None and ref.input_size != det_size:
+            raise UserError(f"{flag} {text} and --det-size {det_size} disagree; give the size once")
+        ref = ModelRef(name=ref.name, input_size=det_size, path=ref.path)
+    if ref.path and not Path(ref.path).is_file():
+        raise UserError(f"{flag} {ref.path}: no such model file; pass an .onnx file or a built-in name "
+                        "(facebench models list)")
+    info = zoo.resolve(ref)
+    if info.family != family:
+        raise UserError(f"{flag} {text} is an {info.family}, not an {family}; pass "
+                        + ("an SCRFD detector, e.g. scrfd_500m@640" if family == "detector"
+                           else "an ArcFace embedder, e.g. arcface_mbf"))
+    return info
+
+
+def _runnable_batch(info: ModelInfo, batch: int, role: str, notes: list[str]) -> int:
+    """The batch the file can run correctly: files fixed at 1 or with flattened outputs run at 1."""
+    reason = info.batch_limit_reason(batch)
+    if reason is None:
+        return batch
+    notes.append(f"{role} runs at batch 1, not {batch}: {reason}")
+    return 1
+
+
+def _synthetic_stream(n: int, seed: int) -> Iterator[np.ndarray]:
+    from bench.pipeline.run import synthetic_frames
+
+    return synthetic_frames(n, seed=seed, height=SYNTHETIC_HW[0], width=SYNTHETIC_HW[1])
+
+
+# ---------------------------------------------------------------- running
+
+
+def load_session(runtime, info: ModelInfo, batch: int):
+    from bench.models import zoo
+    from bench.runtimes.base import LoadRequest
+
+    request = LoadRequest(model_path=info.path, input_name=info.input_name, input_shape=info.input_shape(batch),
+                          precision=PRECISION, cache_dir=str(zoo.cache_dir()))
+    session, _cold = runtime.load(request)
+    return session
+
+
+@dataclass
+class PipelineOutcome:
+    comparison: OverlapComparison
+    telemetry: dict[str, dict[str, Any]]  # "sequential" / "overlapped" -> sampler fields of the best run
+    settings: dict[str, dict[str, Any]]  # "detector" / "embedder" -> the session's effective settings
+
+
+def run_benchmark(setup: PipelineSetup, status: Status = lambda _: None) -> PipelineOutcome:
+    """Load both models, warm up, then alternate sequential and overlapped runs."""
+    status(f"loading {setup.det.name} (batch {setup.batch}) on {setup.runtime.name}")
+    det = load_session(setup.runtime, setup.det, setup.batch)
+    try:
+        status(f"loading {setup.rec.name} (batch {setup.rec_batch}) on {setup.runtime.name}")
+        rec = load_session(setup.runtime, setup.rec, setup.rec_batch)
+        try:
+            best = _compare(setup, det.infer, rec.infer, status)
+            return PipelineOutcome(
+                comparison=OverlapComparison(sequential=best[False].result, overlapped=best[True].result),
+                telemetry={"sequential": best[False].telemetry, "overlapped": best[True].telemetry},
+                settings={"detector": det.describe(), "embedder": rec.describe()},
+            )
+        finally:
+            rec.close()
+    finally:
+        det.close()
+
+
+def _compare(setup: PipelineSetup, det_infer, rec_infer, status: Status) -> dict[bool, ModeRun]:
+    """compare_overlap with a sampler around every run, so utilisation belongs to one mode."""
+    kwargs = dict(det_size=setup.det.input_hw[0], batch=setup.batch, synthetic_faces=setup.synthetic_faces,
+                  rec_batch=setup.rec_batch, queue_depth=setup.request.queue_depth)
+    status("warming up")
+    run_pipeline(_take(setup.make_frames(), setup.batch), det_infer, rec_infer, overlap=False, **kwargs)
+    # Modes alternate so warm-up and background load fall on both alike; each keeps its fastest run.
+    best: dict[bool, ModeRun] = {}
+    for repeat in range(setup.request.repeats):
+        for overlap in (False, True):
+            mode = "overlapped" if overlap else "sequential"
+            status(f"{mode} run {repeat + 1}/{setup.request.repeats}: {_frames_label(setup)}")
+            run = _sampled_run(setup, lambda: run_pipeline(setup.make_frames(), det_infer, rec_infer,
+                                                           overlap=overlap, **kwargs))
+            if overlap not in best or run.result.wall_s < best[overlap].result.wall_s:
+                best[overlap] = run
+    return best
+
+
+def _take(frames: Iterable[np.ndarray], n: int) -> list[np.ndarray]:
+    out = []
+    for frame in frames:
+        out.append(frame)
+        if len(out) == n:
+            break
+    return out
+
+
+def _frames_label(setup: PipelineSetup) -> str:
+    count = len(setup.frame_paths) if setup.frame_paths else setup.request.synthetic
+    return f"{count} frames, batch {setup.batch}"
+
+
+def _sampled_run(setup: PipelineSetup, run: Callable[[], PipelineResult]) -> ModeRun:
+    from bench.telemetry.cpu import CpuSampler
+
+    samplers = [CpuSampler()]
+    if setup.runtime.device == "gpu":
+        gpu = _gpu_sampler()
+        if gpu is not None:
+            samplers.append(gpu)
+    for sampler in samplers:
+        sampler.start()
+    try:
+        result = run()
+    finally:
+        telemetry: dict[str, Any] = {}
+        for sampler in samplers:
+            telemetry.update(sampler.stop())
+    return ModeRun(result, telemetry)
+
+
+def _gpu_sampler():
+    """The NVML sampler of the GPU runtimes, when that module and a GPU are present."""
+    try:
+        from bench.telemetry.gpu import GpuSampler  # written with the GPU runtimes; imports pynvml lazily
+        return GpuSampler()
+    except Exception:  # no module, no pynvml, no GPU: the row simply has no GPU figures
+        return None
+
+
+# ---------------------------------------------------------------- rows
+
+
+def base_row(setup: PipelineSetup, run_id: str) -> dict[str, Any]:
+    """Identity, machine and detector fields, as bench.sweep.Sweep.base_row builds them."""
+    from bench import env
+
+    det = setup.det
+    return {
+        "run_id": run_id, "suite": SUITE_NAME, "kind": "pipeline",
+        "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **env.fingerprint(),
+        "model": det.name, "model_source": det.source, "model_path": det.path,
+        "model_sha256": det.sha256, "family": det.family, "input_name": det.input_name,
+        "input_shape": ",".join(str(d) for d in det.input_shape(setup.batch)), "input_size": det.input_hw[0],
+        "params": det.params, "macs_per_frame": det.macs_per_frame, "flops_per_frame": det.flops_per_frame,
+        "runtime": setup.runtime.name, "device": setup.runtime.device,
+        "runtime_version": json.dumps(setup.runtime.versions(), sort_keys=True),
+        "precision": PRECISION, "batch": setup.batch, "timer": "host",
+        "warnings": "; ".join(setup.notes) or None,
+    }
+
+
+def ok_row(setup: PipelineSetup, outcome: PipelineOutcome, run_id: str) -> dict[str, Any]:
+    over = outcome.comparison.overlapped
+    det_settings = outcome.settings.get("detector", {})
+    threads = det_settings.get("intra_op_threads", det_settings.get("inference_num_threads"))
+    telemetry = outcome.telemetry.get("overlapped", {})
+    return {
+        **base_row(setup, run_id),
+        "status": "ok", "reason": None,
+        "runtime_options_json": json.dumps(outcome.settings, sort_keys=True, default=str),
+        "threads": threads if isinstance(threads, int) else None, "mode": det_settings.get("mode"),
+        "precision_effective": det_settings.get("precision_effective"),
+        "frames": over.frames, "frames_total": over.frames, "faces_total": over.faces,
+        "wall_s": over.wall_s, "fps": over.frames_per_s,
+        "ms_per_frame": 1e3 / over.frames_per_s if over.frames_per_s else None,
+        "faces_per_s": over.faces_per_s,
+        "stages_json": json.dumps(stages_summary(setup, outcome), sort_keys=True),
+        **{k: v for k, v in telemetry.items() if k in _TELEMETRY_COLUMNS},
+    }
+
+
+def failed_row(setup: PipelineSetup, run_id: str, exc: BaseException) -> dict[str, Any]:
+    text = str(exc).strip().splitlines()
+    reason = f"{type(exc).__name__}: {text[0] if text else ''}".strip().rstrip(":")
+    return {**base_row(setup, run_id), "status": "failed", "reason": reason}
+
+
+_TELEMETRY_COLUMNS = {
+    "cpu_percent", "peak_rss_mb", "gpu_util_mean", "gpu_mem_util_mean", "gpu_mem_peak_mb", "gpu_power_mean_w",
+    "gpu_sm_clock_mean_mhz", "gpu_sm_clock_min_mhz", "gpu_temp_max_c", "gpu_clock_events",
+}
+
+
+def stages_summary(setup: PipelineSetup, outcome: PipelineOutcome) -> dict[str, Any]:
+    """stages_json: where the time goes (the sequential run, whose stages add up to its wall time),
+    each stage's busy time when overlapped, both throughputs and the overlap gain."""
+    comparison = outcome.comparison
+    seq, over = comparison.sequential, comparison.overlapped
+    stages = {
+        name: {
+            "ms_per_frame": seq.stage_ms_per_frame[name],
+            "share": seq.stage_share[name],
+            "overlapped_ms_per_frame": over.stage_ms_per_frame[name],
+            "overlapped_busy": over.stage_busy[name],
+        }
+        for name in STAGES
+    }
+    telemetry = outcome.telemetry
+    return {
+        "stages": stages,
+        "stage_order": list(STAGES),
+        "sequential_fps": seq.frames_per_s, "overlapped_fps": over.frames_per_s,
+        "sequential_faces_per_s": seq.faces_per_s, "overlapped_faces_per_s": over.faces_per_s,
+        "sequential_wall_s": seq.wall_s, "overlapped_wall_s": over.wall_s,
+        "overlap_gain": comparison.gain,
+        "source": setup.source, "det_size": setup.det.input_hw[0],
+        "batch": setup.batch, "requested_batch": setup.request.batch,
+        "rec_batch": setup.rec_batch, "queue_depth": setup.request.queue_depth,
+        "synthetic_faces_per_frame": setup.synthetic_faces, "repeats": setup.request.repeats,
+        "embedder": {"model": setup.rec.name, "sha256": setup.rec.sha256, "path": setup.rec.path,
+                     "params": setup.rec.params, "macs_per_frame": setup.rec.macs_per_frame},
+        "gpu_util_sequential": telemetry.get("sequential", {}).get("gpu_util_mean"),
+        "gpu_util_overlapped": telemetry.get("overlapped", {}).get("gpu_util_mean"),
+    }

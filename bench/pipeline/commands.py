@@ -1,0 +1,87 @@
+"""Subcommands of this feature (registered by bench.cli): `facebench pipeline`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "pipeline", help="end-to-end face pipeline: frames -> SCRFD -> NMS -> alignment -> ArcFace; faces/s per stage",
+        description="Benchmark the whole face pipeline (letterbox, batched detector, decode + NMS 0.4, 5-point "
+                    "alignment, batched embedder), one stage after another and overlapped, and write one "
+                    "pipeline row to Parquet.")
+    frames = parser.add_mutually_exclusive_group()
+    frames.add_argument("--images", metavar="DIR", help="folder of pictures (.jpg, .png, ...) used as frames")
+    frames.add_argument("--synthetic", type=int, metavar="N",
+                        help="N random 1280x720 frames with --faces-per-frame fixed faces each")
+    parser.add_argument("--det", required=True, metavar="MODEL", help="detector: scrfd_500m@640 or an SCRFD .onnx")
+    parser.add_argument("--rec", required=True, metavar="MODEL", help="embedder: arcface_mbf or an ArcFace .onnx")
+    parser.add_argument("--runtime", required=True, metavar="R", help="one runtime, e.g. ort-cpu (facebench runtimes)")
+    parser.add_argument("--det-size", type=int, metavar="320|640", help="detector input size (default: the model's)")
+    parser.add_argument("--batch", type=int, default=1, metavar="N", help="frames per detector call (default 1)")
+    parser.add_argument("--rec-batch", type=int, default=8, metavar="N",
+                        help="faces per embedder call; the last call is zero-padded (default 8)")
+    parser.add_argument("--faces-per-frame", type=int, default=4, metavar="K",
+                        help="fixed faces per frame where detections mean nothing: synthetic frames and "
+                             "replica detectors (default 4)")
+    parser.add_argument("--repeats", type=int, default=1, metavar="N",
+                        help="runs of each mode, alternating; the fastest of each counts (default 1)")
+    parser.add_argument("--out", help="results file (.parquet) or folder (default: results/)")
+    parser.set_defaults(handler=cmd_pipeline)
+
+
+def cmd_pipeline(args) -> int:
+    import uuid
+
+    import pandas as pd
+
+    from bench.cli import console, err_console
+    from bench.errors import UserError
+    from bench.pipeline import bench as pipeline_bench
+    from bench.report.tables import print_tables
+
+    request = pipeline_bench.PipelineRequest(
+        det=args.det, rec=args.rec, runtime=args.runtime, images=args.images, synthetic=args.synthetic,
+        det_size=args.det_size, batch=args.batch, rec_batch=args.rec_batch, faces_per_frame=args.faces_per_frame,
+        repeats=args.repeats)
+    with console.status("checking the request") as status:
+        setup = pipeline_bench.prepare(request, status=status.update)
+    for note in setup.notes:
+        console.print(f"[yellow]note[/] {note}", highlight=False)
+    results = _results_store(args.out)
+    console.print(f"facebench pipeline: {setup.det.name} + {setup.rec.name} on {setup.runtime.name}, "
+                  f"batch {setup.batch} -> {results.path}", highlight=False)
+    run_id = uuid.uuid4().hex[:12]
+    try:
+        with console.status("starting") as status:
+            outcome = pipeline_bench.run_benchmark(setup, status=status.update)
+    except KeyboardInterrupt:
+        console.print(f"interrupted: nothing measured was saved in {results.path}")
+        return EXIT_INTERRUPTED
+    except UserError as exc:  # e.g. an image that does not decode: record it, then the one-line error
+        results.add(pipeline_bench.failed_row(setup, run_id, exc))
+        raise
+    except Exception as exc:  # a runtime failure is a failed point, recorded as the sweep records one
+        row = pipeline_bench.failed_row(setup, run_id, exc)
+        results.add(row)
+        err_console.print(f"facebench: pipeline failed: {row['reason']} (row saved in {results.path})",
+                          markup=False, highlight=False)
+        return EXIT_FAILED
+    results.add(pipeline_bench.ok_row(setup, outcome, run_id))
+    print_tables(pd.DataFrame(results.rows), console)
+    console.print(f"1 pipeline point saved in {results.path}", highlight=False)
+    return 0
+
+
+def _results_store(out: str | None):
+    from bench import store, sweep
+
+    target = Path(out) if out else Path("results")
+    if target.suffix == ".parquet":
+        sweep.check_output_dir(target.parent)
+        return store.ResultStore(target)
+    sweep.check_output_dir(target)
+    return store.ResultStore(store.reserve_results_path(target, "pipeline"))
