@@ -177,6 +177,14 @@ def join_location(folder: str | Path, name: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, posixpath.join(parts.path or "/", name), parts.query, ""))
 
 
+def sibling_location(location: str | Path, name: str) -> str:
+    """`name` in the folder that holds `location` (a local path or URI)."""
+    if not is_uri(location):
+        return str(Path(location).parent / name)
+    parts = urlsplit(str(location))
+    return urlunsplit((parts.scheme, parts.netloc, posixpath.join(posixpath.dirname(parts.path), name), parts.query, ""))
+
+
 def location_name(location: str | Path) -> str:
     """The file name of a local path or URI."""
     if is_uri(location):

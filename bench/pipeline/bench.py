@@ -147,10 +147,12 @@ def _resolve(text: str, flag: str, family: str, det_size: int | None) -> ModelIn
                         "(facebench models list)")
     info = zoo.resolve(ref)
     if info.family != family:
-        raise UserError(f"{flag} {text} is an {info.family}, not an {family}; pass "
-                        + ("an SCRFD detector, e.g. scrfd_500m@640" if family == "detector"
-                           else "an ArcFace embedder, e.g. arcface_mbf"))
+        raise UserError(f"{flag} {text} is {_A[info.family]}, not {_A[family]}; pass {_EXAMPLE[family]}")
     return info
+
+
+_A = {"detector": "a detector", "embedder": "an embedder"}
+_EXAMPLE = {"detector": "an SCRFD detector, e.g. scrfd_500m@640", "embedder": "an ArcFace embedder, e.g. arcface_mbf"}
 
 
 def _runnable_batch(info: ModelInfo, batch: int, role: str, notes: list[str]) -> int:

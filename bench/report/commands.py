@@ -1,5 +1,196 @@
-"""Subcommands of this feature (registered by bench.cli)."""
+"""Subcommands of this feature (registered by bench.cli): compare, plot, report.
+
+Handlers import pandas, matplotlib and the comparison code lazily, so `facebench --help` stays fast.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+# Kept literal here (not imported from compare.py) so registering the parser imports no pandas.
+METRIC_CHOICES = ("fps", "ms_per_frame", "p99", "fps_per_watt")
+BY_CHOICES = ("machine", "runtime", "precision", "run")
+EXIT_REGRESSION = 1
+INPUTS_HELP = "results files, folders, globs or URIs (file://, s3://, gs://)"
 
 
 def register(subparsers) -> None:
-    pass
+    compare = subparsers.add_parser("compare", help="compare results across machines, runtimes, precisions or runs")
+    _add_inputs(compare)
+    _add_comparison_options(compare)
+    compare.add_argument("--fail-if-slower", metavar="PCT",
+                         help="regression gate: exit 1 if a point is slower than the baseline by more than PCT "
+                              "(e.g. 5%%) and by more than the two runs' combined noise")
+    compare.set_defaults(handler=cmd_compare)
+
+    plot = subparsers.add_parser("plot", help="write PNG plots (frames/s vs batch, latency, cold start, GPU)")
+    _add_inputs(plot)
+    plot.add_argument("--out", required=True, help="folder (or URI) for the PNG files")
+    plot.set_defaults(handler=cmd_plot)
+
+    report = subparsers.add_parser("report", help="write a Markdown report with environment, tables and plots")
+    _add_inputs(report)
+    report.add_argument("--out", required=True, help="Markdown file (or URI); plots go beside it in <name>-plots/")
+    _add_comparison_options(report)
+    report.add_argument("--no-plots", action="store_true", help="tables only")
+    report.set_defaults(handler=cmd_report)
+
+
+def _add_inputs(parser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help=INPUTS_HELP)
+
+
+def _add_comparison_options(parser) -> None:
+    parser.add_argument("--baseline", metavar="FILE_OR_NAME",
+                        help="results file, or a machine, runtime, precision or run name (default: the first group)")
+    parser.add_argument("--metric", choices=METRIC_CHOICES, default="fps", help="what to compare (default fps)")
+    parser.add_argument("--by", choices=BY_CHOICES,
+                        help="one column per ... (default: run when --baseline is a file, else machine, run or "
+                             "runtime, whichever varies)")
+
+
+def load_inputs(inputs: list[str], baseline: str | None):
+    """Inputs plus the baseline when it names a file (so `compare --baseline OLD NEW` needs OLD once)."""
+    from bench import store
+    from bench.report.compare import load_results
+
+    is_file = bool(baseline) and (store.is_uri(baseline) or Path(baseline).is_file() or baseline.endswith(".parquet"))
+    return load_results(([baseline] if is_file else []) + list(inputs))
+
+
+def cmd_compare(args) -> int:
+    from bench.cli import console, err_console
+    from bench.report import compare
+
+    threshold = compare.parse_threshold(args.fail_if_slower) if args.fail_if_slower is not None else None
+    results = load_inputs(args.inputs, args.baseline)
+    comparison = compare.build_comparison(results, args.metric, args.by, args.baseline)
+    compare.require_comparable(comparison)
+    print_comparison(comparison, console)
+    for note in comparison.notes:
+        err_console.print(f"facebench: note: {note}", markup=False, highlight=False)
+    if threshold is None:
+        return 0
+    return print_gate(compare.regression_gate(comparison, threshold), comparison, console)
+
+
+def print_gate(gate, comparison, console) -> int:
+    from bench.errors import UserError
+
+    for line in gate.not_checked:
+        console.print(f"[dim]gate: not checked: {line}[/]", highlight=False)
+    if gate.checked == 0:
+        raise UserError(f"the gate could check no point against {comparison.baseline} (every matched point failed, "
+                        "was contaminated or failed parity); fix those points and measure again")
+    what = f"{gate.checked} points checked against {comparison.baseline} ({comparison.metric.label})"
+    if gate.passed:
+        console.print(f"[green]gate passed[/]: {what}; none slower by more than {gate.threshold_pct:g}% "
+                      "beyond their noise", highlight=False)
+        return 0
+    console.print(f"[red]gate failed[/]: {what}; {len(gate.regressions)} slower by more than "
+                  f"{gate.threshold_pct:g}% and their combined noise:", highlight=False)
+    for finding in gate.regressions:
+        console.print(f"  [red]slower[/] {finding.describe(comparison.metric)}", highlight=False)
+    return EXIT_REGRESSION
+
+
+def cmd_plot(args) -> int:
+    from bench.cli import console
+    from bench.report.compare import load_results
+    from bench.report.plots import write_plots
+
+    results = load_results(args.inputs)
+    _require_points(results)
+    written = write_plots(results, args.out)
+    for plot in written.plots:
+        console.print(f"{plot.model}: {plot.title} -> {plot.location}", highlight=False)
+    for note in written.notes:
+        console.print(f"[yellow]note[/] {note}", highlight=False)
+    console.print(f"{len(written.plots)} plots written to {args.out}", highlight=False)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from bench import store
+    from bench.cli import console
+    from bench.report import compare, markdown
+    from bench.report.plots import write_plots
+
+    results = load_inputs(args.inputs, args.baseline)
+    _require_points(results)
+    comparison = compare.build_comparison(results, args.metric, args.by, args.baseline)
+    if not comparison.comparable_points:
+        comparison = None  # one machine, one run: the report is the per-model tables
+    plots_name = f"{Path(store.location_name(args.out)).stem}-plots"
+    written = None if args.no_plots else write_plots(results, store.sibling_location(args.out, plots_name))
+    text = markdown.build_report(results, comparison, written, plots_name)
+    store.write_bytes(args.out, text.encode())
+    count = len(written.plots) if written else 0
+    console.print(f"report written to {args.out} ({count} plots in {plots_name}/)", highlight=False)
+    return 0
+
+
+def _require_points(results) -> None:
+    from bench.errors import UserError
+
+    if not results.records():
+        raise UserError("no measured points in these files; pass files written by facebench run")
+
+
+# --- rich rendering of a comparison ----------------------------------------------------------
+
+def print_comparison(comparison, console) -> None:
+    for model in comparison.models:
+        console.print(comparison_table(comparison, model))
+    if comparison.differences:
+        console.print(differences_table(comparison))
+    else:
+        console.print(f"[dim]environments: no difference recorded between {', '.join(comparison.groups)}[/]")
+    console.print(f"[dim]{comparison.comparable_points} comparable points; cells show {comparison.metric.label} and the "
+                  f"ratio to {comparison.baseline}; bold green: best trustworthy cell of the row; marked cells "
+                  f"(unstable, contaminated, parity failed) are not quoted as best[/]", highlight=False)
+
+
+def comparison_table(comparison, model):
+    from rich.table import Table
+
+    direction = "higher is better" if comparison.metric.higher_better else "lower is better"
+    table = Table(title=f"{model.model}: {comparison.metric.label} by {comparison.by} ({direction})",
+                  title_justify="left")
+    for dim in model.row_dims:
+        table.add_column({"precision": "prec"}.get(dim, dim), justify="right" if dim == "batch" else "left")
+    for group in comparison.groups:
+        table.add_column(f"{group}\n(baseline)" if group == comparison.baseline else group, justify="right")
+    for point in model.points:
+        cells = [rich_cell(comparison, point.cells.get(g), g == comparison.baseline) for g in comparison.groups]
+        table.add_row(*[str(point.labels[d]) for d in model.row_dims], *cells)
+    return table
+
+
+def rich_cell(comparison, cell, is_baseline: bool) -> str:
+    from bench.report.compare import format_value
+
+    if cell is None:
+        return "[dim]-[/]"
+    if cell.value is None:
+        return f"[red]{', '.join(cell.marks)}[/]" if cell.marks else "[dim]-[/]"
+    text = format_value(comparison.metric, cell.value)
+    if cell.ratio is not None and not is_baseline:
+        text += f" ({cell.ratio:.2f}x)"
+    if cell.best:
+        text = f"[bold green]{text}[/]"
+    if cell.marks:
+        colour = "yellow" if cell.marks == ("unstable",) else "red"
+        text += f"\n[{colour}]{', '.join(cell.marks)}[/]"
+    return text
+
+
+def differences_table(comparison):
+    from rich.table import Table
+
+    table = Table(title=f"what differs between the {comparison.by}s", title_justify="left")
+    table.add_column("")
+    for group in comparison.groups:
+        table.add_column(group)
+    for diff in comparison.differences:
+        table.add_row(diff.name, *[diff.values[g] for g in comparison.groups])
+    return table

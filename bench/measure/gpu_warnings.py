@@ -1,0 +1,96 @@
+"""trtexec's performance warnings (anchor-tools.md 1.2), from recorded GPU timings.
+
+- enqueue-bound: median enqueue > 0.8 x median GPU compute;
+- transfer-bound: median H2D >= median compute, or median D2H >= median compute;
+- unstable: GPU compute coefficient of variation (population std / mean) > 2.5 %.
+
+Also the GPU figures a point row carries besides the protocol's: the compute-only
+frames/s measured in the same windows.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+ENQUEUE_BOUND_RATIO = 0.8
+COV_UNSTABLE_PCT = 2.5
+
+
+@dataclass
+class StageSummary:
+    """Medians (ms) of the per-iteration stages over the used windows, and compute CoV (%)."""
+
+    h2d_ms: float | None = None
+    compute_ms: float | None = None
+    d2h_ms: float | None = None
+    enqueue_ms: float | None = None
+    compute_cov_pct: float | None = None
+
+
+def cov_pct(values: Sequence[float]) -> float:
+    array = np.asarray(values, dtype=np.float64)
+    if array.size == 0 or array.mean() <= 0:
+        return math.nan
+    return float(array.std() / array.mean() * 100.0)
+
+
+def summarise_stages(windows: Sequence[Any]) -> StageSummary:
+    """Stage medians and compute CoV from Window.extra_ns series (ns) of the given windows."""
+    def series(key: str) -> np.ndarray | None:
+        parts = [np.asarray(w.extra_ns[key], dtype=np.float64) for w in windows if key in w.extra_ns]
+        return np.concatenate(parts) / 1e6 if parts else None
+
+    summary = StageSummary()
+    for key in ("h2d", "compute", "d2h", "enqueue"):
+        values = series(key)
+        if values is not None and values.size:
+            setattr(summary, f"{key}_ms", float(np.median(values)))
+    compute = series("compute")
+    if compute is not None and compute.size:
+        summary.compute_cov_pct = cov_pct(compute)
+    return summary
+
+
+def trtexec_warnings(summary: StageSummary) -> list[str]:
+    """The warnings trtexec would print for these timings."""
+    out = []
+    compute = summary.compute_ms
+    if compute is None or compute <= 0:
+        return out
+    if summary.enqueue_ms is not None and summary.enqueue_ms > ENQUEUE_BOUND_RATIO * compute:
+        out.append(f"enqueue-bound: median enqueue {summary.enqueue_ms:.3f} ms > {ENQUEUE_BOUND_RATIO:g} x median "
+                   f"GPU compute {compute:.3f} ms; the host cannot keep the GPU busy (try cuda_graph = true)")
+    for name, value, what in (("h2d", summary.h2d_ms, "host-to-device"), ("d2h", summary.d2h_ms, "device-to-host")):
+        if value is not None and value >= compute:
+            out.append(f"transfer-bound: median {name.upper()} {value:.3f} ms >= median GPU compute {compute:.3f} ms; "
+                       f"throughput is bound by {what} transfers")
+    cov = summary.compute_cov_pct
+    if cov is not None and not math.isnan(cov) and cov > COV_UNSTABLE_PCT:
+        out.append(f"GPU compute time is unstable: coefficient of variance {cov:.1f}% > {COV_UNSTABLE_PCT:g}%; "
+                   "locking the GPU clock frequency may improve stability")
+    return out
+
+
+def compute_only_fps(windows: Sequence[Any], batch: int) -> float | None:
+    """Frames/s of the compute-only runs (device-resident input and output) of the windows."""
+    walls = [w.compute_only_wall_ns for w in windows if getattr(w, "compute_only_wall_ns", None)]
+    if len(walls) != len(windows) or not walls:
+        return None
+    return batch * sum(w.iterations for w in windows) / (sum(walls) / 1e9)
+
+
+def merge_warnings(protocol: list[str], gpu: list[str]) -> list[str]:
+    """The protocol's latency-CoV warning gives way to trtexec's compute-CoV rule on GPU points."""
+    has_compute_rule = any(w.startswith("GPU compute time is unstable") for w in gpu)
+    kept = [w for w in protocol if not (has_compute_rule and w.startswith("latency CoV"))]
+    return kept + [w for w in gpu if w not in kept]
+
+
+def gpu_point_fields(measurement, batch: int) -> tuple[dict[str, Any], list[str]]:
+    """(row fields, warnings) a GPU point adds: compute-only fps and trtexec's warnings."""
+    used = measurement.windows[-measurement.used_windows:] if measurement.used_windows else []
+    summary = summarise_stages(used)
+    return {"fps_compute": compute_only_fps(used, batch)}, trtexec_warnings(summary)

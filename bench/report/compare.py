@@ -1,0 +1,516 @@
+"""Compare result files across machines, runtimes, precisions or runs, and the regression gate.
+
+Pure functions returning dataclasses; the rich tables live in commands.py, Markdown in markdown.py.
+
+Matching: points are matched only when they measured the same model file (sha256) at the same
+batch size, and, unless precision is what is being compared, the same precision. Each compared
+group (a machine, runtime, precision or run) becomes one column; every other dimension
+(runtime, precision, machine) stays in the row key.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench import store
+from bench.errors import UserError
+
+BY_CHOICES = ("machine", "runtime", "precision", "run")
+GROUP_COLUMN = {"machine": "machine_label", "runtime": "runtime", "precision": "precision", "run": "run_label"}
+ROW_DIMS = ("machine", "runtime", "precision")
+CLOCK_STEP_MHZ = 50  # clocks closer than this are the same setting, not a difference
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    label: str
+    higher_better: bool
+
+    def value(self, row: dict[str, Any]) -> float | None:
+        if self.name == "fps_per_watt":
+            power = row.get("gpu_power_mean_w")
+            return row["fps"] / power if row.get("fps") and power else None
+        column = {"p99": "lat_p99_ms"}.get(self.name, self.name)
+        return row.get(column)
+
+
+def format_value(metric: Metric, value: float) -> str:
+    digits = {"ms_per_frame": 3, "p99": 2, "fps_per_watt": 2}.get(metric.name, 1)
+    return f"{value:,.0f}" if abs(value) >= 10000 else f"{value:.{digits}f}"
+
+
+METRICS = {
+    "fps": Metric("fps", "frames/s", True),
+    "ms_per_frame": Metric("ms_per_frame", "ms/frame", False),
+    "p99": Metric("p99", "p99 ms", False),
+    "fps_per_watt": Metric("fps_per_watt", "frames/s per W", True),
+}
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+@dataclass
+class Results:
+    """Every row of every input file, with `source`, `run_label` and `machine_label` added."""
+    frame: pd.DataFrame
+    files: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    def records(self, kind: str = "model") -> list[dict[str, Any]]:
+        if self.frame.empty:
+            return []
+        frame = self.frame[self.frame["kind"].fillna("model") == kind]
+        return [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+def load_results(inputs: list[str]) -> Results:
+    """Read any mix of files, folders, globs and URIs into one DataFrame. Raises UserError."""
+    files = store.find_result_files(inputs)
+    frames, notes = [], []
+    for location in files:
+        table, check = store.read_table(location)
+        if check.note:
+            notes.append(check.note)
+        if check.schema_version is not None and check.schema_version < store.SCHEMA_VERSION:
+            notes.append(f"{location}: schema v{check.schema_version} upgraded to v{store.SCHEMA_VERSION}")
+        frame = table.to_pandas()
+        frame["source"] = location
+        frames.append(frame)
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if not frame.empty:
+        frame["run_label"] = frame["source"].map(_run_labels(files))
+        frame["machine_label"] = _machine_labels(frame)
+    return Results(frame, files, notes)
+
+
+def _run_labels(files: list[str]) -> dict[str, str]:
+    """File stems, with the parent folder's name where two files share a stem."""
+    stems = {f: Path(store.location_name(f)).stem for f in files}
+    labels = {}
+    for location, stem in stems.items():
+        if list(stems.values()).count(stem) > 1:
+            parent = Path(store.location_identity(location)).parent.name
+            stem = f"{parent}/{stem}"
+        while stem in labels.values():
+            stem += "'"
+        labels[location] = stem
+    return labels
+
+
+def _machine_labels(frame: pd.DataFrame) -> pd.Series:
+    """Host names, with a machine id prefix where one host name covers several machines."""
+    hosts = frame["host"].fillna("unknown").astype(str)
+    ids = frame["machine_id"].fillna("").astype(str)
+    shared = {h for h in set(hosts) if ids[hosts == h].nunique() > 1}
+    return pd.Series([f"{h}-{i[:6]}" if h in shared else h for h, i in zip(hosts, ids)], index=frame.index)
+
+
+def _clean(value: Any) -> Any:
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+# --- comparison ------------------------------------------------------------------------------
+
+@dataclass
+class Cell:
+    value: float | None
+    ratio: float | None  # value / baseline value
+    marks: tuple[str, ...]  # unstable, contaminated, parity failed, failed, skipped, no power (CPU)
+    spread_pct: float | None  # window_spread_pct of the point: its recorded noise
+    trustworthy: bool
+    best: bool = False
+
+
+@dataclass
+class PointComparison:
+    labels: dict[str, Any]  # machine, runtime, precision, batch
+    cells: dict[str, Cell]  # group -> cell; a group with no row for this point is absent
+
+    @property
+    def comparable(self) -> bool:
+        return sum(c.value is not None for c in self.cells.values()) >= 2
+
+
+@dataclass
+class ModelComparison:
+    model: str
+    sha256: str
+    row_dims: list[str]  # label columns that vary, then batch
+    points: list[PointComparison]
+
+
+@dataclass
+class EnvDifference:
+    name: str
+    values: dict[str, str]  # group -> value
+
+
+@dataclass
+class Comparison:
+    by: str
+    metric: Metric
+    groups: list[str]  # baseline first
+    baseline: str
+    models: list[ModelComparison]
+    differences: list[EnvDifference]
+    notes: list[str]
+
+    @property
+    def comparable_points(self) -> int:
+        return sum(p.comparable for m in self.models for p in m.points)
+
+
+def choose_by(records: list[dict[str, Any]], by: str | None, baseline_is_file: bool) -> str:
+    """Default grouping: runs when the baseline is a file, else machines, runs, runtimes, whichever varies."""
+    if by:
+        return by
+    if baseline_is_file:
+        return "run"
+    for candidate in ("machine", "run"):
+        if len({r[GROUP_COLUMN[candidate]] for r in records}) > 1:
+            return candidate
+    return "runtime"
+
+
+def build_comparison(results: Results, metric: str = "fps", by: str | None = None,
+                     baseline: str | None = None) -> Comparison:
+    """Match points across groups and compute ratios to the baseline group. Raises UserError."""
+    records = results.records()
+    if not records:
+        raise UserError("no measured points in these files; pass files written by facebench run")
+    baseline_file = _baseline_file(results, baseline)
+    by = choose_by(records, by, baseline_file is not None)
+    groups = list(dict.fromkeys(r[GROUP_COLUMN[by]] for r in records))
+    base = _resolve_baseline(records, by, groups, baseline, baseline_file)
+    groups = [base] + [g for g in groups if g != base]
+    chosen = METRICS[metric]
+    notes = list(results.notes)
+    models = [_compare_model(rows, by, chosen, base, notes) for rows in _by_model(records, notes)]
+    differences = environment_differences(records, by, groups)
+    return Comparison(by, chosen, groups, base, models, differences, notes)
+
+
+def require_comparable(comparison: Comparison) -> None:
+    """UserError unless at least one point has values in two groups."""
+    if comparison.comparable_points:
+        return
+    if comparison.metric.name == "fps_per_watt" and not _any_value(comparison):
+        raise UserError("fps_per_watt needs GPU power (gpu_power_mean_w) and these are CPU-only rows; "
+                        "use --metric fps")
+    if len(comparison.groups) < 2:
+        others = ", ".join(b for b in BY_CHOICES if b != comparison.by)
+        raise UserError(f"no comparable points: every input is the same {comparison.by} ({comparison.groups[0]}); "
+                        f"add results from another {comparison.by} or use --by {others}")
+    raise UserError(f"no comparable points between {', '.join(comparison.groups)}: no model file (sha256), "
+                    "precision and batch measured in more than one of them")
+
+
+def _any_value(comparison: Comparison) -> bool:
+    return any(c.value is not None for m in comparison.models for p in m.points for c in p.cells.values())
+
+
+def _baseline_file(results: Results, baseline: str | None) -> str | None:
+    if not baseline:
+        return None
+    wanted = store.location_identity(baseline)
+    return next((f for f in results.files if store.location_identity(f) == wanted), None)
+
+
+def _resolve_baseline(records, by: str, groups: list[str], baseline: str | None, baseline_file: str | None) -> str:
+    if not baseline:
+        return groups[0]
+    column = GROUP_COLUMN[by]
+    if baseline_file:
+        found = {r[column] for r in records if r["source"] == baseline_file}
+        if len(found) != 1:
+            raise UserError(f"--baseline {baseline}: the file holds {len(found)} {by}s ({', '.join(map(str, sorted(found)))}); "
+                            f"name one of them with --baseline")
+        return found.pop()
+    if baseline in groups:
+        return baseline
+    aliases = {"machine": ("host", "machine_id"), "run": ("run_id",)}.get(by, ())
+    for r in records:
+        if any(r.get(alias) == baseline for alias in aliases):
+            return r[column]
+    raise UserError(f"--baseline {baseline} matches no results file and no {by} in the inputs "
+                    f"({', '.join(map(str, groups))}); pass one of them or a results file")
+
+
+def _by_model(records: list[dict[str, Any]], notes: list[str]) -> list[list[dict[str, Any]]]:
+    """Rows per model file; the same model name with different files is noted, never matched."""
+    by_file: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        by_file.setdefault((r["model"], r["model_sha256"]), []).append(r)
+    names = [name for name, _ in by_file]
+    for name in dict.fromkeys(n for n in names if names.count(n) > 1):
+        shas = ", ".join(str(sha)[:12] for n, sha in by_file if n == name)
+        notes.append(f"{name}: the inputs hold different model files (sha256 {shas}); their points are not matched")
+    return list(by_file.values())
+
+
+def _row_dims(by: str) -> list[str]:
+    # A run implies its machine, so comparing runs keeps the machine out of the row key.
+    return [d for d in ROW_DIMS if d != by and not (by == "run" and d == "machine")]
+
+
+def _compare_model(rows, by: str, metric: Metric, base: str, notes: list[str]) -> ModelComparison:
+    dims = _row_dims(by)
+    label_columns = {"machine": "machine_label", "runtime": "runtime", "precision": "precision"}
+    cells: dict[tuple, dict[str, list[dict]]] = {}
+    for r in rows:
+        key = tuple(r[label_columns[d]] for d in dims) + (int(r["batch"]),)
+        cells.setdefault(key, {}).setdefault(r[GROUP_COLUMN[by]], []).append(r)
+    order = {k[:-1]: i for i, k in reversed(list(enumerate(cells)))}
+    points = []
+    for key in sorted(cells, key=lambda k: (order[k[:-1]], k[-1])):
+        labels = {d: v for d, v in zip(dims, key)} | {"batch": key[-1]}
+        chosen = {g: _newest(rs, f"{rows[0]['model']} {_point_name(labels)} {g}", notes)
+                  for g, rs in cells[key].items()}
+        points.append(_compare_point(labels, chosen, metric, base))
+    shown = [d for d in dims if len({p.labels[d] for p in points}) > 1 or d in ("runtime", "precision")]
+    return ModelComparison(rows[0]["model"], rows[0]["model_sha256"], shown + ["batch"], points)
+
+
+def _newest(rows: list[dict[str, Any]], where: str, notes: list[str]) -> dict[str, Any]:
+    if len(rows) > 1:
+        notes.append(f"{where}: {len(rows)} measurements in one cell; the newest is shown (use --by run to see each)")
+    return max(rows, key=lambda r: r.get("timestamp_utc") or "")
+
+
+def _point_name(labels: dict[str, Any]) -> str:
+    return " ".join(str(v) for k, v in labels.items() if k != "batch") + f" batch {labels['batch']}"
+
+
+def _compare_point(labels, rows: dict[str, dict[str, Any]], metric: Metric, base: str) -> PointComparison:
+    cells = {g: _cell(r, metric) for g, r in rows.items()}
+    base_value = cells[base].value if base in cells else None
+    for group, cell in cells.items():
+        if base_value and cell.value is not None and group != base:
+            cell.ratio = cell.value / base_value
+    if base in cells and cells[base].value is not None:
+        cells[base].ratio = 1.0
+    ranked = [c for c in cells.values() if c.value is not None and c.trustworthy]
+    if len([c for c in cells.values() if c.value is not None]) >= 2 and ranked:
+        pick = max if metric.higher_better else min
+        pick(ranked, key=lambda c: c.value).best = True
+    return PointComparison(labels, cells)
+
+
+def point_marks(row: dict[str, Any]) -> tuple[str, ...]:
+    """Why a point's number should not be quoted as is (empty when it may)."""
+    if row["status"] != "ok":
+        return (row["status"],)
+    marks = []
+    if row.get("verdict") != "VALID":
+        marks.append("unstable")
+    if row.get("contamination_passed") is False:
+        marks.append("contaminated")
+    if row.get("parity_passed") is False:
+        marks.append("parity failed")
+    return tuple(marks)
+
+
+def _cell(row: dict[str, Any], metric: Metric) -> Cell:
+    marks = point_marks(row)
+    value = metric.value(row) if row["status"] == "ok" else None
+    if row["status"] == "ok" and value is None and metric.name == "fps_per_watt":
+        marks += ("no power (CPU)",) if row.get("device") == "cpu" else ("no power recorded",)
+    spread = row.get("window_spread_pct")
+    return Cell(value=value, ratio=None, marks=marks,
+                spread_pct=spread if spread is not None and math.isfinite(spread) else None,
+                trustworthy=not marks)
+
+
+# --- environment differences -----------------------------------------------------------------
+
+MACHINE_FACTS = {
+    "host": "host", "cpu_model": "CPU", "cpu_threads": "CPU threads", "memory_gb": "memory GB", "os": "OS",
+    "python_version": "Python", "gpu_name": "GPU", "gpu_driver": "GPU driver", "cuda_version": "CUDA",
+    "harness_version": "facebench", "git_commit": "git commit",
+}
+
+
+def environment_facts(rows: list[dict[str, Any]], by: str) -> dict[str, str]:
+    """What describes the environment of a group of rows: machine, packages, runtime settings, clocks."""
+    facts = {label: _distinct(r.get(column) for r in rows) for column, label in MACHINE_FACTS.items()}
+    for r in rows:
+        for name, version in json.loads(r.get("packages_json") or "{}").items():
+            facts.setdefault(f"package {name}", set()).add(version)
+    if by != "runtime":  # per-runtime settings differ by definition when runtimes are the groups
+        for runtime in dict.fromkeys(r["runtime"] for r in rows):
+            facts.update(_runtime_facts(runtime, [r for r in rows if r["runtime"] == runtime]))
+    facts.update(_clock_facts(rows))
+    return {k: v if isinstance(v, str) else _distinct(v) for k, v in facts.items()}
+
+
+def _runtime_facts(runtime: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    facts: dict[str, Any] = {f"{runtime} version": _distinct(_version_text(r.get("runtime_version")) for r in rows),
+                             f"{runtime} threads": _distinct(r.get("threads") for r in rows),
+                             f"{runtime} mode": _distinct(r.get("mode") for r in rows)}
+    for r in rows:
+        options = json.loads(r.get("runtime_options_json") or "{}")
+        for key, value in options.items():
+            if key != "precision_effective":  # follows the precision, not the environment
+                facts.setdefault(f"{runtime} {key}", set()).add(str(value))
+    return facts
+
+
+def _clock_facts(rows: list[dict[str, Any]]) -> dict[str, str]:
+    facts = {}
+    for column, label in (("gpu_sm_clock_mean_mhz", "GPU SM clock mean MHz"),
+                          ("gpu_sm_clock_min_mhz", "GPU SM clock min MHz")):
+        values = [r[column] for r in rows if r.get(column) is not None]
+        if values:
+            facts[label] = f"~{round(sum(values) / len(values) / CLOCK_STEP_MHZ) * CLOCK_STEP_MHZ}"
+    facts["GPU clock events"] = _distinct(r.get("gpu_clock_events") for r in rows)
+    return facts
+
+
+def _version_text(value: Any) -> str | None:
+    if not value:
+        return None
+    try:
+        parsed = json.loads(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return ", ".join(f"{k} {v}" for k, v in parsed.items()) if isinstance(parsed, dict) else str(parsed)
+
+
+def _distinct(values) -> str:
+    seen = sorted({_fact_text(v) for v in values if v is not None})
+    return ", ".join(seen) if seen else "-"
+
+
+def _fact_text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def environment_differences(records: list[dict[str, Any]], by: str, groups: list[str]) -> list[EnvDifference]:
+    """Only the facts whose value is not the same in every group."""
+    column = GROUP_COLUMN[by]
+    per_group = {g: environment_facts([r for r in records if r[column] == g], by) for g in groups}
+    names = list(dict.fromkeys(name for facts in per_group.values() for name in facts))
+    differences = []
+    for name in names:
+        values = {g: per_group[g].get(name, "-") for g in groups}
+        if len(set(values.values())) > 1:
+            differences.append(EnvDifference(name, values))
+    return differences
+
+
+# --- regression gate -------------------------------------------------------------------------
+
+@dataclass
+class GateFinding:
+    model: str
+    point: str  # runtime precision batch
+    group: str
+    baseline_value: float
+    value: float
+    slower_pct: float
+    noise_pct: float
+    marks: tuple[str, ...]
+
+    def describe(self, metric: Metric) -> str:
+        flag = f" [{', '.join(self.marks)}]" if self.marks else ""
+        return (f"{self.model} {self.point} on {self.group}: {metric.label} {self.baseline_value:.4g} -> "
+                f"{self.value:.4g}, {self.slower_pct:.1f}% slower (noise {self.noise_pct:.1f}%){flag}")
+
+
+@dataclass
+class GateResult:
+    threshold_pct: float
+    checked: int
+    regressions: list[GateFinding]
+    not_checked: list[str]  # point: reason
+
+    @property
+    def passed(self) -> bool:
+        return not self.regressions
+
+
+def combined_noise_pct(spread_a_pct: float, spread_b_pct: float) -> float:
+    """Noise of a comparison between two points: the sum of their window spreads.
+
+    Each point's `window_spread_pct` is the range of its steady windows' frames/s (max/min - 1),
+    so its true frames/s may sit anywhere within about that range of the reported figure. A
+    ratio of two such figures can then be off by up to the two ranges together (relative errors
+    add to first order), so the sum is the change that noise alone can produce. It is a range,
+    not a standard deviation: deliberately conservative, so the gate does not cry wolf.
+    """
+    return spread_a_pct + spread_b_pct
+
+
+def slower_pct(metric: Metric, baseline_value: float, value: float) -> float:
+    """How much worse `value` is than the baseline, in % (negative when better).
+
+    Higher-is-better metrics (frames/s, frames/s per W): the share of the baseline lost.
+    Lower-is-better metrics (ms/frame, p99): the share added to the baseline.
+    """
+    if metric.higher_better:
+        return (1.0 - value / baseline_value) * 100.0
+    return (value / baseline_value - 1.0) * 100.0
+
+
+def parse_threshold(text: str) -> float:
+    """'5%' or '5' -> 5.0 (percent). Raises UserError."""
+    try:
+        value = float(text.strip().rstrip("%"))
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 100:
+        raise UserError(f"--fail-if-slower {text}: expected a percentage between 0 and 100, e.g. 5%")
+    return value
+
+
+def regression_gate(comparison: Comparison, threshold_pct: float) -> GateResult:
+    """Each point of each group against the baseline: a regression is slower by more than the
+    threshold and by more than the two points' combined noise (combined_noise_pct)."""
+    checked, regressions, not_checked = 0, [], []
+    for model in comparison.models:
+        for point in model.points:
+            base = point.cells.get(comparison.baseline)
+            for group, cell in point.cells.items():
+                if group == comparison.baseline or base is None:
+                    continue
+                where = f"{model.model} {_point_name(point.labels)} on {group}"
+                reason = _not_gatable(base, cell)
+                if reason:
+                    not_checked.append(f"{where}: {reason}")
+                    continue
+                checked += 1
+                finding = _gate_point(comparison.metric, model.model, _point_name(point.labels), group, base, cell)
+                if finding.slower_pct > threshold_pct and finding.slower_pct > finding.noise_pct:
+                    regressions.append(finding)
+    return GateResult(threshold_pct, checked, regressions, not_checked)
+
+
+def _not_gatable(base: Cell, cell: Cell) -> str | None:
+    for side, c in (("baseline", base), ("new", cell)):
+        invalid = [m for m in c.marks if m != "unstable"]
+        if invalid:
+            return f"{side} point {', '.join(invalid)}"
+        if c.value is None:
+            return f"{side} point has no value"
+        if c.spread_pct is None:
+            return f"{side} point has no recorded window spread"
+    return None
+
+
+def _gate_point(metric: Metric, model: str, point: str, group: str, base: Cell, cell: Cell) -> GateFinding:
+    return GateFinding(model=model, point=point, group=group, baseline_value=base.value, value=cell.value,
+                       slower_pct=slower_pct(metric, base.value, cell.value),
+                       noise_pct=combined_noise_pct(base.spread_pct, cell.spread_pct),
+                       marks=tuple(sorted(set(base.marks) | set(cell.marks))))

@@ -1,0 +1,227 @@
+"""A Markdown report of result files: environment, comparison, per-model tables, best
+configuration and plots, ready to paste into a pull request or a wiki."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from bench.report.compare import Comparison, Results, environment_facts, format_value, point_marks
+from bench.report.tables import KNEE_PCT
+
+
+def build_report(results: Results, comparison: Comparison | None, plots, plots_folder: str) -> str:
+    """The whole report as Markdown; plot images are linked relative to the report (plots_folder/NAME)."""
+    rows = results.records()
+    lines = ["# facebench report", "",
+             f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from {len(results.files)} "
+             f"results file(s), {len(rows)} points.", ""]
+    lines += [f"- `{location}`{_file_summary(rows, location)}" for location in results.files]
+    lines += ["", *environment_section(rows)]
+    if comparison is not None:
+        lines += comparison_section(comparison)
+    for model_rows in _by_model(rows).values():
+        lines += model_section(model_rows, rows, plots, plots_folder)
+    lines += warnings_section(rows, results.notes + (comparison.notes if comparison else []))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _file_summary(rows, location: str) -> str:
+    mine = [r for r in rows if r["source"] == location]
+    if not mine:
+        return ": no measured points"
+    suites = ", ".join(sorted({str(r.get("suite") or "-") for r in mine}))
+    return f": suite {suites}, {mine[0]['machine_label']}, {len(mine)} points"
+
+
+def md_table(headers: list[str], body: list[list[str]], right: set[int] = frozenset()) -> list[str]:
+    align = ["---:" if i in right else "---" for i in range(len(headers))]
+    lines = ["| " + " | ".join(_md(h) for h in headers) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(cell for cell in row) + " |" for row in body]
+    return lines + [""]
+
+
+def _md(text: Any) -> str:
+    """Table-safe text: pipes escaped, one line."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 10000 else f"{value:.{digits}f}"
+
+
+def _by_model(rows) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        grouped.setdefault((r["model"], r["model_sha256"]), []).append(r)
+    return grouped
+
+
+# --- sections --------------------------------------------------------------------------------
+
+def environment_section(rows) -> list[str]:
+    machines = list(dict.fromkeys(r["machine_label"] for r in rows))
+    facts = {m: environment_facts([r for r in rows if r["machine_label"] == m], by="machine") for m in machines}
+    names = [n for n in dict.fromkeys(n for f in facts.values() for n in f)
+             if any(facts[m].get(n, "-") != "-" for m in machines)]
+    body = [[_md(name), *[_md(facts[m].get(name, "-")) for m in machines]] for name in names]
+    return ["## Environment", "", *md_table(["", *machines], body)]
+
+
+def comparison_section(comparison: Comparison) -> list[str]:
+    metric = comparison.metric
+    direction = "higher is better" if metric.higher_better else "lower is better"
+    lines = ["## Comparison", "",
+             f"{metric.label} by {comparison.by} ({direction}); ratios are to **{_md(comparison.baseline)}**; "
+             f"bold: best trustworthy cell of the row; {comparison.comparable_points} comparable points "
+             "(same model file, precision and batch).", ""]
+    for model in comparison.models:
+        headers = [{"precision": "prec"}.get(d, d) for d in model.row_dims]
+        headers += [f"{g} (baseline)" if g == comparison.baseline else g for g in comparison.groups]
+        body = [[_md(point.labels[d]) for d in model.row_dims]
+                + [_comparison_cell(comparison, point.cells.get(g), g == comparison.baseline) for g in comparison.groups]
+                for point in model.points]
+        right = {model.row_dims.index("batch")} | set(range(len(model.row_dims), len(headers)))
+        lines += [f"### {_md(model.model)}: {metric.label} by {comparison.by}", "", *md_table(headers, body, right)]
+    if comparison.differences:
+        body = [[_md(d.name), *[_md(d.values[g]) for g in comparison.groups]] for d in comparison.differences]
+        lines += [f"What differs between the {comparison.by}s:", "", *md_table(["", *comparison.groups], body)]
+    return lines
+
+
+def _comparison_cell(comparison: Comparison, cell, is_baseline: bool) -> str:
+    if cell is None:
+        return "-"
+    if cell.value is None:
+        return f"_{', '.join(cell.marks)}_" if cell.marks else "-"
+    text = format_value(comparison.metric, cell.value)
+    if cell.ratio is not None and not is_baseline:
+        text += f" ({cell.ratio:.2f}x)"
+    if cell.best:
+        text = f"**{text}**"
+    if cell.marks:
+        text += f" _{', '.join(cell.marks)}_"
+    return text
+
+
+def model_section(model_rows, all_rows, plots, plots_folder: str) -> list[str]:
+    first = model_rows[0]
+    flops = first.get("flops_per_frame")
+    facts = [first.get("family") or "model", f"input {first.get('input_shape')}",
+             f"{flops / 1e9:.3f} GFLOP/frame" if flops else None, f"sha256 {str(first['model_sha256'])[:12]}"]
+    lines = [f"## {_md(first['model'])}", "", ", ".join(f for f in facts if f), ""]
+    columns = _context_columns(all_rows)
+    for context, rows in _by_context(model_rows, columns).items():
+        best = best_configuration(rows)
+        where = f" on {' '.join(context)}" if context else ""
+        lines += [f"**Best configuration{_md(where)}:** {best or 'no trustworthy point (see warnings)'}", ""]
+    lines += steady_state_table(model_rows, columns)
+    lines += cold_start_table(model_rows, columns)
+    if plots:
+        images = [p for p in plots.plots if (p.model, p.sha256) == (first["model"], first["model_sha256"])]
+        lines += [f"![{_md(p.title)}]({plots_folder}/{p.name})" for p in images] + ([""] if images else [])
+    return lines
+
+
+def _context_columns(rows) -> list[str]:
+    """Machine (or run) columns when the inputs hold several, so rows stay unambiguous."""
+    if len({r["run_label"] for r in rows}) > len({r["machine_label"] for r in rows}):
+        return ["run_label"]
+    return ["machine_label"] if len({r["machine_label"] for r in rows}) > 1 else []
+
+
+def _by_context(rows, columns: list[str]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+    grouped: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for r in rows:
+        grouped.setdefault(tuple(str(r[c]) for c in columns), []).append(r)
+    return grouped
+
+
+def best_configuration(rows) -> str | None:
+    """Best trustworthy frames/s, and the knee of that runtime's curve (as in the terminal tables)."""
+    good = [r for r in rows if r["status"] == "ok" and not point_marks(r)]
+    if not good:
+        return None
+    best = max(good, key=lambda r: r["fps"])
+    same = sorted((r for r in good if r["runtime"] == best["runtime"] and r["precision"] == best["precision"]),
+                  key=lambda r: r["batch"])
+    knee = next(r for r in same if r["fps"] >= best["fps"] * (1 - KNEE_PCT / 100))
+    return (f"{best['runtime']} {best['precision']} batch {best['batch']} at {_fmt(best['fps'])} frames/s "
+            f"(p99 {_fmt(best['lat_p99_ms'], 2)} ms); knee: batch {knee['batch']} reaches {_fmt(knee['fps'])} "
+            f"frames/s (within {KNEE_PCT:g}% of best) with p99 {_fmt(knee['lat_p99_ms'], 2)} ms")
+
+
+def _sorted(rows, columns):
+    order = {key: i for i, key in reversed(list(enumerate((r["runtime"], r["precision"]) for r in rows)))}
+    return sorted(rows, key=lambda r: (*[str(r[c]) for c in columns], order[(r["runtime"], r["precision"])], r["batch"]))
+
+
+def steady_state_table(rows, columns: list[str]) -> list[str]:
+    context = {"run_label": "run", "machine_label": "machine"}
+    headers = [context[c] for c in columns] + ["runtime", "prec", "batch", "frames/s", "ms/frame", "p50 ms",
+                                               "p99 ms", "GFLOP/s", "verdict", "checks"]
+    body = []
+    for r in _sorted(rows, columns):
+        ok = r["status"] == "ok"
+        fps = _fmt(r["fps"]) if ok else _md((r.get("reason") or "")[:80])
+        if ok and point_marks(r):
+            fps = f"~~{fps}~~" if set(point_marks(r)) - {"unstable"} else f"_{fps}_"
+        body.append([*[_md(r[c]) for c in columns], _md(r["runtime"]), _md(r["precision"]), str(r["batch"]), fps,
+                     _fmt(r["ms_per_frame"], 3) if ok else "", _fmt(r["lat_p50_ms"], 2) if ok else "",
+                     _fmt(r["lat_p99_ms"], 2) if ok else "", _fmt(r["gflops_achieved"]) if ok else "",
+                     _verdict(r), _checks(r) if ok else ""])
+    first_number = len(columns) + 2
+    return ["Steady state:", "", *md_table(headers, body, set(range(first_number, first_number + 6)))]
+
+
+def cold_start_table(rows, columns: list[str]) -> list[str]:
+    ok = [r for r in _sorted(rows, columns) if r["status"] == "ok"]
+    if not ok:
+        return []
+    context = {"run_label": "run", "machine_label": "machine"}
+    headers = [context[c] for c in columns] + ["runtime", "prec", "batch", "import", "read", "compile/build",
+                                               "first infer", "total"]
+    body = [[*[_md(r[c]) for c in columns], _md(r["runtime"]), _md(r["precision"]), str(r["batch"]),
+             *[_fmt(r.get(k)) for k in ("process_start_ms", "cold_read_ms", "cold_compile_ms",
+                                        "cold_first_infer_ms", "cold_total_ms")]] for r in ok]
+    first_number = len(columns) + 2
+    return ["Cold start (ms):", "", *md_table(headers, body, set(range(first_number, first_number + 6)))]
+
+
+def _verdict(row) -> str:
+    if row["status"] != "ok":
+        return row["status"]
+    return "VALID" if row.get("verdict") == "VALID" else "**UNSTABLE**"
+
+
+def _checks(row) -> str:
+    marks = []
+    if row.get("contamination_checked"):
+        marks.append("clean" if row.get("contamination_passed") else "**CONTAMINATED**")
+    if row.get("parity_checked"):
+        marks.append("parity ok" if row.get("parity_passed") else "**PARITY FAIL**")
+    return " ".join(marks) or "-"
+
+
+def warnings_section(rows, notes: list[str]) -> list[str]:
+    lines = []
+    for r in rows:
+        where = f"{r['model']} {r['runtime']} {r['precision']} batch {r['batch']} ({r['machine_label']})"
+        if r["status"] == "failed":
+            lines.append(f"{where}: failed: {r.get('reason')}")
+        elif r["status"] == "ok" and r.get("warnings"):
+            lines.append(f"{where}: {r['warnings']}")
+        if r.get("contamination_passed") is False:
+            lines.append(f"{where}: cross-frame contamination; its frames/s is not a valid figure")
+        if r.get("parity_passed") is False:
+            lines.append(f"{where}: parity gate failed ({r.get('parity_summary')})")
+    skipped: dict[str, set[str]] = {}
+    for r in rows:
+        if r["status"] == "skipped":
+            skipped.setdefault(str(r.get("reason")), set()).add(f"{r['model']} {r['runtime']} b{r['batch']}")
+    lines += [f"skipped {', '.join(sorted(points))}: {reason}" for reason, points in skipped.items()]
+    lines += notes
+    if not lines:
+        return []
+    return ["## Warnings", "", *[f"- {_md(line)}" for line in lines], ""]

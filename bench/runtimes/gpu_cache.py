@@ -1,0 +1,149 @@
+"""Engine and timing-cache folders for the TensorRT runtimes, and optimisation-profile shapes.
+
+A TensorRT engine or timing cache is valid only for one model, precision, profile,
+GPU, and TensorRT (and, for the ORT EP, ONNX Runtime) version (runtimes.md 2.2, 3.5).
+Every such combination gets its own folder named by a digest of all of them, so a
+changed version or GPU never picks up a stale cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MAX_BATCH = 64  # the suite's batch ceiling (bench.suite.MAX_BATCH)
+PROFILE_MODES = ("range", "per-batch")
+KEY_FILE = "key.json"
+
+
+@dataclass(frozen=True)
+class ProfileShapes:
+    """One optimisation profile for the image input: TensorRT tunes kernels for `opt`."""
+
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+    @property
+    def label(self) -> str:
+        """Batch bounds, e.g. '1-8-64'."""
+        return f"{self.min[0]}-{self.opt[0]}-{self.max[0]}"
+
+    def contains(self, shape: tuple[int, ...]) -> bool:
+        return len(shape) == len(self.min) and all(lo <= d <= hi for lo, d, hi in zip(self.min, shape, self.max))
+
+
+def profile_shapes(input_shape: tuple[int, ...], mode: str = "range", max_batch: int = DEFAULT_MAX_BATCH) -> ProfileShapes:
+    """min 1 / opt = this batch / max = max_batch ("range"), or exactly this batch ("per-batch").
+
+    A batch above max_batch (allow_large_batch suites) raises the max to that batch.
+    """
+    shape = tuple(int(d) for d in input_shape)
+    if mode not in PROFILE_MODES:
+        raise ValueError(f"profile '{mode}': use one of {', '.join(PROFILE_MODES)}")
+    if int(max_batch) < 1:
+        raise ValueError(f"profile_max_batch {max_batch}: must be at least 1")
+    if mode == "per-batch":
+        return ProfileShapes(shape, shape, shape)
+    batch = shape[0]
+    top = max(int(max_batch), batch)
+    return ProfileShapes((1, *shape[1:]), shape, (top, *shape[1:]))
+
+
+def dims_text(shape: tuple[int, ...]) -> str:
+    return "x".join(str(int(d)) for d in shape)
+
+
+def ort_profile_options(input_name: str, profile: ProfileShapes) -> dict[str, str]:
+    """The TensorRT EP's explicit profile options ("name:1x3x112x112"); every dynamic input listed."""
+    return {
+        "trt_profile_min_shapes": f"{input_name}:{dims_text(profile.min)}",
+        "trt_profile_opt_shapes": f"{input_name}:{dims_text(profile.opt)}",
+        "trt_profile_max_shapes": f"{input_name}:{dims_text(profile.max)}",
+    }
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """Everything an engine / timing cache depends on."""
+
+    runtime: str  # "ort-trt" or "trt"
+    model_sha256: str
+    precision: str
+    profile: ProfileShapes
+    gpu: str  # device name + compute capability
+    trt_version: str
+    ort_version: str | None = None
+    cuda_runtime: str | None = None
+    build: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # build options that change the engine
+
+    def fields(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["profile"] = {"min": list(self.profile.min), "opt": list(self.profile.opt), "max": list(self.profile.max)}
+        data["build"] = dict(self.build)
+        return data
+
+    def digest(self) -> str:
+        text = json.dumps(self.fields(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def folder_name(self) -> str:
+        return f"{self.model_sha256[:12]}-{self.precision}-b{self.profile.label}-{self.digest()}"
+
+
+def build_options(options: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Canonical (name, value) pairs for a key; None values are left out."""
+    return tuple(sorted((k, str(v)) for k, v in options.items() if v is not None))
+
+
+def cache_root(cache_dir: str | os.PathLike | None) -> Path:
+    if cache_dir is None:
+        from bench.models.zoo import cache_dir as default_cache_dir
+
+        cache_dir = default_cache_dir()
+    return Path(cache_dir) / "gpu-engines"
+
+
+def cache_folder(root: str | os.PathLike, key: CacheKey) -> Path:
+    """The key's folder (created), with key.json saying what it holds."""
+    folder = Path(root) / key.runtime / key.folder_name()
+    folder.mkdir(parents=True, exist_ok=True)
+    key_file = folder / KEY_FILE
+    if not key_file.exists():
+        write_atomic(key_file, json.dumps(key.fields(), indent=2, sort_keys=True).encode())
+    return folder
+
+
+def cached_files(folder: str | os.PathLike) -> list[Path]:
+    """Cache payload in a folder (everything but key.json and temporaries)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name != KEY_FILE and not p.name.startswith("."))
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write then rename, so a concurrent reader never loads half an engine."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def replace_payload(folder: str | os.PathLike, source: str | os.PathLike) -> list[str]:
+    """Move every cache file from `source` into `folder`, replacing files of the same name."""
+    folder, source = Path(folder), Path(source)
+    moved = []
+    for item in cached_files(source):
+        os.replace(item, folder / item.name)
+        moved.append(item.name)
+    return moved

@@ -1,0 +1,315 @@
+"""NVML telemetry beside the steady-state windows of a GPU point (nvidia-ml-py, module pynvml).
+
+A polling thread reads utilisation, memory, power, SM clock, temperature and the
+clock-event (throttle) reasons every `interval_s`; energy comes from the
+total-energy counter (mJ since driver load, Volta+) read at the edges of each
+window, so energy per frame does not depend on the 1-s averaged power reading
+(runtimes.md 5). The NVML device is the CUDA device matched by UUID (or PCI bus
+id): NVML indices ignore CUDA_VISIBLE_DEVICES.
+
+`aggregate_samples` and `nvml_warnings` are pure and work on recorded samples.
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from bench.telemetry.base import PollingThread
+
+# nvmlClocksEventReason* bits.
+CLOCK_EVENT_REASONS = {
+    0x1: "idle", 0x2: "app_clocks", 0x4: "sw_power_cap", 0x8: "hw_slowdown", 0x10: "sync_boost",
+    0x20: "sw_thermal", 0x40: "hw_thermal", 0x80: "hw_power_brake", 0x100: "display_clock",
+}
+THROTTLE_REASONS = ("sw_power_cap", "hw_slowdown", "sw_thermal", "hw_thermal", "hw_power_brake")
+CLOCK_DROP_PCT = 10.0  # warn when a busy sample's SM clock is this far below the busiest one
+DEFAULT_INTERVAL_S = 0.1  # faster polling only re-reads NVML's cached values
+
+
+@dataclass
+class NvmlSample:
+    t_s: float
+    gpu_util: float | None = None  # % of time a kernel ran
+    mem_util: float | None = None  # % of time memory was read or written
+    mem_used_bytes: int | None = None
+    power_mw: float | None = None
+    sm_clock_mhz: float | None = None
+    temp_c: float | None = None
+    clock_events: int | None = None  # bit mask of CLOCK_EVENT_REASONS
+
+
+def reason_names(mask: int) -> list[str]:
+    names = [name for bit, name in CLOCK_EVENT_REASONS.items() if mask & bit]
+    unknown = mask & ~sum(CLOCK_EVENT_REASONS)
+    if unknown:
+        names.append(f"0x{unknown:x}")
+    return names
+
+
+def _values(samples: Sequence[NvmlSample], attr: str) -> list[float]:
+    return [getattr(s, attr) for s in samples if getattr(s, attr) is not None]
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def aggregate_samples(samples: Sequence[NvmlSample], energy_start_mj: float | None,
+                      energy_end_mj: float | None, frames: int | None) -> dict[str, Any]:
+    """The schema's gpu_* columns from samples and the energy counter at both edges."""
+    clocks = _values(samples, "sm_clock_mhz")
+    memory = _values(samples, "mem_used_bytes")
+    temps = _values(samples, "temp_c")
+    power = _values(samples, "power_mw")
+    mask = 0
+    for s in samples:
+        mask |= s.clock_events or 0
+    energy = None
+    if energy_start_mj is not None and energy_end_mj is not None and frames:
+        delta = energy_end_mj - energy_start_mj
+        energy = delta / frames if delta >= 0 else None  # a counter reset (driver reload) is no reading
+    return {
+        "gpu_util_mean": _mean(_values(samples, "gpu_util")),
+        "gpu_mem_util_mean": _mean(_values(samples, "mem_util")),
+        "gpu_mem_peak_mb": max(memory) / 2**20 if memory else None,
+        "gpu_power_mean_w": _mean(power) / 1000.0 if power else None,
+        "gpu_energy_mj_per_frame": energy,
+        "gpu_sm_clock_mean_mhz": _mean(clocks),
+        "gpu_sm_clock_min_mhz": min(clocks) if clocks else None,
+        "gpu_temp_max_c": max(temps) if temps else None,
+        "gpu_clock_events": ",".join(reason_names(mask)) if mask else None,
+    }
+
+
+def nvml_warnings(samples: Sequence[NvmlSample]) -> list[str]:
+    """Throttling seen, or SM clocks that dropped while the GPU was busy."""
+    out = []
+    mask = 0
+    for s in samples:
+        mask |= s.clock_events or 0
+    throttled = [name for name in reason_names(mask) if name in THROTTLE_REASONS]
+    if throttled:
+        out.append(f"GPU throttled during the windows ({', '.join(throttled)}); frames/s may be below what "
+                   "the GPU sustains when cool and unconstrained")
+    busy = [s.sm_clock_mhz for s in samples
+            if s.sm_clock_mhz is not None and not ((s.clock_events or 0) & 0x1) and (s.gpu_util or 0) > 0]
+    if len(busy) >= 2:
+        top, low = max(busy), min(busy)
+        if top > 0 and (top - low) / top * 100.0 > CLOCK_DROP_PCT:
+            out.append(f"SM clock dropped from {top:.0f} to {low:.0f} MHz while busy "
+                       f"(> {CLOCK_DROP_PCT:g}%); lock clocks (nvidia-smi -lgc) for steadier figures")
+    return out
+
+
+# --------------------------------------------------------------------------- the live sampler
+
+
+def import_pynvml():
+    import pynvml
+
+    return pynvml
+
+
+def nvml_reason() -> str | None:
+    """Why NVML telemetry cannot run here (no import of pynvml)."""
+    from bench.runtimes.cuda import dist_version, nvidia_gpu_reason
+
+    gpu = nvidia_gpu_reason()
+    if gpu:
+        return gpu
+    if dist_version("nvidia-ml-py") is None:
+        if dist_version("pynvml"):
+            return "nvidia-ml-py not installed (the deprecated pynvml wheel is; it no longer ships the NVML bindings)"
+        return "nvidia-ml-py not installed; make bench EXTRA=gpu installs it"
+    return None
+
+
+def _bytes(text: str) -> bytes:
+    return text.encode()
+
+
+def nvml_handle(nvml, cuda_index: int) -> tuple[Any, str]:
+    """The NVML handle of CUDA device `cuda_index`, and how it was matched."""
+    try:
+        from bench.runtimes.cuda import device_identity
+
+        identity = device_identity(cuda_index)
+    except Exception:  # no cuda-python: fall back to what CUDA_VISIBLE_DEVICES says
+        identity = None
+    if identity is not None:
+        try:
+            return nvml.nvmlDeviceGetHandleByUUID(_bytes(identity.uuid)), f"uuid {identity.uuid}"
+        except Exception:
+            return nvml.nvmlDeviceGetHandleByPciBusId(_bytes(identity.pci_bus_id)), f"pci {identity.pci_bus_id}"
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if cuda_index < len(visible):
+        entry = visible[cuda_index]
+        if entry.startswith(("GPU-", "MIG-")):
+            return nvml.nvmlDeviceGetHandleByUUID(_bytes(entry)), f"uuid {entry} (CUDA_VISIBLE_DEVICES)"
+        if entry.isdigit():
+            return nvml.nvmlDeviceGetHandleByIndex(int(entry)), f"index {entry} (CUDA_VISIBLE_DEVICES, PCI order assumed)"
+    return nvml.nvmlDeviceGetHandleByIndex(cuda_index), f"index {cuda_index} (unverified: no cuda-python)"
+
+
+class NvmlSampler:
+    """Sampler protocol (start/stop -> gpu_* columns), accumulating over one or more windows.
+
+    resume()/pause(frames) bracket each steady-state window; stop(frames=...) closes the
+    last one and aggregates everything since start().
+    """
+
+    def __init__(self, cuda_index: int = 0, interval_s: float = DEFAULT_INTERVAL_S, nvml=None):
+        self._nvml = nvml or import_pynvml()
+        self._nvml.nvmlInit()
+        self._handle, self.matched_by = nvml_handle(self._nvml, cuda_index)
+        self._poller = PollingThread(self._sample, interval_s)
+        self._lock = threading.Lock()
+        self._samples: list[NvmlSample] = []
+        self._energy_mj = 0.0
+        self._energy_ok = True
+        self._frames = 0
+        self._window_energy0: float | None = None
+        self._running = False
+        self.warnings: list[str] = []
+
+    # -- readings
+    def _read(self, name: str, *args):
+        try:
+            return getattr(self._nvml, name)(self._handle, *args)
+        except Exception:  # NotSupported on this product: leave the figure empty
+            return None
+
+    def _clock_events(self) -> int | None:
+        for name in ("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons"):
+            if hasattr(self._nvml, name):
+                value = self._read(name)
+                return int(value) if value is not None else None
+        return None
+
+    def _temperature(self) -> float | None:
+        sensor = getattr(self._nvml, "NVML_TEMPERATURE_GPU", 0)
+        if hasattr(self._nvml, "nvmlDeviceGetTemperatureV"):
+            value = self._read("nvmlDeviceGetTemperatureV", sensor)
+            if value is not None:
+                return float(getattr(value, "temperature", value))
+        value = self._read("nvmlDeviceGetTemperature", sensor)
+        return float(value) if value is not None else None
+
+    def _energy(self) -> float | None:
+        value = self._read("nvmlDeviceGetTotalEnergyConsumption")
+        return float(value) if value is not None else None
+
+    def _sample(self) -> None:
+        util = self._read("nvmlDeviceGetUtilizationRates")
+        memory = self._read("nvmlDeviceGetMemoryInfo")
+        power = self._read("nvmlDeviceGetPowerUsage")
+        clock = self._read("nvmlDeviceGetClockInfo", getattr(self._nvml, "NVML_CLOCK_SM", 1))
+        sample = NvmlSample(
+            t_s=time.monotonic(),
+            gpu_util=float(util.gpu) if util is not None else None,
+            mem_util=float(util.memory) if util is not None else None,
+            mem_used_bytes=int(memory.used) if memory is not None else None,
+            power_mw=float(power) if power is not None else None,
+            sm_clock_mhz=float(clock) if clock is not None else None,
+            temp_c=self._temperature(),
+            clock_events=self._clock_events(),
+        )
+        with self._lock:
+            self._samples.append(sample)
+
+    # -- protocol
+    def start(self) -> None:
+        self._samples, self._energy_mj, self._energy_ok, self._frames = [], 0.0, True, 0
+        self.warnings = []
+        self.resume()
+
+    def resume(self) -> None:
+        self._window_energy0 = self._energy()
+        self._poller.start()
+        self._running = True
+
+    def pause(self, frames: int = 0) -> None:
+        if not self._running:
+            return
+        self._poller.stop()
+        end = self._energy()
+        if self._window_energy0 is None or end is None:
+            self._energy_ok = False
+        else:
+            self._energy_mj += end - self._window_energy0
+        self._frames += int(frames)
+        self._running = False
+
+    def set_frames(self, frames: int) -> None:
+        """Frames processed since start(), when the caller counts them instead of pause()."""
+        self._frames = int(frames)
+
+    def stop(self, frames: int | None = None) -> dict[str, Any]:
+        self.pause(0)
+        if frames is not None:
+            self._frames = int(frames)
+        with self._lock:
+            samples = list(self._samples)
+        energy_end = self._energy_mj if self._energy_ok else None
+        fields = aggregate_samples(samples, 0.0, energy_end, self._frames)
+        self.warnings = nvml_warnings(samples)
+        if not self._energy_ok:
+            self.warnings.append("GPU energy counter not supported here (needs Volta or newer); no mJ/frame")
+        return fields
+
+    def close(self) -> None:
+        if self._running:
+            self.pause(0)
+        try:
+            self._nvml.nvmlShutdown()
+        except Exception:
+            pass
+
+
+class SteadyStateSampling:
+    """A session as the protocol sees it, sampling NVML only inside steady-state windows.
+
+    Warm-up runs single iterations (bench.measure.protocol.warm_up); windows run more,
+    and a GPU session's window may add a compute-only pass of the same iterations.
+    """
+
+    def __init__(self, session, sampler: NvmlSampler, batch: int):
+        self._session = session
+        self._sampler = sampler
+        self._batch = batch
+        self._started = False
+
+    def __getattr__(self, name: str):
+        return getattr(self._session, name)
+
+    def run_window(self, inputs, iterations: int):
+        if iterations <= 1:
+            return self._session.run_window(inputs, iterations)
+        if self._started:
+            self._sampler.resume()
+        else:
+            self._sampler.start()
+            self._started = True
+        window = self._session.run_window(inputs, iterations)
+        passes = 2 if getattr(window, "compute_only_wall_ns", None) else 1
+        self._sampler.pause(self._batch * window.iterations * passes)
+        return window
+
+
+def open_gpu_sampler(cuda_index: int = 0) -> tuple[NvmlSampler | None, str]:
+    """(sampler, "") or (None, why telemetry is off); never raises."""
+    reason = nvml_reason()
+    if reason:
+        return None, reason
+    try:
+        return NvmlSampler(cuda_index), ""
+    except Exception as exc:
+        return None, f"NVML failed to start ({type(exc).__name__}: {exc})"
+
+
+def finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value))

@@ -1,0 +1,90 @@
+"""facebench against the runtimes' own reference loops, measured alternately in one run.
+
+1. OpenVINO CPU, THROUGHPUT hint: facebench's openvino-cpu session vs OpenVINO's
+   benchmark_app (shipped in the openvino wheel) on the same ONNX file and shape.
+2. ONNX Runtime CPU: facebench's ort-cpu session vs a bare `session.run` loop.
+
+Usage: python scripts/compare_anchors.py [--model arcface_r50] [--batch 8] [--rounds 3] [--seconds 10]
+Prints each round and the ratio of medians (facebench / anchor); paste into the README.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.measure.protocol import MeasureSettings, make_inputs, measure
+from bench.models import zoo
+from bench.runtimes.base import LoadRequest
+from bench.runtimes.registry import get_runtime
+
+
+def facebench_fps(runtime_name: str, info, batch: int, seconds: float) -> float:
+    runtime = get_runtime(runtime_name)
+    shape = info.input_shape(batch)
+    session, _ = runtime.load(LoadRequest(info.path, info.input_name, shape, "fp32"))
+    try:
+        settings = MeasureSettings(warmup_s=1.0, window_s=seconds / 3, window_min_iterations=3, max_windows=3)
+        return measure(session, make_inputs(shape, 4, 0, info.mean, info.std), batch, settings).fps
+    finally:
+        session.close()
+
+
+def benchmark_app_fps(info, batch: int, seconds: float) -> float:
+    tool = Path(sys.executable).with_name("benchmark_app")
+    command = [str(tool), "-m", info.path, "-d", "CPU", "-hint", "throughput", "-shape",
+               f"[{batch},3,{info.input_hw[0]},{info.input_hw[1]}]", "-t", str(int(seconds)), "-infer_precision", "f32"]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return float(re.search(r"Throughput:\s+([\d.]+)\s+FPS", output).group(1))
+
+
+def bare_ort_fps(info, batch: int, seconds: float) -> float:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(info.path, providers=["CPUExecutionProvider"])
+    inputs = make_inputs(info.input_shape(batch), 4, 0, info.mean, info.std)
+    feed = {info.input_name: inputs[0]}
+    for _ in range(3):
+        session.run(None, feed)
+    count, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        session.run(None, {info.input_name: inputs[count % 4]})
+        count += 1
+    return batch * count / (time.perf_counter() - t0)
+
+
+def alternate(name: str, ours, anchor, rounds: int) -> None:
+    mine, theirs = [], []
+    for round_no in range(rounds):
+        mine.append(ours())
+        theirs.append(anchor())
+        print(f"{name} round {round_no + 1}: facebench {mine[-1]:.1f} frames/s, anchor {theirs[-1]:.1f} frames/s")
+    ratio = statistics.median(mine) / statistics.median(theirs)
+    print(f"{name}: median facebench {statistics.median(mine):.1f} / anchor {statistics.median(theirs):.1f} = {ratio:.3f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="arcface_r50")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    info = zoo.build_cached(args.model)
+    print(f"{info.name} batch {args.batch}, {args.seconds:g} s per measurement, {args.rounds} alternating rounds")
+    alternate("openvino-cpu vs benchmark_app", lambda: facebench_fps("openvino-cpu", info, args.batch, args.seconds),
+              lambda: benchmark_app_fps(info, args.batch, args.seconds), args.rounds)
+    alternate("ort-cpu vs bare session.run", lambda: facebench_fps("ort-cpu", info, args.batch, args.seconds),
+              lambda: bare_ort_fps(info, args.batch, args.seconds), args.rounds)
+    return 0
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    sys.exit(main())
