@@ -150,6 +150,15 @@ def ensure_folder(location: str | Path) -> None:
         Path(location).mkdir(parents=True, exist_ok=True)
 
 
+def ensure_parent(location: str | Path) -> None:
+    """Create the folder that will hold `location`."""
+    if is_uri(location):
+        fs, path = filesystem_for(str(location))
+        fs.create_dir(posixpath.dirname(path), recursive=True)
+    else:
+        Path(location).parent.mkdir(parents=True, exist_ok=True)
+
+
 # --- locations: local paths and URIs pyarrow's filesystem layer understands ---
 
 _URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")

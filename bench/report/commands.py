@@ -81,6 +81,8 @@ def print_gate(gate, comparison, console) -> int:
     if gate.checked == 0:
         raise UserError(f"the gate could check no point against {comparison.baseline} (every matched point failed, "
                         "was contaminated or failed parity); fix those points and measure again")
+    for finding in gate.within_noise:
+        console.print(f"[dim]gate: within noise: {finding.describe(comparison.metric)}[/]", highlight=False)
     what = f"{gate.checked} points checked against {comparison.baseline} ({comparison.metric.label})"
     if gate.passed:
         console.print(f"[green]gate passed[/]: {what}; none slower by more than {gate.threshold_pct:g}% "
@@ -118,14 +120,17 @@ def cmd_report(args) -> int:
     results = load_inputs(args.inputs, args.baseline)
     _require_points(results)
     comparison = compare.build_comparison(results, args.metric, args.by, args.baseline)
-    if not comparison.comparable_points:
+    if args.baseline or args.by:
+        compare.require_comparable(comparison)  # asked for a comparison: say why there is none
+    elif not comparison.comparable_points:
         comparison = None  # one machine, one run: the report is the per-model tables
+    store.ensure_parent(args.out)
     plots_name = f"{Path(store.location_name(args.out)).stem}-plots"
     written = None if args.no_plots else write_plots(results, store.sibling_location(args.out, plots_name))
     text = markdown.build_report(results, comparison, written, plots_name)
     store.write_bytes(args.out, text.encode())
-    count = len(written.plots) if written else 0
-    console.print(f"report written to {args.out} ({count} plots in {plots_name}/)", highlight=False)
+    plots_text = f"{len(written.plots)} plots in {plots_name}/" if written else "no plots"
+    console.print(f"report written to {args.out} ({plots_text})", highlight=False)
     return 0
 
 
@@ -154,8 +159,8 @@ def comparison_table(comparison, model):
     from rich.table import Table
 
     direction = "higher is better" if comparison.metric.higher_better else "lower is better"
-    table = Table(title=f"{model.model}: {comparison.metric.label} by {comparison.by} ({direction})",
-                  title_justify="left")
+    table = Table(title=f"{model.model}: {comparison.metric.label} by {comparison.by}", title_justify="left",
+                  caption=direction, caption_justify="left")
     for dim in model.row_dims:
         table.add_column({"precision": "prec"}.get(dim, dim), justify="right" if dim == "batch" else "left")
     for group in comparison.groups:

@@ -208,7 +208,8 @@ def require_comparable(comparison: Comparison) -> None:
         raise UserError("fps_per_watt needs GPU power (gpu_power_mean_w) and these are CPU-only rows; "
                         "use --metric fps")
     if len(comparison.groups) < 2:
-        others = ", ".join(b for b in BY_CHOICES if b != comparison.by)
+        others = [b for b in BY_CHOICES if b != comparison.by]
+        others = f"{', '.join(others[:-1])} or {others[-1]}"
         raise UserError(f"no comparable points: every input is the same {comparison.by} ({comparison.groups[0]}); "
                         f"add results from another {comparison.by} or use --by {others}")
     raise UserError(f"no comparable points between {', '.join(comparison.groups)}: no model file (sha256), "
@@ -344,7 +345,7 @@ def environment_facts(rows: list[dict[str, Any]], by: str) -> dict[str, str]:
     """What describes the environment of a group of rows: machine, packages, runtime settings, clocks."""
     facts = {label: _distinct(r.get(column) for r in rows) for column, label in MACHINE_FACTS.items()}
     for r in rows:
-        for name, version in json.loads(r.get("packages_json") or "{}").items():
+        for name, version in _json_dict(r.get("packages_json")).items():
             facts.setdefault(f"package {name}", set()).add(version)
     if by != "runtime":  # per-runtime settings differ by definition when runtimes are the groups
         for runtime in dict.fromkeys(r["runtime"] for r in rows):
@@ -358,10 +359,9 @@ def _runtime_facts(runtime: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
                              f"{runtime} threads": _distinct(r.get("threads") for r in rows),
                              f"{runtime} mode": _distinct(r.get("mode") for r in rows)}
     for r in rows:
-        options = json.loads(r.get("runtime_options_json") or "{}")
-        for key, value in options.items():
+        for key, value in _json_dict(r.get("runtime_options_json")).items():
             if key != "precision_effective":  # follows the precision, not the environment
-                facts.setdefault(f"{runtime} {key}", set()).add(str(value))
+                facts.setdefault(f"{runtime} option {key}", set()).add(str(value))
     return facts
 
 
@@ -374,6 +374,14 @@ def _clock_facts(rows: list[dict[str, Any]]) -> dict[str, str]:
             facts[label] = f"~{round(sum(values) / len(values) / CLOCK_STEP_MHZ) * CLOCK_STEP_MHZ}"
     facts["GPU clock events"] = _distinct(r.get("gpu_clock_events") for r in rows)
     return facts
+
+
+def _json_dict(text: str | None) -> dict[str, Any]:
+    try:
+        parsed = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 def _version_text(value: Any) -> str | None:
@@ -425,8 +433,9 @@ class GateFinding:
 
     def describe(self, metric: Metric) -> str:
         flag = f" [{', '.join(self.marks)}]" if self.marks else ""
-        return (f"{self.model} {self.point} on {self.group}: {metric.label} {self.baseline_value:.4g} -> "
-                f"{self.value:.4g}, {self.slower_pct:.1f}% slower (noise {self.noise_pct:.1f}%){flag}")
+        return (f"{self.model} {self.point} on {self.group}: {metric.label} {format_value(metric, self.baseline_value)} "
+                f"-> {format_value(metric, self.value)}, {self.slower_pct:.1f}% slower "
+                f"(noise {self.noise_pct:.1f}%){flag}")
 
 
 @dataclass
@@ -434,6 +443,7 @@ class GateResult:
     threshold_pct: float
     checked: int
     regressions: list[GateFinding]
+    within_noise: list[GateFinding]  # slower than the threshold, but not beyond the points' noise
     not_checked: list[str]  # point: reason
 
     @property
@@ -478,7 +488,7 @@ def parse_threshold(text: str) -> float:
 def regression_gate(comparison: Comparison, threshold_pct: float) -> GateResult:
     """Each point of each group against the baseline: a regression is slower by more than the
     threshold and by more than the two points' combined noise (combined_noise_pct)."""
-    checked, regressions, not_checked = 0, [], []
+    checked, regressions, within_noise, not_checked = 0, [], [], []
     for model in comparison.models:
         for point in model.points:
             base = point.cells.get(comparison.baseline)
@@ -492,9 +502,9 @@ def regression_gate(comparison: Comparison, threshold_pct: float) -> GateResult:
                     continue
                 checked += 1
                 finding = _gate_point(comparison.metric, model.model, _point_name(point.labels), group, base, cell)
-                if finding.slower_pct > threshold_pct and finding.slower_pct > finding.noise_pct:
-                    regressions.append(finding)
-    return GateResult(threshold_pct, checked, regressions, not_checked)
+                if finding.slower_pct > threshold_pct:
+                    (regressions if finding.slower_pct > finding.noise_pct else within_noise).append(finding)
+    return GateResult(threshold_pct, checked, regressions, within_noise, not_checked)
 
 
 def _not_gatable(base: Cell, cell: Cell) -> str | None:

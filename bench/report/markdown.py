@@ -207,7 +207,7 @@ def _checks(row) -> str:
 def warnings_section(rows, notes: list[str]) -> list[str]:
     lines = []
     for r in rows:
-        where = f"{r['model']} {r['runtime']} {r['precision']} batch {r['batch']} ({r['machine_label']})"
+        where = f"{r['model']} {r['runtime']} {r['precision']} batch {r['batch']} ({r['run_label']})"
         if r["status"] == "failed":
             lines.append(f"{where}: failed: {r.get('reason')}")
         elif r["status"] == "ok" and r.get("warnings"):
