@@ -105,15 +105,24 @@ def measure_point(runtime, info: ModelInfo, job: Job, batch: int, model_path: st
     request = LoadRequest(model_path=model_path, input_name=info.input_name, input_shape=shape,
                           precision=job.precision, options=job.options, cache_dir=job.cache_dir)
     session, cold = runtime.load(request)
+    gpu = None
     try:
         inputs = make_inputs(shape, job.settings.input_buffers, job.settings.seed, info.mean, info.std)
+        if runtime.device == "gpu":  # NVML beside the CPU sampler, only inside steady-state windows
+            from bench.telemetry.nvml import GpuPointTelemetry
+
+            gpu = GpuPointTelemetry.open(batch, int(job.options.get("device_id", 0)))
         sampler = CpuSampler()
         sampler.start()
-        result = measure(session, inputs, batch, job.settings)
+        result = measure(gpu.wrap(session) if gpu else session, inputs, batch, job.settings)
         telemetry = sampler.stop()
+        if gpu:  # gpu_* columns, fps_compute; trtexec-style warnings join result.warnings
+            telemetry.update(gpu.finish(result))
         checks = run_checks(session, info, job, batch)
         return point_row(info, session, cold, result, telemetry, checks)
     finally:
+        if gpu:
+            gpu.close()
         session.close()
 
 
@@ -143,6 +152,7 @@ def point_row(info: ModelInfo, session: Session, cold: ColdStart, m: Measurement
         "precision_effective": session.effective_precision(),
         "cold_read_ms": cold.read_ms, "cold_compile_ms": cold.compile_ms,
         "cold_first_infer_ms": cold.first_infer_ms, "cold_total_ms": cold.total_ms,
+        "cold_warm_cache_total_ms": cold.warm_cache_total_ms,
         "warmup_iterations": m.warmup_iterations, "warmup_s": m.warmup_s,
         "iterations": m.iterations, "frames": m.frames, "windows": len(m.windows), "wall_s": m.wall_s,
         "fps": m.fps, "ms_per_frame": m.ms_per_frame, "window_spread_pct": m.window_spread_pct,

@@ -29,10 +29,12 @@ def synthetic_run(tmp_path_factory):
     """One synthetic run on the replicas, shared by the tests that read its file."""
     with pytest.MonkeyPatch.context() as patch:  # the module scope misses conftest's per-test cache setting
         patch.setenv("FACEBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "facebench-cache"))
-        out = tmp_path_factory.mktemp("pipeline") / "synthetic.parquet"
+        folder = tmp_path_factory.mktemp("pipeline")
         code = main(pipeline_args("--synthetic", str(FRAMES), "--batch", str(BATCH),
-                                  "--faces-per-frame", str(FACES_PER_FRAME), "--out", str(out)))
-        return code, out
+                                  "--faces-per-frame", str(FACES_PER_FRAME), "--out", str(folder)))
+        files = list(folder.glob("*.parquet"))  # --out FOLDER: results/<host>-<UTC>-pipeline.parquet
+        assert len(files) == 1 and files[0].name.endswith("-pipeline.parquet")
+        return code, files[0]
 
 
 def test_synthetic_run_writes_a_pipeline_row(synthetic_run):
@@ -43,7 +45,8 @@ def test_synthetic_run_writes_a_pipeline_row(synthetic_run):
     row = rows[0]
     assert (row["kind"], row["status"], row["suite"], row["runtime"], row["precision"]) == \
         ("pipeline", "ok", "pipeline", "ort-cpu", "fp32")
-    assert (row["model"], row["family"], row["batch"], row["input_shape"]) == ("scrfd_500m@320", "detector", BATCH, "4,3,320,320")
+    assert (row["model"], row["family"], row["batch"]) == ("scrfd_500m@320", "detector", BATCH)
+    assert row["input_shape"] == f"{BATCH},3,320,320"
     assert (row["frames_total"], row["faces_total"]) == (FRAMES, FRAMES * FACES_PER_FRAME)
     assert row["fps"] > 0 and row["wall_s"] > 0 and row["host"] and row["run_id"] and row["timestamp_utc"]
     assert row["faces_per_s"] == pytest.approx(FACES_PER_FRAME * row["fps"])
@@ -60,7 +63,8 @@ def test_stages_json_says_where_the_time_goes(synthetic_run):
     assert stages["overlap_gain"] == pytest.approx(stages["sequential_wall_s"] / stages["overlapped_wall_s"])
     embedder = zoo.build_cached("arcface_mbf")
     assert stages["embedder"]["model"] == "arcface_mbf" and stages["embedder"]["sha256"] == embedder.sha256
-    assert (stages["source"], stages["synthetic_faces_per_frame"], stages["rec_batch"]) == ("synthetic", FACES_PER_FRAME, 8)
+    assert (stages["source"], stages["synthetic_faces_per_frame"]) == ("synthetic", FACES_PER_FRAME)
+    assert stages["rec_batch"] == 8
 
 
 def test_show_prints_the_pipeline_table(synthetic_run, capsys):
@@ -134,7 +138,7 @@ def test_flattened_detector_layout_works_at_batch_1(real_scrfd_path, astronaut_f
 
 @pytest.mark.parametrize("case,args,message", [
     ("missing folder", ["--images", "{tmp}/nope"], "no such folder"),
-    ("empty folder", ["--images", "{tmp}/empty"], "no images"),
+    ("empty folder", ["--images", "{tmp}/empty"], "no images (.bmp"),
     ("no frames", [], "--images DIR"),
     ("zero frames", ["--synthetic", "0"], "--synthetic 0"),
     ("zero batch", ["--synthetic", "2", "--batch", "0"], "--batch 0"),
@@ -170,3 +174,17 @@ def assert_one_line_error(capsys, message: str) -> None:
     err = capsys.readouterr().err.strip()
     assert err.startswith("facebench: error:") and "\n" not in err and "Traceback" not in err
     assert message in err
+
+
+def test_an_image_that_does_not_decode_is_a_failed_row(tmp_path, capsys):
+    pytest.importorskip("cv2")
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "truncated.png").write_bytes(b"\x89PNG not really")
+    out = tmp_path / "out.parquet"
+    assert main(pipeline_args("--images", str(folder), "--out", str(out))) == 2
+    assert_one_line_error(capsys, "cannot decode image")
+    row = store.read_rows(out)[0]  # the failure is recorded, as the sweep records a failed point
+    assert (row["kind"], row["status"], row["frames_total"]) == ("pipeline", "failed", None)
+    assert "cannot decode image" in row["reason"]
+    assert json.loads(row["stages_json"])["embedder"]["model"] == "arcface_mbf"

@@ -6,8 +6,9 @@ loaded or written, so bad input costs nothing and leaves no file behind.
 """
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,7 +18,17 @@ import numpy as np
 
 from bench.errors import UserError
 from bench.models.info import ModelInfo
-from bench.pipeline.run import STAGES, OverlapComparison, PipelineResult, image_paths, read_rgb, run_pipeline
+from bench.pipeline.run import (
+    IMAGE_SUFFIXES,
+    STAGES,
+    OverlapComparison,
+    PipelineResult,
+    image_paths,
+    read_rgb,
+    run_pipeline,
+    synthetic_frames,
+)
+from bench.store import COLUMNS
 
 SUITE_NAME = "pipeline"
 PRECISION = "fp32"
@@ -65,7 +76,8 @@ class PipelineSetup:
         """A fresh frame stream; image files are decoded lazily inside the decode/resize stage."""
         if self.frame_paths:
             return (read_rgb(p) for p in self.frame_paths)
-        return _synthetic_stream(self.request.synthetic, self.request.seed)
+        height, width = SYNTHETIC_HW
+        return synthetic_frames(self.request.synthetic, seed=self.request.seed, height=height, width=width)
 
 
 @dataclass
@@ -102,8 +114,10 @@ def prepare(request: PipelineRequest, status: Status = lambda _: None) -> Pipeli
 
 
 def _check_numbers(request: PipelineRequest) -> None:
-    if (request.images is None) == (request.synthetic is None):
+    if request.images is None and request.synthetic is None:
         raise UserError("give the frames: --images DIR (a folder of pictures) or --synthetic N (N random frames)")
+    if request.images is not None and request.synthetic is not None:
+        raise UserError("give either --images DIR or --synthetic N, not both")
     for flag, value in (("--synthetic", request.synthetic), ("--batch", request.batch),
                         ("--rec-batch", request.rec_batch), ("--repeats", request.repeats)):
         if value is not None and value <= 0:
@@ -120,6 +134,9 @@ def _frame_paths(request: PipelineRequest) -> list[Path]:
     folder = Path(request.images)
     if not folder.is_dir():
         raise UserError(f"--images {folder}: no such folder; pass a folder of .jpg/.png pictures")
+    if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir()):
+        raise UserError(f"--images {folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder; "
+                        "add pictures or use --synthetic N")
     return image_paths(folder)
 
 
@@ -164,12 +181,6 @@ def _runnable_batch(info: ModelInfo, batch: int, role: str, notes: list[str]) ->
     return 1
 
 
-def _synthetic_stream(n: int, seed: int) -> Iterator[np.ndarray]:
-    from bench.pipeline.run import synthetic_frames
-
-    return synthetic_frames(n, seed=seed, height=SYNTHETIC_HW[0], width=SYNTHETIC_HW[1])
-
-
 # ---------------------------------------------------------------- running
 
 
@@ -188,6 +199,7 @@ class PipelineOutcome:
     comparison: OverlapComparison
     telemetry: dict[str, dict[str, Any]]  # "sequential" / "overlapped" -> sampler fields of the best run
     settings: dict[str, dict[str, Any]]  # "detector" / "embedder" -> the session's effective settings
+    notes: list[str] = field(default_factory=list)  # e.g. why there is no GPU telemetry
 
 
 def run_benchmark(setup: PipelineSetup, status: Status = lambda _: None) -> PipelineOutcome:
@@ -198,11 +210,17 @@ def run_benchmark(setup: PipelineSetup, status: Status = lambda _: None) -> Pipe
         status(f"loading {setup.rec.name} (batch {setup.rec_batch}) on {setup.runtime.name}")
         rec = load_session(setup.runtime, setup.rec, setup.rec_batch)
         try:
-            best = _compare(setup, det.infer, rec.infer, status)
+            gpu, notes = _open_gpu_sampler(setup.runtime.device)
+            try:
+                best = _compare(setup, det.infer, rec.infer, gpu, status)
+            finally:
+                if gpu is not None:
+                    gpu.close()
             return PipelineOutcome(
                 comparison=OverlapComparison(sequential=best[False].result, overlapped=best[True].result),
                 telemetry={"sequential": best[False].telemetry, "overlapped": best[True].telemetry},
                 settings={"detector": det.describe(), "embedder": rec.describe()},
+                notes=notes,
             )
         finally:
             rec.close()
@@ -210,32 +228,33 @@ def run_benchmark(setup: PipelineSetup, status: Status = lambda _: None) -> Pipe
         det.close()
 
 
-def _compare(setup: PipelineSetup, det_infer, rec_infer, status: Status) -> dict[bool, ModeRun]:
-    """compare_overlap with a sampler around every run, so utilisation belongs to one mode."""
+def _open_gpu_sampler(device: str):
+    """(NVML sampler or None, notes): GPU runtimes get utilisation, memory and power per run."""
+    if device != "gpu":
+        return None, []
+    from bench.telemetry.nvml import open_gpu_sampler
+
+    sampler, reason = open_gpu_sampler()
+    return sampler, ([] if sampler else [f"no GPU telemetry: {reason}"])
+
+
+def _compare(setup: PipelineSetup, det_infer, rec_infer, gpu, status: Status) -> dict[bool, ModeRun]:
+    """compare_overlap with samplers around every run, so utilisation belongs to one mode."""
     kwargs = dict(det_size=setup.det.input_hw[0], batch=setup.batch, synthetic_faces=setup.synthetic_faces,
                   rec_batch=setup.rec_batch, queue_depth=setup.request.queue_depth)
     status("warming up")
-    run_pipeline(_take(setup.make_frames(), setup.batch), det_infer, rec_infer, overlap=False, **kwargs)
+    run_pipeline(itertools.islice(setup.make_frames(), setup.batch), det_infer, rec_infer, overlap=False, **kwargs)
     # Modes alternate so warm-up and background load fall on both alike; each keeps its fastest run.
     best: dict[bool, ModeRun] = {}
     for repeat in range(setup.request.repeats):
         for overlap in (False, True):
             mode = "overlapped" if overlap else "sequential"
             status(f"{mode} run {repeat + 1}/{setup.request.repeats}: {_frames_label(setup)}")
-            run = _sampled_run(setup, lambda: run_pipeline(setup.make_frames(), det_infer, rec_infer,
-                                                           overlap=overlap, **kwargs))
+            run = _sampled_run(lambda: run_pipeline(setup.make_frames(), det_infer, rec_infer,
+                                                    overlap=overlap, **kwargs), gpu)
             if overlap not in best or run.result.wall_s < best[overlap].result.wall_s:
                 best[overlap] = run
     return best
-
-
-def _take(frames: Iterable[np.ndarray], n: int) -> list[np.ndarray]:
-    out = []
-    for frame in frames:
-        out.append(frame)
-        if len(out) == n:
-            break
-    return out
 
 
 def _frames_label(setup: PipelineSetup) -> str:
@@ -243,32 +262,22 @@ def _frames_label(setup: PipelineSetup) -> str:
     return f"{count} frames, batch {setup.batch}"
 
 
-def _sampled_run(setup: PipelineSetup, run: Callable[[], PipelineResult]) -> ModeRun:
+def _sampled_run(run: Callable[[], PipelineResult], gpu) -> ModeRun:
     from bench.telemetry.cpu import CpuSampler
 
-    samplers = [CpuSampler()]
-    if setup.runtime.device == "gpu":
-        gpu = _gpu_sampler()
-        if gpu is not None:
-            samplers.append(gpu)
-    for sampler in samplers:
-        sampler.start()
+    cpu = CpuSampler()
+    cpu.start()
+    if gpu is not None:
+        gpu.start()
+    frames = 0
     try:
         result = run()
+        frames = result.frames
     finally:
-        telemetry: dict[str, Any] = {}
-        for sampler in samplers:
-            telemetry.update(sampler.stop())
+        telemetry = cpu.stop()
+        if gpu is not None:
+            telemetry.update(gpu.stop(frames=frames))
     return ModeRun(result, telemetry)
-
-
-def _gpu_sampler():
-    """The NVML sampler of the GPU runtimes, when that module and a GPU are present."""
-    try:
-        from bench.telemetry.gpu import GpuSampler  # written with the GPU runtimes; imports pynvml lazily
-        return GpuSampler()
-    except Exception:  # no module, no pynvml, no GPU: the row simply has no GPU figures
-        return None
 
 
 # ---------------------------------------------------------------- rows
@@ -299,9 +308,10 @@ def ok_row(setup: PipelineSetup, outcome: PipelineOutcome, run_id: str) -> dict[
     det_settings = outcome.settings.get("detector", {})
     threads = det_settings.get("intra_op_threads", det_settings.get("inference_num_threads"))
     telemetry = outcome.telemetry.get("overlapped", {})
+    notes = setup.notes + outcome.notes
     return {
         **base_row(setup, run_id),
-        "status": "ok", "reason": None,
+        "status": "ok", "reason": None, "warnings": "; ".join(notes) or None,
         "runtime_options_json": json.dumps(outcome.settings, sort_keys=True, default=str),
         "threads": threads if isinstance(threads, int) else None, "mode": det_settings.get("mode"),
         "precision_effective": det_settings.get("precision_effective"),
@@ -310,20 +320,15 @@ def ok_row(setup: PipelineSetup, outcome: PipelineOutcome, run_id: str) -> dict[
         "ms_per_frame": 1e3 / over.frames_per_s if over.frames_per_s else None,
         "faces_per_s": over.faces_per_s,
         "stages_json": json.dumps(stages_summary(setup, outcome), sort_keys=True),
-        **{k: v for k, v in telemetry.items() if k in _TELEMETRY_COLUMNS},
+        **{k: v for k, v in telemetry.items() if k in COLUMNS},  # sampler fields are schema columns
     }
 
 
 def failed_row(setup: PipelineSetup, run_id: str, exc: BaseException) -> dict[str, Any]:
     text = str(exc).strip().splitlines()
     reason = f"{type(exc).__name__}: {text[0] if text else ''}".strip().rstrip(":")
-    return {**base_row(setup, run_id), "status": "failed", "reason": reason}
-
-
-_TELEMETRY_COLUMNS = {
-    "cpu_percent", "peak_rss_mb", "gpu_util_mean", "gpu_mem_util_mean", "gpu_mem_peak_mb", "gpu_power_mean_w",
-    "gpu_sm_clock_mean_mhz", "gpu_sm_clock_min_mhz", "gpu_temp_max_c", "gpu_clock_events",
-}
+    return {**base_row(setup, run_id), "status": "failed", "reason": reason,
+            "stages_json": json.dumps(pipeline_config(setup), sort_keys=True)}
 
 
 def stages_summary(setup: PipelineSetup, outcome: PipelineOutcome) -> dict[str, Any]:
@@ -348,12 +353,19 @@ def stages_summary(setup: PipelineSetup, outcome: PipelineOutcome) -> dict[str, 
         "sequential_faces_per_s": seq.faces_per_s, "overlapped_faces_per_s": over.faces_per_s,
         "sequential_wall_s": seq.wall_s, "overlapped_wall_s": over.wall_s,
         "overlap_gain": comparison.gain,
+        "gpu_util_sequential": telemetry.get("sequential", {}).get("gpu_util_mean"),
+        "gpu_util_overlapped": telemetry.get("overlapped", {}).get("gpu_util_mean"),
+        **pipeline_config(setup),
+    }
+
+
+def pipeline_config(setup: PipelineSetup) -> dict[str, Any]:
+    """What ran besides the detector (whose fields are the row's model columns)."""
+    return {
         "source": setup.source, "det_size": setup.det.input_hw[0],
         "batch": setup.batch, "requested_batch": setup.request.batch,
         "rec_batch": setup.rec_batch, "queue_depth": setup.request.queue_depth,
         "synthetic_faces_per_frame": setup.synthetic_faces, "repeats": setup.request.repeats,
         "embedder": {"model": setup.rec.name, "sha256": setup.rec.sha256, "path": setup.rec.path,
                      "params": setup.rec.params, "macs_per_frame": setup.rec.macs_per_frame},
-        "gpu_util_sequential": telemetry.get("sequential", {}).get("gpu_util_mean"),
-        "gpu_util_overlapped": telemetry.get("overlapped", {}).get("gpu_util_mean"),
     }

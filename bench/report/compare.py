@@ -22,7 +22,6 @@ from bench.errors import UserError
 
 BY_CHOICES = ("machine", "runtime", "precision", "run")
 GROUP_COLUMN = {"machine": "machine_label", "runtime": "runtime", "precision": "precision", "run": "run_label"}
-ROW_DIMS = ("machine", "runtime", "precision")
 CLOCK_STEP_MHZ = 50  # clocks closer than this are the same setting, not a difference
 
 
@@ -170,12 +169,21 @@ class Comparison:
         return sum(p.comparable for m in self.models for p in m.points)
 
 
-def choose_by(records: list[dict[str, Any]], by: str | None, baseline_is_file: bool) -> str:
-    """Default grouping: runs when the baseline is a file, else machines, runs, runtimes, whichever varies."""
+BASELINE_ALIASES = {"machine": ("machine_label", "host", "machine_id"), "run": ("run_label", "run_id"),
+                    "runtime": ("runtime",), "precision": ("precision",)}
+
+
+def choose_by(records: list[dict[str, Any]], by: str | None, baseline: str | None, baseline_is_file: bool) -> str:
+    """Default grouping: runs when the baseline is a file; the dimension a baseline name belongs to;
+    else machines, runs or runtimes, whichever varies first."""
     if by:
         return by
     if baseline_is_file:
         return "run"
+    if baseline:
+        for candidate in ("machine", "run", "runtime", "precision"):
+            if any(r.get(alias) == baseline for r in records for alias in BASELINE_ALIASES[candidate]):
+                return candidate
     for candidate in ("machine", "run"):
         if len({r[GROUP_COLUMN[candidate]] for r in records}) > 1:
             return candidate
@@ -189,13 +197,14 @@ def build_comparison(results: Results, metric: str = "fps", by: str | None = Non
     if not records:
         raise UserError("no measured points in these files; pass files written by facebench run")
     baseline_file = _baseline_file(results, baseline)
-    by = choose_by(records, by, baseline_file is not None)
+    by = choose_by(records, by, baseline, baseline_file is not None)
     groups = list(dict.fromkeys(r[GROUP_COLUMN[by]] for r in records))
     base = _resolve_baseline(records, by, groups, baseline, baseline_file)
     groups = [base] + [g for g in groups if g != base]
     chosen = METRICS[metric]
     notes = list(results.notes)
-    models = [_compare_model(rows, by, chosen, base, notes) for rows in _by_model(records, notes)]
+    dims = row_dims(by, several_runs=len({r["run_label"] for r in records}) > len({r["machine_label"] for r in records}))
+    models = [_compare_model(rows, by, dims, chosen, base, notes) for rows in _by_model(records, notes)]
     differences = environment_differences(records, by, groups)
     return Comparison(by, chosen, groups, base, models, differences, notes)
 
@@ -237,11 +246,8 @@ def _resolve_baseline(records, by: str, groups: list[str], baseline: str | None,
             raise UserError(f"--baseline {baseline}: the file holds {len(found)} {by}s ({', '.join(map(str, sorted(found)))}); "
                             f"name one of them with --baseline")
         return found.pop()
-    if baseline in groups:
-        return baseline
-    aliases = {"machine": ("host", "machine_id"), "run": ("run_id",)}.get(by, ())
     for r in records:
-        if any(r.get(alias) == baseline for alias in aliases):
+        if any(r.get(alias) == baseline for alias in BASELINE_ALIASES[by]):
             return r[column]
     raise UserError(f"--baseline {baseline} matches no results file and no {by} in the inputs "
                     f"({', '.join(map(str, groups))}); pass one of them or a results file")
@@ -259,14 +265,18 @@ def _by_model(records: list[dict[str, Any]], notes: list[str]) -> list[list[dict
     return list(by_file.values())
 
 
-def _row_dims(by: str) -> list[str]:
-    # A run implies its machine, so comparing runs keeps the machine out of the row key.
-    return [d for d in ROW_DIMS if d != by and not (by == "run" and d == "machine")]
+def row_dims(by: str, several_runs: bool) -> list[str]:
+    """What stays in the row key besides batch. A run implies its machine; when runtimes or
+    precisions are compared and one machine has several runs, rows are per run, not merged."""
+    if by in ("run", "machine"):
+        context = []  # by machine, several runs of one machine share its column: the newest is shown
+    else:
+        context = ["run" if several_runs else "machine"]
+    return context + [d for d in ("runtime", "precision") if d != by]
 
 
-def _compare_model(rows, by: str, metric: Metric, base: str, notes: list[str]) -> ModelComparison:
-    dims = _row_dims(by)
-    label_columns = {"machine": "machine_label", "runtime": "runtime", "precision": "precision"}
+def _compare_model(rows, by: str, dims: list[str], metric: Metric, base: str, notes: list[str]) -> ModelComparison:
+    label_columns = {"machine": "machine_label", "run": "run_label", "runtime": "runtime", "precision": "precision"}
     cells: dict[tuple, dict[str, list[dict]]] = {}
     for r in rows:
         key = tuple(r[label_columns[d]] for d in dims) + (int(r["batch"]),)

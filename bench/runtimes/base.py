@@ -36,6 +36,8 @@ class ColdStart:
     read_ms: float | None = None  # read / parse the model file
     compile_ms: float | None = None  # session creation, compile or engine build
     first_infer_ms: float | None = None  # first inference after load
+    # GPU runtimes with engine / timing caches: the same cold start again with the caches warm.
+    warm_cache_total_ms: float | None = None
 
     @property
     def total_ms(self) -> float:
@@ -51,6 +53,8 @@ class Window:
     iterations: int
     # Extra per-iteration series some runtimes can split out (e.g. h2d/compute/d2h on GPU).
     extra_ns: dict[str, list[int]] = field(default_factory=dict)
+    # GPU sessions: wall time of the same iterations run again with device-resident input and output.
+    compute_only_wall_ns: int | None = None
 
 
 class Session(ABC):

@@ -218,6 +218,10 @@ class Event:
             self.raw = None
 
 
+def set_device(index: int) -> None:
+    check(import_cudart().cudaSetDevice(int(index)), "cudaSetDevice")
+
+
 def copy_h2d_async(dst_ptr: int, src_ptr: int, nbytes: int, stream: Stream, cudart=None) -> None:
     cudart = cudart or import_cudart()
     check(cudart.cudaMemcpyAsync(dst_ptr, src_ptr, nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream.raw),

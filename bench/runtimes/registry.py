@@ -14,6 +14,9 @@ RUNTIMES: dict[str, str] = {
     "openvino-cpu-latency": "bench.runtimes.openvino:OpenVinoLatencyRuntime",
     "openvino-gpu": "bench.runtimes.openvino:OpenVinoGpuRuntime",
     "openvino-npu": "bench.runtimes.openvino:OpenVinoNpuRuntime",
+    "ort-cuda": "bench.runtimes.ort_gpu:OrtCudaRuntime",
+    "ort-trt": "bench.runtimes.ort_gpu:OrtTrtRuntime",
+    "trt": "bench.runtimes.tensorrt:TensorRtRuntime",
 }
 
 

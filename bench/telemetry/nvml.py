@@ -11,7 +11,6 @@ id): NVML indices ignore CUDA_VISIBLE_DEVICES.
 """
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
@@ -311,5 +310,32 @@ def open_gpu_sampler(cuda_index: int = 0) -> tuple[NvmlSampler | None, str]:
         return None, f"NVML failed to start ({type(exc).__name__}: {exc})"
 
 
-def finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value))
+class GpuPointTelemetry:
+    """What the worker adds to a GPU point: NVML columns, compute-only fps, trtexec warnings."""
+
+    def __init__(self, batch: int, sampler: NvmlSampler | None, note: str = ""):
+        self.batch, self.sampler, self.note = batch, sampler, note
+
+    @classmethod
+    def open(cls, batch: int, cuda_index: int = 0) -> "GpuPointTelemetry":
+        return cls(batch, *open_gpu_sampler(cuda_index))
+
+    def wrap(self, session):
+        return SteadyStateSampling(session, self.sampler, self.batch) if self.sampler else session
+
+    def finish(self, measurement) -> dict[str, Any]:
+        """Row fields; the GPU warnings are merged into measurement.warnings."""
+        from bench.measure.gpu_warnings import gpu_point_fields, merge_warnings
+
+        fields, warnings = gpu_point_fields(measurement, self.batch)
+        if self.sampler is not None:
+            fields.update(self.sampler.stop())
+            warnings += self.sampler.warnings
+        else:
+            warnings.append(f"no GPU telemetry: {self.note}")
+        measurement.warnings[:] = merge_warnings(measurement.warnings, warnings)
+        return fields
+
+    def close(self) -> None:
+        if self.sampler is not None:
+            self.sampler.close()

@@ -1,0 +1,543 @@
+"""ONNX Runtime on NVIDIA GPUs: CUDAExecutionProvider (ort-cuda) and TensorrtExecutionProvider (ort-trt).
+
+Both run through IOBinding: the input is a device OrtValue filled from pinned host
+memory with cudaMemcpyAsync, the outputs are preallocated device OrtValues copied
+back into pinned host memory. Each iteration is marked with CUDA events before and
+after the input copy, after compute and after the output copies, so a window
+reports end-to-end frames/s (copies included; the `fps` column), the H2D / compute /
+D2H split, and then runs the same iterations again with device-resident input and
+output for compute-only frames/s (`fps_compute`).
+
+ONNX Runtime runs on our own non-blocking stream (`user_compute_stream`), so the
+copies and the inference are ordered on one stream. CUDA EP FP32 runs set
+use_tf32=0 (strict FP32; ORT's default is TF32). cudnn_conv_algo_search is recorded;
+EXHAUSTIVE searches again for each new input shape, so every batch size (its own
+session here) pays that in its first inference and warms up on its own.
+
+ort-trt uses explicit profile shapes (min 1 / opt = the batch / max 64) so the engine
+is never rebuilt inside a sweep, and engine + timing caches in a folder keyed by
+model sha256, ORT and TensorRT versions, GPU, precision and profile
+(bench.runtimes.gpu_cache). Its cold start is reported twice: with empty caches
+(built into a fresh folder) and with warm ones (a fresh process loading the saved
+caches: within one process the EP may not find its own cache files,
+onnxruntime #14269).
+
+Nothing here imports onnxruntime, cuda-python or tensorrt at module import.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.runtimes.base import ColdStart, LoadRequest, Session, Window
+from bench.runtimes.onnxruntime import OrtRuntime, import_onnxruntime
+
+ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
+GRAPH_ID_SKIP = "-1"  # gpu_graph_id that disables CUDA-graph capture for one run
+WARM_PROBE_TIMEOUT_S = 900
+COLD_START_MODES = ("both", "warm")
+TRT_DISTS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-libs", "tensorrt-cu12-libs", "tensorrt-libs")
+
+_ORT_TYPES = {
+    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
+}
+
+
+def ort_type_to_numpy(type_text: str) -> np.dtype:
+    """ORT's 'tensor(float)' -> np.float32."""
+    if type_text not in _ORT_TYPES:
+        raise ValueError(f"unsupported tensor type {type_text}")
+    return np.dtype(_ORT_TYPES[type_text])
+
+
+def graph_id_for(batch: int) -> int:
+    """One CUDA-graph id per batch shape; 0 is ORT's default id and -1 means 'do not capture'."""
+    return int(batch)
+
+
+def _flag(value: bool) -> str:
+    return "True" if value else "False"
+
+
+def _major(version: str | None) -> int | None:
+    try:
+        return int(str(version).split(".")[0])
+    except (TypeError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------- availability
+
+
+def ort_gpu_reasons(provider: str, *, gpu_reason: str | None, ort_gpu_version: str | None,
+                    ort_cpu_version: str | None, cuda_python_reason: str | None,
+                    providers: list[str] | None, tensorrt_present: bool | None = None) -> list[str]:
+    """Every reason an ORT GPU runtime cannot run, from probes that import no GPU package."""
+    reasons = []
+    if gpu_reason:
+        reasons.append(gpu_reason)
+    if ort_gpu_version is None:
+        if ort_cpu_version:
+            reasons.append("onnxruntime-gpu not installed (the CPU onnxruntime wheel is); make bench EXTRA=gpu installs it")
+        else:
+            reasons.append("onnxruntime-gpu not installed; make bench EXTRA=gpu installs it")
+    elif ort_cpu_version:
+        reasons.append(f"both onnxruntime {ort_cpu_version} and onnxruntime-gpu {ort_gpu_version} are installed: "
+                       "`import onnxruntime` may load the CPU build; python scripts/ensure_one_onnxruntime.py --after gpu")
+    elif providers is not None and provider not in providers:
+        reasons.append(f"{provider} missing from onnxruntime providers [{', '.join(providers)}]")
+    if cuda_python_reason:
+        reasons.append(cuda_python_reason)
+    if tensorrt_present is False:
+        reasons.append("tensorrt not installed (the TensorRT EP loads its libraries); make bench EXTRA=gpu installs it")
+    return reasons
+
+
+# --------------------------------------------------------------------------- session
+
+
+class IoBindingSession(Session):
+    """One ORT GPU session at one batch size, driven through IOBinding on our stream."""
+
+    timer_kind = "cuda-event"
+
+    def __init__(self, ort_session, request: LoadRequest, settings: dict[str, Any], stream,
+                 device_id: int = 0, graph_id: int | None = None):
+        from bench.measure.cuda_timer import StageMarks
+        from bench.runtimes.cuda import PinnedBuffer, import_cudart
+
+        ort = import_onnxruntime()
+        self._session = ort_session
+        self._settings = settings
+        self._stream = stream
+        self._cudart = import_cudart()
+        self._marks = StageMarks()
+        self._shape = tuple(request.input_shape)
+        self._in_dtype = ort_type_to_numpy(ort_session.get_inputs()[0].type)
+        self._device_in = ort.OrtValue.ortvalue_from_shape_and_type(list(self._shape), self._in_dtype, "cuda", device_id)
+        self._host_in = PinnedBuffer(self._shape, self._in_dtype)
+        self._in_bytes = self._host_in.nbytes
+        self._io = ort_session.io_binding()
+        self._io.bind_ortvalue_input(request.input_name, self._device_in)
+        self._run_options = ort.RunOptions()
+        if graph_id is not None:
+            self._run_options.add_run_config_entry("gpu_graph_id", str(graph_id))
+        self._outputs = self._bind_outputs(ort, device_id, graph_id is not None)
+        self._staged: dict[int, tuple[np.ndarray, Any]] = {}
+        # Without our stream inside ORT the copy must finish before ORT's stream reads the input.
+        self._sync_after_h2d = not settings.get("shares_stream", False)
+
+    def _bind_outputs(self, ort, device_id: int, graph: bool) -> list[tuple[Any, Any, int]]:
+        """Learn output shapes from one uncaptured run, then bind fixed device outputs."""
+        from bench.runtimes.cuda import PinnedBuffer
+
+        names = [o.name for o in self._session.get_outputs()]
+        probe = ort.RunOptions()
+        if graph:
+            probe.add_run_config_entry("gpu_graph_id", GRAPH_ID_SKIP)
+        for name in names:
+            self._io.bind_output(name, "cuda", device_id)
+        self._session.run_with_iobinding(self._io, probe)
+        learned = [(tuple(v.shape()), ort_type_to_numpy(v.data_type())) for v in self._io.get_outputs()]
+        self._io.clear_binding_outputs()
+        outputs = []
+        for name, (shape, dtype) in zip(names, learned):
+            device = ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, "cuda", device_id)
+            self._io.bind_ortvalue_output(name, device)
+            host = PinnedBuffer(shape, dtype)
+            outputs.append((device, host, host.nbytes))
+        return outputs
+
+    # -- staging (outside any timed loop)
+    def _pinned_copy(self, x: np.ndarray):
+        key = id(x)
+        if key not in self._staged:
+            from bench.runtimes.cuda import PinnedBuffer
+
+            pinned = PinnedBuffer(self._shape, self._in_dtype)
+            np.copyto(pinned.array, x.reshape(self._shape), casting="same_kind")
+            self._staged[key] = (x, pinned)  # keep x alive so its id is not reused
+        return self._staged[key][1]
+
+    def _h2d(self, src_ptr: int) -> None:
+        from bench.runtimes.cuda import copy_h2d_async
+
+        copy_h2d_async(self._device_in.data_ptr(), src_ptr, self._in_bytes, self._stream, self._cudart)
+        if self._sync_after_h2d:
+            self._stream.synchronize()
+
+    def _d2h(self) -> None:
+        from bench.runtimes.cuda import copy_d2h_async
+
+        for device, host, nbytes in self._outputs:
+            copy_d2h_async(host.ptr, device.data_ptr(), nbytes, self._stream, self._cudart)
+
+    # -- Session
+    def infer(self, x: np.ndarray) -> list[np.ndarray]:
+        np.copyto(self._host_in.array, x.reshape(self._shape), casting="same_kind")
+        self._h2d(self._host_in.ptr)
+        self._session.run_with_iobinding(self._io, self._run_options)
+        self._d2h()
+        self._stream.synchronize()
+        return [host.array.copy() for _, host, _ in self._outputs]
+
+    def make_timer(self):
+        from bench.measure.cuda_timer import CudaEventTimer
+
+        return CudaEventTimer(self._stream)
+
+    def run_window(self, inputs: list[np.ndarray], iterations: int) -> Window:
+        staged = [self._pinned_copy(x) for x in inputs]
+        self._marks.reserve(iterations)
+        marks, stream, run, io, options = self._marks, self._stream, self._session.run_with_iobinding, self._io, self._run_options
+        n = len(staged)
+        t0 = time.perf_counter_ns()
+        for i in range(iterations):
+            events = marks.events(i)
+            events[0].record(stream)
+            self._h2d(staged[i % n].ptr)
+            events[1].record(stream)
+            run(io, options)
+            events[2].record(stream)
+            self._d2h()
+            events[3].record(stream)
+        stream.synchronize()
+        wall = time.perf_counter_ns() - t0
+        latencies, series = marks.collect(iterations)
+        return Window(wall_ns=wall, latencies_ns=latencies, iterations=iterations, extra_ns=series,
+                      compute_only_wall_ns=self._compute_only(iterations))
+
+    def _compute_only(self, iterations: int) -> int:
+        """The same iterations with input and output left on the device."""
+        run, io, options = self._session.run_with_iobinding, self._io, self._run_options
+        t0 = time.perf_counter_ns()
+        for _ in range(iterations):
+            run(io, options)
+        self._stream.synchronize()
+        return time.perf_counter_ns() - t0
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self._settings)
+
+    def describe_extra(self, extra: dict[str, Any]) -> None:
+        self._settings.update(extra)
+
+    def effective_precision(self) -> str | None:
+        return self._settings.get("precision_effective")
+
+    def close(self) -> None:
+        for _, pinned in self._staged.values():
+            pinned.close()
+        self._staged = {}
+        for _, host, _ in self._outputs:
+            host.close()
+        self._host_in.close()
+        self._marks.close()
+        self._io = None
+        self._session = None
+        self._stream.close()
+
+
+# --------------------------------------------------------------------------- runtimes
+
+
+class _OrtGpuRuntime(OrtRuntime):
+    device = "gpu"
+    precisions = ("fp32", "fp16", "int8")
+    needs_tensorrt = False
+
+    def available(self) -> tuple[bool, str]:
+        from bench.runtimes.cuda import cuda_python_reason, dist_version, module_present, nvidia_gpu_reason
+
+        gpu_version = dist_version("onnxruntime-gpu")
+        cpu_version = dist_version("onnxruntime")
+        providers = None
+        if gpu_version and not cpu_version:
+            try:
+                providers = list(import_onnxruntime().get_available_providers())
+            except ImportError as exc:
+                return False, f"onnxruntime-gpu {gpu_version} is installed but does not import ({exc})"
+        reasons = ort_gpu_reasons(
+            self.provider, gpu_reason=nvidia_gpu_reason(), ort_gpu_version=gpu_version, ort_cpu_version=cpu_version,
+            cuda_python_reason=cuda_python_reason(), providers=providers,
+            tensorrt_present=module_present("tensorrt") if self.needs_tensorrt else None)
+        return (not reasons), "; ".join(reasons)
+
+    def versions(self) -> dict[str, str]:
+        from bench.runtimes.cuda import CUDA_PYTHON_DISTS, dist_version
+
+        found = {"onnxruntime-gpu": dist_version("onnxruntime-gpu"), "cuda-python": dist_version(*CUDA_PYTHON_DISTS)}
+        if self.needs_tensorrt:
+            found["tensorrt"] = dist_version(*TRT_DISTS)
+        return {k: v for k, v in found.items() if v}
+
+    # -- provider options
+    def device_id(self, request: LoadRequest) -> int:
+        return int(request.options.get("device_id", 0))
+
+    def cuda_options(self, request: LoadRequest, stream) -> dict[str, str]:
+        algo = str(request.options.get("cudnn_conv_algo_search", "EXHAUSTIVE")).upper()
+        if algo not in ALGO_SEARCH:
+            raise ValueError(f"cudnn_conv_algo_search '{algo}': use one of {', '.join(ALGO_SEARCH)}")
+        # Strict FP32 unless asked: TF32 changes FP32 results and speed (ORT's default is on).
+        tf32 = bool(request.options.get("use_tf32", request.precision != "fp32"))
+        return {
+            "device_id": str(self.device_id(request)),
+            "cudnn_conv_algo_search": algo,
+            "use_tf32": "1" if tf32 else "0",
+            "do_copy_in_default_stream": "1",
+            "enable_cuda_graph": "1" if self.cuda_graph(request) else "0",
+            "user_compute_stream": str(stream.handle),
+        }
+
+    def cuda_graph(self, request: LoadRequest) -> bool:
+        return bool(request.options.get("cuda_graph", False))
+
+    def gpu_providers(self, request: LoadRequest, stream, cache_path: str | None) -> list:
+        return [(self.provider, self.cuda_options(request, stream))]
+
+    # -- loading
+    def create_session(self, request: LoadRequest, model_bytes: bytes, stream, cache_path: str | None):
+        ort = import_onnxruntime()
+        options = self.session_options(request)
+        session = ort.InferenceSession(model_bytes, sess_options=options,
+                                       providers=self.gpu_providers(request, stream, cache_path))
+        active = session.get_providers()
+        if self.provider not in active:
+            raise RuntimeError(f"{self.provider} did not load (session runs on {', '.join(active)}); "
+                               f"{self._load_hint()}")
+        return session, options
+
+    def _load_hint(self) -> str:
+        return "check the CUDA and cuDNN libraries onnxruntime-gpu needs (python -c 'import onnxruntime; onnxruntime.preload_dlls()')"
+
+    def _prepare(self) -> None:
+        ort = import_onnxruntime()
+        preload = getattr(ort, "preload_dlls", None)
+        if preload is not None:  # CUDA / cuDNN from the nvidia-* wheels, when that is how they came
+            try:
+                preload()
+            except Exception:
+                pass
+
+    def load(self, request: LoadRequest) -> tuple[Session, ColdStart]:
+        from bench.runtimes.cuda import Stream
+
+        self._prepare()
+        stream = Stream()
+        try:
+            return self.load_on(request, stream)
+        except BaseException:
+            stream.close()
+            raise
+
+    def load_on(self, request: LoadRequest, stream) -> tuple[Session, ColdStart]:
+        session, cold = self.timed_load(request, stream, cache_path=None)
+        return session, cold
+
+    def timed_load(self, request: LoadRequest, stream, cache_path: str | None) -> tuple[Session, ColdStart]:
+        t0 = time.perf_counter()
+        model_bytes = Path(request.model_path).read_bytes()
+        t1 = time.perf_counter()
+        ort_session, options = self.create_session(request, model_bytes, stream, cache_path)
+        t2 = time.perf_counter()
+        settings = self.gpu_settings(ort_session, options, request, cache_path)
+        graph_id = graph_id_for(request.input_shape[0]) if self.cuda_graph(request) and self.provider == "CUDAExecutionProvider" else None
+        session = IoBindingSession(ort_session, request, settings, stream, self.device_id(request), graph_id)
+        x = np.zeros(request.input_shape, dtype=np.float32)
+        t3 = time.perf_counter()
+        session.infer(x)
+        t4 = time.perf_counter()
+        return session, ColdStart(read_ms=(t1 - t0) * 1e3, compile_ms=(t2 - t1) * 1e3, first_infer_ms=(t4 - t3) * 1e3)
+
+    def gpu_settings(self, ort_session, options, request: LoadRequest, cache_path: str | None) -> dict[str, Any]:
+        settings = self.describe_session(ort_session, options, request)
+        effective = ort_session.get_provider_options()
+        cuda = effective.get("CUDAExecutionProvider", {})
+        mine = effective.get(self.provider, {})
+        stream_value = mine.get("user_compute_stream", "0")
+        settings.update({
+            "cudnn_conv_algo_search": cuda.get("cudnn_conv_algo_search"),
+            "use_tf32": cuda.get("use_tf32"),
+            "cuda_graph": self.cuda_graph(request),
+            "graph_id": graph_id_for(request.input_shape[0]) if self.cuda_graph(request) else None,
+            "shares_stream": stream_value not in ("", "0", None),
+            "io": "IOBinding: pinned host -> device OrtValue; outputs bound on the device",
+            "fps": "end-to-end (H2D + compute + D2H per iteration); fps_compute: device-resident input and output",
+        })
+        return settings
+
+
+class OrtCudaRuntime(_OrtGpuRuntime):
+    name = "ort-cuda"
+    provider = "CUDAExecutionProvider"
+
+
+class OrtTrtRuntime(_OrtGpuRuntime):
+    name = "ort-trt"
+    provider = "TensorrtExecutionProvider"
+    needs_tensorrt = True
+
+    def _prepare(self) -> None:
+        super()._prepare()
+        # Importing tensorrt loads libnvinfer from its wheel, where the EP's dlopen then finds it.
+        try:
+            import tensorrt  # noqa: F401
+        except ImportError:
+            pass
+
+    def _load_hint(self) -> str:
+        from bench.runtimes.cuda import dist_version
+
+        return (f"onnxruntime-gpu {dist_version('onnxruntime-gpu')} needs the TensorRT major version it was built "
+                f"with; installed tensorrt {dist_version(*TRT_DISTS)}")
+
+    def trt_version(self) -> str | None:
+        from bench.runtimes.cuda import dist_version
+
+        return dist_version(*TRT_DISTS)
+
+    def profile(self, request: LoadRequest):
+        from bench.runtimes.gpu_cache import DEFAULT_MAX_BATCH, profile_shapes
+
+        return profile_shapes(request.input_shape, str(request.options.get("profile", "range")),
+                              int(request.options.get("profile_max_batch", DEFAULT_MAX_BATCH)))
+
+    def trt_options(self, request: LoadRequest, stream, cache_path: str | None) -> dict[str, str]:
+        from bench.runtimes.gpu_cache import ort_profile_options
+
+        options = {
+            "device_id": str(self.device_id(request)),
+            "trt_builder_optimization_level": str(int(request.options.get("builder_optimization_level", 3))),
+            "trt_cuda_graph_enable": _flag(self.cuda_graph(request)),
+            "user_compute_stream": str(stream.handle),
+            **ort_profile_options(request.input_name, self.profile(request)),
+        }
+        if "workspace_mb" in request.options:
+            options["trt_max_workspace_size"] = str(int(request.options["workspace_mb"]) * 2**20)
+        if cache_path:
+            options.update({"trt_engine_cache_enable": "True", "trt_engine_cache_path": cache_path,
+                            "trt_timing_cache_enable": "True", "trt_timing_cache_path": cache_path})
+        # TensorRT 11 has no FP16/INT8 builder flags: precision comes from the ONNX artifact.
+        if (_major(self.trt_version()) or 11) < 11:
+            options["trt_fp16_enable"] = _flag(request.precision in ("fp16", "int8"))
+            options["trt_int8_enable"] = _flag(request.precision == "int8")
+        return options
+
+    def gpu_providers(self, request: LoadRequest, stream, cache_path: str | None) -> list:
+        cuda = self.cuda_options(request, stream)
+        cuda["enable_cuda_graph"] = "0"  # graphs, if any, belong to the TensorRT EP here
+        return [(self.provider, self.trt_options(request, stream, cache_path)), ("CUDAExecutionProvider", cuda)]
+
+    def cache_key(self, request: LoadRequest):
+        from bench.models.info import sha256_file
+        from bench.runtimes.cuda import device_identity
+        from bench.runtimes.gpu_cache import CacheKey, build_options
+
+        identity = device_identity(self.device_id(request))
+        return CacheKey(
+            runtime=self.name, model_sha256=sha256_file(request.model_path), precision=request.precision,
+            profile=self.profile(request), gpu=identity.label, trt_version=str(self.trt_version()),
+            ort_version=import_onnxruntime().__version__, cuda_runtime=identity.cuda_runtime,
+            build=build_options({"opt_level": request.options.get("builder_optimization_level", 3),
+                                 "workspace_mb": request.options.get("workspace_mb")}),
+        )
+
+    def load_on(self, request: LoadRequest, stream) -> tuple[Session, ColdStart]:
+        from bench.runtimes.gpu_cache import cache_folder, cache_root, cached_files, replace_payload
+
+        mode = str(request.options.get("cold_start", "both"))
+        if mode not in COLD_START_MODES:
+            raise ValueError(f"cold_start '{mode}': use one of {', '.join(COLD_START_MODES)}")
+        folder = cache_folder(cache_root(request.cache_dir), self.cache_key(request))
+        if mode == "warm":
+            hit = bool(cached_files(folder))
+            session, cold = self.timed_load(request, stream, str(folder))
+            cold.warm_cache_total_ms = cold.total_ms if hit else None
+            session.describe_extra({"engine_cache": str(folder), "cold_start": "warm" if hit else "empty (first build)"})
+            return session, cold
+        empty = Path(tempfile.mkdtemp(prefix=".empty-", dir=folder.parent))
+        try:
+            session, cold = self.timed_load(request, stream, str(empty))
+            replace_payload(folder, empty)
+        finally:
+            shutil.rmtree(empty, ignore_errors=True)
+        probe = warm_probe(request, str(folder))
+        cold.warm_cache_total_ms = probe.get("total_ms")
+        session.describe_extra({"engine_cache": str(folder), "cold_start": "empty caches; warm figure from a fresh process",
+                                "warm_probe": probe.get("note")})
+        return session, cold
+
+
+# --------------------------------------------------------------------------- warm-cache probe
+
+
+def engine_files(folder: str) -> dict[str, int]:
+    """Engine files (name -> mtime) in a cache folder; a changed set means the engine was rebuilt.
+
+    Only engines count: the EP may rewrite its timing cache on a hit.
+    """
+    from bench.runtimes.gpu_cache import cached_files
+
+    files = cached_files(folder)
+    engines = [p for p in files if p.suffix == ".engine"] or files
+    return {p.name: p.stat().st_mtime_ns for p in engines}
+
+
+def warm_probe(request: LoadRequest, cache_path: str) -> dict[str, Any]:
+    """Session creation + first inference in a fresh process with the caches in `cache_path`."""
+    payload = json.dumps({"model_path": request.model_path, "input_name": request.input_name,
+                          "input_shape": list(request.input_shape), "precision": request.precision,
+                          "options": request.options, "cache_dir": request.cache_dir, "cache_path": cache_path})
+    before = engine_files(cache_path)
+    try:
+        done = subprocess.run([sys.executable, "-m", "bench.runtimes.ort_gpu", "warm-probe", payload],
+                              capture_output=True, text=True, timeout=WARM_PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {"total_ms": None, "note": f"warm-cache probe exceeded {WARM_PROBE_TIMEOUT_S} s"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"total_ms": None, "note": f"warm-cache probe failed: {tail}"}
+    result = json.loads(lines[-1])
+    rebuilt = engine_files(cache_path) != before
+    result["note"] = ("cache miss: the probe wrote new engine files" if rebuilt else "cache hit")
+    if rebuilt:
+        result["total_ms"] = None  # a rebuild is not a warm-cache cold start
+    return result
+
+
+def _warm_probe_main(payload: str) -> int:
+    data = json.loads(payload)
+    cache_path = data.pop("cache_path")
+    request = LoadRequest(**{**data, "input_shape": tuple(data["input_shape"])})
+    runtime = OrtTrtRuntime()
+    runtime._prepare()
+    from bench.runtimes.cuda import Stream
+
+    stream = Stream()
+    t0 = time.perf_counter()
+    model_bytes = Path(request.model_path).read_bytes()
+    session, _ = runtime.create_session(request, model_bytes, stream, cache_path)
+    t1 = time.perf_counter()
+    session.run(None, {request.input_name: np.zeros(request.input_shape, dtype=np.float32)})
+    t2 = time.perf_counter()
+    print(json.dumps({"compile_ms": (t1 - t0) * 1e3, "first_infer_ms": (t2 - t1) * 1e3, "total_ms": (t2 - t0) * 1e3}))
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "warm-probe":
+        sys.exit(_warm_probe_main(sys.argv[2]))
+    print("usage: python -m bench.runtimes.ort_gpu warm-probe JSON", file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,122 @@
+"""Side by side: facebench's native TensorRT loop against a bare execute_async_v3 loop.
+
+Same engine, same context, same device and pinned buffers, same stream. For each
+batch the two loops alternate (harness, bare, harness, bare, ...) and the median
+frames/s of each is compared:
+
+- compute-only: TensorRtSession.compute_only_wall_ns vs `for _: execute_async_v3(stream)`;
+- end-to-end: TensorRtSession.run_window (events around H2D, compute, D2H) vs a bare
+  `memcpyAsync H2D; execute_async_v3; memcpyAsync D2H` loop without events.
+
+The gate (issue 5): harness frames/s within --tolerance (3%) of the bare loop, for both.
+Exit status 1 when a batch misses it. Needs an NVIDIA GPU, tensorrt and cuda-python.
+
+    python scripts/bench_trt_vs_bare.py --model arcface_mbf --batches 1,8,32
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.measure.protocol import make_inputs  # noqa: E402
+from bench.models import zoo  # noqa: E402
+from bench.runtimes.base import LoadRequest  # noqa: E402
+from bench.runtimes.cuda import copy_d2h_async, copy_h2d_async, import_cudart  # noqa: E402
+from bench.runtimes.tensorrt import TensorRtRuntime  # noqa: E402
+from bench.suite import parse_model_arg  # noqa: E402
+
+
+def bare_compute_fps(parts, iterations: int, batch: int) -> float:
+    context, stream = parts.context, parts.stream
+    handle = stream.handle
+    t0 = time.perf_counter_ns()
+    for _ in range(iterations):
+        context.execute_async_v3(handle)
+    stream.synchronize()
+    return batch * iterations / ((time.perf_counter_ns() - t0) / 1e9)
+
+
+def bare_end_to_end_fps(parts, host_ptr: int, iterations: int, batch: int) -> float:
+    cudart = import_cudart()
+    context, stream = parts.context, parts.stream
+    handle = stream.handle
+    t0 = time.perf_counter_ns()
+    for _ in range(iterations):
+        copy_h2d_async(parts.input_device_ptr, host_ptr, parts.input_nbytes, stream, cudart)
+        context.execute_async_v3(handle)
+        for device_ptr, out_host_ptr, nbytes in parts.outputs:
+            copy_d2h_async(out_host_ptr, device_ptr, nbytes, stream, cudart)
+    stream.synchronize()
+    return batch * iterations / ((time.perf_counter_ns() - t0) / 1e9)
+
+
+def iterations_for(session, inputs, batch: int, seconds: float) -> int:
+    window = session.run_window(inputs, 20)
+    per_iteration_s = window.wall_ns / 1e9 / window.iterations
+    return max(20, int(seconds / max(per_iteration_s, 1e-7)))
+
+
+def compare_batch(model: str, batch: int, precision: str, repeats: int, seconds: float, options: dict) -> dict:
+    info = zoo.resolve(parse_model_arg(model))
+    shape = info.input_shape(batch)
+    request = LoadRequest(model_path=info.path, input_name=info.input_name, input_shape=shape,
+                          precision=precision, options=options, cache_dir=str(zoo.cache_dir()))
+    session, _ = TensorRtRuntime().load(request)
+    try:
+        inputs = make_inputs(shape, 4, 0, info.mean, info.std)
+        n = iterations_for(session, inputs, batch, seconds)
+        parts = session.parts()
+        host_ptr = session._pinned_copy(inputs[0]).ptr  # the same pinned input the harness uses
+        harness_e2e, harness_compute, bare_e2e, bare_compute = [], [], [], []
+        for _ in range(repeats):
+            window = session.run_window(inputs, n)
+            harness_e2e.append(batch * n / (window.wall_ns / 1e9))
+            harness_compute.append(batch * n / (window.compute_only_wall_ns / 1e9))
+            bare_e2e.append(bare_end_to_end_fps(parts, host_ptr, n, batch))
+            bare_compute.append(bare_compute_fps(parts, n, batch))
+        med = statistics.median
+        return {"batch": batch, "iterations": n,
+                "harness_compute": med(harness_compute), "bare_compute": med(bare_compute),
+                "harness_e2e": med(harness_e2e), "bare_e2e": med(bare_e2e)}
+    finally:
+        session.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="arcface_mbf", help="built-in name (scrfd_10g@320) or .onnx path")
+    parser.add_argument("--batches", default="1,8,32")
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--repeats", type=int, default=7, help="alternating harness/bare rounds per batch")
+    parser.add_argument("--seconds", type=float, default=1.0, help="length of each loop")
+    parser.add_argument("--tolerance", type=float, default=3.0, help="allowed shortfall in percent")
+    args = parser.parse_args()
+    ok, reason = TensorRtRuntime().available()
+    if not ok:
+        print(f"trt unavailable: {reason}", file=sys.stderr)
+        return 2
+    options = {"cuda_graph": False, "cold_start": "warm"}  # like for like: both loops call execute_async_v3
+    failed = False
+    print(f"{'batch':>5} {'iters':>7} {'compute fps':>12} {'bare':>12} {'ratio':>7} "
+          f"{'e2e fps':>12} {'bare e2e':>12} {'ratio':>7}")
+    for batch in (int(b) for b in args.batches.split(",")):
+        r = compare_batch(args.model, batch, args.precision, args.repeats, args.seconds, options)
+        compute_ratio = r["harness_compute"] / r["bare_compute"]
+        e2e_ratio = r["harness_e2e"] / r["bare_e2e"]
+        limit = 1 - args.tolerance / 100
+        miss = compute_ratio < limit or e2e_ratio < limit
+        failed |= miss
+        print(f"{batch:>5} {r['iterations']:>7} {r['harness_compute']:>12.1f} {r['bare_compute']:>12.1f} "
+              f"{compute_ratio:>7.3f} {r['harness_e2e']:>12.1f} {r['bare_e2e']:>12.1f} {e2e_ratio:>7.3f}"
+              f"{'  MISS' if miss else ''}")
+    print(f"gate: harness within {args.tolerance:g}% of the bare loop: {'FAILED' if failed else 'passed'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

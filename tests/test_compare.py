@@ -1,0 +1,403 @@
+"""compare, the regression gate, plots and the Markdown report, on real result files.
+
+One real quick-suite run (ort-cpu, batches 1 and 2) per module; slower copies and other
+machines are derived from its rows through the store API and written as real Parquet files.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bench import cli, store
+from bench.errors import UserError
+from bench.report import commands, compare
+from bench.report.plots import PIXELS
+
+REPO = Path(__file__).resolve().parents[1]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory) -> Path:
+    """A results file from a real sweep of the quick suite."""
+    out = tmp_path_factory.mktemp("measured")
+    with pytest.MonkeyPatch.context() as patch:  # module scope: conftest's per-test cache is not set yet
+        patch.setenv("FACEBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "facebench-cache"))
+        code = cli.main(["run", str(REPO / "suites" / "quick.toml"), "--runtimes", "ort-cpu",
+                         "--batches", "1,2", "--out", str(out / "base.parquet")])
+    assert code == 0
+    rows = store.read_rows(out / "base.parquet")
+    assert [r["status"] for r in rows] == ["ok"] * 4
+    return out / "base.parquet"
+
+
+def base_rows(path: Path) -> list[dict]:
+    return store.read_rows(path)
+
+
+def scaled(rows: list[dict], factor, **changes) -> list[dict]:
+    """Copies of rows as if each ran `factor(row)` times as fast: fps up, times down, consistently."""
+    out = []
+    for row in rows:
+        f = factor(row) if callable(factor) else factor
+        row = {**row, **changes}
+        for column in ("fps", "gflops_achieved"):
+            row[column] = row[column] * f if row[column] is not None else None
+        for column in ("ms_per_frame", "lat_mean_ms", "lat_p50_ms", "lat_p90_ms", "lat_p95_ms", "lat_p99_ms",
+                       "lat_min_ms", "lat_max_ms"):
+            row[column] = row[column] / f if row[column] is not None else None
+        out.append(row)
+    return out
+
+
+def write(path: Path, rows: list[dict]) -> str:
+    store.write_rows(path, rows)
+    return str(path)
+
+
+def point_key(row) -> tuple:
+    return row["model"], row["runtime"], row["precision"], row["batch"]
+
+
+def cells_by_key(comparison) -> dict[tuple, dict]:
+    return {(m.model, p.labels["runtime"], p.labels["precision"], p.labels["batch"]): p.cells
+            for m in comparison.models for p in m.points}
+
+
+@pytest.fixture
+def slow_copy(measured, tmp_path) -> str:
+    return write(tmp_path / "slow.parquet", scaled(base_rows(measured), 0.5, run_id="slow-run"))
+
+
+# --- matching and ratios ---------------------------------------------------------------------
+
+def test_compare_matches_points_and_computes_ratios(measured, slow_copy):
+    results = commands.load_inputs([slow_copy], str(measured))
+    comparison = compare.build_comparison(results, "fps", None, str(measured))
+    assert comparison.by == "run" and comparison.baseline == "base" and comparison.groups == ["base", "slow"]
+    cells = cells_by_key(comparison)
+    rows = base_rows(measured)
+    assert set(cells) == {point_key(r) for r in rows}
+    assert comparison.comparable_points == len(rows) == 4
+    for row in rows:
+        base, slow = cells[point_key(row)]["base"], cells[point_key(row)]["slow"]
+        assert base.value == pytest.approx(row["fps"]) and base.ratio == 1.0
+        assert slow.ratio == pytest.approx(0.5)
+        assert slow.spread_pct == pytest.approx(row["window_spread_pct"])
+        assert not slow.best
+        assert base.best == base.trustworthy  # the faster cell is best unless its number is marked
+
+
+def test_lower_is_better_metrics(measured, slow_copy):
+    results = commands.load_inputs([slow_copy], str(measured))
+    for metric in ("ms_per_frame", "p99"):
+        comparison = compare.build_comparison(results, metric, None, str(measured))
+        for cells in cells_by_key(comparison).values():
+            assert cells["slow"].ratio == pytest.approx(2.0)
+            assert cells["slow"].best is False
+        gate = compare.regression_gate(comparison, 5.0)
+        assert gate.checked == 4
+        assert all(f.slower_pct == pytest.approx(100.0) for f in gate.regressions + gate.within_noise)
+
+
+def test_only_same_model_file_precision_and_batch_are_matched(measured, tmp_path):
+    rows = base_rows(measured)
+    other = scaled(rows, 1.0, run_id="other")
+    other[0]["model_sha256"] = "f" * 64  # a different file under the same name
+    other[1]["precision"] = "fp16"
+    other[2]["batch"] = 8
+    path = write(tmp_path / "other.parquet", other)
+    comparison = compare.build_comparison(commands.load_inputs([path], str(measured)), "fps", None, str(measured))
+    comparable = {k for k, cells in cells_by_key(comparison).items() if len(cells) == 2}
+    assert comparable == {point_key(rows[3])}
+    assert any("different model files" in note for note in comparison.notes)
+
+
+def test_by_machine_default_and_baseline_by_host(measured, tmp_path):
+    other = scaled(base_rows(measured), 1.25, host="gpu-box", machine_id="feedfacecafe", gpu_driver="550.54")
+    path = write(tmp_path / "gpu-box.parquet", other)
+    results = compare.load_results([str(measured), path])
+    comparison = compare.build_comparison(results, "fps", None, "gpu-box")
+    host = base_rows(measured)[0]["host"]
+    assert comparison.by == "machine" and comparison.groups == ["gpu-box", host]
+    for cells in cells_by_key(comparison).values():
+        assert cells[host].ratio == pytest.approx(0.8)
+    assert {d.name: d.values for d in comparison.differences}["GPU driver"] == {"gpu-box": "550.54", host: "-"}
+
+
+def test_environment_differences_list_only_what_differs(measured, tmp_path):
+    rows = base_rows(measured)
+    packages = json.loads(rows[0]["packages_json"])
+    packages["onnxruntime"] = "0.0.1"
+    changed = []
+    for row in rows:
+        options = json.loads(row["runtime_options_json"])
+        options["intra_op_threads"] = 1
+        changed.append({**row, "packages_json": json.dumps(packages), "threads": 1,
+                        "runtime_options_json": json.dumps(options), "gpu_sm_clock_mean_mhz": 1410.0})
+    path = write(tmp_path / "threads1.parquet", changed)
+    comparison = compare.build_comparison(commands.load_inputs([path], str(measured)), "fps", None, str(measured))
+    differences = {d.name: d.values for d in comparison.differences}
+    assert differences["package onnxruntime"]["threads1"] == "0.0.1"
+    assert differences["ort-cpu threads"] == {"base": "-", "threads1": "1"}
+    assert differences["ort-cpu option intra_op_threads"]["threads1"] == "1"
+    assert differences["GPU SM clock mean MHz"] == {"base": "-", "threads1": "~1400"}
+    assert "CPU" not in differences and "package numpy" not in differences
+
+
+def test_marked_points_are_flagged_not_silently_compared(measured, tmp_path):
+    rows = scaled(base_rows(measured), 2.0, run_id="marked", verdict="VALID")
+    rows[0].update(contamination_checked=True, contamination_passed=False)
+    rows[1].update(parity_checked=True, parity_passed=False)
+    rows[2].update(verdict="UNSTABLE")
+    rows[3].update(status="failed", reason="worker died")
+    path = write(tmp_path / "marked.parquet", rows)
+    comparison = compare.build_comparison(commands.load_inputs([path], str(measured)), "fps", None, str(measured))
+    cells = cells_by_key(comparison)
+    marked = [cells[point_key(r)]["marked"] for r in rows]
+    assert [c.marks for c in marked] == [("contaminated",), ("parity failed",), ("unstable",), ("failed",)]
+    assert not any(c.best for c in marked)  # 2x faster, yet never the quoted best
+    assert marked[3].value is None
+    gate = compare.regression_gate(comparison, 5.0)
+    assert gate.checked == 1  # only the unstable point is gated
+    assert sorted(line.split(": ", 1)[1] for line in gate.not_checked) == [
+        "new point contaminated", "new point failed", "new point parity failed"]
+
+
+def test_fps_per_watt(measured, tmp_path):
+    rows = base_rows(measured)
+    powered = [{**r, "gpu_power_mean_w": 100.0, "device": "cuda"} for r in rows]
+    half = [{**r, "gpu_power_mean_w": 200.0, "device": "cuda", "run_id": "hot"} for r in rows]
+    a, b = write(tmp_path / "cool.parquet", powered), write(tmp_path / "hot.parquet", half)
+    comparison = compare.build_comparison(compare.load_results([a, b]), "fps_per_watt", "run", None)
+    for row in rows:
+        cells = cells_by_key(comparison)[point_key(row)]
+        assert cells["cool"].value == pytest.approx(row["fps"] / 100.0)
+        assert cells["hot"].ratio == pytest.approx(0.5)
+    cpu = compare.build_comparison(compare.load_results([str(measured), a]), "fps_per_watt", "run", None)
+    for cells in cells_by_key(cpu).values():
+        assert cells["base"].value is None and "no power (CPU)" in cells["base"].marks
+
+
+# --- regression gate -------------------------------------------------------------------------
+
+def test_gate_fails_on_slowed_copy_and_names_points(measured, tmp_path, capsys):
+    rows = base_rows(measured)
+    slowed = write(tmp_path / "slowed.parquet", scaled(rows, 0.1, run_id="slowed"))  # 90% slower
+    # Points noisier than the slowdown cannot be judged; on a quiet machine that is none of them.
+    expected = [r for r in rows if 90.0 > compare.combined_noise_pct(r["window_spread_pct"], r["window_spread_pct"])]
+    code = cli.main(["compare", "--baseline", str(measured), slowed, "--fail-if-slower", "5%"])
+    out = capsys.readouterr().out
+    assert code == (1 if expected else 0)
+    assert "4 points checked against base" in out
+    flagged = [line for line in out.splitlines() if line.strip().startswith("slower ")]
+    assert len(flagged) == len(expected)
+    for row in expected:
+        assert any(f"{row['model']} ort-cpu fp32 batch {row['batch']} on slowed" in line and "90.0% slower" in line
+                   for line in flagged)
+
+
+@pytest.mark.parametrize("spread_pct, fails", [(2.0, True), (6.0, False)])
+def test_gate_threshold_and_noise_on_controlled_spreads(measured, tmp_path, capsys, spread_pct, fails):
+    """10% slower, threshold 5%: a regression when the windows agree within 2% (noise 4%), not
+    when they spread 6% (noise 12%)."""
+    rows = [{**r, "window_spread_pct": spread_pct, "verdict": "VALID"} for r in base_rows(measured)]
+    old = write(tmp_path / "old.parquet", rows)
+    new = write(tmp_path / "new.parquet", scaled(rows, 0.9, run_id="new"))
+    code = cli.main(["compare", "--baseline", old, new, "--fail-if-slower", "5%"])
+    out = capsys.readouterr().out
+    assert code == (1 if fails else 0)
+    assert "4 points checked against old" in out
+    assert out.count("10.0% slower") == 4
+    assert ("gate failed" in out) == fails and ("gate passed" in out) != fails
+
+
+def test_gate_uses_combined_noise(measured, tmp_path):
+    """Slower than the threshold but by less than the two points' combined spread: not a regression."""
+    rows = base_rows(measured)
+    within = scaled(rows, lambda r: 1 - r["window_spread_pct"] / 100, run_id="rerun")  # s% slower, noise 2s%
+    path = write(tmp_path / "rerun.parquet", within)
+    comparison = compare.build_comparison(commands.load_inputs([path], str(measured)), "fps", None, str(measured))
+    gate = compare.regression_gate(comparison, 0.1)
+    assert gate.passed and gate.checked == 4
+    assert len(gate.within_noise) == sum(r["window_spread_pct"] > 0.1 for r in rows)
+    for finding in gate.within_noise:
+        assert finding.slower_pct < finding.noise_pct
+
+
+def test_gate_passes_on_rerun_within_noise(measured, tmp_path, capsys):
+    rows = base_rows(measured)
+    rerun = write(tmp_path / "rerun.parquet", scaled(rows, lambda r: 1 - r["window_spread_pct"] / 100, run_id="r2"))
+    assert cli.main(["compare", "--baseline", str(measured), rerun, "--fail-if-slower", "1%"]) == 0
+    assert "gate passed: 4 points checked against base" in capsys.readouterr().out
+    faster = write(tmp_path / "faster.parquet", scaled(rows, 1.3, run_id="r3"))
+    assert cli.main(["compare", "--baseline", str(measured), faster, "--fail-if-slower", "5"]) == 0
+
+
+def test_noise_rule_and_threshold_parsing():
+    assert compare.combined_noise_pct(2.0, 3.5) == 5.5
+    assert compare.parse_threshold("5%") == 5.0 and compare.parse_threshold("2.5") == 2.5
+    for bad in ("abc", "-1%", "150%"):
+        with pytest.raises(UserError, match="--fail-if-slower"):
+            compare.parse_threshold(bad)
+    fps = compare.METRICS["fps"]
+    assert compare.slower_pct(fps, 100.0, 90.0) == pytest.approx(10.0)
+    assert compare.slower_pct(compare.METRICS["p99"], 10.0, 11.0) == pytest.approx(10.0)
+
+
+# --- plots and report ------------------------------------------------------------------------
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_plots_are_valid_pngs_of_the_expected_size(measured, tmp_path, capsys):
+    gpu_rows = [{**r, "gpu_util_mean": 40.0 + r["batch"], "gpu_power_mean_w": 90.0 + r["batch"],
+                 "host": "gpu-box", "machine_id": "feedfacecafe"} for r in base_rows(measured)]
+    other = write(tmp_path / "gpu-box.parquet", gpu_rows)
+    out = tmp_path / "plots"
+    assert cli.main(["plot", str(measured), other, "--out", f"file://{out}"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    for model in ("scrfd_500m-320", "arcface_mbf"):
+        for kind in ("fps-vs-batch", "latency-vs-fps", "cold-start", "gpu"):
+            assert f"{model}-{kind}.png" in names
+    for path in out.iterdir():
+        assert png_size(path.read_bytes()) == PIXELS
+    assert "8 plots written" in capsys.readouterr().out
+
+
+def test_cpu_only_results_have_no_gpu_plot(measured, tmp_path):
+    from bench.report.plots import write_plots
+
+    written = write_plots(compare.load_results([str(measured)]), str(tmp_path / "p"))
+    assert {p.kind for p in written.plots} == {"fps-vs-batch", "latency-vs-fps", "cold-start"}
+
+
+def test_report_contains_environment_tables_best_and_plots(measured, slow_copy, tmp_path):
+    out = tmp_path / "site" / "report.md"
+    assert cli.main(["report", str(measured), slow_copy, "--out", str(out), "--baseline", str(measured)]) == 0
+    text = out.read_text()
+    for heading in ("# facebench report", "## Environment", "## Comparison", "## scrfd_500m@320", "## arcface_mbf"):
+        assert heading in text
+    assert "| runtime | prec | batch | base (baseline) | slow |" in text
+    assert "(0.50x)" in text
+    assert text.count("**Best configuration on base:**") == 2
+    assert "| run | runtime | prec | batch | frames/s |" in text
+    links = [line.split("](", 1)[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
+    assert len(links) == 6 and all((out.parent / link).is_file() for link in links)
+
+
+def test_report_to_uri_without_plots(measured, tmp_path):
+    write(tmp_path / "base.parquet", base_rows(measured))
+    out = tmp_path / "deep" / "r.md"
+    assert cli.main(["report", f"file://{tmp_path}", "--out", f"file://{out}", "--no-plots"]) == 0
+    assert "## scrfd_500m@320" in out.read_text() and not (tmp_path / "deep" / "r-plots").exists()
+
+
+# --- many files, many places -----------------------------------------------------------------
+
+def test_inputs_mix_files_folders_globs_and_uris(measured, tmp_path):
+    folder = tmp_path / "fleet"
+    (folder / "a").mkdir(parents=True)
+    rows = base_rows(measured)
+    store.write_rows(f"file://{folder}/a/one.parquet", rows)  # remote code path: temp key + move
+    write(folder / "two.parquet", rows)
+    (folder / "notes.txt").write_text("not a result")
+    assert not [p for p in folder.rglob(".*")]  # no temporary left behind
+    found = store.find_result_files([str(folder), f"file://{folder}/a/*.parquet", str(folder / "*.parquet"),
+                                     str(measured)])
+    assert [store.location_name(f) for f in found] == ["one.parquet", "two.parquet", "base.parquet"]
+    uri_found = store.find_result_files([f"file://{folder}"])
+    assert all(f.startswith("file://") for f in uri_found) and len(uri_found) == 2
+    table, check = store.read_table(uri_found[0])
+    assert table.num_rows == 4 and check.checksum_ok
+
+
+def test_older_schema_is_upgraded(measured, tmp_path):
+    table = pq.read_table(measured).drop_columns(["gpu_power_mean_w", "faces_per_s"])
+    table = table.replace_schema_metadata({b"facebench.schema_version": b"1"})
+    pq.write_table(table, tmp_path / "old.parquet")
+    upgraded, check = store.read_table(tmp_path / "old.parquet")
+    assert upgraded.schema == store.SCHEMA and upgraded.column("gpu_power_mean_w").null_count == 4
+    assert check.checksum_ok is None
+
+
+# --- bad input: one line, exit status 2 ------------------------------------------------------
+
+def _other_schema(path: Path) -> str:
+    pq.write_table(pa.table({"x": [1, 2]}), path)
+    return str(path)
+
+
+def _newer_schema(path: Path, measured: Path) -> str:
+    table = pq.read_table(measured)
+    pq.write_table(table.replace_schema_metadata({b"facebench.schema_version": b"99"}), path)
+    return str(path)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("not-parquet", "not a readable Parquet file"),
+    ("other-schema", "not a facebench results file"),
+    ("newer-schema", "newer than this facebench"),
+    ("missing", "no such file or folder"),
+    ("empty-folder", "holds no .parquet results files"),
+    ("empty-glob", "pattern matches no files"),
+    ("bad-uri", "cannot open this location"),
+    ("no-comparable", "no comparable points"),
+    ("one-group", "every input is the same"),
+    ("baseline-nothing", "--baseline no-such-run matches no results file"),
+    ("cpu-watts", "fps_per_watt needs GPU power"),
+    ("bad-threshold", "--fail-if-slower"),
+])
+def test_bad_input_is_one_line_and_exit_2(case, message, measured, tmp_path, capsys):
+    base = str(measured)
+    (tmp_path / "empty").mkdir()
+    mismatched = [{**r, "model_sha256": "0" * 64, "run_id": "x"} for r in base_rows(measured)]
+    argv = {
+        "not-parquet": ["compare", base, _text_file(tmp_path / "x.parquet")],
+        "other-schema": ["compare", base, _other_schema(tmp_path / "other.parquet")],
+        "newer-schema": ["compare", base, _newer_schema(tmp_path / "new.parquet", measured)],
+        "missing": ["compare", base, str(tmp_path / "nope.parquet")],
+        "empty-folder": ["compare", base, str(tmp_path / "empty")],
+        "empty-glob": ["compare", base, str(tmp_path / "*.nothing")],
+        "bad-uri": ["compare", base, "nosuchfs://bucket/x.parquet"],
+        "no-comparable": ["compare", base, write(tmp_path / "mismatch.parquet", mismatched)],
+        "one-group": ["compare", base, "--by", "machine"],
+        "baseline-nothing": ["compare", base, write(tmp_path / "copy.parquet", base_rows(measured)),
+                             "--baseline", "no-such-run"],
+        "cpu-watts": ["compare", base, "--metric", "fps_per_watt"],
+        "bad-threshold": ["compare", base, "--fail-if-slower", "fast"],
+    }[case]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
+
+
+def _text_file(path: Path) -> str:
+    path.write_text("runtime,fps\nort-cpu,100\n")
+    return str(path)
+
+
+def test_parser_choices_match_the_comparison_module():
+    assert commands.METRIC_CHOICES == tuple(compare.METRICS)
+    assert commands.BY_CHOICES == compare.BY_CHOICES
+
+
+def test_by_runtime_keeps_runs_apart(measured, tmp_path):
+    rows = base_rows(measured)
+    both = rows + scaled(rows, 2.0, runtime="openvino-cpu")  # a second runtime in the same run
+    first = write(tmp_path / "first.parquet", both)
+    second = write(tmp_path / "second.parquet", scaled(both, 0.5, run_id="second"))
+    comparison = compare.build_comparison(compare.load_results([first, second]), "fps", None, "openvino-cpu")
+    assert comparison.by == "runtime" and comparison.groups == ["openvino-cpu", "ort-cpu"]
+    model = comparison.models[0]
+    assert model.row_dims == ["run", "precision", "batch"]
+    assert {p.labels["run"] for p in model.points} == {"first", "second"}
+    assert all(p.cells["ort-cpu"].ratio == pytest.approx(0.5) for p in model.points)
+    assert not comparison.notes

@@ -1,0 +1,732 @@
+"""GPU runtimes (ort-cuda, ort-trt, trt), CUDA timing and NVML telemetry.
+
+The logic that needs no GPU runs everywhere: cache keys, profile shapes, trtexec's
+warnings from recorded timings, NVML aggregation from recorded samples, availability
+reasons, and the promise that listing runtimes imports no GPU package. Tests marked
+`gpu` need an NVIDIA GPU with the gpu extra and skip with the reason otherwise
+(scripts/gpu_verify.sh runs them in layers).
+"""
+from __future__ import annotations
+
+import ctypes
+import enum
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from bench import store
+from bench.measure import gpu_warnings as gw
+from bench.measure.cuda_timer import STAGES, ms_to_ns, split_stages
+from bench.measure.protocol import MeasureSettings, make_inputs, measure
+from bench.runtimes import cuda, gpu_cache
+from bench.runtimes.base import ColdStart, LoadRequest, Session, Window
+from bench.runtimes.ort_gpu import OrtCudaRuntime, OrtTrtRuntime, graph_id_for, ort_gpu_reasons, ort_type_to_numpy
+from bench.runtimes.registry import RUNTIMES, get_runtime
+from bench.runtimes.tensorrt import (TensorRtRuntime, numpy_dtype, precision_flags, precision_from_inspector,
+                                     trt_major)
+from bench.suite import load_suite
+from bench.telemetry import nvml
+from tests.conftest import REPO
+
+GPU_RUNTIMES = ("ort-cuda", "ort-trt", "trt")
+GPU_PACKAGES = ("tensorrt", "cuda", "pynvml")
+
+
+# ============================================================================ cache keys and profiles
+
+
+def key(**changes) -> gpu_cache.CacheKey:
+    fields = dict(runtime="trt", model_sha256="ab" * 32, precision="fp16",
+                  profile=gpu_cache.profile_shapes((8, 3, 112, 112)), gpu="NVIDIA H100 sm90",
+                  trt_version="11.4.0", ort_version=None, cuda_runtime="13.0",
+                  build=gpu_cache.build_options({"opt_level": 3}))
+    fields.update(changes)
+    return gpu_cache.CacheKey(**fields)
+
+
+def test_cache_key_is_stable_and_names_its_contents():
+    assert key().digest() == key().digest()
+    name = key().folder_name()
+    assert name.startswith("abababababab-fp16-b1-8-64-") and len(name.rsplit("-", 1)[1]) == 16
+
+
+@pytest.mark.parametrize("change", [
+    {"model_sha256": "cd" * 32}, {"precision": "fp32"}, {"gpu": "NVIDIA L4 sm89"}, {"trt_version": "10.16.0"},
+    {"ort_version": "1.31.1"}, {"cuda_runtime": "12.8"}, {"runtime": "ort-trt"},
+    {"profile": gpu_cache.profile_shapes((16, 3, 112, 112))},
+    {"profile": gpu_cache.profile_shapes((8, 3, 112, 112), "per-batch")},
+    {"build": gpu_cache.build_options({"opt_level": 5})},
+])
+def test_every_key_field_changes_the_folder(change):
+    assert key(**change).folder_name() != key().folder_name()
+
+
+def test_cache_folder_records_its_key_and_takes_a_payload(tmp_path):
+    folder = gpu_cache.cache_folder(gpu_cache.cache_root(tmp_path), key())
+    assert folder.parent.name == "trt" and folder.parent.parent.name == "gpu-engines"
+    recorded = json.loads((folder / gpu_cache.KEY_FILE).read_text())
+    assert recorded["trt_version"] == "11.4.0" and recorded["profile"]["opt"] == [8, 3, 112, 112]
+    assert gpu_cache.cached_files(folder) == []
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (staging / "model.engine").write_bytes(b"plan")
+    (staging / "model.timing").write_bytes(b"cache")
+    assert sorted(gpu_cache.replace_payload(folder, staging)) == ["model.engine", "model.timing"]
+    assert [p.name for p in gpu_cache.cached_files(folder)] == ["model.engine", "model.timing"]
+    gpu_cache.write_atomic(folder / "model.engine", b"newer")
+    assert (folder / "model.engine").read_bytes() == b"newer"
+
+
+def test_profile_range_is_min_1_opt_batch_max_64():
+    p = gpu_cache.profile_shapes((8, 3, 640, 640))
+    assert (p.min, p.opt, p.max) == ((1, 3, 640, 640), (8, 3, 640, 640), (64, 3, 640, 640))
+    assert p.label == "1-8-64" and p.contains((64, 3, 640, 640)) and not p.contains((65, 3, 640, 640))
+
+
+def test_profile_per_batch_and_larger_than_max():
+    p = gpu_cache.profile_shapes((4, 3, 112, 112), "per-batch")
+    assert p.min == p.opt == p.max == (4, 3, 112, 112)
+    big = gpu_cache.profile_shapes((128, 3, 112, 112), max_batch=64)  # allow_large_batch suites
+    assert big.max[0] == 128
+    assert gpu_cache.profile_shapes((2, 3, 112, 112), max_batch=16).max[0] == 16
+    with pytest.raises(ValueError, match="range, per-batch"):
+        gpu_cache.profile_shapes((1, 3, 112, 112), "dynamic")
+
+
+def test_ort_profile_options_list_the_input():
+    opts = gpu_cache.ort_profile_options("input.1", gpu_cache.profile_shapes((8, 3, 112, 112)))
+    assert opts == {"trt_profile_min_shapes": "input.1:1x3x112x112",
+                    "trt_profile_opt_shapes": "input.1:8x3x112x112",
+                    "trt_profile_max_shapes": "input.1:64x3x112x112"}
+
+
+# ============================================================================ trtexec warnings
+
+
+def window(h2d, compute, d2h, enqueue=None, iterations=None, compute_only_wall_ns=None) -> Window:
+    n = iterations or len(compute)
+    extra = {"h2d": [ms_to_ns(v) for v in h2d], "compute": [ms_to_ns(v) for v in compute],
+             "d2h": [ms_to_ns(v) for v in d2h]}
+    if enqueue is not None:
+        extra["enqueue"] = [ms_to_ns(v) for v in enqueue]
+    latencies = [a + b + c for a, b, c in zip(extra["h2d"], extra["compute"], extra["d2h"])]
+    return Window(wall_ns=sum(latencies), latencies_ns=latencies, iterations=n, extra_ns=extra,
+                  compute_only_wall_ns=compute_only_wall_ns)
+
+
+def test_quiet_timings_give_no_warning():
+    s = gw.summarise_stages([window([0.1] * 10, [2.0] * 10, [0.05] * 10, enqueue=[0.3] * 10)])
+    assert (s.h2d_ms, s.compute_ms, s.d2h_ms, s.enqueue_ms) == pytest.approx((0.1, 2.0, 0.05, 0.3))
+    assert s.compute_cov_pct == pytest.approx(0.0)
+    assert gw.trtexec_warnings(s) == []
+
+
+def test_enqueue_bound_above_0_8_of_compute_only():
+    at_limit = gw.StageSummary(compute_ms=1.0, enqueue_ms=0.8, compute_cov_pct=0.0)
+    above = gw.StageSummary(compute_ms=1.0, enqueue_ms=0.81, compute_cov_pct=0.0)
+    assert gw.trtexec_warnings(at_limit) == []
+    [warning] = gw.trtexec_warnings(above)
+    assert warning.startswith("enqueue-bound") and "cuda_graph" in warning
+
+
+def test_transfer_bound_when_a_copy_takes_as_long_as_compute():
+    h2d = gw.trtexec_warnings(gw.StageSummary(h2d_ms=1.0, compute_ms=1.0, d2h_ms=0.1, compute_cov_pct=0.0))
+    d2h = gw.trtexec_warnings(gw.StageSummary(h2d_ms=0.1, compute_ms=1.0, d2h_ms=1.5, compute_cov_pct=0.0))
+    assert len(h2d) == 1 and "host-to-device" in h2d[0]
+    assert len(d2h) == 1 and "device-to-host" in d2h[0]
+    assert gw.trtexec_warnings(gw.StageSummary(h2d_ms=0.99, compute_ms=1.0, d2h_ms=0.5)) == []
+
+
+def test_compute_cov_above_2_5_percent_is_unstable():
+    steady = [1.0, 1.02, 0.98, 1.01, 0.99] * 4  # CoV about 1.4 %
+    jumpy = [1.0, 1.2, 0.8, 1.1, 0.9] * 4  # CoV about 14 %
+    assert gw.trtexec_warnings(gw.summarise_stages([window([0.1] * 20, steady, [0.1] * 20)])) == []
+    [warning] = gw.trtexec_warnings(gw.summarise_stages([window([0.1] * 20, jumpy, [0.1] * 20)]))
+    assert warning.startswith("GPU compute time is unstable") and "14.1%" in warning
+    assert gw.cov_pct(jumpy) == pytest.approx(np.std(jumpy) / np.mean(jumpy) * 100)
+
+
+def test_compute_only_fps_needs_every_window():
+    a = window([0.1] * 4, [1.0] * 4, [0.1] * 4, compute_only_wall_ns=4_000_000)
+    b = window([0.1] * 4, [1.0] * 4, [0.1] * 4, compute_only_wall_ns=4_000_000)
+    assert gw.compute_only_fps([a, b], batch=8) == pytest.approx(8 * 8 / 0.008)
+    assert gw.compute_only_fps([a, window([0.1], [1.0], [0.1])], batch=8) is None
+
+
+def test_merge_prefers_the_compute_cov_rule_on_gpu():
+    protocol = ["latency CoV 9.0% > 2.5%: compute time is unstable; locking clocks may help", "did not settle"]
+    gpu = ["GPU compute time is unstable: coefficient of variance 9.0% > 2.5%; ..."]
+    assert gw.merge_warnings(protocol, gpu) == ["did not settle", gpu[0]]
+    assert gw.merge_warnings(protocol, []) == protocol
+
+
+class RecordedGpuSession(Session):
+    """Replays recorded per-iteration GPU timings through the real measurement protocol."""
+
+    timer_kind = "cuda-event"
+
+    def infer(self, x):
+        return [x.sum(axis=(1, 2, 3))]
+
+    def run_window(self, inputs, iterations):
+        compute = [2.0 + 0.001 * (i % 3) for i in range(iterations)]
+        w = window([0.4] * iterations, compute, [2.5] * iterations, enqueue=[1.9] * iterations,
+                   compute_only_wall_ns=ms_to_ns(2.0) * iterations)
+        return w
+
+
+def test_gpu_point_fields_and_row_through_the_store(tmp_path):
+    settings = MeasureSettings(warmup_s=0.0, warmup_min_iterations=2, window_s=0.0, window_min_iterations=20,
+                               stable_windows=3, max_windows=4)
+    inputs = make_inputs((4, 3, 8, 8), 2, 0)
+    m = measure(RecordedGpuSession(), inputs, 4, settings)
+    telemetry = nvml.GpuPointTelemetry(4, None, "no NVIDIA GPU (nvidia-smi not found)")  # as without NVML
+    fields = telemetry.finish(m)
+    assert fields["fps_compute"] == pytest.approx(4 / 0.002)
+    assert m.extra_ms["compute"] == pytest.approx(2.001)
+    joined = "; ".join(m.warnings)
+    assert "enqueue-bound" in joined and "device-to-host" in joined and "no GPU telemetry" in joined
+    from bench.worker import point_row
+    from bench.models.info import ModelInfo
+
+    info = ModelInfo(name="x", path="x.onnx", source="file", sha256="0" * 64, file_bytes=1, family="embedder",
+                     input_name="input", input_dims=[1, 3, 8, 8], input_hw=(8, 8), mean=0.0, std=1.0, params=1,
+                     macs_per_frame=1, op_counts={}, outputs=[], batch_fixed=False, flattened_outputs=False)
+    cold = ColdStart(read_ms=1.0, compile_ms=100.0, first_infer_ms=5.0, warm_cache_total_ms=20.0)
+    row = point_row(info, RecordedGpuSession(), cold, m, {**fields, "gpu_util_mean": 97.0}, {})
+    assert row["cold_warm_cache_total_ms"] == 20.0 and row["cold_total_ms"] == pytest.approx(106.0)
+    assert row["h2d_ms"] == pytest.approx(0.4) and row["d2h_ms"] == pytest.approx(2.5)
+    assert row["enqueue_ms"] == pytest.approx(1.9) and row["timer"] == "cuda-event"
+    path = tmp_path / "gpu.parquet"
+    store.write_rows(path, [{"schema_version": store.SCHEMA_VERSION, "model": "x", **row}])
+    [back] = store.read_rows(path)
+    assert back["fps_compute"] == pytest.approx(2000.0) and back["gpu_util_mean"] == 97.0
+    assert "enqueue-bound" in back["warnings"]
+
+
+# ============================================================================ NVML aggregation
+
+
+def sample(t, util=90.0, mem_util=40.0, used_mb=1000, power_w=250.0, clock=1980.0, temp=60.0, events=0):
+    return nvml.NvmlSample(t_s=t, gpu_util=util, mem_util=mem_util, mem_used_bytes=used_mb * 2**20,
+                           power_mw=power_w * 1000, sm_clock_mhz=clock, temp_c=temp, clock_events=events)
+
+
+def test_aggregate_samples_gives_the_schema_columns():
+    samples = [sample(0.0, util=80, used_mb=900, power_w=200, clock=1900, temp=55),
+               sample(0.1, util=100, used_mb=1500, power_w=300, clock=1980, temp=61, events=0x4),
+               sample(0.2, util=90, used_mb=1200, power_w=250, clock=1950, temp=58, events=0x10)]
+    fields = nvml.aggregate_samples(samples, energy_start_mj=10_000.0, energy_end_mj=10_500.0, frames=1000)
+    assert set(fields) == {c for c in store.COLUMNS if c.startswith("gpu_")} - {"gpu_name", "gpu_driver"}
+    assert fields["gpu_util_mean"] == pytest.approx(90.0)
+    assert fields["gpu_mem_util_mean"] == pytest.approx(40.0)
+    assert fields["gpu_mem_peak_mb"] == pytest.approx(1500.0)
+    assert fields["gpu_power_mean_w"] == pytest.approx(250.0)
+    assert fields["gpu_energy_mj_per_frame"] == pytest.approx(0.5)
+    assert fields["gpu_sm_clock_mean_mhz"] == pytest.approx(1943.33, rel=1e-4)
+    assert fields["gpu_sm_clock_min_mhz"] == 1900
+    assert fields["gpu_temp_max_c"] == 61
+    assert fields["gpu_clock_events"] == "sw_power_cap,sync_boost"
+
+
+def test_aggregate_without_readings_or_frames_is_empty_not_wrong():
+    fields = nvml.aggregate_samples([nvml.NvmlSample(t_s=0.0)], None, None, 100)
+    assert all(v is None for v in fields.values())
+    assert nvml.aggregate_samples([sample(0)], 500.0, 100.0, 10)["gpu_energy_mj_per_frame"] is None  # counter reset
+    assert nvml.aggregate_samples([sample(0)], 0.0, 100.0, 0)["gpu_energy_mj_per_frame"] is None
+
+
+def test_reason_names_cover_every_bit():
+    assert nvml.reason_names(0x1FF) == list(nvml.CLOCK_EVENT_REASONS.values())
+    assert nvml.reason_names(0x1000 | 0x40) == ["hw_thermal", "0x1000"]
+
+
+def test_warnings_for_throttling_and_dropped_clocks():
+    steady = [sample(t / 10, clock=1980) for t in range(5)]
+    assert nvml.nvml_warnings(steady) == []
+    throttled = steady + [sample(0.6, events=0x20 | 0x10)]
+    [warning] = nvml.nvml_warnings(throttled)
+    assert "throttled" in warning and "sw_thermal" in warning and "sync_boost" not in warning
+    dropped = steady + [sample(0.6, clock=1500)]
+    [warning] = nvml.nvml_warnings(dropped)
+    assert "1980 to 1500 MHz" in warning
+    idle_dip = steady + [sample(0.6, clock=300, util=0, events=0x1)]  # idle between windows is no drop
+    assert nvml.nvml_warnings(idle_dip) == []
+
+
+class RecordedNvml:
+    """NVML as a recorded trace: each reading returns the next recorded value (no GPU here)."""
+
+    NVML_CLOCK_SM = 1
+    NVML_TEMPERATURE_GPU = 0
+
+    def __init__(self):
+        self.energy = iter([1_000.0, 1_400.0, 2_000.0, 2_500.0])
+        self.shut = False
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlShutdown(self):
+        self.shut = True
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return f"gpu{index}"
+
+    def nvmlDeviceGetUtilizationRates(self, handle):
+        return SimpleNamespace(gpu=95, memory=30)
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        return SimpleNamespace(used=2 * 2**30, total=80 * 2**30, free=78 * 2**30)
+
+    def nvmlDeviceGetPowerUsage(self, handle):
+        return 300_000
+
+    def nvmlDeviceGetClockInfo(self, handle, clock):
+        return 1755
+
+    def nvmlDeviceGetTemperature(self, handle, sensor):
+        return 64
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle):
+        return 0
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle):
+        return next(self.energy)
+
+
+def test_sampler_counts_only_steady_state_windows(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    recorded = RecordedNvml()
+    sampler = nvml.NvmlSampler(0, interval_s=0.01, nvml=recorded)
+    assert sampler.matched_by.startswith("index 0")
+
+    class Session2(RecordedGpuSession):
+        pass
+
+    wrapped = nvml.SteadyStateSampling(Session2(), sampler, batch=2)
+    inputs = make_inputs((2, 3, 4, 4), 1, 0)
+    wrapped.run_window(inputs, 1)  # warm-up: not sampled
+    wrapped.run_window(inputs, 50)  # two steady windows, each with a compute-only pass
+    wrapped.run_window(inputs, 50)
+    fields = sampler.stop()
+    # energy: (1400 - 1000) + (2500 - 2000) mJ over 2 windows x 50 iterations x 2 passes x batch 2
+    assert fields["gpu_energy_mj_per_frame"] == pytest.approx(900.0 / 400)
+    assert fields["gpu_util_mean"] == 95 and fields["gpu_mem_peak_mb"] == 2048 and fields["gpu_temp_max_c"] == 64
+    assert fields["gpu_power_mean_w"] == 300 and fields["gpu_sm_clock_min_mhz"] == 1755
+    assert fields["gpu_clock_events"] is None and sampler.warnings == []
+    assert wrapped.timer_kind == "cuda-event"  # the protocol still sees the session's attributes
+    sampler.close()
+    assert recorded.shut
+
+
+# ============================================================================ CUDA helpers without a GPU
+
+
+class FakeCudaError(enum.IntEnum):
+    cudaSuccess = 0
+    cudaErrorMemoryAllocation = 2
+
+
+def test_check_unpacks_results_and_names_failures():
+    assert cuda.check((FakeCudaError.cudaSuccess,)) is None
+    assert cuda.check((FakeCudaError.cudaSuccess, 42)) == 42
+    assert cuda.check((FakeCudaError.cudaSuccess, 1, 2)) == (1, 2)
+    with pytest.raises(cuda.CudaError, match="cudaMalloc failed: cudaErrorMemoryAllocation \\(2\\)"):
+        cuda.check((FakeCudaError.cudaErrorMemoryAllocation, 0), "cudaMalloc")
+
+
+def test_device_identity_spellings_match_nvml():
+    raw = bytes(range(16))
+    assert cuda.uuid_string(raw) == "GPU-00010203-0405-0607-0809-0a0b0c0d0e0f"
+    assert cuda.pci_bus_id(0, 0x65, 0) == "00000000:65:00.0"
+    assert cuda.runtime_version_text(12080) == "12.8" and cuda.runtime_version_text(13000) == "13.0"
+    with pytest.raises(ValueError):
+        cuda.uuid_string(b"short")
+    identity = cuda.DeviceIdentity(0, "NVIDIA H100 80GB HBM3", "GPU-x", "00000000:65:00.0", "9.0", "13.0")
+    assert identity.label == "NVIDIA H100 80GB HBM3 sm90"
+
+
+def test_array_view_shares_the_memory():
+    buffer = (ctypes.c_uint8 * 96)()
+    view = cuda.array_view(ctypes.addressof(buffer), (2, 3, 4), np.float32)
+    view[:] = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    again = cuda.array_view(ctypes.addressof(buffer), (24,), np.float32)
+    assert again[23] == 23.0 and view.shape == (2, 3, 4)
+
+
+def test_split_stages_sums_to_latency():
+    latencies, series = split_stages([(0.1, 2.0, 0.05), (0.2, 2.5, 0.1)])
+    assert list(series) == list(STAGES)
+    assert series["compute"] == [2_000_000, 2_500_000]
+    assert latencies == [2_150_000, 2_800_000]
+
+
+# ============================================================================ runtime logic without a GPU
+
+
+def test_trt_types_flags_and_versions():
+    assert numpy_dtype(SimpleNamespace(name="HALF")) == np.float16
+    assert numpy_dtype("DataType.FLOAT") == np.float32
+    with pytest.raises(ValueError):
+        numpy_dtype(SimpleNamespace(name="FP8"))
+    assert trt_major("10.16.0.1") == 10 and trt_major(None) is None
+    assert precision_flags("fp16", 10) == ["FP16"] and precision_flags("int8", 10) == ["FP16", "INT8"]
+    assert precision_flags("fp16", 11) == [] and precision_flags("fp32", 10) == []
+
+
+INSPECTOR_10 = json.dumps({"Layers": [
+    {"Name": "conv1", "Outputs": [{"Name": "a", "Format/Datatype": "Channel major FP16 format where channel % 8 == 0"}]},
+    {"Name": "reformat", "Outputs": [{"Name": "b", "Format/Datatype": "Row major linear FP32"}]},
+]})
+INSPECTOR_11 = json.dumps({"Layers": [
+    {"Name": "conv1", "Outputs": [{"Name": "a", "Format": "Row major linear", "DataType": "Float"}]},
+    {"Name": "conv2", "Outputs": [{"Name": "b", "Format": "Row major linear", "DataType": "Float"}]},
+]})
+
+
+def test_effective_precision_from_the_inspector():
+    assert precision_from_inspector(INSPECTOR_10) == ("fp16", {"fp16": 1, "fp32": 1})
+    assert precision_from_inspector(INSPECTOR_11) == ("fp32", {"fp32": 2})  # the silent-FP32 case
+    int8 = json.dumps({"Layers": [{"Outputs": [{"DataType": "Int8"}]}]})
+    assert precision_from_inspector(int8)[0] == "int8"
+    assert precision_from_inspector(json.dumps({"Layers": ["conv1", "conv2"]})) == (None, {})
+    assert precision_from_inspector("not json") == (None, {})
+
+
+def test_ort_types_and_graph_ids():
+    assert ort_type_to_numpy("tensor(float16)") == np.float16
+    with pytest.raises(ValueError):
+        ort_type_to_numpy("tensor(string)")
+    assert graph_id_for(1) == 1 and graph_id_for(64) == 64  # 0 is ORT's default id, -1 skips capture
+
+
+STREAM = SimpleNamespace(handle=0x7F00DEAD)
+
+
+def request(precision="fp32", batch=8, **options) -> LoadRequest:
+    return LoadRequest(model_path="m.onnx", input_name="input.1", input_shape=(batch, 3, 112, 112),
+                       precision=precision, options=options)
+
+
+def test_cuda_provider_options_are_strict_fp32_and_recorded():
+    opts = OrtCudaRuntime().cuda_options(request(), STREAM)
+    assert opts["use_tf32"] == "0" and opts["cudnn_conv_algo_search"] == "EXHAUSTIVE"
+    assert opts["user_compute_stream"] == str(0x7F00DEAD) and opts["enable_cuda_graph"] == "0"
+    assert OrtCudaRuntime().cuda_options(request("fp16"), STREAM)["use_tf32"] == "1"
+    graph = OrtCudaRuntime().cuda_options(request(cuda_graph=True, cudnn_conv_algo_search="heuristic"), STREAM)
+    assert graph["enable_cuda_graph"] == "1" and graph["cudnn_conv_algo_search"] == "HEURISTIC"
+    with pytest.raises(ValueError, match="EXHAUSTIVE, HEURISTIC, DEFAULT"):
+        OrtCudaRuntime().cuda_options(request(cudnn_conv_algo_search="fastest"), STREAM)
+
+
+class OrtTrtOn(OrtTrtRuntime):
+    def __init__(self, version):
+        self.version = version
+
+    def trt_version(self):
+        return self.version
+
+
+def test_trt_ep_options_profile_caches_and_precision_flags():
+    opts = OrtTrtOn("10.16.0").trt_options(request("fp16"), STREAM, "/cache/x")
+    assert opts["trt_profile_opt_shapes"] == "input.1:8x3x112x112"
+    assert opts["trt_profile_max_shapes"] == "input.1:64x3x112x112"
+    assert opts["trt_engine_cache_enable"] == "True" and opts["trt_timing_cache_path"] == "/cache/x"
+    assert opts["trt_fp16_enable"] == "True" and opts["trt_int8_enable"] == "False"
+    on_11 = OrtTrtOn("11.4.0").trt_options(request("fp16"), STREAM, None)
+    assert "trt_fp16_enable" not in on_11 and "trt_engine_cache_enable" not in on_11
+    providers = OrtTrtOn("11.4.0").gpu_providers(request(cuda_graph=True), STREAM, None)
+    assert [p for p, _ in providers] == ["TensorrtExecutionProvider", "CUDAExecutionProvider"]
+    assert providers[0][1]["trt_cuda_graph_enable"] == "True" and providers[1][1]["enable_cuda_graph"] == "0"
+
+
+# ============================================================================ availability
+
+
+def test_availability_reasons_are_specific():
+    base = dict(gpu_reason=None, ort_gpu_version="1.31.1", ort_cpu_version=None, cuda_python_reason=None,
+                providers=["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert ort_gpu_reasons("CUDAExecutionProvider", **base) == []
+    missing = ort_gpu_reasons("CUDAExecutionProvider", **{**base, "providers": ["CPUExecutionProvider"]})
+    assert missing == ["CUDAExecutionProvider missing from onnxruntime providers [CPUExecutionProvider]"]
+    cpu_wheel = ort_gpu_reasons("CUDAExecutionProvider", **{**base, "ort_gpu_version": None, "ort_cpu_version": "1.32.0"})
+    assert cpu_wheel[0].startswith("onnxruntime-gpu not installed (the CPU onnxruntime wheel is)")
+    both = ort_gpu_reasons("CUDAExecutionProvider", **{**base, "ort_cpu_version": "1.32.0"})
+    assert "both onnxruntime 1.32.0 and onnxruntime-gpu 1.31.1" in both[0]
+    no_gpu = ort_gpu_reasons("TensorrtExecutionProvider", **{**base, "gpu_reason": "no NVIDIA GPU (nvidia-smi not found)",
+                                                            "tensorrt_present": False})
+    assert no_gpu == ["no NVIDIA GPU (nvidia-smi not found)",
+                      "tensorrt not installed (the TensorRT EP loads its libraries); make bench EXTRA=gpu installs it"]
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine has nvidia-smi")
+def test_gpu_runtimes_unavailable_here_with_reasons():
+    for name in GPU_RUNTIMES:
+        ok, reason = get_runtime(name).available()
+        assert not ok and reason.startswith("no NVIDIA GPU (nvidia-smi not found)")
+    if cuda.dist_version("onnxruntime") and not cuda.dist_version("onnxruntime-gpu"):
+        assert "onnxruntime-gpu not installed (the CPU onnxruntime wheel is)" in OrtCudaRuntime().available()[1]
+    if not cuda.module_present("tensorrt"):
+        assert "tensorrt not installed; make bench EXTRA=gpu installs it" in TensorRtRuntime().available()[1]
+    if not cuda.dist_version(*cuda.CUDA_PYTHON_DISTS):
+        assert "cuda-python not installed" in TensorRtRuntime().available()[1]
+
+
+def test_registered_and_on_the_gpu_device():
+    for name in GPU_RUNTIMES:
+        assert name in RUNTIMES and get_runtime(name).device == "gpu"
+
+
+def python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_start_up_and_listing_import_no_gpu_package():
+    gpu_roots = repr(GPU_PACKAGES)
+    code = f"""
+import sys
+import bench.cli
+loaded = sorted(m for m in sys.modules if m.split('.')[0] in {gpu_roots} + ('onnxruntime',))
+assert not loaded, loaded
+bench.cli.build_parser()
+from bench.runtimes.registry import all_statuses
+statuses = {{s.name: s for s in all_statuses()}}
+loaded = sorted(m for m in sys.modules if m.split('.')[0] in {gpu_roots})
+assert not loaded, loaded
+# onnxruntime-gpu: only its provider list may be read, never a CUDA provider library loaded
+libs = open('/proc/self/maps').read()
+assert 'onnxruntime_providers_cuda' not in libs and 'onnxruntime_providers_tensorrt' not in libs
+assert 'libnvinfer' not in libs and 'libnvidia-ml' not in libs
+print(statuses['trt'].available, statuses['ort-cuda'].available)
+"""
+    done = python(code)
+    assert done.returncode == 0, done.stderr
+
+
+def test_runtimes_command_lists_gpu_runtimes():
+    done = subprocess.run([sys.executable, "-m", "bench", "runtimes"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "COLUMNS": "250"})
+    assert done.returncode == 0, done.stderr
+    for name in GPU_RUNTIMES:
+        assert name in done.stdout
+
+
+def test_gpu_suite_loads():
+    suite = load_suite(REPO / "suites" / "gpu.toml")
+    assert suite.runtimes == ["ort-cuda", "ort-trt", "trt", "ort-cpu", "openvino-cpu"]
+    assert suite.batches_for("gpu") == [1, 2, 4, 8, 16, 32, 64] and suite.batches_for("cpu") == [1, 8]
+    assert suite.precisions_for("trt") == ["fp32", "fp16"] and suite.precisions_for("ort-cpu") == ["fp32"]
+    assert [m.label for m in suite.models] == ["scrfd_10g@320", "scrfd_10g@640", "arcface_r50", "arcface_mbf",
+                                               "scrfd_500m@640"]
+
+
+# ============================================================================ on a GPU (skipped elsewhere)
+
+
+def gpu_skip_reason(runtime: str | None = None) -> str | None:
+    from bench.runtimes.cuda import cuda_python_reason, nvidia_gpu_reason
+
+    reason = nvidia_gpu_reason() or cuda_python_reason()
+    if reason is None and runtime:
+        ok, why = get_runtime(runtime).available()
+        reason = None if ok else why
+    return reason
+
+
+def need(runtime: str | None = None) -> None:
+    reason = gpu_skip_reason(runtime)
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def mbf():
+    from bench.models import zoo
+    from bench.suite import ModelRef
+
+    return zoo.resolve(ModelRef("arcface_mbf"))
+
+
+def cpu_reference(info, x):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(info.path, providers=["CPUExecutionProvider"])
+    return session.run(None, {info.input_name: x})
+
+
+def load(runtime, info, batch, tmp_path, precision="fp32", **options):
+    req = LoadRequest(model_path=info.path, input_name=info.input_name, input_shape=info.input_shape(batch),
+                      precision=precision, options=options, cache_dir=str(tmp_path))
+    return runtime.load(req)
+
+
+@pytest.mark.gpu
+def test_gpu_cuda_pinned_copy_roundtrip_and_event_timer():
+    need()
+    from bench.measure.cuda_timer import CudaEventTimer
+
+    stream = cuda.Stream()
+    src = cuda.PinnedBuffer((1 << 20,), np.float32)
+    dst = cuda.PinnedBuffer((1 << 20,), np.float32)
+    device = cuda.DeviceBuffer(src.nbytes)
+    src.array[:] = np.arange(src.array.size, dtype=np.float32)
+    timer = CudaEventTimer(stream)
+    timer.start()
+    cuda.copy_h2d_async(device.ptr, src.ptr, src.nbytes, stream)
+    cuda.copy_d2h_async(dst.ptr, device.ptr, src.nbytes, stream)
+    elapsed = timer.stop()
+    assert np.array_equal(src.array, dst.array) and elapsed > 0
+    for item in (timer, src, dst, device, stream):
+        item.close()
+
+
+@pytest.mark.gpu
+def test_gpu_cuda_graph_capture_replays_a_copy():
+    need()
+    stream = cuda.Stream()
+    host = cuda.PinnedBuffer((256,), np.float32)
+    back = cuda.PinnedBuffer((256,), np.float32)
+    device = cuda.DeviceBuffer(host.nbytes)
+    graph, reason = cuda.CudaGraph.capture(stream, lambda: cuda.copy_h2d_async(device.ptr, host.ptr, host.nbytes, stream))
+    assert graph is not None, reason
+    host.array[:] = 7.0
+    graph.launch(stream)
+    cuda.copy_d2h_async(back.ptr, device.ptr, host.nbytes, stream)
+    stream.synchronize()
+    assert (back.array == 7.0).all()
+    graph.close()
+
+
+@pytest.mark.gpu
+def test_gpu_nvml_matches_the_cuda_device_and_samples():
+    need()
+    if nvml.nvml_reason():
+        pytest.skip(nvml.nvml_reason())
+    identity = cuda.device_identity(0)
+    sampler = nvml.NvmlSampler(0)
+    assert sampler.matched_by == f"uuid {identity.uuid}"
+    uuid = sampler._nvml.nvmlDeviceGetUUID(sampler._handle)
+    assert (uuid.decode() if isinstance(uuid, bytes) else uuid) == identity.uuid
+    sampler.start()
+    import time
+
+    time.sleep(0.5)
+    fields = sampler.stop(frames=100)
+    sampler.close()
+    assert fields["gpu_sm_clock_mean_mhz"] and fields["gpu_mem_peak_mb"] > 0
+    assert fields["gpu_temp_max_c"] is not None
+
+
+@pytest.mark.gpu
+def test_gpu_ort_cuda_matches_cpu_and_splits_stages(mbf, tmp_path):
+    need("ort-cuda")
+    session, cold = load(OrtCudaRuntime(), mbf, 4, tmp_path)
+    try:
+        x = make_inputs(mbf.input_shape(4), 1, 0, mbf.mean, mbf.std)[0]
+        for got, want in zip(session.infer(x), cpu_reference(mbf, x)):
+            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+        settings = session.describe()
+        assert settings["use_tf32"] == "0" and settings["cudnn_conv_algo_search"] == "EXHAUSTIVE"
+        assert "CUDAExecutionProvider" in settings["providers"]
+        w = session.run_window([x], 20)
+        assert set(w.extra_ns) >= set(STAGES) and len(w.extra_ns["compute"]) == 20
+        assert w.compute_only_wall_ns > 0 and cold.first_infer_ms > 0
+    finally:
+        session.close()
+
+
+@pytest.mark.gpu
+def test_gpu_ort_cuda_graph_gives_the_same_outputs(mbf, tmp_path):
+    need("ort-cuda")
+    x = make_inputs(mbf.input_shape(2), 1, 1, mbf.mean, mbf.std)[0]
+    session, _ = load(OrtCudaRuntime(), mbf, 2, tmp_path, cuda_graph=True)
+    try:
+        session.run_window([x], 5)  # capture, then replays
+        for got, want in zip(session.infer(x), cpu_reference(mbf, x)):
+            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+        assert session.describe()["graph_id"] == 2
+    finally:
+        session.close()
+
+
+@pytest.mark.gpu
+def test_gpu_ort_trt_cold_start_twice_and_cache_folder(mbf, tmp_path):
+    need("ort-trt")
+    session, cold = load(OrtTrtRuntime(), mbf, 4, tmp_path)
+    try:
+        settings = session.describe()
+        assert "TensorrtExecutionProvider" in settings["providers"]
+        assert gpu_cache.cached_files(settings["engine_cache"]), "no engine written"
+        assert cold.total_ms > 0
+        assert cold.warm_cache_total_ms is not None, settings.get("warm_probe")
+        x = make_inputs(mbf.input_shape(4), 1, 0, mbf.mean, mbf.std)[0]
+        for got, want in zip(session.infer(x), cpu_reference(mbf, x)):
+            np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-3)
+    finally:
+        session.close()
+
+
+@pytest.mark.gpu
+def test_gpu_trt_builds_caches_and_matches_cpu(mbf, tmp_path):
+    need("trt")
+    session, cold = load(TensorRtRuntime(), mbf, 4, tmp_path)
+    try:
+        settings = session.describe()
+        assert settings["profile"] == {"min": [1, 3, 112, 112], "opt": [4, 3, 112, 112], "max": [64, 3, 112, 112]}
+        assert session.effective_precision() == "fp32" and settings["cuda_graph"] == "off"
+        assert cold.warm_cache_total_ms is not None and cold.compile_ms > 0
+        x = make_inputs(mbf.input_shape(4), 1, 0, mbf.mean, mbf.std)[0]
+        for got, want in zip(session.infer(x), cpu_reference(mbf, x)):
+            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+        w = session.run_window([x], 20)
+        assert set(w.extra_ns) == {*STAGES, "enqueue"} and w.compute_only_wall_ns > 0
+        assert all(lat > 0 for lat in w.latencies_ns)
+    finally:
+        session.close()
+    warm, cold2 = load(TensorRtRuntime(), mbf, 4, tmp_path, cold_start="warm")
+    try:
+        assert warm.describe()["cold_start"] == "warm (engine cache hit)"
+        assert cold2.warm_cache_total_ms == pytest.approx(cold2.total_ms)
+    finally:
+        warm.close()
+
+
+@pytest.mark.gpu
+def test_gpu_trt_cuda_graph_or_clean_fallback(mbf, tmp_path):
+    need("trt")
+    session, _ = load(TensorRtRuntime(), mbf, 2, tmp_path, cuda_graph=True, profile="per-batch")
+    try:
+        state = session.describe()["cuda_graph"]
+        assert state == "on" or state.startswith("off: capture failed")
+        x = make_inputs(mbf.input_shape(2), 1, 2, mbf.mean, mbf.std)[0]
+        for got, want in zip(session.infer(x), cpu_reference(mbf, x)):
+            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+    finally:
+        session.close()
+
+
+@pytest.mark.gpu
+def test_gpu_trt_point_row_has_gpu_columns(mbf, tmp_path):
+    need("trt")
+    from bench.suite import Checks
+    from bench.worker import Job, measure_point
+
+    settings = MeasureSettings(warmup_s=0.2, window_s=0.2, window_min_iterations=5, max_windows=5)
+    job = Job(model=mbf.to_dict(), runtime="trt", precision="fp32", batches=[2], settings=settings,
+              checks=Checks(contamination=True, parity=False), cache_dir=str(tmp_path))
+    row = measure_point(TensorRtRuntime(), mbf, job, 2, mbf.path)
+    assert row["fps"] > 0 and row["fps_compute"] >= row["fps"] * 0.5
+    assert row["h2d_ms"] > 0 and row["compute_ms"] > 0 and row["enqueue_ms"] > 0
+    assert row["cold_warm_cache_total_ms"] > 0 and row["contamination_passed"]
+    if not nvml.nvml_reason():
+        assert row["gpu_sm_clock_mean_mhz"] > 0 and row["gpu_energy_mj_per_frame"] is not None
+        assert not math.isnan(row["gpu_util_mean"])
