@@ -9,7 +9,9 @@ import importlib
 import json
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -24,6 +26,7 @@ FEATURE_COMMANDS = (
     "bench.report.commands",  # compare, plot, report
     "bench.pipeline.commands",  # pipeline
 )
+EXIT_NOT_SAVED = 1  # measured points that could not be written (full disk, read-only folder)
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 # Wide enough for the sweep tables when piped to a file or CI log.
@@ -40,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"facebench: error: {exc}", file=sys.stderr)  # one line, never wrapped
         return EXIT_USER_ERROR
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM outside a sweep (which handles its own)
+        print("facebench: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _raise_interrupt(signum, frame):
@@ -88,8 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args) -> int:
-    from bench import store, sweep
-    from bench.report.tables import print_tables
     from bench.suite import load_suite, override, parse_int_list, parse_model_arg
 
     suite = load_suite(args.suite)
@@ -100,39 +104,125 @@ def cmd_run(args) -> int:
         precisions=[p.strip() for p in args.precisions.split(",")] if args.precisions else None,
         batches=parse_int_list(args.batches, "batches") if args.batches else None,
     )
-    previous = store.read_rows(args.resume) if args.resume else []
-    results = _results_store(args, suite.name, previous)
-    with console.status("preparing models") as status:
-        planned = sweep.plan(suite, sweep.done_points(previous), on_model=lambda m: status.update(f"preparing {m}"))
-    console.print(f"facebench: {planned.points} points ({len(planned.jobs)} workers) -> {results.path}")
-    runner = sweep.Sweep(suite, results, sweep.SweepOptions(inline=args.inline, max_worker_memory_mb=args.max_worker_memory))
-    try:
-        _run_with_progress(runner, planned)
-    except KeyboardInterrupt:
-        _report_saved(results, runner, interrupted=True)
-        return EXIT_INTERRUPTED
-    _report_saved(results, runner, interrupted=False)
-    import pandas as pd
+    run = _Run()
+    with _StopOnSignals() as stopper:
+        try:
+            interrupted = True
+            try:
+                _sweep(args, suite, run)
+                interrupted = stopper.measuring_done()
+            except KeyboardInterrupt:
+                pass
+            code = _report_saved(args, run, interrupted)
+            if not interrupted and run.results.rows:
+                import pandas as pd
 
-    print_tables(pd.DataFrame(results.rows), console)
-    return 0
+                from bench.report.tables import print_tables
+
+                print_tables(pd.DataFrame(run.results.rows), console)
+        finally:
+            if run.results:
+                run.results.release()
+    return code
 
 
-def _results_store(args, suite_name: str, previous: list[dict]):
-    from bench import store, sweep
+@dataclass
+class _Run:
+    results: Any = None  # bench.store.ResultStore, once the file is chosen
+    runner: Any = None  # bench.sweep.Sweep, once measuring starts
+
+
+def _sweep(args, suite, run: _Run) -> None:
+    """Plan (validating every model), open the results file, measure. Fills `run` as it goes."""
+    from bench import sweep
 
     if args.resume:
-        # Keep what finished; failed points are measured again and replace their rows.
-        kept = [r for r in previous if r.get("status") in ("ok", "skipped")]
-        results = store.ResultStore(args.resume, kept)
-        results.replace(kept)
-        return results
+        run.results = _resumed_store(args.resume)  # before planning: the plan leaves out what it holds
+    done = sweep.done_points(run.results.rows) if run.results else set()
+    with console.status("preparing models") as status:
+        planned = sweep.plan(suite, done, on_model=lambda m: status.update(f"preparing {m}"))
+    if run.results is None:
+        run.results = _new_store(args, suite.name)
+    console.print(f"facebench: {planned.points} points ({len(planned.jobs)} workers) -> {run.results.path}")
+    run.runner = sweep.Sweep(suite, run.results, sweep.SweepOptions(inline=args.inline,
+                                                                     max_worker_memory_mb=args.max_worker_memory))
+    _run_with_progress(run.runner, planned)
+
+
+class _StopOnSignals:
+    """While measuring, SIGINT and SIGTERM stop the run as Ctrl-C does; later signals are ignored.
+
+    Stopping is quick (the worker is killed, not awaited; every finished point is already on
+    disk), and a second Ctrl-C must not cut short the report of what was saved. Once measuring
+    is done, a signal has nothing left to stop.
+    """
+
+    def __enter__(self):
+        self._measuring = True
+        self._previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _stop(self, signum, frame):
+        for sig in self._previous:
+            signal.signal(sig, signal.SIG_IGN)
+        if self._measuring:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+    def measuring_done(self) -> bool:
+        """Call as the last step of measuring; returns False (not interrupted)."""
+        self._measuring = False
+        return False
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _resumed_store(path: str):
+    """The file to continue: locked for this run, verified, and writable (else UserError)."""
+    from bench import store
+
+    results = store.ResultStore(path)
+    _writable(path, results.claim)
+    try:
+        table, check = store.read_table(path)
+        if check.checksum_ok is False:
+            raise UserError(f"{check.note}; refusing to resume it: restore the file or start a new run")
+        results.rows = table.to_pylist()
+        _writable(path, results.flush)  # fails now, not after the first point, if it cannot be written
+    except BaseException:
+        results.release()
+        raise
+    return results
+
+
+def _new_store(args, suite_name: str):
+    """A fresh results file: --out FILE (replaced if it exists), or a new name in --out FOLDER."""
+    from bench import store, sweep
+
     out = Path(args.out) if args.out else Path("results")
-    if out.suffix == ".parquet":
-        sweep.check_output_dir(out.parent)
-        return store.ResultStore(out)
-    sweep.check_output_dir(out)
-    return store.ResultStore(store.reserve_results_path(out, suite_name))
+    if out.suffix != ".parquet":
+        sweep.check_output_dir(out)
+        results = store.ResultStore(_writable(out, lambda: store.reserve_results_path(out, suite_name)))
+        _writable(out, results.claim)
+        return results
+    sweep.check_output_dir(out.parent)
+    results = store.ResultStore(out)
+    _writable(out, results.claim)  # before touching the file: another run may be writing it
+    try:
+        _writable(out, results.flush)  # an empty file now, so a run stopped early leaves no stale results
+    except BaseException:
+        results.release()
+        raise
+    return results
+
+
+def _writable(where, action):
+    """Run `action`; an OSError (read-only folder, full disk) becomes a one-line UserError."""
+    try:
+        return action()
+    except OSError as exc:
+        raise UserError(f"{where}: cannot write results ({exc.strerror or exc}); choose a writable --out") from None
 
 
 def _run_with_progress(runner, planned) -> None:
@@ -144,17 +234,35 @@ def _run_with_progress(runner, planned) -> None:
         def on_row(row):
             what = f"{row['model']} {row['runtime']} {row['precision']} b{row['batch']}"
             progress.update(task, advance=1, description=f"{what}: {row['status']}")
+            if runner.save_errors and len(runner.save_errors) == 1 and runner.store.pending:
+                progress.console.print(f"facebench: warning: cannot save results ({runner.save_errors[0]}); "
+                                       "measuring on and retrying after each point", markup=False)
         runner.on_row = on_row
         runner.run(planned)
 
 
-def _report_saved(results, runner, interrupted: bool) -> None:
-    saved = len(results.rows)
-    if runner.save_errors:
-        err_console.print(f"facebench: warning: could not save every point: {runner.save_errors[-1]}; "
-                          f"the file keeps the points written before that", markup=False)
+def _report_saved(args, run: _Run, interrupted: bool) -> int:
+    """Say what is on disk and how to go on; the exit status (see docs/reliability.md)."""
+    results = run.results
+    if results is None:
+        console.print("interrupted before any point was measured; no results file written")
+        return EXIT_INTERRUPTED
+    errors = list(run.runner.save_errors) if run.runner else []
+    if results.pending:
+        try:
+            results.flush()  # one last try: the disk may have room again
+        except OSError as exc:
+            errors.append(f"{results.path}: {exc.strerror or exc}")
+    if results.pending:
+        err_console.print(f"facebench: error: {results.pending} measured points could not be saved ({errors[-1]}); "
+                          f"the file keeps the {results.saved} points written before", markup=False)
     prefix = "interrupted: " if interrupted else ""
-    console.print(f"{prefix}{saved} points saved in {results.path}")
+    console.print(f"{prefix}{results.saved} points saved in {results.path}")
+    if interrupted or results.pending:
+        console.print(f"continue with: facebench run {args.suite} --resume {results.path}", markup=False, soft_wrap=True)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_NOT_SAVED if results.pending else 0
 
 
 def cmd_runtimes(args) -> int:

@@ -6,6 +6,7 @@ run keeps every finished point. docs/results-schema.md documents the columns.
 """
 from __future__ import annotations
 
+import errno
 import fnmatch
 import glob
 import hashlib
@@ -87,15 +88,20 @@ def to_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=SCHEMA)
 
 
-def write_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
-    """Write all rows to `path` (local path or URI) atomically, with schema version and checksum in the metadata."""
+def write_rows(path: str | Path, rows: Iterable[dict[str, Any]], exclusive: bool = False) -> None:
+    """Write all rows to `path` (local path or URI) atomically, with schema version and checksum in the metadata.
+
+    `exclusive` (local paths): raise FileExistsError instead of replacing an existing file.
+    """
     table = to_table(rows)
+    run_ids = list(dict.fromkeys(r for r in table.column("run_id").to_pylist() if r))
     metadata = {
         b"facebench.schema_version": str(SCHEMA_VERSION).encode(),
         b"facebench.rows_sha256": rows_checksum(table).encode(),
+        b"facebench.run_ids": json.dumps(run_ids).encode(),  # every run that contributed rows, oldest first
     }
     table = table.replace_schema_metadata(metadata)
-    _atomic_write(path, lambda handle: pq.write_table(table, handle))
+    _atomic_write(path, lambda handle: pq.write_table(table, handle), exclusive)
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
@@ -103,14 +109,14 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     _atomic_write(path, lambda handle: handle.write(data))
 
 
-def _atomic_write(location: str | Path, write: Callable[[Any], Any]) -> None:
+def _atomic_write(location: str | Path, write: Callable[[Any], Any], exclusive: bool = False) -> None:
     if is_uri(location):
         _atomic_write_remote(str(location), write)
     else:
-        _atomic_write_local(Path(location), write)
+        _atomic_write_local(Path(location), write, exclusive)
 
 
-def _atomic_write_local(path: Path, write: Callable[[Any], Any]) -> None:
+def _atomic_write_local(path: Path, write: Callable[[Any], Any], exclusive: bool = False) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -118,10 +124,44 @@ def _atomic_write_local(path: Path, write: Callable[[Any], Any]) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if exclusive:
+            _link_exclusive(tmp, path)
+        else:
+            os.replace(tmp, path)
+        _fsync_folder(path.parent)
+    finally:
+        Path(tmp).unlink(missing_ok=True)  # gone already after os.replace
+
+
+def _link_exclusive(tmp: str, path: Path) -> None:
+    """Give the finished temporary file the name `path` unless that name exists (FileExistsError).
+
+    A hard link creates the name atomically with its content, so no reader or killed run ever
+    leaves a zero-byte file behind; filesystems without hard links fall back to O_EXCL + rename.
+    """
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
         raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        os.replace(tmp, path)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (a power cut after it keeps the new file)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot sync a folder; the data itself is synced
+    finally:
+        os.close(fd)
 
 
 def _atomic_write_remote(uri: str, write: Callable[[Any], Any]) -> None:
@@ -240,6 +280,12 @@ def _is_result_name(name: str) -> bool:
 
 def _expand_local(item: str) -> list[str]:
     path = Path(item).expanduser()
+    try:
+        path.stat()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # a folder on the way that this user may not enter, a symlink loop...
+        raise UserError(f"{item}: cannot reach this path ({exc.strerror}); check it and its folders' permissions") from None
     if path.is_dir():
         files = sorted(str(f) for f in path.rglob("*.parquet") if _is_result_name(f.name))
         if not files:
@@ -363,26 +409,100 @@ def reserve_results_path(out_dir: str | Path, suite_name: str) -> Path:
     for attempt in range(1000):
         candidate = out_dir / (f"{base}.parquet" if attempt == 0 else f"{base}-{attempt + 1}.parquet")
         try:
-            fd = os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            write_rows(candidate, [], exclusive=True)
         except FileExistsError:
             continue
-        os.close(fd)
-        write_rows(candidate, [])
         return candidate
     raise UserError(f"{out_dir}: could not reserve a results file name; clean the folder")
 
 
+def point_key(row: dict[str, Any]) -> tuple:
+    return tuple(row.get(name) for name in POINT_KEY)
+
+
 class ResultStore:
-    """Rows of one run, rewritten to disk after every point."""
+    """Rows of one run, rewritten to disk after every point.
+
+    A failed write (full disk, read-only folder) raises OSError but keeps the row in memory;
+    the next write saves everything, and `pending` counts the points not yet on disk.
+    """
 
     def __init__(self, path: str | Path, rows: Iterable[dict[str, Any]] = ()):
         self.path = path if is_uri(path) else Path(path)
         self.rows: list[dict[str, Any]] = list(rows)
+        self.saved = len(self.rows)  # rows in the file as of the last successful write
+        self.pending = 0  # points added since then
+        self._lock: WriterLock | None = None
 
     def add(self, row: dict[str, Any]) -> None:
-        self.rows.append({"schema_version": SCHEMA_VERSION, **row})
+        row = {"schema_version": SCHEMA_VERSION, **row}
+        key = point_key(row)
+        # A point measured again (a resumed run retrying a failed point) replaces its failed row.
+        self.rows = [r for r in self.rows if r.get("status") != "failed" or point_key(r) != key]
+        self.rows.append(row)
+        self.pending += 1
+        self.flush()
+
+    def flush(self) -> None:
         write_rows(self.path, self.rows)
+        self.saved, self.pending = len(self.rows), 0
 
     def replace(self, keep: Iterable[dict[str, Any]]) -> None:
         self.rows = list(keep)
-        write_rows(self.path, self.rows)
+        self.flush()
+
+    def claim(self) -> None:
+        """Hold the writer lock of a local file for this run; UserError while another run holds it."""
+        if is_uri(self.path) or self._lock:
+            return
+        lock = WriterLock(self.path)
+        if not lock.acquire():
+            raise UserError(f"{self.path}: another facebench run is writing this file; wait for it to finish "
+                            "or write to another --out")
+        self._lock = lock
+
+    def release(self) -> None:
+        if self._lock:
+            self._lock.release()
+            self._lock = None
+
+
+class WriterLock:
+    """An advisory lock beside a results file (.NAME.lock), held while a run writes the file.
+
+    The kernel drops it when the holder dies, even by SIGKILL, so a stale lock file never blocks.
+    """
+
+    def __init__(self, path: Path):
+        self.lock_path = path.parent / f".{path.name}.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        import fcntl
+
+        while True:
+            fd = os.open(self.lock_path, os.O_CREAT | os.O_RDONLY, 0o644)  # read-only: a remount ro still works
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            if self._still_named(fd):
+                self._fd = fd
+                return True
+            os.close(fd)  # the previous holder removed this lock file as we opened it: take a fresh one
+
+    def _still_named(self, fd: int) -> bool:
+        try:
+            return os.stat(self.lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return False
+
+    def release(self) -> None:
+        if self._fd is not None:
+            try:
+                self.lock_path.unlink(missing_ok=True)  # unlink before unlocking: see _still_named
+            except OSError:
+                pass  # a folder turned read-only: the stale file blocks nobody once unlocked
+            os.close(self._fd)
+            self._fd = None

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import queue as queue_mod
 import signal
 import time
 import uuid
@@ -110,28 +109,25 @@ class Sweep:
     def _run_worker(self, job: Job) -> set[int]:
         """Run one worker; return the batches it settled (finished, or failed by a fault)."""
         ctx = mp.get_context("spawn")
-        messages = ctx.Queue()
-        process = ctx.Process(target=child_main, args=(job_to_dict(job), messages), daemon=True)
+        reader, writer = ctx.Pipe(duplex=False)
+        process = ctx.Process(target=child_main, args=(job_to_dict(job), writer, os.getpid()), daemon=True)
         process.start()
+        writer.close()  # the worker holds the only writing end: its death reads as end of file
         settled: set[int] = set()
-        current, started = None, time.monotonic()
+        current, started, fault = None, time.monotonic(), None
         try:
             while True:
+                if not reader.poll(POLL_S):
+                    fault = fault or self._worker_fault(process, current, started)
+                    if fault and not reader.poll(0):
+                        break
+                    continue  # still working, or gone with messages (or end of file) left to read
                 try:
-                    kind, payload = messages.get(timeout=POLL_S)
-                except queue_mod.Empty:
-                    fault = self._worker_fault(process, current, started)
-                    if fault is None:
-                        continue
-                    if current is not None:
-                        self._record(job, self._failed(job, current, fault))
-                        settled.add(current)
-                    else:
-                        # died before starting a point: fail them all rather than loop forever
-                        for batch in job.batches:
-                            self._record(job, self._failed(job, batch, fault))
-                            settled.add(batch)
-                    return settled
+                    kind, payload = reader.recv()
+                except (EOFError, OSError):  # gone, possibly halfway through a message
+                    process.join(timeout=5)
+                    fault = fault or _exit_reason(process.exitcode)
+                    break
                 if kind == "start":
                     current, started = payload, time.monotonic()
                 elif kind == "row":
@@ -142,8 +138,11 @@ class Sweep:
                     self.on_log(payload)
                 elif kind == "done":
                     return settled
+            self._fail_unsettled(job, current, settled, fault)
+            return settled
         finally:
             _stop(process)
+            reader.close()
 
     def _worker_fault(self, process, current: int | None, started: float) -> str | None:
         if not process.is_alive():
@@ -156,6 +155,14 @@ class Sweep:
             _stop(process)
             return f"out of memory: worker exceeded --max-worker-memory {limit:g} MB; worker killed"
         return None
+
+    def _fail_unsettled(self, job: Job, current: int | None, settled: set[int], fault: str) -> None:
+        """The point in progress takes the fault; a worker that died between points takes the rest
+        of its job with it, rather than a new worker being started for them again and again."""
+        batches = [current] if current is not None else [b for b in job.batches if b not in settled]
+        for batch in batches:
+            self._record(job, self._failed(job, batch, fault))
+            settled.add(batch)
 
     def _failed(self, job: Job, batch: int, reason: str) -> dict[str, Any]:
         return {"batch": batch, "runtime": job.runtime, "precision": job.precision,

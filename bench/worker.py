@@ -7,6 +7,8 @@ the worker later, the sweep already holds the points it finished.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import traceback
 from pathlib import Path
@@ -172,14 +174,33 @@ def _error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".strip().rstrip(":")
 
 
-def child_main(job_dict: dict, queue) -> None:
-    """Entry point of a spawned worker process."""
+def child_main(job_dict: dict, conn, parent_pid: int | None = None) -> None:
+    """Entry point of a spawned worker process; messages go back through `conn`, a Pipe's writing end."""
+    _follow_parent(parent_pid)
     job_dict = dict(job_dict)
     job_dict["settings"] = MeasureSettings(**job_dict["settings"])
     job_dict["checks"] = Checks(**job_dict["checks"])
     job = Job(**job_dict)
-    run_job(job, lambda kind, payload: queue.put((kind, payload)))
-    queue.put(("done", None))
+    run_job(job, lambda kind, payload: conn.send((kind, payload)))
+    conn.send(("done", None))
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _follow_parent(parent_pid: int | None) -> None:
+    """Leave interrupts to the harness, and die with it."""
+    # Ctrl-C reaches the whole process group; the harness stops this worker itself and
+    # reports what was saved, so the worker ignores SIGINT instead of printing a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:  # Linux: the kernel kills this worker when the harness dies, even by SIGKILL
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # elsewhere an orphan finishes its job, then exits
+        return
+    if parent_pid and os.getppid() != parent_pid:
+        os._exit(1)  # the harness died before the line above took effect
 
 
 def job_to_dict(job: Job) -> dict:

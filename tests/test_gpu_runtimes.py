@@ -475,9 +475,17 @@ def test_gpu_runtimes_unavailable_here_with_reasons():
     if cuda.dist_version("onnxruntime") and not cuda.dist_version("onnxruntime-gpu"):
         assert "onnxruntime-gpu not installed (the CPU onnxruntime wheel is)" in OrtCudaRuntime().available()[1]
     if not cuda.module_present("tensorrt"):
-        assert "tensorrt not installed; make bench EXTRA=gpu installs it" in TensorRtRuntime().available()[1]
+        assert "tensorrt not installed" in TensorRtRuntime().available()[1]
     if not cuda.dist_version(*cuda.CUDA_PYTHON_DISTS):
         assert "cuda-python not installed" in TensorRtRuntime().available()[1]
+
+
+def test_reasons_say_the_install_hint_once():
+    hint = "; make bench EXTRA=gpu installs it"
+    assert cuda.join_reasons(["no NVIDIA GPU (nvidia-smi not found)", "tensorrt not installed" + hint]) == \
+        "no NVIDIA GPU (nvidia-smi not found); tensorrt not installed; make bench EXTRA=gpu installs it"
+    assert cuda.join_reasons(["tensorrt not installed" + hint, "cuda-python not installed" + hint]) == \
+        "tensorrt not installed; cuda-python not installed; make bench EXTRA=gpu installs them"
 
 
 def test_registered_and_on_the_gpu_device():

@@ -33,8 +33,12 @@ def validate_model_file(path: str | Path) -> onnx.ModelProto:
 
 
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise ModelFileError(f"{path}: model file not found; check the path")
+    try:
+        path.stat()
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: model file not found; check the path") from None
+    except OSError as exc:  # a folder on the way this user may not enter, a symlink loop
+        raise ModelFileError(f"{path}: cannot reach the file ({exc.strerror}); check the path and its folders' permissions") from None
     if not path.is_file():
         raise ModelFileError(f"{path}: not a regular file; pass the .onnx file itself")
     if not os.access(path, os.R_OK):

@@ -72,14 +72,37 @@ def throughput_table(frame: pd.DataFrame, model: str) -> Table:
 
 
 def cold_start_table(frame: pd.DataFrame, model: str) -> Table:
+    warm = frame.get("cold_warm_cache_total_ms", pd.Series(dtype=float)).notna().any()
     table = Table(title=f"{model}: cold start (ms)", title_justify="left")
-    for column in ("runtime", "prec", "batch", "import", "read", "compile/build", "first infer", "total"):
+    for column in ("runtime", "prec", "batch", "import", "read", "compile/build", "first infer", "total",
+                   *(["warm caches"] if warm else [])):
         table.add_column(column, justify="left" if column in ("runtime", "prec") else "right")
     ok = frame[frame.status == "ok"].sort_values(["runtime", "precision", "batch"])
     for _, row in ok.iterrows():
         table.add_row(row["runtime"], row["precision"], str(row["batch"]), _fmt(row["process_start_ms"]),
                       _fmt(row["cold_read_ms"]), _fmt(row["cold_compile_ms"]), _fmt(row["cold_first_infer_ms"]),
-                      _fmt(row["cold_total_ms"]))
+                      _fmt(row["cold_total_ms"]), *([_fmt(row.get("cold_warm_cache_total_ms"))] if warm else []))
+    return table
+
+
+def gpu_table(frame: pd.DataFrame, model: str) -> Table | None:
+    """GPU points: end-to-end vs compute-only frames/s, trtexec's stage medians and NVML telemetry."""
+    ok = frame[(frame.status == "ok") & (frame.device == "gpu")]
+    if ok.empty:
+        return None
+    table = Table(title=f"{model}: GPU", title_justify="left",
+                  caption="frames/s: copies included; compute: device-resident input and output; stage columns: "
+                          "median ms per batch", caption_justify="left")
+    for column in ("runtime", "prec", "batch", "frames/s", "compute f/s", "H2D", "GPU", "D2H", "enqueue",
+                   "util %", "W", "mJ/frame", "SM MHz", "max C", "clock events"):
+        table.add_column(column, justify="left" if column in ("runtime", "prec", "clock events") else "right")
+    for _, row in ok.sort_values(["runtime", "precision", "batch"]).iterrows():
+        clocks = f"{_fmt(row.get('gpu_sm_clock_mean_mhz'), 0)}/{_fmt(row.get('gpu_sm_clock_min_mhz'), 0)}"
+        table.add_row(row["runtime"], row["precision"], str(row["batch"]), _fmt(row["fps"]),
+                      _fmt(row.get("fps_compute")), _fmt(row.get("h2d_ms"), 3), _fmt(row.get("compute_ms"), 3),
+                      _fmt(row.get("d2h_ms"), 3), _fmt(row.get("enqueue_ms"), 3), _fmt(row.get("gpu_util_mean"), 0),
+                      _fmt(row.get("gpu_power_mean_w")), _fmt(row.get("gpu_energy_mj_per_frame"), 2), clocks,
+                      _fmt(row.get("gpu_temp_max_c"), 0), row.get("gpu_clock_events") or "-")
     return table
 
 
@@ -120,6 +143,9 @@ def print_tables(frame: pd.DataFrame, console: Console | None = None) -> None:
         console.print(throughput_table(group, model))
         if (group.status == "ok").any():
             console.print(cold_start_table(group, model))
+        gpu = gpu_table(group, model)
+        if gpu is not None:
+            console.print(gpu)
         summary = best_and_knee(group)
         if summary:
             console.print(f"[bold]{model}[/] {summary}")

@@ -114,12 +114,23 @@ def module_present(name: str) -> bool:
 
 
 CUDA_PYTHON_DISTS = ("cuda-bindings", "cuda-python")
+INSTALL_HINT = "make bench EXTRA=gpu installs it"
 
 
 def cuda_python_reason() -> str | None:
     if dist_version(*CUDA_PYTHON_DISTS) is None:
-        return "cuda-python not installed (pinned buffers and CUDA events need it); make bench EXTRA=gpu installs it"
+        return f"cuda-python not installed (pinned buffers and CUDA events need it); {INSTALL_HINT}"
     return None
+
+
+def join_reasons(reasons: list[str]) -> str:
+    """One line; the install hint said once when several packages are missing."""
+    suffix = f"; {INSTALL_HINT}"
+    hinted = [r for r in reasons if r.endswith(suffix)]
+    if len(hinted) < 2:
+        return "; ".join(reasons)
+    trimmed = [r[: -len(suffix)] if r.endswith(suffix) else r for r in reasons]
+    return "; ".join(trimmed) + "; make bench EXTRA=gpu installs them"
 
 
 # --------------------------------------------------------------------------- memory, streams, events

@@ -27,6 +27,7 @@ Nothing here imports onnxruntime, cuda-python or tensorrt at module import.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from bench.runtimes.base import ColdStart, LoadRequest, Session, Window
+from bench.runtimes.cuda import copy_d2h_async, copy_h2d_async
 from bench.runtimes.onnxruntime import OrtRuntime, import_onnxruntime
 
 ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
@@ -132,18 +134,21 @@ class IoBindingSession(Session):
         self._run_options = ort.RunOptions()
         if graph_id is not None:
             self._run_options.add_run_config_entry("gpu_graph_id", str(graph_id))
-        self._outputs = self._bind_outputs(ort, device_id, graph_id is not None)
+        self._outputs = self._bind_outputs(ort, device_id, capture=bool(settings.get("cuda_graph")))
+        # Bound OrtValues never move, so their addresses are read once, outside the loops.
+        self._in_ptr = self._device_in.data_ptr()
+        self._copies_out = [(host.ptr, device.data_ptr(), nbytes) for device, host, nbytes in self._outputs]
         self._staged: dict[int, tuple[np.ndarray, Any]] = {}
         # Without our stream inside ORT the copy must finish before ORT's stream reads the input.
         self._sync_after_h2d = not settings.get("shares_stream", False)
 
-    def _bind_outputs(self, ort, device_id: int, graph: bool) -> list[tuple[Any, Any, int]]:
+    def _bind_outputs(self, ort, device_id: int, capture: bool) -> list[tuple[Any, Any, int]]:
         """Learn output shapes from one uncaptured run, then bind fixed device outputs."""
         from bench.runtimes.cuda import PinnedBuffer
 
         names = [o.name for o in self._session.get_outputs()]
         probe = ort.RunOptions()
-        if graph:
+        if capture:  # a graph captured over these temporary outputs would write to freed memory
             probe.add_run_config_entry("gpu_graph_id", GRAPH_ID_SKIP)
         for name in names:
             self._io.bind_output(name, "cuda", device_id)
@@ -170,17 +175,13 @@ class IoBindingSession(Session):
         return self._staged[key][1]
 
     def _h2d(self, src_ptr: int) -> None:
-        from bench.runtimes.cuda import copy_h2d_async
-
-        copy_h2d_async(self._device_in.data_ptr(), src_ptr, self._in_bytes, self._stream, self._cudart)
+        copy_h2d_async(self._in_ptr, src_ptr, self._in_bytes, self._stream, self._cudart)
         if self._sync_after_h2d:
             self._stream.synchronize()
 
     def _d2h(self) -> None:
-        from bench.runtimes.cuda import copy_d2h_async
-
-        for device, host, nbytes in self._outputs:
-            copy_d2h_async(host.ptr, device.data_ptr(), nbytes, self._stream, self._cudart)
+        for host_ptr, device_ptr, nbytes in self._copies_out:
+            copy_d2h_async(host_ptr, device_ptr, nbytes, self._stream, self._cudart)
 
     # -- Session
     def infer(self, x: np.ndarray) -> list[np.ndarray]:
@@ -199,7 +200,8 @@ class IoBindingSession(Session):
     def run_window(self, inputs: list[np.ndarray], iterations: int) -> Window:
         staged = [self._pinned_copy(x) for x in inputs]
         self._marks.reserve(iterations)
-        marks, stream, run, io, options = self._marks, self._stream, self._session.run_with_iobinding, self._io, self._run_options
+        marks, stream, io, options = self._marks, self._stream, self._io, self._run_options
+        run = self._session.run_with_iobinding
         n = len(staged)
         t0 = time.perf_counter_ns()
         for i in range(iterations):
@@ -257,7 +259,8 @@ class _OrtGpuRuntime(OrtRuntime):
     needs_tensorrt = False
 
     def available(self) -> tuple[bool, str]:
-        from bench.runtimes.cuda import cuda_python_reason, dist_version, module_present, nvidia_gpu_reason
+        from bench.runtimes.cuda import (cuda_python_reason, dist_version, join_reasons, module_present,
+                                         nvidia_gpu_reason)
 
         gpu_version = dist_version("onnxruntime-gpu")
         cpu_version = dist_version("onnxruntime")
@@ -271,7 +274,7 @@ class _OrtGpuRuntime(OrtRuntime):
             self.provider, gpu_reason=nvidia_gpu_reason(), ort_gpu_version=gpu_version, ort_cpu_version=cpu_version,
             cuda_python_reason=cuda_python_reason(), providers=providers,
             tensorrt_present=module_present("tensorrt") if self.needs_tensorrt else None)
-        return (not reasons), "; ".join(reasons)
+        return (not reasons), join_reasons(reasons)
 
     def versions(self) -> dict[str, str]:
         from bench.runtimes.cuda import CUDA_PYTHON_DISTS, dist_version
@@ -303,6 +306,12 @@ class _OrtGpuRuntime(OrtRuntime):
     def cuda_graph(self, request: LoadRequest) -> bool:
         return bool(request.options.get("cuda_graph", False))
 
+    def graph_id(self, request: LoadRequest) -> int | None:
+        """The CUDA EP's gpu_graph_id run option for this batch shape (None: no CUDA EP graph)."""
+        if not self.cuda_graph(request) or self.provider != "CUDAExecutionProvider":
+            return None
+        return graph_id_for(request.input_shape[0])
+
     def gpu_providers(self, request: LoadRequest, stream, cache_path: str | None) -> list:
         return [(self.provider, self.cuda_options(request, stream))]
 
@@ -319,7 +328,8 @@ class _OrtGpuRuntime(OrtRuntime):
         return session, options
 
     def _load_hint(self) -> str:
-        return "check the CUDA and cuDNN libraries onnxruntime-gpu needs (python -c 'import onnxruntime; onnxruntime.preload_dlls()')"
+        return ("check the CUDA and cuDNN libraries onnxruntime-gpu needs "
+                "(python -c 'import onnxruntime; onnxruntime.preload_dlls()')")
 
     def _prepare(self) -> None:
         ort = import_onnxruntime()
@@ -352,11 +362,10 @@ class _OrtGpuRuntime(OrtRuntime):
         ort_session, options = self.create_session(request, model_bytes, stream, cache_path)
         t2 = time.perf_counter()
         settings = self.gpu_settings(ort_session, options, request, cache_path)
-        graph_id = graph_id_for(request.input_shape[0]) if self.cuda_graph(request) and self.provider == "CUDAExecutionProvider" else None
-        session = IoBindingSession(ort_session, request, settings, stream, self.device_id(request), graph_id)
-        x = np.zeros(request.input_shape, dtype=np.float32)
         t3 = time.perf_counter()
-        session.infer(x)
+        # Binding runs the first inference (to learn the output shapes): engine build or cuDNN search land here.
+        session = IoBindingSession(ort_session, request, settings, stream, self.device_id(request),
+                                   self.graph_id(request))
         t4 = time.perf_counter()
         return session, ColdStart(read_ms=(t1 - t0) * 1e3, compile_ms=(t2 - t1) * 1e3, first_infer_ms=(t4 - t3) * 1e3)
 
@@ -370,7 +379,7 @@ class _OrtGpuRuntime(OrtRuntime):
             "cudnn_conv_algo_search": cuda.get("cudnn_conv_algo_search"),
             "use_tf32": cuda.get("use_tf32"),
             "cuda_graph": self.cuda_graph(request),
-            "graph_id": graph_id_for(request.input_shape[0]) if self.cuda_graph(request) else None,
+            "graph_id": self.graph_id(request),
             "shares_stream": stream_value not in ("", "0", None),
             "io": "IOBinding: pinned host -> device OrtValue; outputs bound on the device",
             "fps": "end-to-end (H2D + compute + D2H per iteration); fps_compute: device-resident input and output",
@@ -501,8 +510,10 @@ def warm_probe(request: LoadRequest, cache_path: str) -> dict[str, Any]:
                           "options": request.options, "cache_dir": request.cache_dir, "cache_path": cache_path})
     before = engine_files(cache_path)
     try:
+        repo = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
         done = subprocess.run([sys.executable, "-m", "bench.runtimes.ort_gpu", "warm-probe", payload],
-                              capture_output=True, text=True, timeout=WARM_PROBE_TIMEOUT_S)
+                              capture_output=True, text=True, timeout=WARM_PROBE_TIMEOUT_S, env=env)
     except subprocess.TimeoutExpired:
         return {"total_ms": None, "note": f"warm-cache probe exceeded {WARM_PROBE_TIMEOUT_S} s"}
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
