@@ -253,11 +253,11 @@ def _report_saved(args, run: _Run, interrupted: bool) -> int:
             results.flush()  # one last try: the disk may have room again
         except OSError as exc:
             errors.append(f"{results.path}: {exc.strerror or exc}")
-    if results.pending:
-        err_console.print(f"facebench: error: {results.pending} measured points could not be saved ({errors[-1]}); "
-                          f"the file keeps the {results.saved} points written before", markup=False)
+    if results.pending:  # one line, never wrapped
+        print(f"facebench: error: {results.pending} measured points could not be saved ({errors[-1]}); "
+              f"the file keeps the {results.saved} points written before", file=sys.stderr)
     prefix = "interrupted: " if interrupted else ""
-    console.print(f"{prefix}{results.saved} points saved in {results.path}")
+    console.print(f"{prefix}{results.saved} points saved in {results.path}", markup=False, soft_wrap=True)
     if interrupted or results.pending:
         console.print(f"continue with: facebench run {args.suite} --resume {results.path}", markup=False, soft_wrap=True)
     if interrupted:

@@ -21,7 +21,7 @@ FRAMES, BATCH, FACES_PER_FRAME = 8, 4, 2
 
 
 def pipeline_args(*extra: str) -> list[str]:
-    return ["pipeline", "--det", "scrfd_500m@320", "--rec", "arcface_mbf", "--runtime", "ort-cpu", *extra]
+    return ["pipeline", "--det", "scrfd_500m@320", "--rec", "arcface_mbf", "--runtime", "ort-cpu", "--repeats", "1", *extra]
 
 
 @pytest.fixture(scope="module")

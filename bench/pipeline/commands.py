@@ -27,8 +27,8 @@ def register(subparsers) -> None:
     parser.add_argument("--faces-per-frame", type=int, default=4, metavar="K",
                         help="fixed faces per frame where detections mean nothing: synthetic frames and "
                              "replica detectors (default 4)")
-    parser.add_argument("--repeats", type=int, default=1, metavar="N",
-                        help="runs of each mode, alternating; the fastest of each counts (default 1)")
+    parser.add_argument("--repeats", type=int, default=3, metavar="N",
+                        help="runs of each mode, alternating; the fastest of each counts (default 3)")
     parser.add_argument("--out", help="results file (.parquet) or folder (default: results/)")
     parser.set_defaults(handler=cmd_pipeline)
 
