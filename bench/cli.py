@@ -115,11 +115,10 @@ def cmd_run(args) -> int:
                 pass
             code = _report_saved(args, run, interrupted)
             if not interrupted and run.results.rows:
-                import pandas as pd
-
                 from bench.report.tables import print_tables
+                from bench.store import to_table
 
-                print_tables(pd.DataFrame(run.results.rows), console)
+                print_tables(to_table(run.results.rows).to_pandas(), console)  # every column, as `show` sees it
         finally:
             if run.results:
                 run.results.release()
@@ -158,11 +157,12 @@ class _StopOnSignals:
     """
 
     def __enter__(self):
-        self._measuring = True
+        self._measuring, self._signalled = True, False
         self._previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def _stop(self, signum, frame):
+        self._signalled = True
         for sig in self._previous:
             signal.signal(sig, signal.SIG_IGN)
         if self._measuring:
@@ -174,6 +174,8 @@ class _StopOnSignals:
         return False
 
     def __exit__(self, *exc):
+        if self._signalled:
+            return  # keep ignoring: the process is on its way out (Python would reset a handler to the default on exit)
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 

@@ -5,6 +5,7 @@ was measuring: that point becomes a failed row and a new worker takes the rest.
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import signal
@@ -111,11 +112,12 @@ class Sweep:
         ctx = mp.get_context("spawn")
         reader, writer = ctx.Pipe(duplex=False)
         process = ctx.Process(target=child_main, args=(job_to_dict(job), writer, os.getpid()), daemon=True)
-        process.start()
-        writer.close()  # the worker holds the only writing end: its death reads as end of file
         settled: set[int] = set()
         current, started, fault = None, time.monotonic(), None
         try:
+            with _ctrl_c_held():
+                process.start()
+            writer.close()  # the worker holds the only writing end: its death reads as end of file
             while True:
                 if not reader.poll(POLL_S):
                     fault = fault or self._worker_fault(process, current, started)
@@ -210,9 +212,25 @@ def _rss_mb(pid: int) -> float:
 
 
 def _stop(process) -> None:
+    if process.pid is None:  # never started
+        return
     if process.is_alive():
         process.kill()
     process.join(timeout=10)
+
+
+@contextlib.contextmanager
+def _ctrl_c_held():
+    """Start a worker with SIGINT blocked (it inherits the mask), so a Ctrl-C to the process group
+    during its start-up leaves it alone; the harness gets the held signal when the block lifts."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def check_output_dir(path: Path) -> None:

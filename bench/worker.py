@@ -192,7 +192,9 @@ def _follow_parent(parent_pid: int | None) -> None:
     """Leave interrupts to the harness, and die with it."""
     # Ctrl-C reaches the whole process group; the harness stops this worker itself and
     # reports what was saved, so the worker ignores SIGINT instead of printing a traceback.
+    # (It started with SIGINT blocked, which covers the imports before this line.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     try:  # Linux: the kernel kills this worker when the harness dies, even by SIGKILL
         import ctypes
 

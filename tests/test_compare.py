@@ -401,3 +401,116 @@ def test_by_runtime_keeps_runs_apart(measured, tmp_path):
     assert {p.labels["run"] for p in model.points} == {"first", "second"}
     assert all(p.cells["ort-cpu"].ratio == pytest.approx(0.5) for p in model.points)
     assert not comparison.notes
+
+
+# --- pipeline points (facebench pipeline) ----------------------------------------------------
+
+PIPELINE_TITLE = "pipeline scrfd_500m@320 -> arcface_mbf (synthetic, 4 faces/frame, embedder batch 8, queue 2)"
+
+
+@pytest.fixture(scope="module")
+def pipeline_measured(tmp_path_factory) -> Path:
+    """A results file from a real `facebench pipeline` run on the replicas (one pipeline row)."""
+    out = tmp_path_factory.mktemp("pipeline") / "pipe.parquet"
+    with pytest.MonkeyPatch.context() as patch:  # module scope: conftest's per-test cache is not set yet
+        patch.setenv("FACEBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "facebench-cache"))
+        code = cli.main(["pipeline", "--synthetic", "8", "--det", "scrfd_500m@320", "--rec", "arcface_mbf",
+                         "--runtime", "ort-cpu", "--batch", "4", "--repeats", "1", "--out", str(out)])
+    assert code == 0
+    rows = store.read_rows(out)
+    assert [(r["kind"], r["status"]) for r in rows] == [("pipeline", "ok")]
+    return out
+
+
+def scaled_pipeline(rows: list[dict], factor: float, **changes) -> list[dict]:
+    """Pipeline rows as if the whole pipeline ran `factor` times as fast."""
+    return [{**row, **changes, "fps": row["fps"] * factor, "faces_per_s": row["faces_per_s"] * factor,
+             "ms_per_frame": row["ms_per_frame"] / factor, "wall_s": row["wall_s"] / factor} for row in rows]
+
+
+def test_pipeline_only_inputs_are_compared(pipeline_measured, tmp_path, capsys):
+    row = base_rows(pipeline_measured)[0]
+    slow = write(tmp_path / "slow.parquet", scaled_pipeline([row], 0.5, run_id="slow-run"))
+    comparison = compare.build_comparison(commands.load_inputs([slow], str(pipeline_measured)), "fps", None,
+                                          str(pipeline_measured))
+    assert (comparison.models, comparison.groups, comparison.comparable_points) == ([], ["pipe", "slow"], 1)
+    [pipeline] = comparison.pipelines
+    assert (pipeline.model, pipeline.sha256, pipeline.row_dims) == (PIPELINE_TITLE, row["model_sha256"],
+                                                                    ["runtime", "batch"])
+    [point] = pipeline.points
+    assert point.labels == {"runtime": "ort-cpu", "batch": 4}
+    base, slowed = point.cells["pipe"], point.cells["slow"]
+    assert (base.value, base.ratio, base.faces_per_s) == (pytest.approx(row["fps"]), 1.0,
+                                                          pytest.approx(row["faces_per_s"]))
+    assert slowed.ratio == pytest.approx(0.5) and slowed.faces_per_s == pytest.approx(row["faces_per_s"] / 2)
+    assert base.best and not slowed.best and not base.marks  # no verdict recorded is no "unstable" mark
+    assert cli.main(["compare", "--baseline", str(pipeline_measured), slow]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps the long title
+    assert "pipeline scrfd_500m@320 -> arcface_mbf" in out and "frames/s by run" in out
+    assert "(0.50x)" in out and "faces/s" in out and "1 comparable points" in out
+
+
+def test_gate_lists_pipeline_points_without_spread_as_not_checked(measured, pipeline_measured, tmp_path, capsys):
+    rows = base_rows(measured) + base_rows(pipeline_measured)
+    mixed = write(tmp_path / "mixed.parquet", rows)
+    rerun = scaled(rows[:4], 1.0, run_id="rerun") + scaled_pipeline(rows[4:], 0.5, run_id="rerun")
+    new = write(tmp_path / "new.parquet", rerun)
+    assert cli.main(["compare", "--baseline", mixed, new, "--fail-if-slower", "5%"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "scrfd_500m@320: frames/s by run" in out and "arcface_mbf: frames/s by run" in out  # model tables
+    assert "pipeline scrfd_500m@320 -> arcface_mbf" in out
+    assert "gate: not checked: pipeline scrfd_500m@320 -> arcface_mbf" in out
+    assert "pipeline points record no window spread" in out and "not gated" in out
+    assert "gate passed: 4 points checked against mixed (frames/s; pipelines on frames/s)" in out
+    # Only pipeline points, none with a spread: the gate refuses to pass on nothing.
+    only = write(tmp_path / "only.parquet", scaled_pipeline(rows[4:], 0.5, run_id="only"))
+    assert cli.main(["compare", "--baseline", str(pipeline_measured), only, "--fail-if-slower", "5%"]) == 2
+    assert "recorded no spread" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("factor, code", [(0.5, 1), (0.99, 0)])
+def test_gate_checks_pipeline_points_that_carry_a_spread(pipeline_measured, tmp_path, capsys, factor, code):
+    rows = [{**r, "window_spread_pct": 1.0} for r in base_rows(pipeline_measured)]
+    old, new = write(tmp_path / "old.parquet", rows), write(tmp_path / "new.parquet", scaled_pipeline(rows, factor))
+    assert cli.main(["compare", "--metric", "p99", "--baseline", old, new, "--fail-if-slower", "5%"]) == code
+    out = " ".join(capsys.readouterr().out.split())
+    assert "1 points checked against old" in out and "not checked" not in out
+    if code:  # gated on frames/s whatever --metric says: pipelines record no p99
+        assert "slower pipeline scrfd_500m@320 -> arcface_mbf" in out and "ort-cpu batch 4 on new" in out
+        assert "frames/s" in out and "50.0% slower (noise 2.0%)" in out
+
+
+def test_pipelines_with_other_workloads_are_not_matched(pipeline_measured, tmp_path):
+    row = base_rows(pipeline_measured)[0]
+    stages = json.loads(row["stages_json"])
+    other = write(tmp_path / "other.parquet", [{**row, "run_id": "other",
+                                                "stages_json": json.dumps({**stages, "rec_batch": 16})}])
+    comparison = compare.build_comparison(compare.load_results([str(pipeline_measured), other]), "fps", "run", None)
+    assert len(comparison.pipelines) == 2 and comparison.comparable_points == 0
+    assert any("different model files or workloads" in note for note in comparison.notes)
+
+
+def test_report_has_pipeline_comparison_and_section(measured, pipeline_measured, tmp_path):
+    rows = base_rows(pipeline_measured)
+    slow = write(tmp_path / "slow.parquet", scaled_pipeline(rows, 0.5, run_id="slow-run"))
+    out = tmp_path / "report.md"
+    assert cli.main(["report", str(measured), str(pipeline_measured), slow, "--out", str(out),
+                     "--by", "run", "--baseline", "pipe", "--no-plots"]) == 0
+    text = out.read_text()
+    assert "## scrfd_500m@320" in text and "## arcface_mbf" in text  # the model points are still reported
+    assert f"### {PIPELINE_TITLE}: frames/s by run" in text
+    assert "| runtime | batch | pipe (baseline) | base | slow |" in text
+    assert "(0.50x)" in text and "faces/s]" in text
+    section = text.split("## Pipeline", 1)[1]
+    assert "### scrfd_500m@320 -> arcface_mbf" in section
+    header = "| run | runtime | batch | frames | faces | frames/s | faces/s | seq frames/s | gain | decode | detector |"
+    assert header in section
+    stages = json.loads(rows[0]["stages_json"])
+    line = next(line for line in section.splitlines() if line.startswith("| pipe |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1:5] == ["ort-cpu", "4", "8", "32"]
+    assert cells[5] == f"{rows[0]['fps']:.1f}" and cells[7] == f"{stages['sequential_fps']:.1f}"
+    assert cells[8] == f"x{stages['overlap_gain']:.2f}"
+    embed = stages["stages"]["embedder"]
+    assert cells[-1] == f"{embed['ms_per_frame']:.2f} ({100 * embed['share']:.0f}%)"
+    assert any(line.startswith("| slow |") for line in section.splitlines())

@@ -206,7 +206,7 @@ def replicas(tmp_path_factory):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
 def test_harness_killed_at_a_random_moment_keeps_every_finished_point(tmp_path, sig, moment):
     rng = random.Random(f"{SEED}-{sig.name}-{moment}")
-    rows_before, delay = rng.randint(0, 4), rng.uniform(0, 0.8)
+    rows_before, delay = rng.randint(0, 3), rng.uniform(0, 0.8)  # from start-up to the last point
     where = f"seed {SEED}: {sig.name} after {rows_before} rows + {delay:.2f} s"
     out = tmp_path / "out"
     harness = start("run", str(write_suite(tmp_path)), "--out", str(out))
@@ -227,15 +227,17 @@ def test_harness_killed_at_a_random_moment_keeps_every_finished_point(tmp_path, 
     rows = checked_rows(path) if path else []
     assert len(rows) >= seen, where  # nothing finished was lost
     assert all(r["status"] == "ok" and r["fps"] > 0 for r in rows), where  # and nothing half-done was added
-    if harness.returncode == 0:  # the sweep finished before the signal
-        assert len(rows) == 4, where
-        return
     if sig == signal.SIGKILL:
-        assert harness.returncode == -signal.SIGKILL, where
+        assert harness.returncode in (0, -signal.SIGKILL), where
+        return
+    said = " ".join(stdout.split())
+    if f"4 points saved in {path}" in said and "interrupted" not in said:
+        # The sweep had finished: the signal came while it printed tables or exited
+        # (where Python itself may answer SIGTERM with its default: killed).
+        assert len(rows) == 4 and harness.returncode in (0, 130, -signal.SIGTERM), where
         return
     assert harness.returncode == 130, f"{where}: {stderr}"
     assert "Traceback" not in stderr, f"{where}: {stderr}"
-    said = " ".join(stdout.split())
     if path is None or "no results file written" in said:
         assert not rows, where
         return
@@ -480,14 +482,12 @@ def test_results_folder_failing_mid_run_keeps_the_last_good_file(tmp_path, tmpfs
 
 
 def _fill(folder: Path) -> None:
-    chunk = b"\0" * 4096
-    with open(folder / "ballast", "wb") as handle:
+    with open(folder / "ballast", "wb", buffering=0) as handle:
         try:
             while True:
-                handle.write(chunk)
-                handle.flush()
+                handle.write(b"\0" * 4096)
         except OSError:
-            pass
+            pass  # full
 
 
 # --- 6. hostile and broken inputs: one line, exit status 2 ---
@@ -680,20 +680,20 @@ def test_show_and_compare_say_when_a_file_was_edited(tmp_path, two_runs, capsys)
     assert main(["show", str(two_runs[0])]) == 0
     assert "edited or damaged" not in capsys.readouterr().err
     assert main(["show", str(edited)]) == 0
-    assert f"{edited}: rows do not match the recorded checksum" in capsys.readouterr().err
+    assert f"{edited}: rows do not match the recorded checksum" in " ".join(capsys.readouterr().err.split())
     assert main(["compare", str(two_runs[1]), str(edited)]) == 0
     captured = capsys.readouterr()
-    assert "edited or damaged" in captured.out + captured.err
+    assert f"{edited}: rows do not match the recorded checksum" in " ".join((captured.out + captured.err).split())
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("zero-byte", "not a readable Parquet file"),
-    ("truncated", "not a readable Parquet file"),
-    ("text", "not a readable Parquet file"),
-    ("plain-parquet", "not a facebench results file"),
-    ("folder", "not a readable Parquet file"),
+@pytest.mark.parametrize("damage, messages", [
+    ("zero-byte", ["not a readable Parquet file"] * 2),
+    ("truncated", ["not a readable Parquet file"] * 2),
+    ("text", ["not a readable Parquet file"] * 2),
+    ("plain-parquet", ["not a facebench results file"] * 2),
+    ("folder", ["not a facebench results file", "folder holds no .parquet results files"]),
 ])
-def test_damaged_results_file_is_one_line_exit_2(tmp_path, two_runs, capsys, damage, message):
+def test_damaged_results_file_is_one_line_exit_2(tmp_path, two_runs, capsys, damage, messages):
     path = tmp_path / "damaged.parquet"
     whole = two_runs[0].read_bytes()
     if damage == "zero-byte":
@@ -707,6 +707,6 @@ def test_damaged_results_file_is_one_line_exit_2(tmp_path, two_runs, capsys, dam
     else:
         path.mkdir()
     FAULTS["damaged results file"] += 1
-    for command in ("show", "compare"):
+    for command, message in zip(("show", "compare"), messages):
         assert main([command, str(path)]) == 2
         assert message in one_line(capsys.readouterr().err), command

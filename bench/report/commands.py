@@ -19,7 +19,8 @@ def register(subparsers) -> None:
     _add_comparison_options(compare)
     compare.add_argument("--fail-if-slower", metavar="PCT",
                          help="regression gate: exit 1 if a point is slower than the baseline by more than PCT "
-                              "(e.g. 5%%) and by more than the two runs' combined noise")
+                              "(e.g. 5%%) and by more than the two runs' combined noise (pipeline points: on "
+                              "frames/s, where they record a spread)")
     compare.set_defaults(handler=cmd_compare)
 
     plot = subparsers.add_parser("plot", help="write PNG plots (frames/s vs batch, latency, cold start, GPU)")
@@ -75,15 +76,18 @@ def cmd_compare(args) -> int:
 
 def print_gate(gate, comparison, console) -> int:
     from bench.errors import UserError
+    from bench.report import compare
 
     for line in gate.not_checked:
         console.print(f"[dim]gate: not checked: {line}[/]", highlight=False)
     if gate.checked == 0:
         raise UserError(f"the gate could check no point against {comparison.baseline} (every matched point failed, "
-                        "was contaminated or failed parity); fix those points and measure again")
+                        "was contaminated, failed parity or recorded no spread, as pipeline points do); "
+                        "gate on points from facebench run, or fix those points and measure again")
     for finding in gate.within_noise:
         console.print(f"[dim]gate: within noise: {finding.describe(comparison.metric)}[/]", highlight=False)
-    what = f"{gate.checked} points checked against {comparison.baseline} ({comparison.metric.label})"
+    pipelines = f"; pipelines on {compare.PIPELINE_METRIC.label}" if comparison.pipelines else ""
+    what = f"{gate.checked} points checked against {comparison.baseline} ({comparison.metric.label}{pipelines})"
     if gate.passed:
         console.print(f"[green]gate passed[/]: {what}; none slower by more than {gate.threshold_pct:g}% "
                       "beyond their noise", highlight=False)
@@ -118,7 +122,7 @@ def cmd_report(args) -> int:
     from bench.report.plots import write_plots
 
     results = load_inputs(args.inputs, args.baseline)
-    _require_points(results)
+    _require_points(results, kind=None)
     comparison = compare.build_comparison(results, args.metric, args.by, args.baseline)
     if args.baseline or args.by:
         compare.require_comparable(comparison)  # asked for a comparison: say why there is none
@@ -126,7 +130,8 @@ def cmd_report(args) -> int:
         comparison = None  # one machine, one run: the report is the per-model tables
     store.ensure_parent(args.out)
     plots_name = f"{Path(store.location_name(args.out)).stem}-plots"
-    written = None if args.no_plots else write_plots(results, store.sibling_location(args.out, plots_name))
+    plotted = not args.no_plots and results.records()  # pipeline points have no plots
+    written = write_plots(results, store.sibling_location(args.out, plots_name)) if plotted else None
     text = markdown.build_report(results, comparison, written, plots_name)
     store.write_bytes(args.out, text.encode())
     plots_text = f"{len(written.plots)} plots in {plots_name}/" if written else "no plots"
@@ -134,55 +139,68 @@ def cmd_report(args) -> int:
     return 0
 
 
-def _require_points(results) -> None:
+def _require_points(results, kind: str | None = "model") -> None:
     from bench.errors import UserError
 
-    if not results.records():
-        raise UserError("no measured points in these files; pass files written by facebench run")
+    if results.records(kind):
+        return
+    if kind == "model" and results.records("pipeline"):
+        raise UserError("these files hold only pipeline points, which have no plots; "
+                        "use facebench report or show, or pass files written by facebench run")
+    raise UserError("no measured points in these files; pass files written by facebench run")
 
 
 # --- rich rendering of a comparison ----------------------------------------------------------
 
 def print_comparison(comparison, console) -> None:
+    from bench.report.compare import PIPELINE_METRIC
+
     for model in comparison.models:
         console.print(comparison_table(comparison, model))
+    for pipeline in comparison.pipelines:
+        console.print(comparison_table(comparison, pipeline, PIPELINE_METRIC))
     if comparison.differences:
         console.print(differences_table(comparison))
     else:
         console.print(f"[dim]environments: no difference recorded between {', '.join(comparison.groups)}[/]")
-    console.print(f"[dim]{comparison.comparable_points} comparable points; cells show {comparison.metric.label} and the "
-                  f"ratio to {comparison.baseline}; bold green: best trustworthy cell of the row; marked cells "
-                  f"(unstable, contaminated, parity failed) are not quoted as best[/]", highlight=False)
+    pipelines = f" (pipelines: {PIPELINE_METRIC.label}, faces/s below)" if comparison.pipelines else ""
+    console.print(f"[dim]{comparison.comparable_points} comparable points; cells show {comparison.metric.label}"
+                  f"{pipelines} and the ratio to {comparison.baseline}; bold green: best trustworthy cell of the row; "
+                  f"marked cells (unstable, contaminated, parity failed) are not quoted as best[/]", highlight=False)
 
 
-def comparison_table(comparison, model):
+def comparison_table(comparison, model, metric=None):
+    """One model's (or, with metric=PIPELINE_METRIC, one pipeline's) points, one column per group."""
     from rich.table import Table
 
-    direction = "higher is better" if comparison.metric.higher_better else "lower is better"
-    table = Table(title=f"{model.model}: {comparison.metric.label} by {comparison.by}", title_justify="left",
+    metric = metric or comparison.metric
+    direction = "higher is better" if metric.higher_better else "lower is better"
+    table = Table(title=f"{model.model}: {metric.label} by {comparison.by}", title_justify="left",
                   caption=direction, caption_justify="left")
     for dim in model.row_dims:
         table.add_column({"precision": "prec"}.get(dim, dim), justify="right" if dim == "batch" else "left")
     for group in comparison.groups:
         table.add_column(f"{group}\n(baseline)" if group == comparison.baseline else group, justify="right")
     for point in model.points:
-        cells = [rich_cell(comparison, point.cells.get(g), g == comparison.baseline) for g in comparison.groups]
+        cells = [rich_cell(metric, point.cells.get(g), g == comparison.baseline) for g in comparison.groups]
         table.add_row(*[str(point.labels[d]) for d in model.row_dims], *cells)
     return table
 
 
-def rich_cell(comparison, cell, is_baseline: bool) -> str:
+def rich_cell(metric, cell, is_baseline: bool) -> str:
     from bench.report.compare import format_value
 
     if cell is None:
         return "[dim]-[/]"
     if cell.value is None:
         return f"[red]{', '.join(cell.marks)}[/]" if cell.marks else "[dim]-[/]"
-    text = format_value(comparison.metric, cell.value)
+    text = format_value(metric, cell.value)
     if cell.ratio is not None and not is_baseline:
         text += f" ({cell.ratio:.2f}x)"
     if cell.best:
         text = f"[bold green]{text}[/]"
+    if cell.faces_per_s is not None:
+        text += f"\n[dim]{cell.faces_per_s:.1f} faces/s[/]"
     if cell.marks:
         colour = "yellow" if cell.marks == ("unstable",) else "red"
         text += f"\n[{colour}]{', '.join(cell.marks)}[/]"

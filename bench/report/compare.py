@@ -6,6 +6,10 @@ Matching: points are matched only when they measured the same model file (sha256
 batch size, and, unless precision is what is being compared, the same precision. Each compared
 group (a machine, runtime, precision or run) becomes one column; every other dimension
 (runtime, precision, machine) stays in the row key.
+
+Pipeline points (facebench pipeline, kind "pipeline") are matched the same way, on the detector
+file, the embedder file (from stages_json) and the pipeline's workload (frame source, faces per
+frame, embedder batch, queue depth), and always compared on frames/s (faces/s shown beside it).
 """
 from __future__ import annotations
 
@@ -61,10 +65,11 @@ class Results:
     files: list[str]
     notes: list[str] = field(default_factory=list)
 
-    def records(self, kind: str = "model") -> list[dict[str, Any]]:
+    def records(self, kind: str | None = "model") -> list[dict[str, Any]]:
+        """Rows of one kind ("model" or "pipeline"); kind=None: every row."""
         if self.frame.empty:
             return []
-        frame = self.frame[self.frame["kind"].fillna("model") == kind]
+        frame = self.frame if kind is None else self.frame[self.frame["kind"].fillna("model") == kind]
         return [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict("records")]
 
 
@@ -128,6 +133,7 @@ class Cell:
     spread_pct: float | None  # window_spread_pct of the point: its recorded noise
     trustworthy: bool
     best: bool = False
+    faces_per_s: float | None = None  # pipeline points only
 
 
 @dataclass
@@ -142,8 +148,8 @@ class PointComparison:
 
 @dataclass
 class ModelComparison:
-    model: str
-    sha256: str
+    model: str  # for a pipeline: "detector -> embedder (workload)"
+    sha256: str  # the model (pipeline: detector) file
     row_dims: list[str]  # label columns that vary, then batch
     points: list[PointComparison]
 
@@ -163,10 +169,14 @@ class Comparison:
     models: list[ModelComparison]
     differences: list[EnvDifference]
     notes: list[str]
+    pipelines: list[ModelComparison] = field(default_factory=list)  # compared on PIPELINE_METRIC
 
     @property
     def comparable_points(self) -> int:
-        return sum(p.comparable for m in self.models for p in m.points)
+        return sum(p.comparable for m in self.models + self.pipelines for p in m.points)
+
+
+PIPELINE_METRIC = METRICS["fps"]  # pipelines record no latency percentiles; frames/s is their figure
 
 
 BASELINE_ALIASES = {"machine": ("machine_label", "host", "machine_id"), "run": ("run_label", "run_id"),
@@ -193,9 +203,9 @@ def choose_by(records: list[dict[str, Any]], by: str | None, baseline: str | Non
 def build_comparison(results: Results, metric: str = "fps", by: str | None = None,
                      baseline: str | None = None) -> Comparison:
     """Match points across groups and compute ratios to the baseline group. Raises UserError."""
-    records = results.records()
+    records = results.records(kind=None)  # groups, baseline and environment cover pipeline rows too
     if not records:
-        raise UserError("no measured points in these files; pass files written by facebench run")
+        raise UserError("no measured points in these files; pass files written by facebench run or pipeline")
     baseline_file = _baseline_file(results, baseline)
     by = choose_by(records, by, baseline, baseline_file is not None)
     groups = list(dict.fromkeys(r[GROUP_COLUMN[by]] for r in records))
@@ -204,9 +214,13 @@ def build_comparison(results: Results, metric: str = "fps", by: str | None = Non
     chosen = METRICS[metric]
     notes = list(results.notes)
     dims = row_dims(by, several_runs=len({r["run_label"] for r in records}) > len({r["machine_label"] for r in records}))
-    models = [_compare_model(rows, by, dims, chosen, base, notes) for rows in _by_model(records, notes)]
+    models = [_compare_model(rows, rows[0]["model"], by, dims, chosen, base, notes)
+              for rows in _by_model(results.records(), notes)]
+    pipeline_dims = [d for d in dims if d != "precision"]  # pipelines run fp32 only
+    pipelines = [_compare_model(rows, name, by, pipeline_dims, PIPELINE_METRIC, base, notes)
+                 for name, rows in _by_pipeline(results.records("pipeline"), notes).items()]
     differences = environment_differences(records, by, groups)
-    return Comparison(by, chosen, groups, base, models, differences, notes)
+    return Comparison(by, chosen, groups, base, models, differences, notes, pipelines)
 
 
 def require_comparable(comparison: Comparison) -> None:
@@ -222,11 +236,12 @@ def require_comparable(comparison: Comparison) -> None:
         raise UserError(f"no comparable points: every input is the same {comparison.by} ({comparison.groups[0]}); "
                         f"add results from another {comparison.by} or use --by {others}")
     raise UserError(f"no comparable points between {', '.join(comparison.groups)}: no model file (sha256), "
-                    "precision and batch measured in more than one of them")
+                    "precision and batch (nor pipeline) measured in more than one of them")
 
 
 def _any_value(comparison: Comparison) -> bool:
-    return any(c.value is not None for m in comparison.models for p in m.points for c in p.cells.values())
+    return any(c.value is not None for m in comparison.models + comparison.pipelines
+               for p in m.points for c in p.cells.values())
 
 
 def _baseline_file(results: Results, baseline: str | None) -> str | None:
@@ -265,6 +280,44 @@ def _by_model(records: list[dict[str, Any]], notes: list[str]) -> list[list[dict
     return list(by_file.values())
 
 
+def pipeline_stages(row: dict[str, Any]) -> dict[str, Any]:
+    """A pipeline row's stages_json (embedder, workload, per-stage times); {} when absent or unreadable."""
+    return _json_dict(row.get("stages_json"))
+
+
+def pipeline_name(row: dict[str, Any]) -> str:
+    """'detector -> embedder' of a pipeline row."""
+    embedder = pipeline_stages(row).get("embedder") or {}
+    return f"{row['model']} -> {embedder.get('model', '?')}"
+
+
+def pipeline_workload(row: dict[str, Any]) -> str:
+    """What each frame costs besides the models: matched points must have run the same work."""
+    stages = pipeline_stages(row)
+    faces = stages.get("synthetic_faces_per_frame")
+    source = f"synthetic, {faces} faces/frame" if stages.get("source") == "synthetic" else stages.get("source", "?")
+    return f"{source}, embedder batch {stages.get('rec_batch', '?')}, queue {stages.get('queue_depth', '?')}"
+
+
+def _by_pipeline(records: list[dict[str, Any]], notes: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Pipeline rows per detector file, embedder file and workload; names that cover several are noted."""
+    grouped: dict[tuple, list[dict[str, Any]]] = {}
+    for r in records:
+        embedder = pipeline_stages(r).get("embedder") or {}
+        key = (pipeline_name(r), r["model_sha256"], embedder.get("sha256"), pipeline_workload(r))
+        grouped.setdefault(key, []).append(r)
+    names = [key[0] for key in grouped]
+    for name in dict.fromkeys(n for n in names if names.count(n) > 1):
+        notes.append(f"pipeline {name}: the inputs hold different model files or workloads; their points are not matched")
+    return {_pipeline_title(key, names.count(key[0]) > 1): rows for key, rows in grouped.items()}
+
+
+def _pipeline_title(key: tuple, ambiguous: bool) -> str:
+    name, det_sha, rec_sha, workload = key
+    files = f", sha256 {str(det_sha)[:8]}/{str(rec_sha)[:8]}" if ambiguous else ""
+    return f"pipeline {name} ({workload}{files})"
+
+
 def row_dims(by: str, several_runs: bool) -> list[str]:
     """What stays in the row key besides batch. A run implies its machine; when runtimes or
     precisions are compared and one machine has several runs, rows are per run, not merged."""
@@ -275,7 +328,8 @@ def row_dims(by: str, several_runs: bool) -> list[str]:
     return context + [d for d in ("runtime", "precision") if d != by]
 
 
-def _compare_model(rows, by: str, dims: list[str], metric: Metric, base: str, notes: list[str]) -> ModelComparison:
+def _compare_model(rows, name: str, by: str, dims: list[str], metric: Metric, base: str,
+                   notes: list[str]) -> ModelComparison:
     label_columns = {"machine": "machine_label", "run": "run_label", "runtime": "runtime", "precision": "precision"}
     cells: dict[tuple, dict[str, list[dict]]] = {}
     for r in rows:
@@ -285,11 +339,11 @@ def _compare_model(rows, by: str, dims: list[str], metric: Metric, base: str, no
     points = []
     for key in sorted(cells, key=lambda k: (order[k[:-1]], k[-1])):
         labels = {d: v for d, v in zip(dims, key)} | {"batch": key[-1]}
-        chosen = {g: _newest(rs, f"{rows[0]['model']} {_point_name(labels)} {g}", notes)
+        chosen = {g: _newest(rs, f"{name} {_point_name(labels)} {g}", notes)
                   for g, rs in cells[key].items()}
         points.append(_compare_point(labels, chosen, metric, base))
     shown = [d for d in dims if len({p.labels[d] for p in points}) > 1 or d in ("runtime", "precision")]
-    return ModelComparison(rows[0]["model"], rows[0]["model_sha256"], shown + ["batch"], points)
+    return ModelComparison(name, rows[0]["model_sha256"], shown + ["batch"], points)
 
 
 def _newest(rows: list[dict[str, Any]], where: str, notes: list[str]) -> dict[str, Any]:
@@ -321,6 +375,8 @@ def point_marks(row: dict[str, Any]) -> tuple[str, ...]:
     """Why a point's number should not be quoted as is (empty when it may)."""
     if row["status"] != "ok":
         return (row["status"],)
+    if row.get("kind") == "pipeline" and row.get("verdict") is None:
+        return ()  # a pipeline run has no steady windows to judge; only a failure marks it
     marks = []
     if row.get("verdict") != "VALID":
         marks.append("unstable")
@@ -337,9 +393,10 @@ def _cell(row: dict[str, Any], metric: Metric) -> Cell:
     if row["status"] == "ok" and value is None and metric.name == "fps_per_watt":
         marks += ("no power (CPU)",) if row.get("device") == "cpu" else ("no power recorded",)
     spread = row.get("window_spread_pct")
+    faces = row.get("faces_per_s") if row.get("kind") == "pipeline" and row["status"] == "ok" else None
     return Cell(value=value, ratio=None, marks=marks,
                 spread_pct=spread if spread is not None and math.isfinite(spread) else None,
-                trustworthy=not marks)
+                trustworthy=not marks, faces_per_s=faces)
 
 
 # --- environment differences -----------------------------------------------------------------
@@ -369,10 +426,19 @@ def _runtime_facts(runtime: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
                              f"{runtime} threads": _distinct(r.get("threads") for r in rows),
                              f"{runtime} mode": _distinct(r.get("mode") for r in rows)}
     for r in rows:
-        for key, value in _json_dict(r.get("runtime_options_json")).items():
-            if key != "precision_effective":  # follows the precision, not the environment
+        for key, value in _flat_options(_json_dict(r.get("runtime_options_json"))):
+            if not key.endswith("precision_effective"):  # follows the precision, not the environment
                 facts.setdefault(f"{runtime} option {key}", set()).add(str(value))
     return facts
+
+
+def _flat_options(options: dict[str, Any], prefix: str = ""):
+    """(key, value) pairs; a pipeline's per-model options ({"detector": {...}}) become "detector.key"."""
+    for key, value in options.items():
+        if isinstance(value, dict):
+            yield from _flat_options(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
 
 
 def _clock_facts(rows: list[dict[str, Any]]) -> dict[str, str]:
@@ -440,8 +506,10 @@ class GateFinding:
     slower_pct: float
     noise_pct: float
     marks: tuple[str, ...]
+    metric: Metric | None = None  # set where it is not the comparison's (pipelines: frames/s)
 
     def describe(self, metric: Metric) -> str:
+        metric = self.metric or metric
         flag = f" [{', '.join(self.marks)}]" if self.marks else ""
         return (f"{self.model} {self.point} on {self.group}: {metric.label} {format_value(metric, self.baseline_value)} "
                 f"-> {format_value(metric, self.value)}, {self.slower_pct:.1f}% slower "
@@ -497,24 +565,38 @@ def parse_threshold(text: str) -> float:
 
 def regression_gate(comparison: Comparison, threshold_pct: float) -> GateResult:
     """Each point of each group against the baseline: a regression is slower by more than the
-    threshold and by more than the two points' combined noise (combined_noise_pct)."""
-    checked, regressions, within_noise, not_checked = 0, [], [], []
+    threshold and by more than the two points' combined noise (combined_noise_pct). Pipeline
+    points are gated on frames/s by the same rule where they carry a spread, else listed as
+    not checked."""
+    gate = GateResult(threshold_pct, 0, [], [], [])
     for model in comparison.models:
-        for point in model.points:
-            base = point.cells.get(comparison.baseline)
-            for group, cell in point.cells.items():
-                if group == comparison.baseline or base is None:
-                    continue
-                where = f"{model.model} {_point_name(point.labels)} on {group}"
-                reason = _not_gatable(base, cell)
-                if reason:
-                    not_checked.append(f"{where}: {reason}")
-                    continue
-                checked += 1
-                finding = _gate_point(comparison.metric, model.model, _point_name(point.labels), group, base, cell)
-                if finding.slower_pct > threshold_pct:
-                    (regressions if finding.slower_pct > finding.noise_pct else within_noise).append(finding)
-    return GateResult(threshold_pct, checked, regressions, within_noise, not_checked)
+        _gate_model(gate, model, comparison.metric, comparison.baseline, pipeline=False)
+    for pipeline in comparison.pipelines:
+        _gate_model(gate, pipeline, PIPELINE_METRIC, comparison.baseline, pipeline=True)
+    return gate
+
+
+def _gate_model(gate: GateResult, model: ModelComparison, metric: Metric, baseline: str, pipeline: bool) -> None:
+    for point in model.points:
+        base = point.cells.get(baseline)
+        for group, cell in point.cells.items():
+            if group == baseline or base is None:
+                continue
+            where = f"{model.model} {_point_name(point.labels)} on {group}"
+            reason = _not_gatable(base, cell)
+            if reason and pipeline and reason.endswith(NO_SPREAD):
+                reason = "pipeline points record no window spread, so their noise is unknown: not gated"
+            if reason:
+                gate.not_checked.append(f"{where}: {reason}")
+                continue
+            gate.checked += 1
+            finding = _gate_point(metric, model.model, _point_name(point.labels), group, base, cell)
+            finding.metric = metric if pipeline else None
+            if finding.slower_pct > gate.threshold_pct:
+                (gate.regressions if finding.slower_pct > finding.noise_pct else gate.within_noise).append(finding)
+
+
+NO_SPREAD = "has no recorded window spread"
 
 
 def _not_gatable(base: Cell, cell: Cell) -> str | None:
@@ -525,7 +607,7 @@ def _not_gatable(base: Cell, cell: Cell) -> str | None:
         if c.value is None:
             return f"{side} point has no value"
         if c.spread_pct is None:
-            return f"{side} point has no recorded window spread"
+            return f"{side} point {NO_SPREAD}"
     return None
 
 

@@ -1,27 +1,39 @@
 """A Markdown report of result files: environment, comparison, per-model tables, best
-configuration and plots, ready to paste into a pull request or a wiki."""
+configuration, plots and pipeline points, ready to paste into a pull request or a wiki."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any
 
-from bench.report.compare import Comparison, Results, environment_facts, format_value, point_marks
-from bench.report.tables import KNEE_PCT
+from bench.report.compare import (
+    PIPELINE_METRIC,
+    Comparison,
+    Results,
+    environment_facts,
+    format_value,
+    pipeline_name,
+    pipeline_stages,
+    pipeline_workload,
+    point_marks,
+)
+from bench.report.tables import KNEE_PCT, PIPELINE_STAGES
 
 
 def build_report(results: Results, comparison: Comparison | None, plots, plots_folder: str) -> str:
     """The whole report as Markdown; plot images are linked relative to the report (plots_folder/NAME)."""
-    rows = results.records()
+    rows, pipelines, every = results.records(), results.records("pipeline"), results.records(kind=None)
+    of_which = f" ({len(pipelines)} pipeline)" if pipelines else ""
     lines = ["# facebench report", "",
              f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from {len(results.files)} "
-             f"results file(s), {len(rows)} points.", ""]
-    lines += [f"- `{location}`{_file_summary(rows, location)}" for location in results.files]
-    lines += ["", *environment_section(rows)]
+             f"results file(s), {len(every)} points{of_which}.", ""]
+    lines += [f"- `{location}`{_file_summary(every, location)}" for location in results.files]
+    lines += ["", *environment_section(every)]
     if comparison is not None:
         lines += comparison_section(comparison)
     for model_rows in _by_model(rows).values():
         lines += model_section(model_rows, rows, plots, plots_folder)
-    lines += warnings_section(rows, results.notes + (comparison.notes if comparison else []))
+    lines += pipeline_section(pipelines)
+    lines += warnings_section(every, results.notes + (comparison.notes if comparison else []))
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -77,27 +89,37 @@ def comparison_section(comparison: Comparison) -> list[str]:
              f"bold: best trustworthy cell of the row; {comparison.comparable_points} comparable points "
              "(same model file, precision and batch).", ""]
     for model in comparison.models:
-        headers = [{"precision": "prec"}.get(d, d) for d in model.row_dims]
-        headers += [f"{g} (baseline)" if g == comparison.baseline else g for g in comparison.groups]
-        body = [[_md(point.labels[d]) for d in model.row_dims]
-                + [_comparison_cell(comparison, point.cells.get(g), g == comparison.baseline) for g in comparison.groups]
-                for point in model.points]
-        right = {model.row_dims.index("batch")} | set(range(len(model.row_dims), len(headers)))
-        lines += [f"### {_md(model.model)}: {metric.label} by {comparison.by}", "", *md_table(headers, body, right)]
+        lines += _comparison_table(comparison, model, metric)
+    if comparison.pipelines:
+        lines += [f"Pipelines are compared on {PIPELINE_METRIC.label}; faces/s follows in brackets.", ""]
+    for pipeline in comparison.pipelines:
+        lines += _comparison_table(comparison, pipeline, PIPELINE_METRIC)
     if comparison.differences:
         body = [[_md(d.name), *[_md(d.values[g]) for g in comparison.groups]] for d in comparison.differences]
         lines += [f"What differs between the {comparison.by}s:", "", *md_table(["", *comparison.groups], body)]
     return lines
 
 
-def _comparison_cell(comparison: Comparison, cell, is_baseline: bool) -> str:
+def _comparison_table(comparison: Comparison, model, metric) -> list[str]:
+    headers = [{"precision": "prec"}.get(d, d) for d in model.row_dims]
+    headers += [f"{g} (baseline)" if g == comparison.baseline else g for g in comparison.groups]
+    body = [[_md(point.labels[d]) for d in model.row_dims]
+            + [_comparison_cell(metric, point.cells.get(g), g == comparison.baseline) for g in comparison.groups]
+            for point in model.points]
+    right = {model.row_dims.index("batch")} | set(range(len(model.row_dims), len(headers)))
+    return [f"### {_md(model.model)}: {metric.label} by {comparison.by}", "", *md_table(headers, body, right)]
+
+
+def _comparison_cell(metric, cell, is_baseline: bool) -> str:
     if cell is None:
         return "-"
     if cell.value is None:
         return f"_{', '.join(cell.marks)}_" if cell.marks else "-"
-    text = format_value(comparison.metric, cell.value)
+    text = format_value(metric, cell.value)
     if cell.ratio is not None and not is_baseline:
         text += f" ({cell.ratio:.2f}x)"
+    if cell.faces_per_s is not None:
+        text += f" [{cell.faces_per_s:.1f} faces/s]"
     if cell.best:
         text = f"**{text}**"
     if cell.marks:
@@ -204,10 +226,57 @@ def _checks(row) -> str:
     return " ".join(marks) or "-"
 
 
+def pipeline_section(rows) -> list[str]:
+    """Per pipeline (detector -> embedder, workload): one line per point with throughput, the
+    overlap gain and where the time goes."""
+    if not rows:
+        return []
+    lines = ["## Pipeline", "",
+             "frames/s and faces/s: stages overlapped (the recorded figure); seq frames/s: stages one after "
+             "another; gain: overlapped over sequential; stage columns: ms/frame and share of the sequential time.",
+             ""]
+    columns = _context_columns(rows)
+    grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        grouped.setdefault((pipeline_name(r), pipeline_workload(r)), []).append(r)
+    for (name, workload), group in grouped.items():
+        lines += [f"### {_md(name)}", "", f"{_md(workload)}, detector sha256 {str(group[0]['model_sha256'])[:12]}", ""]
+        lines += pipeline_table(group, columns)
+    return lines
+
+
+def pipeline_table(rows, columns: list[str]) -> list[str]:
+    context = {"run_label": "run", "machine_label": "machine"}
+    headers = [context[c] for c in columns] + ["runtime", "batch", "frames", "faces", "frames/s", "faces/s",
+                                               "seq frames/s", "gain", *PIPELINE_STAGES.values()]
+    body = [[*[_md(r[c]) for c in columns], _md(r["runtime"]), str(r["batch"]), *_pipeline_cells(r)]
+            for r in sorted(rows, key=lambda r: (*[str(r[c]) for c in columns], r["runtime"], r["batch"]))]
+    return md_table(headers, body, set(range(len(columns) + 1, len(headers))))
+
+
+def _pipeline_cells(row) -> list[str]:
+    if row["status"] != "ok":
+        return ["", "", f"_{_md(row['status'])}_: {_md((row.get('reason') or '')[:80])}", *[""] * 8]
+    stages = pipeline_stages(row)
+    gain = stages.get("overlap_gain")
+    return [_count(row.get("frames_total")), _count(row.get("faces_total")), _fmt(row["fps"]),
+            _fmt(row.get("faces_per_s")),
+            _fmt(stages.get("sequential_fps")), f"x{gain:.2f}" if gain else "-",
+            *[_stage_cell(stages, name) for name in PIPELINE_STAGES]]
+
+
+def _stage_cell(stages: dict[str, Any], name: str) -> str:
+    stage = (stages.get("stages") or {}).get(name)
+    if not stage:
+        return "-"
+    return f"{stage['ms_per_frame']:.2f} ({100 * stage['share']:.0f}%)"
+
+
 def warnings_section(rows, notes: list[str]) -> list[str]:
     lines = []
     for r in rows:
-        where = f"{r['model']} {r['runtime']} {r['precision']} batch {r['batch']} ({r['run_label']})"
+        model = pipeline_name(r) if r.get("kind") == "pipeline" else r["model"]
+        where = f"{model} {r['runtime']} {r['precision']} batch {r['batch']} ({r['run_label']})"
         if r["status"] == "failed":
             lines.append(f"{where}: failed: {r.get('reason')}")
         elif r["status"] == "ok" and r.get("warnings"):
@@ -225,3 +294,7 @@ def warnings_section(rows, notes: list[str]) -> list[str]:
     if not lines:
         return []
     return ["## Warnings", "", *[f"- {_md(line)}" for line in lines], ""]
+
+
+def _count(value) -> str:
+    return "-" if value is None else str(int(value))
