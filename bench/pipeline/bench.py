@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from bench.errors import UserError
+from bench.measure.protocol import spread_pct
 from bench.models.info import ModelInfo
 from bench.pipeline.run import (
     IMAGE_SUFFIXES,
@@ -200,6 +201,7 @@ class PipelineOutcome:
     telemetry: dict[str, dict[str, Any]]  # "sequential" / "overlapped" -> sampler fields of the best run
     settings: dict[str, dict[str, Any]]  # "detector" / "embedder" -> the session's effective settings
     notes: list[str] = field(default_factory=list)  # e.g. why there is no GPU telemetry
+    overlapped_fps_runs: list[float] = field(default_factory=list)  # every repeat: the point's noise
 
 
 def run_benchmark(setup: PipelineSetup, status: Status = lambda _: None) -> PipelineOutcome:
@@ -212,7 +214,7 @@ def run_benchmark(setup: PipelineSetup, status: Status = lambda _: None) -> Pipe
         try:
             gpu, notes = _open_gpu_sampler(setup.runtime.device)
             try:
-                best = _compare(setup, det.infer, rec.infer, gpu, status)
+                best, overlapped_runs = _compare(setup, det.infer, rec.infer, gpu, status)
             finally:
                 if gpu is not None:
                     gpu.close()
@@ -221,6 +223,7 @@ def run_benchmark(setup: PipelineSetup, status: Status = lambda _: None) -> Pipe
                 telemetry={"sequential": best[False].telemetry, "overlapped": best[True].telemetry},
                 settings={"detector": det.describe(), "embedder": rec.describe()},
                 notes=notes,
+                overlapped_fps_runs=overlapped_runs,
             )
         finally:
             rec.close()
@@ -238,7 +241,7 @@ def _open_gpu_sampler(device: str):
     return sampler, ([] if sampler else [f"no GPU telemetry: {reason}"])
 
 
-def _compare(setup: PipelineSetup, det_infer, rec_infer, gpu, status: Status) -> dict[bool, ModeRun]:
+def _compare(setup: PipelineSetup, det_infer, rec_infer, gpu, status: Status) -> tuple[dict[bool, ModeRun], list[float]]:
     """compare_overlap with samplers around every run, so utilisation belongs to one mode."""
     kwargs = dict(det_size=setup.det.input_hw[0], batch=setup.batch, synthetic_faces=setup.synthetic_faces,
                   rec_batch=setup.rec_batch, queue_depth=setup.request.queue_depth)
@@ -246,15 +249,18 @@ def _compare(setup: PipelineSetup, det_infer, rec_infer, gpu, status: Status) ->
     run_pipeline(itertools.islice(setup.make_frames(), setup.batch), det_infer, rec_infer, overlap=False, **kwargs)
     # Modes alternate so warm-up and background load fall on both alike; each keeps its fastest run.
     best: dict[bool, ModeRun] = {}
+    overlapped_runs: list[float] = []
     for repeat in range(setup.request.repeats):
         for overlap in (False, True):
             mode = "overlapped" if overlap else "sequential"
             status(f"{mode} run {repeat + 1}/{setup.request.repeats}: {_frames_label(setup)}")
             run = _sampled_run(lambda: run_pipeline(setup.make_frames(), det_infer, rec_infer,
                                                     overlap=overlap, **kwargs), gpu)
+            if overlap:
+                overlapped_runs.append(run.result.frames_per_s)
             if overlap not in best or run.result.wall_s < best[overlap].result.wall_s:
                 best[overlap] = run
-    return best
+    return best, overlapped_runs
 
 
 def _frames_label(setup: PipelineSetup) -> str:
@@ -319,6 +325,8 @@ def ok_row(setup: PipelineSetup, outcome: PipelineOutcome, run_id: str) -> dict[
         "wall_s": over.wall_s, "fps": over.frames_per_s,
         "ms_per_frame": 1e3 / over.frames_per_s if over.frames_per_s else None,
         "faces_per_s": over.faces_per_s,
+        # Spread of the repeats, like a model point's window spread: compare's gate needs it.
+        "window_spread_pct": spread_pct(outcome.overlapped_fps_runs) if len(outcome.overlapped_fps_runs) > 1 else None,
         "stages_json": json.dumps(stages_summary(setup, outcome), sort_keys=True),
         **{k: v for k, v in telemetry.items() if k in COLUMNS},  # sampler fields are schema columns
     }
