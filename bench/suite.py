@@ -4,6 +4,7 @@ Loading validates every key against the schema below and names the offending one
 """
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -15,6 +16,7 @@ from bench.measure.protocol import MeasureSettings
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 MAX_BATCH = 64
 KNOWN_PRECISIONS = ("fp32", "fp16", "int8", "simplified", "ir")
+DEVICES = ("cpu", "gpu", "npu")
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,41 @@ def validate(suite: Suite, where: str) -> None:
     for precision in sorted(precisions):
         if precision not in KNOWN_PRECISIONS:
             raise UserError(f"{where}: unknown precision '{precision}'; use one of {', '.join(KNOWN_PRECISIONS)}")
+    for device in suite.batches_by_device:
+        if device not in DEVICES:
+            raise UserError(f"{where} [batches_by_device]: unknown device '{device}'; use {', '.join(DEVICES)}")
+    if suite.point_timeout_s <= 0:
+        raise UserError(f"{where}: point_timeout_s must be positive (seconds)")
+    _validate_measure(suite.measure, where)
+    _validate_runtimes(suite, where)
+
+
+def _validate_measure(m: MeasureSettings, where: str) -> None:
+    positive = ("warmup_min_iterations", "warmup_max_iterations", "window_min_iterations", "stable_windows",
+                "max_windows", "input_buffers", "window_s", "stability_pct")
+    for key in positive:
+        if getattr(m, key) <= 0:
+            raise UserError(f"{where} [measure]: {key} must be positive")
+    if m.warmup_s < 0:
+        raise UserError(f"{where} [measure]: warmup_s cannot be negative")
+    if m.max_windows < m.stable_windows:
+        raise UserError(f"{where} [measure]: max_windows ({m.max_windows}) must be at least stable_windows ({m.stable_windows})")
+
+
+def _validate_runtimes(suite: Suite, where: str) -> None:
+    """Runtime names everywhere they appear, and each runtime's option keys."""
+    from bench.runtimes.registry import get_runtime
+
+    for name in [*suite.runtimes, *suite.precisions_by_runtime, *suite.runtime_options]:
+        get_runtime(name)
+    for name, options in suite.runtime_options.items():
+        if not isinstance(options, dict):
+            raise UserError(f"{where} [runtime_options]: '{name}' must be a table of options, e.g. [runtime_options.{name}]")
+        known = get_runtime(name).option_keys
+        for key in options:
+            if key not in known:
+                raise UserError(f"{where} [runtime_options.{name}]: unknown option '{key}'; "
+                                f"{name} takes {', '.join(known) or 'no options'}")
 
 
 def override(suite: Suite, *, models: list[ModelRef] | None = None, runtimes: list[str] | None = None,
@@ -148,19 +185,30 @@ def override(suite: Suite, *, models: list[ModelRef] | None = None, runtimes: li
 def parse_model_arg(text: str) -> ModelRef:
     """`scrfd_10g@320`, `arcface_r50`, or a path to an .onnx file."""
     text = text.strip()
-    if text.endswith(".onnx") or "/" in text or Path(text).suffix:
-        return ModelRef(name=Path(text).stem, path=text)
     name, _, size = text.partition("@")
     if size and not size.isdigit():
         raise UserError(f"model '{text}': input size after @ must be a number, e.g. scrfd_10g@320")
-    return ModelRef(name=name, input_size=int(size) if size else None)
+    input_size = int(size) if size else None
+    # Built-in names contain dots (scrfd_2.5g), so only .onnx or a folder separator means a file.
+    if name.endswith(".onnx") or "/" in name or os.sep in name:
+        return ModelRef(name=_file_label(name, input_size), path=name, input_size=input_size)
+    return ModelRef(name=name, input_size=input_size)
+
+
+def _file_label(path: str, input_size: int | None) -> str:
+    """A file's points are told apart by size too: the same file at 320 and 640 are two models."""
+    stem = Path(path).stem
+    return f"{stem}@{input_size}" if input_size else stem
 
 
 def parse_int_list(text: str, what: str) -> list[int]:
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise UserError(f"--{what} '{text}': expected comma-separated whole numbers, e.g. 1,2,4") from None
+        values = []
+    if not values:
+        raise UserError(f"--{what} '{text}': expected comma-separated whole numbers, e.g. 1,2,4")
+    return values
 
 
 def _model_ref(entry: Any, where: str) -> ModelRef:
@@ -171,14 +219,15 @@ def _model_ref(entry: Any, where: str) -> ModelRef:
     unknown = set(entry) - {"name", "input_size", "path"}
     if unknown:
         raise UserError(f"{where} [[models]]: unknown key '{sorted(unknown)[0]}'; use name, input_size or path")
-    if "path" in entry:
-        return ModelRef(name=entry.get("name") or Path(entry["path"]).stem, path=str(entry["path"]),
-                        input_size=entry.get("input_size"))
-    if "name" not in entry:
+    if "path" not in entry and "name" not in entry:
         raise UserError(f"{where} [[models]]: entry without name or path; give one of them")
     size = entry.get("input_size")
-    if size is not None and (not isinstance(size, int) or size <= 0):
-        raise UserError(f"{where} [[models]] {entry['name']}: input_size must be a positive integer such as 320")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+        raise UserError(f"{where} [[models]] {entry.get('name') or entry['path']}: "
+                        "input_size must be a positive integer such as 320")
+    if "path" in entry:
+        return ModelRef(name=entry.get("name") or _file_label(str(entry["path"]), size), path=str(entry["path"]),
+                        input_size=size)
     return ModelRef(name=entry["name"], input_size=size)
 
 

@@ -16,8 +16,10 @@ def real_scrfd_path() -> Path:
     return REAL_SCRFD_500M
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    # One model cache per test session, never the user's ~/.cache.
-    cache = tmp_path_factory.getbasetemp() / "facebench-cache"
-    monkeypatch.setenv("FACEBENCH_CACHE", str(cache))
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    # One model cache per test session, never the user's ~/.cache; session-scoped so that
+    # module fixtures (which run first) and their subprocesses see it too.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FACEBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "facebench-cache"))
+        yield

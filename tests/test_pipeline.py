@@ -436,7 +436,9 @@ def test_compare_overlap_reports_a_gain():
     comparison = compare_overlap(lambda: synthetic_frames(4, height=240, width=320), det_infer, rec_infer,
                                  det_size=320, batch=2, synthetic_faces=2)
     assert not comparison.sequential.overlap and comparison.overlapped.overlap
-    assert comparison.gain > 0 and comparison.overlapped.frames == 4
+    assert comparison.overlapped.frames == comparison.sequential.frames == 4
+    expected = comparison.overlapped.frames_per_s / comparison.sequential.frames_per_s
+    assert comparison.gain == pytest.approx(expected)
 
 
 def test_synthetic_detections_fit_in_the_frame():

@@ -62,7 +62,7 @@ def warm_up(session, inputs: list[np.ndarray], settings: MeasureSettings) -> tup
     count = 0
     t0 = time.perf_counter()
     while count < settings.warmup_max_iterations:
-        session.run_window([inputs[count % len(inputs)]], 1)
+        session.run_window(inputs, 1)
         count += 1
         elapsed = time.perf_counter() - t0
         if count >= settings.warmup_min_iterations and elapsed >= settings.warmup_s:
@@ -75,6 +75,14 @@ def window_iterations(mean_latency_s: float, settings: MeasureSettings) -> int:
     return max(settings.window_min_iterations, int(math.ceil(target)))
 
 
+def resize_window(iterations: int, window, settings: MeasureSettings) -> int:
+    """Iterations for the next window: unchanged unless this one was far shorter than window_s."""
+    wall_s = window.wall_ns / 1e9
+    if wall_s >= 0.5 * settings.window_s or iterations <= 0:
+        return iterations
+    return max(iterations + 1, int(math.ceil(iterations * settings.window_s / max(wall_s, 1e-9))))
+
+
 def spread_pct(values: list[float]) -> float:
     low, high = min(values), max(values)
     return (high / low - 1.0) * 100.0 if low > 0 else math.inf
@@ -83,15 +91,22 @@ def spread_pct(values: list[float]) -> float:
 def measure(session, inputs: list[np.ndarray], batch: int, settings: MeasureSettings) -> Measurement:
     warm_count, warm_mean_s = warm_up(session, inputs, settings)
     iterations = window_iterations(warm_mean_s, settings)
-    windows = []
+    windows, same_size = [], []
     verdict = UNSTABLE
     while len(windows) < settings.max_windows:
         window = session.run_window(inputs, iterations)
         windows.append(window)
-        if len(windows) >= settings.stable_windows and _stable(windows[-settings.stable_windows:], batch, settings):
+        resized = resize_window(iterations, window, settings)
+        if resized != iterations:
+            # Async runtimes overlap requests, so serial warm-up latency overestimates a window:
+            # resize, and let only equal-sized windows count towards stability.
+            iterations, same_size = resized, []
+            continue
+        same_size.append(window)
+        if len(same_size) >= settings.stable_windows and _stable(same_size[-settings.stable_windows:], batch, settings):
             verdict = VALID
             break
-    used = windows[-settings.stable_windows:]
+    used = (same_size or windows)[-settings.stable_windows:]
     result = _summarise(used, windows, batch, warm_count, warm_count * warm_mean_s, verdict)
     # trtexec's CoV rule is about GPU compute time; host-timed CPU latencies always jitter more.
     if getattr(session, "timer_kind", "host") != "host" and result.latency.cov_pct > COV_WARN_PCT:

@@ -22,7 +22,9 @@ class LatencyStats:
 def nearest_rank(sorted_values: np.ndarray, percent: float) -> float:
     """trtexec's nearest-rank percentile: sorted[max(n-1-int((1-p/100)*n), 0)]."""
     n = len(sorted_values)
-    return float(sorted_values[max(n - 1 - int((1 - percent / 100.0) * n), 0)])
+    # Integer arithmetic: (1 - 0.9) * 100 is 9.999... in floating point and would pick p91.
+    above = int(round((100.0 - percent) * n, 6)) // 100
+    return float(sorted_values[max(n - 1 - above, 0)])
 
 
 def latency_stats(latencies_ns: np.ndarray) -> LatencyStats:

@@ -83,6 +83,8 @@ def build_cached(name: str, input_size: int | None = None, seed: int = DEFAULT_S
     """The replica's file and inspection, building it when missing or corrupt."""
     spec = builtin(name)
     size = (input_size or spec.default_size) if spec.family == "detector" else None
+    if size is not None and (size <= 0 or size % 32):
+        raise UserError(f"model '{name}@{size}': detector input size must be a positive multiple of 32 (strides up to 32), e.g. 320 or 640")
     if input_size and spec.family == "embedder" and input_size != 112:
         raise UserError(f"model '{name}' is an embedder with a fixed 112x112 input; drop the input size")
     folder = cache_dir() / "models"

@@ -139,7 +139,11 @@ def print_tables(frame: pd.DataFrame, console: Console | None = None) -> None:
     console = console or Console()
     pipelines = frame[frame.kind.fillna("model") == "pipeline"]
     frame = frame[frame.kind.fillna("model") == "model"]
-    for model, group in frame.groupby("model", sort=False):
+    # Files from several machines: one set of tables per machine, never mixed rows.
+    several_machines = frame.machine_id.nunique() > 1
+    for (model, _), group in frame.groupby(["model", frame.machine_id.fillna("")], sort=False):
+        if several_machines:
+            model = f"{model} on {group.host.iloc[0]}"
         console.print(throughput_table(group, model))
         if (group.status == "ok").any():
             console.print(cold_start_table(group, model))

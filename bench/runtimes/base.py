@@ -103,6 +103,8 @@ class Runtime(ABC):
     name: str = ""
     device: str = "cpu"  # cpu | gpu | npu
     precisions: tuple[str, ...] = ("fp32",)
+    option_keys: tuple[str, ...] = ()  # what a suite's [runtime_options.NAME] may set
+    uses_cuda = False  # NVML telemetry applies (NVIDIA devices only)
 
     @abstractmethod
     def available(self) -> tuple[bool, str]:

@@ -48,6 +48,7 @@ class OrtRuntime(Runtime):
     device = "cpu"
     precisions = ("fp32", "fp16", "int8", "simplified")
     provider = "CPUExecutionProvider"
+    option_keys = ("intra_op_threads", "graph_optimization_level")
 
     def available(self) -> tuple[bool, str]:
         try:

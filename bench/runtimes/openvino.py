@@ -94,6 +94,7 @@ class OpenVinoRuntime(Runtime):
     device = "cpu"
     mode = "throughput"
     precisions = ("fp32", "fp16", "int8", "simplified", "ir")
+    option_keys = ("mode", "threads", "model_cache")
 
     def available(self) -> tuple[bool, str]:
         try:
@@ -120,9 +121,10 @@ class OpenVinoRuntime(Runtime):
         if mode not in ("throughput", "latency"):
             raise ValueError(f"openvino mode '{mode}': use throughput or latency")
         config: dict[str, Any] = {"PERFORMANCE_HINT": mode.upper()}
-        hint = _HINTS.get(request.precision)
-        if hint:
-            config["INFERENCE_PRECISION_HINT"] = hint if self._supports(core, hint) else "f32"
+        # Everything but fp16/bf16 asks for f32: int8 keeps f32 for its non-quantised layers, and
+        # without a hint AMX / AVX512-BF16 CPUs silently compute in bf16.
+        hint = _HINTS.get(request.precision, "f32")
+        config["INFERENCE_PRECISION_HINT"] = hint if self._supports(core, hint) else "f32"
         if "threads" in request.options:
             config["INFERENCE_NUM_THREADS"] = int(request.options["threads"])
         if request.cache_dir and request.options.get("model_cache", False):

@@ -256,6 +256,8 @@ class IoBindingSession(Session):
 class _OrtGpuRuntime(OrtRuntime):
     device = "gpu"
     precisions = ("fp32", "fp16", "int8")
+    uses_cuda = True
+    option_keys = OrtRuntime.option_keys + ("device_id", "cudnn_conv_algo_search", "use_tf32", "cuda_graph")
     needs_tensorrt = False
 
     def available(self) -> tuple[bool, str]:
@@ -394,6 +396,8 @@ class OrtCudaRuntime(_OrtGpuRuntime):
 
 class OrtTrtRuntime(_OrtGpuRuntime):
     name = "ort-trt"
+    option_keys = _OrtGpuRuntime.option_keys + ("profile", "profile_max_batch", "builder_optimization_level",
+                                                "workspace_mb", "cold_start")
     provider = "TensorrtExecutionProvider"
     needs_tensorrt = True
 

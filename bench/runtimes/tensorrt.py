@@ -332,6 +332,9 @@ class TensorRtRuntime(Runtime):
     name = "trt"
     device = "gpu"
     precisions = ("fp32", "fp16", "int8")
+    uses_cuda = True
+    option_keys = ("device_id", "builder_optimization_level", "workspace_mb", "profiling_verbosity", "tf32",
+                   "profile", "profile_max_batch", "cold_start", "cuda_graph")
 
     def available(self) -> tuple[bool, str]:
         from bench.runtimes.cuda import cuda_python_reason, join_reasons, module_present, nvidia_gpu_reason
