@@ -18,6 +18,7 @@ import socket
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -106,7 +107,17 @@ def write_rows(path: str | Path, rows: Iterable[dict[str, Any]], exclusive: bool
 
 def write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to a local path or URI atomically (plots, reports)."""
-    _atomic_write(path, lambda handle: handle.write(data))
+    with _writable(path):
+        _atomic_write(path, lambda handle: handle.write(data))
+
+
+@contextmanager
+def _writable(location):
+    """An output the user chose that cannot be written is their error: one line, exit 2."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(f"{location}: cannot write there ({exc.strerror or _first_line(exc)}); choose a writable --out") from None
 
 
 def _atomic_write(location: str | Path, write: Callable[[Any], Any], exclusive: bool = False) -> None:
@@ -183,20 +194,22 @@ def _atomic_write_remote(uri: str, write: Callable[[Any], Any]) -> None:
 
 def ensure_folder(location: str | Path) -> None:
     """Create a local folder or a URI folder (a no-op on object stores that have none)."""
-    if is_uri(location):
-        fs, path = filesystem_for(str(location))
-        fs.create_dir(path, recursive=True)
-    else:
-        Path(location).mkdir(parents=True, exist_ok=True)
+    with _writable(location):
+        if is_uri(location):
+            fs, path = filesystem_for(str(location))
+            fs.create_dir(path, recursive=True)
+        else:
+            Path(location).mkdir(parents=True, exist_ok=True)
 
 
 def ensure_parent(location: str | Path) -> None:
     """Create the folder that will hold `location`."""
-    if is_uri(location):
-        fs, path = filesystem_for(str(location))
-        fs.create_dir(posixpath.dirname(path), recursive=True)
-    else:
-        Path(location).parent.mkdir(parents=True, exist_ok=True)
+    with _writable(location):
+        if is_uri(location):
+            fs, path = filesystem_for(str(location))
+            fs.create_dir(posixpath.dirname(path), recursive=True)
+        else:
+            Path(location).parent.mkdir(parents=True, exist_ok=True)
 
 
 # --- locations: local paths and URIs pyarrow's filesystem layer understands ---

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 WHEEL = {"cpu": "onnxruntime", "gpu": "onnxruntime-gpu"}
+VERSIONS = ">=1.20,<2"  # the range pyproject.toml pins for both wheels
 
 
 def installed(name: str) -> bool:
@@ -29,7 +30,7 @@ def main() -> int:
     if installed(other):
         pip("uninstall", "-y", other)
         if stage == "--after":  # the two wheels share files: reinstall the one we keep
-            pip("install", "--force-reinstall", "--no-deps", wanted)
+            pip("install", "--force-reinstall", "--no-deps", f"{wanted}{VERSIONS}")
     return 0
 
 

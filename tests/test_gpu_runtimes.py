@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from bench import store
+from bench.fileio import write_atomically
 from bench.measure import gpu_warnings as gw
 from bench.measure.cuda_timer import STAGES, ms_to_ns, split_stages
 from bench.measure.protocol import MeasureSettings, make_inputs, measure
@@ -80,7 +81,7 @@ def test_cache_folder_records_its_key_and_takes_a_payload(tmp_path):
     (staging / "model.timing").write_bytes(b"cache")
     assert sorted(gpu_cache.replace_payload(folder, staging)) == ["model.engine", "model.timing"]
     assert [p.name for p in gpu_cache.cached_files(folder)] == ["model.engine", "model.timing"]
-    gpu_cache.write_atomic(folder / "model.engine", b"newer")
+    write_atomically(folder / "model.engine", b"newer")
     assert (folder / "model.engine").read_bytes() == b"newer"
 
 

@@ -11,7 +11,6 @@ model against the frame alone through the original) before anything is written.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import onnx
 from onnx import helper, numpy_helper, shape_inference
 
 from bench.errors import ModelFileError, UserError
+from bench.fileio import write_atomically
 from bench.models.layout import (
     BATCH_INTERLEAVING_PERM,
     NCHW_TO_NHWC,
@@ -95,7 +95,7 @@ def fix_batch(
     _run_onnx_checks(rewrite.model)
     images, frames_note = _real_frames(images)
     max_abs, frames, notes = verify_rewrite(original, rewrite.model, layout, input_size, verify_batch, images)
-    _write_atomically(rewrite.model, out_path)
+    write_atomically(out_path, rewrite.model.SerializeToString())
     notes.append(frames_note)
     if not rewrite.rewrites:
         notes.insert(0, "already batch-correct: nothing rewritten; wrote the verified copy")
@@ -448,17 +448,6 @@ def _ort_session(model: onnx.ModelProto, role: str):
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"ONNX Runtime cannot load {role} ({first}); nothing written") from exc
-
-
-def _write_atomically(model: onnx.ModelProto, out_path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---- small graph helpers ------------------------------------------------------------

@@ -1,13 +1,13 @@
 """Inspection of an ONNX file: interface, family, preprocessing, batch layout, params, MACs."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import onnx
 
 from bench.errors import ModelFileError
+from bench.fileio import sha256_file
 from bench.models.counting import count_macs, count_params, op_counts
 from bench.models.layout import BatchLayout, analyze_batch_layout
 from bench.models.validate import check_image_input, validate_model_file
@@ -58,14 +58,6 @@ class ModelInfo:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def inspect_model(path: str | Path, name: str | None = None, input_size: int | None = None,

@@ -92,7 +92,6 @@ class BatchLayout:
 
 
 def analyze_batch_layout(model: onnx.ModelProto) -> BatchLayout:
-    graph = model.graph
     inputs = graph_inputs(model)
     if len(inputs) != 1 or _rank(inputs[0]) != 4:
         return BatchLayout(

@@ -29,6 +29,7 @@ import onnx
 import onnx.version_converter
 
 from bench.errors import ModelFileError, UserError
+from bench.fileio import sha256_file
 from bench.pipeline.preprocess import DET_MEAN, DET_STD, REC_MEAN, REC_STD, resize_bilinear, to_blob
 
 PRECISIONS = ("fp32", "fp16", "int8", "simplified")
@@ -132,7 +133,7 @@ def make_openvino_ir(src_path: str | os.PathLike, out_dir: str | os.PathLike, *,
         raise ModelFileError(f"model file not found: {src}")
     weights = "f16" if compress_to_fp16 else "f32"
     digest = _settings_digest({"openvino": ov.__version__, "weights": weights})
-    final_dir = Path(out_dir) / f"{src.stem}-{_sha256(src)[:12]}-ir-{weights}-{digest}"
+    final_dir = Path(out_dir) / f"{src.stem}-{sha256_file(src)[:12]}-ir-{weights}-{digest}"
     xml = final_dir / f"{src.stem}.xml"
     if xml.is_file():
         return xml
@@ -155,7 +156,7 @@ def _cached(src: Path, precision: str, settings: dict, cache_dir: str | os.PathL
     if not src.is_file():
         raise ModelFileError(f"model file not found: {src}")
     cache = Path(cache_dir)
-    target = cache / f"{src.stem}-{_sha256(src)[:12]}-{precision}-{_settings_digest(settings)}.onnx"
+    target = cache / f"{src.stem}-{sha256_file(src)[:12]}-{precision}-{_settings_digest(settings)}.onnx"
     if target.is_file():
         return target
     cache.mkdir(parents=True, exist_ok=True)
@@ -170,14 +171,6 @@ def _cached(src: Path, precision: str, settings: dict, cache_dir: str | os.PathL
     finally:
         tmp.unlink(missing_ok=True)
     return target
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _settings_digest(settings: dict) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,7 +15,8 @@ from typing import Callable
 import onnx
 
 from bench.errors import UserError
-from bench.models.info import ModelInfo, inspect_model, sha256_file
+from bench.fileio import sha256_file, write_atomically
+from bench.models.info import ModelInfo, inspect_model
 
 BUILDER_VERSION = 1
 DEFAULT_SEED = 0
@@ -94,10 +94,10 @@ def build_cached(name: str, input_size: int | None = None, seed: int = DEFAULT_S
     if cached is not None:
         return cached
     folder.mkdir(parents=True, exist_ok=True)
-    _write_atomically(path, spec.build(size, seed).SerializeToString())
+    write_atomically(path, spec.build(size, seed).SerializeToString())
     label = f"{name}@{size}" if size else name
     info = inspect_model(path, name=label, input_size=size, source="builtin")
-    _write_atomically(sidecar, json.dumps(info.to_dict()).encode())
+    write_atomically(sidecar, json.dumps(info.to_dict()).encode())
     return info
 
 
@@ -115,18 +115,6 @@ def _read_sidecar(sidecar: Path, path: Path) -> ModelInfo | None:
     info.outputs = [tuple(o) for o in info.outputs]
     info.path = str(path)
     return info
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def resolve(ref) -> ModelInfo:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bench.fileio import write_atomically
 
 DEFAULT_MAX_BATCH = 64  # the suite's batch ceiling (bench.suite.MAX_BATCH)
 PROFILE_MODES = ("range", "per-batch")
@@ -114,7 +115,7 @@ def cache_folder(root: str | os.PathLike, key: CacheKey) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     key_file = folder / KEY_FILE
     if not key_file.exists():
-        write_atomic(key_file, json.dumps(key.fields(), indent=2, sort_keys=True).encode())
+        write_atomically(key_file, json.dumps(key.fields(), indent=2, sort_keys=True).encode())
     return folder
 
 
@@ -124,19 +125,6 @@ def cached_files(folder: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.is_file() and p.name != KEY_FILE and not p.name.startswith("."))
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write then rename, so a concurrent reader never loads half an engine."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def replace_payload(folder: str | os.PathLike, source: str | os.PathLike) -> list[str]:

@@ -422,7 +422,7 @@ class TensorRtRuntime(Runtime):
 
     def _build_then_reload(self, trt, logger, request: LoadRequest, folder: Path, stream, mode: str):
         """Cold start with empty caches (build), save the caches, then cold start again from them."""
-        from bench.runtimes.gpu_cache import write_atomic
+        from bench.fileio import write_atomically
 
         t0 = time.perf_counter()
         model_bytes = Path(request.model_path).read_bytes()
@@ -442,8 +442,8 @@ class TensorRtRuntime(Runtime):
         t5 = time.perf_counter()
         # compile: parse + build + deserialise + execution context and buffers.
         cold = ColdStart(read_ms=(t1 - t0) * 1e3, compile_ms=(t3 - t1) * 1e3, first_infer_ms=(t5 - t4) * 1e3)
-        write_atomic(folder / ENGINE_FILE, built.plan)
-        write_atomic(folder / TIMING_FILE, built.timing_cache)
+        write_atomically(folder / ENGINE_FILE, built.plan)
+        write_atomically(folder / TIMING_FILE, built.timing_cache)
         phases = {"parse_ms": built.parse_ms, "build_ms": built.build_ms, "deserialize_and_context_ms": (t3 - t2) * 1e3,
                   "engine_mib": len(built.plan) / 2**20}
         first.close(keep_stream=True)
