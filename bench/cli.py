@@ -5,6 +5,7 @@ User errors become one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import signal
@@ -44,12 +45,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"facebench: error: {exc}", file=sys.stderr)  # one line, never wrapped
         return EXIT_USER_ERROR
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM outside a sweep (which handles its own)
+        _ignore_stop_signals()
         print("facebench: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
 def _raise_interrupt(signum, frame):
+    _ignore_stop_signals()
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _ignore_stop_signals() -> None:
+    """On the way out after one SIGINT/SIGTERM: a second must not end in a traceback, or in
+    Python's default action once it resets handlers at exit."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args) -> int:
-    from bench.suite import load_suite, override, parse_int_list, parse_model_arg
+    with _signals_held():  # a signal inside a native module's initialisation can crash it (seen with onnx)
+        importlib.import_module("bench.sweep")  # numpy, onnx, pyarrow, psutil: every native module a sweep loads
+        from bench.suite import load_suite, override, parse_int_list, parse_model_arg
 
     suite = load_suite(args.suite)
     suite = override(
@@ -110,7 +122,8 @@ def cmd_run(args) -> int:
             interrupted = True
             try:
                 _sweep(args, suite, run)
-                interrupted = stopper.measuring_done()
+                stopper.measuring_done()  # from here on a signal interrupts nothing
+                interrupted = False
             except KeyboardInterrupt:
                 pass
             code = _report_saved(args, run, interrupted)
@@ -148,6 +161,16 @@ def _sweep(args, suite, run: _Run) -> None:
     _run_with_progress(run.runner, planned)
 
 
+@contextlib.contextmanager
+def _signals_held():
+    """Hold SIGINT and SIGTERM back; one that came meanwhile is handled as the block lifts."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class _StopOnSignals:
     """While measuring, SIGINT and SIGTERM stop the run as Ctrl-C does; later signals are ignored.
 
@@ -163,15 +186,12 @@ class _StopOnSignals:
 
     def _stop(self, signum, frame):
         self._signalled = True
-        for sig in self._previous:
-            signal.signal(sig, signal.SIG_IGN)
+        _ignore_stop_signals()
         if self._measuring:
             raise KeyboardInterrupt(f"signal {signum}")
 
-    def measuring_done(self) -> bool:
-        """Call as the last step of measuring; returns False (not interrupted)."""
+    def measuring_done(self) -> None:
         self._measuring = False
-        return False
 
     def __exit__(self, *exc):
         if self._signalled:
@@ -184,10 +204,11 @@ def _resumed_store(path: str):
     """The file to continue: locked for this run, verified, and writable (else UserError)."""
     from bench import store
 
+    store.read_table(path)  # not there, or not a results file: say so before anything else
     results = store.ResultStore(path)
     _writable(path, results.claim)
     try:
-        table, check = store.read_table(path)
+        table, check = store.read_table(path)  # again, under the lock: the rows to continue from
         if check.checksum_ok is False:
             raise UserError(f"{check.note}; refusing to resume it: restore the file or start a new run")
         results.rows = table.to_pylist()

@@ -9,6 +9,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -115,7 +116,7 @@ class Sweep:
         settled: set[int] = set()
         current, started, fault = None, time.monotonic(), None
         try:
-            with _ctrl_c_held():
+            with _start_guarded():
                 process.start()
             writer.close()  # the worker holds the only writing end: its death reads as end of file
             while True:
@@ -220,17 +221,35 @@ def _stop(process) -> None:
 
 
 @contextlib.contextmanager
-def _ctrl_c_held():
-    """Start a worker with SIGINT blocked (it inherits the mask), so a Ctrl-C to the process group
-    during its start-up leaves it alone; the harness gets the held signal when the block lifts."""
-    if not hasattr(signal, "pthread_sigmask"):
+def _start_guarded():
+    """Start a worker so that no Ctrl-C cuts its start in half.
+
+    SIGINT and SIGTERM wait until the worker holds its job: their Python handlers run in this
+    (main) thread whichever thread the signal lands on, so the handlers are swapped for a recorder
+    and the signals raised again afterwards. And the worker inherits SIGINT blocked, so a Ctrl-C
+    to the process group during its imports leaves it alone (once running it ignores SIGINT:
+    stopping it is the harness's job).
+    """
+    stops = (signal.SIGINT, signal.SIGTERM)
+    swappable = threading.current_thread() is threading.main_thread() and None not in map(signal.getsignal, stops)
+    if not swappable or not hasattr(signal, "pthread_sigmask"):  # not the main thread, or handlers set outside Python
         yield
         return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()  # starting it later would unblock SIGINT under us
+    held: list[int] = []
+    handlers = {sig: signal.signal(sig, lambda signum, frame: held.append(signum))
+                for sig in stops}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a SIGINT pending here reaches the recorder
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        for signum in dict.fromkeys(held):
+            signal.raise_signal(signum)  # now to the real handler
 
 
 def check_output_dir(path: Path) -> None:

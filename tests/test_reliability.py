@@ -161,7 +161,7 @@ def assert_gone(pids: set[int]) -> None:
             procs.append(psutil.Process(pid))
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=15)
+    _, alive = psutil.wait_procs(procs, timeout=5)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], f"orphan workers {alive}"
 
 
@@ -202,7 +202,7 @@ def replicas(tmp_path_factory):
 
 # --- 1. the harness killed at random moments ---
 
-@pytest.mark.parametrize("moment", [0, 1])
+@pytest.mark.parametrize("moment", [0, 1, 2])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
 def test_harness_killed_at_a_random_moment_keeps_every_finished_point(tmp_path, sig, moment):
     rng = random.Random(f"{SEED}-{sig.name}-{moment}")
@@ -232,9 +232,9 @@ def test_harness_killed_at_a_random_moment_keeps_every_finished_point(tmp_path, 
         return
     said = " ".join(stdout.split())
     if f"4 points saved in {path}" in said and "interrupted" not in said:
-        # The sweep had finished: the signal came while it printed tables or exited
-        # (where Python itself may answer SIGTERM with its default: killed).
-        assert len(rows) == 4 and harness.returncode in (0, 130, -signal.SIGTERM), where
+        # The sweep had finished: the signal came while the process exited, where Python's own
+        # handling applies (it may end with the signal). The file was complete already.
+        assert len(rows) == 4 and harness.returncode in (0, 130, -sig), where
         return
     assert harness.returncode == 130, f"{where}: {stderr}"
     assert "Traceback" not in stderr, f"{where}: {stderr}"
