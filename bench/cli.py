@@ -72,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--runtimes", help="comma list, e.g. ort-cpu,openvino-cpu (see facebench runtimes)")
     run.add_argument("--precisions", help="comma list: fp32,fp16,int8,simplified,ir")
     run.add_argument("--batches", help="comma list of batch sizes, e.g. 1,2,4")
-    run.add_argument("--out", help="results file (.parquet) or folder (default: results/)")
+    run.add_argument("--out", help="results file (.parquet) or folder (default: results/); a URI (s3://, gs://, "
+                                   "file://) gets a copy when the sweep ends, measured locally under results/")
+    run.add_argument("--images", metavar="DIR", help="real pictures for INT8 calibration and parity checks")
     run.add_argument("--resume", metavar="FILE", help="continue FILE: measure only missing or failed points")
     run.add_argument("--inline", action="store_true", help="run everything in this process (debugging)")
     run.add_argument("--max-worker-memory", type=float, metavar="MB", help="kill a worker above this resident memory")
@@ -132,6 +134,7 @@ def cmd_run(args) -> int:
                 from bench.store import to_table
 
                 print_tables(to_table(run.results.rows).to_pandas(), console)  # every column, as `show` sees it
+            _upload(args, run)
         finally:
             if run.results:
                 run.results.release()
@@ -148,17 +151,27 @@ def _sweep(args, suite, run: _Run) -> None:
     """Plan (validating every model), open the results file, measure. Fills `run` as it goes."""
     from bench import sweep
 
+    images = _image_paths(args.images) if args.images else ()
     if args.resume:
         run.results = _resumed_store(args.resume)  # before planning: the plan leaves out what it holds
     done = sweep.done_points(run.results.rows) if run.results else set()
     with console.status("preparing models") as status:
         planned = sweep.plan(suite, done, on_model=lambda m: status.update(f"preparing {m}"))
+    planned.use_images(images)
     if run.results is None:
-        run.results = _new_store(args, suite.name)
+        run.results = new_results_store(args.out, suite.name)
     console.print(f"facebench: {planned.points} points ({len(planned.jobs)} workers) -> {run.results.path}")
     run.runner = sweep.Sweep(suite, run.results, sweep.SweepOptions(inline=args.inline,
                                                                      max_worker_memory_mb=args.max_worker_memory))
     _run_with_progress(run.runner, planned)
+
+
+def _image_paths(folder: str) -> tuple[str, ...]:
+    from bench.models.precision import images_in_folder
+
+    if not Path(folder).is_dir():
+        raise UserError(f"--images {folder}: not a folder; give a folder of .jpg/.png pictures")
+    return tuple(str(p) for p in images_in_folder(folder))
 
 
 @contextlib.contextmanager
@@ -219,11 +232,25 @@ def _resumed_store(path: str):
     return results
 
 
-def _new_store(args, suite_name: str):
-    """A fresh results file: --out FILE (replaced if it exists), or a new name in --out FOLDER."""
+def _upload(args, run: _Run) -> None:
+    """--out URI: the local file (already complete on disk) is copied to the bucket or remote folder."""
+    from bench import store
+
+    if not (args.out and store.is_uri(args.out) and run.results and run.results.saved):
+        return
+    target = args.out if args.out.endswith(".parquet") else store.join_location(args.out, Path(run.results.path).name)
+    store.ensure_parent(target)
+    store.write_bytes(target, Path(run.results.path).read_bytes())
+    console.print(f"copied to {target}", markup=False, soft_wrap=True)
+
+
+def new_results_store(out_arg: str | None, suite_name: str):
+    """A fresh results file, locked for this run: --out FILE (replaced if it exists), or a new
+    name in --out FOLDER (results/ by default, and for a URI, which gets a copy at the end)."""
     from bench import store, sweep
 
-    out = Path(args.out) if args.out else Path("results")
+    local = out_arg and not store.is_uri(out_arg)
+    out = Path(out_arg) if local else Path("results")
     if out.suffix != ".parquet":
         sweep.check_output_dir(out)
         results = store.ResultStore(_writable(out, lambda: store.reserve_results_path(out, suite_name)))
@@ -311,7 +338,7 @@ def cmd_show(args) -> int:
     for path in args.files:
         table, check = store.read_table(path)
         if check.note:
-            err_console.print(f"facebench: warning: {check.note}", markup=False)
+            print(f"facebench: warning: {check.note}", file=sys.stderr)  # one line, never wrapped
         frames.append(table.to_pandas())
     frame = pd.concat(frames, ignore_index=True)
     if frame.empty:

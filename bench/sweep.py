@@ -43,6 +43,10 @@ class Plan:
     jobs: list[Job]
     models: list[ModelInfo]
 
+    def use_images(self, images: tuple[str, ...]) -> None:
+        """Real pictures for every job's INT8 calibration and parity frames."""
+        self.jobs = [replace(job, images=images) for job in self.jobs]
+
     @property
     def points(self) -> int:
         return sum(len(j.batches) for j in self.jobs)

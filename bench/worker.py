@@ -110,7 +110,7 @@ def measure_point(runtime, info: ModelInfo, job: Job, batch: int, model_path: st
     gpu = None
     try:
         inputs = make_inputs(shape, job.settings.input_buffers, job.settings.seed, info.mean, info.std)
-        if runtime.device == "gpu":  # NVML beside the CPU sampler, only inside steady-state windows
+        if runtime.uses_cuda:  # NVML beside the CPU sampler, only inside steady-state windows
             from bench.telemetry.nvml import GpuPointTelemetry
 
             gpu = GpuPointTelemetry.open(batch, int(job.options.get("device_id", 0)))

@@ -212,7 +212,7 @@ def run_benchmark(setup: PipelineSetup, status: Status = lambda _: None) -> Pipe
         status(f"loading {setup.rec.name} (batch {setup.rec_batch}) on {setup.runtime.name}")
         rec = load_session(setup.runtime, setup.rec, setup.rec_batch)
         try:
-            gpu, notes = _open_gpu_sampler(setup.runtime.device)
+            gpu, notes = _open_gpu_sampler(setup.runtime.uses_cuda)
             try:
                 best, overlapped_runs = _compare(setup, det.infer, rec.infer, gpu, status)
             finally:
@@ -231,9 +231,9 @@ def run_benchmark(setup: PipelineSetup, status: Status = lambda _: None) -> Pipe
         det.close()
 
 
-def _open_gpu_sampler(device: str):
-    """(NVML sampler or None, notes): GPU runtimes get utilisation, memory and power per run."""
-    if device != "gpu":
+def _open_gpu_sampler(uses_cuda: bool):
+    """(NVML sampler or None, notes): NVIDIA runtimes get utilisation, memory and power per run."""
+    if not uses_cuda:
         return None, []
     from bench.telemetry.nvml import open_gpu_sampler
 

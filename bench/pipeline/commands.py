@@ -1,8 +1,6 @@
 """Subcommands of this feature (registered by bench.cli): `facebench pipeline`."""
 from __future__ import annotations
 
-from pathlib import Path
-
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 
@@ -34,14 +32,8 @@ def register(subparsers) -> None:
 
 
 def cmd_pipeline(args) -> int:
-    import uuid
-
-    import pandas as pd
-
-    from bench.cli import console, err_console
-    from bench.errors import UserError
+    from bench.cli import console, new_results_store
     from bench.pipeline import bench as pipeline_bench
-    from bench.report.tables import print_tables
 
     request = pipeline_bench.PipelineRequest(
         det=args.det, rec=args.rec, runtime=args.runtime, images=args.images, synthetic=args.synthetic,
@@ -51,7 +43,23 @@ def cmd_pipeline(args) -> int:
         setup = pipeline_bench.prepare(request, status=status.update)
     for note in setup.notes:
         console.print(f"[yellow]note[/] {note}", highlight=False)
-    results = _results_store(args.out)
+    results = new_results_store(args.out, "pipeline")
+    try:
+        return _measure_into(results, setup)
+    finally:
+        results.release()
+
+
+def _measure_into(results, setup) -> int:
+    import uuid
+
+    import pandas as pd
+
+    from bench.cli import console, err_console
+    from bench.errors import UserError
+    from bench.pipeline import bench as pipeline_bench
+    from bench.report.tables import print_tables
+
     console.print(f"facebench pipeline: {setup.det.name} + {setup.rec.name} on {setup.runtime.name}, "
                   f"batch {setup.batch} -> {results.path}", highlight=False)
     run_id = uuid.uuid4().hex[:12]
@@ -74,14 +82,3 @@ def cmd_pipeline(args) -> int:
     print_tables(pd.DataFrame(results.rows), console)
     console.print(f"1 pipeline point saved in {results.path}", highlight=False)
     return 0
-
-
-def _results_store(out: str | None):
-    from bench import store, sweep
-
-    target = Path(out) if out else Path("results")
-    if target.suffix == ".parquet":
-        sweep.check_output_dir(target.parent)
-        return store.ResultStore(target)
-    sweep.check_output_dir(target)
-    return store.ResultStore(store.reserve_results_path(target, "pipeline"))
