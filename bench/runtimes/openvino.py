@@ -56,25 +56,32 @@ class OpenVinoSession(Session):
         return self._requests
 
     def _run_async_window(self, inputs: list[np.ndarray], iterations: int) -> Window:
-        # Round-robin over the requests with wait(), not AsyncInferQueue callbacks: a Python
-        # callback runs on OpenVINO's threads and needs the GIL, which deadlocked on teardown.
+        """`iterations` completions timed from completion to completion with every request busy.
+
+        The requests are filled before the clock starts and drained after it stops, so a
+        window measures the steady pipeline, not its fill and drain bubbles (a multi-second
+        window of half-second requests would otherwise lose several percent to them).
+        Round-robin wait() rather than AsyncInferQueue callbacks: a Python callback runs on
+        OpenVINO's threads and needs the GIL, which deadlocked on teardown.
+        """
         requests = self._async_requests(inputs)
-        latencies: list[float] = []
-        busy = [False] * len(requests)
-        t0 = time.perf_counter_ns()
-        for i in range(iterations):
-            slot = i % len(requests)
-            if busy[slot]:
-                requests[slot].wait()
-                latencies.append(requests[slot].latency)
-            requests[slot].start_async()
-            busy[slot] = True
-        for slot, request in enumerate(requests):
-            if busy[slot]:
-                request.wait()
-                latencies.append(request.latency)
+        for request in requests:
+            request.start_async()
+        latencies: list[int] = []
+        t0 = None
+        for i in range(iterations + 1):
+            request = requests[i % len(requests)]
+            request.wait()
+            if t0 is None:
+                t0 = time.perf_counter_ns()  # first completion: the pipeline is full from here
+            else:
+                latencies.append(int(request.latency * 1e6))
+            if i < iterations:
+                request.start_async()
         wall = time.perf_counter_ns() - t0
-        return Window(wall_ns=wall, latencies_ns=[int(ms * 1e6) for ms in latencies], iterations=iterations)
+        for request in requests:
+            request.wait()
+        return Window(wall_ns=wall, latencies_ns=latencies, iterations=iterations)
 
     def describe(self) -> dict[str, Any]:
         return dict(self._settings)
