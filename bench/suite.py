@@ -54,6 +54,8 @@ class Suite:
     runtime_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     measure: MeasureSettings = field(default_factory=MeasureSettings)
     checks: Checks = field(default_factory=Checks)
+    # [parity_gates.METRIC] precision = threshold, over bench.checks.parity.ParityGates defaults
+    parity_gates: dict[str, dict[str, float]] = field(default_factory=dict)
     point_timeout_s: float = 900.0
     allow_large_batch: bool = False
     description: str = ""
@@ -67,7 +69,7 @@ class Suite:
 
 _TOP_KEYS = {
     "name", "description", "models", "runtimes", "precisions", "batches", "batches_by_device",
-    "precisions_by_runtime", "runtime_options", "measure", "checks", "point_timeout_s",
+    "precisions_by_runtime", "runtime_options", "measure", "checks", "parity_gates", "point_timeout_s",
     "allow_large_batch",
 }
 
@@ -103,6 +105,7 @@ def parse_suite(data: dict[str, Any], default_name: str, where: str) -> Suite:
         runtime_options=_typed(data, "runtime_options", dict, where, {}),
         measure=_dataclass_from(MeasureSettings, _typed(data, "measure", dict, where, {}), f"{where} [measure]"),
         checks=_dataclass_from(Checks, _typed(data, "checks", dict, where, {}), f"{where} [checks]"),
+        parity_gates=_parity_gates(_typed(data, "parity_gates", dict, where, {}), where),
         point_timeout_s=float(_typed(data, "point_timeout_s", (int, float), where, 900.0)),
         allow_large_batch=_typed(data, "allow_large_batch", bool, where, False),
     )
@@ -209,6 +212,27 @@ def parse_int_list(text: str, what: str) -> list[int]:
     if not values:
         raise UserError(f"--{what} '{text}': expected comma-separated whole numbers, e.g. 1,2,4")
     return values
+
+
+def _parity_gates(tables: dict[str, Any], where: str) -> dict[str, dict[str, float]]:
+    from dataclasses import fields as dataclass_fields
+
+    from bench.checks.parity import ParityGates
+
+    metrics = [f.name for f in dataclass_fields(ParityGates)]
+    gates = {}
+    for metric, per_precision in tables.items():
+        if metric not in metrics:
+            raise UserError(f"{where} [parity_gates]: unknown metric '{metric}'; use one of {', '.join(metrics)}")
+        if not isinstance(per_precision, dict):
+            raise UserError(f"{where} [parity_gates.{metric}]: give a table of precision = threshold, e.g. fp16 = 0.999")
+        for precision, value in per_precision.items():
+            if precision not in (*KNOWN_PRECISIONS, "openvino_ir") or isinstance(value, bool) \
+                    or not isinstance(value, (int, float)):
+                raise UserError(f"{where} [parity_gates.{metric}]: '{precision} = {value!r}' must name a precision "
+                                f"({', '.join(KNOWN_PRECISIONS)}) and a number")
+        gates[metric] = {("openvino_ir" if p == "ir" else p): float(v) for p, v in per_precision.items()}
+    return gates
 
 
 def _model_ref(entry: Any, where: str) -> ModelRef:

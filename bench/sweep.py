@@ -69,6 +69,7 @@ def plan(suite: Suite, done: set[tuple] = frozenset(), on_model: Callable[[str],
                     jobs.append(Job(model=info.to_dict(), runtime=runtime_name, precision=precision,
                                     batches=batches, settings=suite.measure, checks=suite.checks,
                                     options=dict(suite.runtime_options.get(runtime_name, {})),
+                                    parity_gates=suite.parity_gates,
                                     cache_dir=str(zoo.cache_dir())))
     return Plan(jobs, models)
 

@@ -36,6 +36,7 @@ class Job:
     options: dict[str, Any] = field(default_factory=dict)
     cache_dir: str | None = None
     images: tuple[str, ...] = ()  # real pictures for calibration and parity (--images)
+    parity_gates: dict[str, dict[str, float]] = field(default_factory=dict)  # suite overrides
 
     @property
     def info(self) -> ModelInfo:
@@ -137,7 +138,7 @@ def run_checks(session: Session, info: ModelInfo, job: Job, batch: int) -> dict[
         fields.update(point_checks.contamination_fields(session.infer, info, batch, job.precision, job.settings.seed))
     if job.checks.parity:
         frames = point_checks.parity_frames(info, tuple(job.images))
-        fields.update(point_checks.parity_fields(session.infer, info, batch, job.precision, frames))
+        fields.update(point_checks.parity_fields(session.infer, info, batch, job.precision, frames, job.parity_gates))
     return fields
 
 

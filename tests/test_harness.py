@@ -129,3 +129,23 @@ def test_runtimes_lists_availability():
     lines = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("│ ")}
     assert "available" in lines["ort-cpu"] and "unavailable" not in lines["ort-cpu"]
     assert "unavailable" in lines["openvino-gpu"] and "unavailable" in lines["trt"]
+
+
+def test_suite_parity_gates_override_the_defaults(tmp_path):
+    suite = tmp_path / "strict.toml"
+    suite.write_text(
+        "runtimes = ['ort-cpu']\nbatches = [1]\n[[models]]\nname = 'arcface_mbf'\n"
+        "[measure]\nwarmup_s = 0.05\nwindow_s = 0.1\nwindow_min_iterations = 3\nmax_windows = 4\n"
+        "[parity_gates.cosine_min]\nfp32 = 1.5\n")  # no cosine reaches 1.5: the gate must fail
+    out = tmp_path / "strict.parquet"
+    assert main(["run", str(suite), "--out", str(out), "--inline"]) == 0
+    [row] = store.read_rows(out)
+    assert row["status"] == "ok" and row["parity_checked"] is True and row["parity_passed"] is False
+    assert "cos min" in row["parity_summary"]
+
+
+def test_unknown_parity_gate_is_exit_2(tmp_path):
+    suite = tmp_path / "bad.toml"
+    suite.write_text("runtimes = ['ort-cpu']\n[[models]]\nname = 'arcface_mbf'\n[parity_gates.cosine]\nfp32 = 0.9\n")
+    result = facebench("run", str(suite))
+    assert result.returncode == 2 and "unknown metric 'cosine'" in result.stderr

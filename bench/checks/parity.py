@@ -52,6 +52,14 @@ class ParityGates:
     output_rel_l2_max: dict[str, float | None] = field(
         default_factory=lambda: _per_precision(1e-3, 0.03, 0.5))
 
+    @classmethod
+    def with_overrides(cls, overrides: dict[str, dict[str, float]]) -> "ParityGates":
+        """Defaults with a suite's [parity_gates.METRIC] precision = value tables on top."""
+        gates = cls()
+        for metric, per_precision in overrides.items():
+            getattr(gates, metric).update(per_precision)
+        return gates
+
     def limit(self, metric: str, precision: str) -> float | None:
         return getattr(self, metric).get(precision)
 

@@ -90,12 +90,14 @@ def contamination_fields(infer, info: ModelInfo, batch: int, precision: str, see
             "contamination_max_abs": float(result.max_abs_diff), "contamination_max_rel": float(result.max_rel_diff)}
 
 
-def parity_fields(infer, info: ModelInfo, batch: int, precision: str, frames: np.ndarray) -> dict[str, Any]:
-    from bench.checks.parity import check_parity
+def parity_fields(infer, info: ModelInfo, batch: int, precision: str, frames: np.ndarray,
+                  gate_overrides: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+    from bench.checks.parity import ParityGates, check_parity
 
     reference = reference_outputs(info, frames)
     candidate = candidate_outputs(infer, frames, batch)
-    result = check_parity(reference, candidate, info.family, _GATE_NAMES.get(precision, precision), info.input_hw)
+    gates = ParityGates.with_overrides(gate_overrides or {})
+    result = check_parity(reference, candidate, info.family, _GATE_NAMES.get(precision, precision), info.input_hw, gates)
     return {"parity_checked": True, "parity_passed": bool(result.passed),
             "parity_summary": parity_summary(result), "parity_json": json.dumps(asdict(result), default=float)}
 

@@ -54,13 +54,14 @@ def throughput_table(frame: pd.DataFrame, model: str) -> Table:
                             ("ms/frame", "right"), ("p50 ms", "right"), ("p99 ms", "right"),
                             ("x batch 1", "right"), ("GFLOP/s", "right"), ("verdict", "left"), ("checks", "left")):
         table.add_column(column, justify=justify)
-    for (runtime, precision), group in frame.groupby(["runtime", "precision"], sort=False):
+    # Skipped points are summarised under the tables (one line per reason), not row by row.
+    for (runtime, precision), group in frame[frame.status != "skipped"].groupby(["runtime", "precision"], sort=False):
         group = group.sort_values("batch")
         base = group[(group.batch == 1) & (group.status == "ok")].fps
         base_fps = float(base.iloc[0]) if len(base) else None
         for _, row in group.iterrows():
             ok = row["status"] == "ok"
-            fps_text = _fmt(row["fps"]) if ok else (row.get("reason") or "")[:60]
+            fps_text = _fmt(row["fps"]) if ok else "see warnings"
             if ok and not trustworthy(row):
                 fps_text = f"[strike]{fps_text}[/]"
             speedup = row["fps"] / base_fps if ok and base_fps else None
