@@ -145,6 +145,7 @@ def cmd_run(args) -> int:
 class _Run:
     results: Any = None  # bench.store.ResultStore, once the file is chosen
     runner: Any = None  # bench.sweep.Sweep, once measuring starts
+    log_path: Path | None = None  # tracebacks of failed points, when there were any
 
 
 def _sweep(args, suite, run: _Run) -> None:
@@ -162,8 +163,22 @@ def _sweep(args, suite, run: _Run) -> None:
         run.results = new_results_store(args.out, suite.name)
     console.print(f"facebench: {planned.points} points ({len(planned.jobs)} workers) -> {run.results.path}")
     run.runner = sweep.Sweep(suite, run.results, sweep.SweepOptions(inline=args.inline,
-                                                                     max_worker_memory_mb=args.max_worker_memory))
+                                                                     max_worker_memory_mb=args.max_worker_memory),
+                             on_log=_traceback_log(run))
     _run_with_progress(run.runner, planned)
+
+
+def _traceback_log(run: _Run):
+    """Tracebacks of failed points go to FILE.log beside the results (the row keeps one line)."""
+    def write(text: str) -> None:
+        path = Path(f"{run.results.path}.log")
+        try:
+            with path.open("a") as handle:
+                handle.write(text.rstrip() + "\n\n")
+            run.log_path = path
+        except OSError:
+            pass  # the log is a convenience; the failed row already says what went wrong
+    return write
 
 
 def _image_paths(folder: str) -> tuple[str, ...]:
@@ -306,6 +321,8 @@ def _report_saved(args, run: _Run, interrupted: bool) -> int:
     if results.pending:  # one line, never wrapped
         print(f"facebench: error: {results.pending} measured points could not be saved ({errors[-1]}); "
               f"the file keeps the {results.saved} points written before", file=sys.stderr)
+    if run.log_path:
+        console.print(f"tracebacks of failed points: {run.log_path}", markup=False, soft_wrap=True)
     prefix = "interrupted: " if interrupted else ""
     console.print(f"{prefix}{results.saved} points saved in {results.path}", markup=False, soft_wrap=True)
     if interrupted or results.pending:

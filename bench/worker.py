@@ -15,6 +15,7 @@ from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+from bench.fileio import first_line
 from bench.measure.protocol import MeasureSettings, Measurement, make_inputs, measure
 from bench.models.info import ModelInfo
 from bench.runtimes.base import ColdStart, LoadRequest, Session
@@ -49,7 +50,10 @@ def run_job(job: Job, emit: Emit) -> None:
     """Measure every batch of the job; emit ("start", batch) before and ("row", row) after each."""
     t0 = time.perf_counter()
     runtime = get_runtime(job.runtime)
-    ok, reason = runtime.available()
+    try:
+        ok, reason = runtime.available()
+    except Exception as exc:  # a broken install is a skipped runtime, not a dead worker
+        ok, reason = False, f"availability check failed: {first_line(exc)}"
     process_start_ms = (time.perf_counter() - t0) * 1e3
     info = job.info
     artifact, artifact_error = None, None
@@ -60,7 +64,7 @@ def run_job(job: Job, emit: Emit) -> None:
         try:
             artifact = artifact_path(runtime, info, job)
         except Exception as exc:
-            artifact_error = f"building the {job.precision} artifact failed: {_error_line(exc)}"
+            artifact_error = f"building the {job.precision} artifact failed: {first_line(exc)}"
     for batch in job.batches:
         emit("start", batch)
         base = {"batch": batch, "runtime": job.runtime, "precision": job.precision, "device": runtime.device,
@@ -76,7 +80,7 @@ def run_job(job: Job, emit: Emit) -> None:
             row = measure_point(runtime, info, job, batch, artifact)
             emit("row", {**base, **row, "process_start_ms": process_start_ms})
         except Exception as exc:  # one failed point never stops the others
-            emit("row", {**base, "status": "failed", "reason": _error_line(exc)})
+            emit("row", {**base, "status": "failed", "reason": first_line(exc)})
             emit("log", traceback.format_exc())
 
 
@@ -168,11 +172,6 @@ def point_row(info: ModelInfo, session: Session, cold: ColdStart, m: Measurement
         "verdict": m.verdict, "warnings": "; ".join(m.warnings) or None,
         **telemetry, **checks,
     }
-
-
-def _error_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".strip().rstrip(":")
 
 
 def child_main(job_dict: dict, conn, parent_pid: int | None = None) -> None:

@@ -149,3 +149,16 @@ def test_unknown_parity_gate_is_exit_2(tmp_path):
     suite.write_text("runtimes = ['ort-cpu']\n[[models]]\nname = 'arcface_mbf'\n[parity_gates.cosine]\nfp32 = 0.9\n")
     result = facebench("run", str(suite))
     assert result.returncode == 2 and "unknown metric 'cosine'" in result.stderr
+
+
+def test_failed_point_is_a_row_and_its_traceback_goes_to_a_log(tmp_path, capsys):
+    suite = tmp_path / "bad-option.toml"
+    suite.write_text("runtimes = ['openvino-cpu']\nbatches = [1]\n[[models]]\nname = 'arcface_mbf'\n"
+                     "[runtime_options.openvino-cpu]\nmode = 'warp'\n")
+    out = tmp_path / "failed.parquet"
+    assert main(["run", str(suite), "--out", str(out), "--inline"]) == 0  # a failed point is a result, not a crash
+    [row] = store.read_rows(out)
+    assert row["status"] == "failed" and "openvino mode 'warp'" in row["reason"]
+    log = tmp_path / "failed.parquet.log"
+    assert "Traceback" in log.read_text()
+    assert f"tracebacks of failed points: {log}" in " ".join(capsys.readouterr().out.split())
