@@ -2,6 +2,7 @@
 real onnxruntime and openvino, a real Parquet file read back."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -162,3 +163,14 @@ def test_failed_point_is_a_row_and_its_traceback_goes_to_a_log(tmp_path, capsys)
     log = tmp_path / "failed.parquet.log"
     assert "Traceback" in log.read_text()
     assert f"tracebacks of failed points: {log}" in " ".join(capsys.readouterr().out.split())
+
+
+def test_openvino_reports_the_precision_it_compiled(tmp_path):
+    out = tmp_path / "ov.parquet"
+    assert main(["run", QUICK, "--models", "arcface_mbf", "--runtimes", "openvino-cpu", "--precisions", "fp32,int8",
+                 "--batches", "1", "--out", str(out), "--inline"]) == 0
+    rows = {r["precision"]: r for r in store.read_rows(out)}
+    assert rows["fp32"]["precision_effective"] == "fp32"  # the f32 hint holds even on bf16-capable CPUs
+    assert rows["int8"]["precision_effective"] == "int8"
+    layers = json.loads(rows["int8"]["runtime_options_json"])["layer_precisions"]
+    assert layers.get("i8", 0) + layers.get("u8", 0) > 0

@@ -170,16 +170,34 @@ class OpenVinoRuntime(Runtime):
             except RuntimeError:
                 return None
 
-        precision = prop("INFERENCE_PRECISION_HINT")
+        precision = _precision_name(prop("INFERENCE_PRECISION_HINT"))
+        layers = _layer_precisions(compiled)
+        if layers.get("i8", 0) + layers.get("u8", 0):
+            precision = "int8"  # quantised layers ran in int8; the hint covers the rest
         return {
             "mode": config["PERFORMANCE_HINT"].lower(),
             "performance_hint": str(prop("PERFORMANCE_HINT")),
             "infer_requests": int(prop("OPTIMAL_NUMBER_OF_INFER_REQUESTS") or 1),
             "num_streams": str(prop("NUM_STREAMS")),
             "inference_num_threads": prop("INFERENCE_NUM_THREADS"),
-            "inference_precision": _precision_name(precision),
+            "inference_precision": precision,
             "requested_precision_hint": config.get("INFERENCE_PRECISION_HINT"),
+            "layer_precisions": layers,
         }
+
+
+def _layer_precisions(compiled) -> dict[str, int]:
+    """Layers of the compiled (runtime) model by the precision the plugin executes them in."""
+    counts: dict[str, int] = {}
+    try:
+        for op in compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            if "runtimePrecision" in info:
+                name = info["runtimePrecision"].astype(str)
+                counts[name] = counts.get(name, 0) + 1
+    except RuntimeError:  # plugins without a runtime model (some NPUs) tell nothing here
+        return {}
+    return counts
 
 
 def _precision_name(value) -> str | None:
