@@ -434,6 +434,20 @@ def point_key(row: dict[str, Any]) -> tuple:
     return tuple(row.get(name) for name in POINT_KEY)
 
 
+_IDENTITY = ("schema_version", "run_id", "timestamp_utc", "suite", "kind", "host", "machine_id", "model",
+             "model_sha256", "runtime", "device", "precision", "batch")
+
+
+def _storable(row: dict[str, Any]) -> dict[str, Any]:
+    """A row the schema cannot hold would block every later write: keep it as a failed point."""
+    try:
+        to_table([row])
+        return row
+    except (ValueError, TypeError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        kept = {key: row.get(key) for key in _IDENTITY}
+        return {**kept, "status": "failed", "reason": f"result row could not be stored: {_first_line(exc)}"}
+
+
 class ResultStore:
     """Rows of one run, rewritten to disk after every point.
 
@@ -449,7 +463,7 @@ class ResultStore:
         self._lock: WriterLock | None = None
 
     def add(self, row: dict[str, Any]) -> None:
-        row = {"schema_version": SCHEMA_VERSION, **row}
+        row = _storable({"schema_version": SCHEMA_VERSION, **row})
         key = point_key(row)
         # A point measured again (a resumed run retrying a failed point) replaces its failed row.
         self.rows = [r for r in self.rows if r.get("status") != "failed" or point_key(r) != key]
@@ -461,9 +475,6 @@ class ResultStore:
         write_rows(self.path, self.rows)
         self.saved, self.pending = len(self.rows), 0
 
-    def replace(self, keep: Iterable[dict[str, Any]]) -> None:
-        self.rows = list(keep)
-        self.flush()
 
     def claim(self) -> None:
         """Hold the writer lock of a local file for this run; UserError while another run holds it."""

@@ -12,7 +12,7 @@ import signal
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -35,7 +35,6 @@ POLL_S = 0.2
 class SweepOptions:
     inline: bool = False
     max_worker_memory_mb: float | None = None
-    resume_rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

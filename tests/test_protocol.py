@@ -85,3 +85,12 @@ def test_older_schema_file_is_upgraded_and_its_checksum_still_holds(tmp_path):
     assert check.checksum_ok is True
     assert upgraded.column("faces_per_s").to_pylist() == [None]
     assert upgraded.column("fps").to_pylist() == [10.0]
+
+
+def test_a_row_the_schema_cannot_hold_becomes_a_failed_point(tmp_path):
+    results = store.ResultStore(tmp_path / "rows.parquet")
+    results.add({"model": "m", "runtime": "ort-cpu", "precision": "fp32", "batch": 1, "status": "ok", "fps": "fast"})
+    results.add({"model": "m", "runtime": "ort-cpu", "precision": "fp32", "batch": 2, "status": "ok", "fps": 5.0})
+    rows = {r["batch"]: r for r in store.read_rows(results.path)}
+    assert rows[1]["status"] == "failed" and "could not be stored" in rows[1]["reason"]
+    assert rows[2]["status"] == "ok" and rows[2]["fps"] == 5.0  # later points still land on disk
