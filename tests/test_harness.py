@@ -174,3 +174,14 @@ def test_openvino_reports_the_precision_it_compiled(tmp_path):
     assert rows["int8"]["precision_effective"] == "int8"
     layers = json.loads(rows["int8"]["runtime_options_json"])["layer_precisions"]
     assert layers.get("i8", 0) + layers.get("u8", 0) > 0
+
+
+def test_show_keeps_machines_apart(quick_run, tmp_path, capsys):
+    path, _ = quick_run
+    rows = store.read_rows(path)
+    other = tmp_path / "other.parquet"
+    store.write_rows(other, [{**r, "host": "bigbox", "machine_id": "feedfacefeedface"} for r in rows])
+    assert main(["show", str(path), str(other)]) == 0
+    out = capsys.readouterr().out
+    assert "arcface_mbf on bigbox: steady state" in out
+    assert f"arcface_mbf on {rows[0]['host']}: steady state" in out
