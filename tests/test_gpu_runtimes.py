@@ -572,6 +572,12 @@ def cpu_reference(info, x):
     return session.run(None, {info.input_name: x})
 
 
+def assert_matches_cpu(session, info, x, rtol=1e-3, atol=1e-4):
+    """The GPU session's outputs equal ONNX Runtime CPU's on the same frames, within tolerance."""
+    for got, want in zip(session.infer(x), cpu_reference(info, x)):
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+
+
 def load(runtime, info, batch, tmp_path, precision="fp32", **options):
     req = LoadRequest(model_path=info.path, input_name=info.input_name, input_shape=info.input_shape(batch),
                       precision=precision, options=options, cache_dir=str(tmp_path))
@@ -641,8 +647,7 @@ def test_gpu_ort_cuda_matches_cpu_and_splits_stages(mbf, tmp_path):
     session, cold = load(OrtCudaRuntime(), mbf, 4, tmp_path)
     try:
         x = make_inputs(mbf.input_shape(4), 1, 0, mbf.mean, mbf.std)[0]
-        for got, want in zip(session.infer(x), cpu_reference(mbf, x)):
-            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+        assert_matches_cpu(session, mbf, x)
         settings = session.describe()
         assert settings["use_tf32"] == "0" and settings["cudnn_conv_algo_search"] == "EXHAUSTIVE"
         assert "CUDAExecutionProvider" in settings["providers"]
@@ -660,8 +665,7 @@ def test_gpu_ort_cuda_graph_gives_the_same_outputs(mbf, tmp_path):
     session, _ = load(OrtCudaRuntime(), mbf, 2, tmp_path, cuda_graph=True)
     try:
         session.run_window([x], 5)  # capture, then replays
-        for got, want in zip(session.infer(x), cpu_reference(mbf, x)):
-            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+        assert_matches_cpu(session, mbf, x)
         assert session.describe()["graph_id"] == 2
     finally:
         session.close()
@@ -678,8 +682,7 @@ def test_gpu_ort_trt_cold_start_twice_and_cache_folder(mbf, tmp_path):
         assert cold.total_ms > 0
         assert cold.warm_cache_total_ms is not None, settings.get("warm_probe")
         x = make_inputs(mbf.input_shape(4), 1, 0, mbf.mean, mbf.std)[0]
-        for got, want in zip(session.infer(x), cpu_reference(mbf, x)):
-            np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-3)
+        assert_matches_cpu(session, mbf, x, rtol=1e-2, atol=1e-3)
     finally:
         session.close()
 
@@ -694,8 +697,7 @@ def test_gpu_trt_builds_caches_and_matches_cpu(mbf, tmp_path):
         assert session.effective_precision() == "fp32" and settings["cuda_graph"] == "off"
         assert cold.warm_cache_total_ms is not None and cold.compile_ms > 0
         x = make_inputs(mbf.input_shape(4), 1, 0, mbf.mean, mbf.std)[0]
-        for got, want in zip(session.infer(x), cpu_reference(mbf, x)):
-            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+        assert_matches_cpu(session, mbf, x)
         w = session.run_window([x], 20)
         assert set(w.extra_ns) == {*STAGES, "enqueue"} and w.compute_only_wall_ns > 0
         assert all(lat > 0 for lat in w.latencies_ns)
@@ -717,8 +719,7 @@ def test_gpu_trt_cuda_graph_or_clean_fallback(mbf, tmp_path):
         state = session.describe()["cuda_graph"]
         assert state == "on" or state.startswith("off: capture failed")
         x = make_inputs(mbf.input_shape(2), 1, 2, mbf.mean, mbf.std)[0]
-        for got, want in zip(session.infer(x), cpu_reference(mbf, x)):
-            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+        assert_matches_cpu(session, mbf, x)
     finally:
         session.close()
 

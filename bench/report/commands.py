@@ -188,15 +188,13 @@ def comparison_table(comparison, model, metric=None):
 
 
 def rich_cell(metric, cell, is_baseline: bool) -> str:
-    from bench.report.compare import format_value
+    from bench.report.compare import value_and_ratio
 
     if cell is None:
         return "[dim]-[/]"
     if cell.value is None:
         return f"[red]{', '.join(cell.marks)}[/]" if cell.marks else "[dim]-[/]"
-    text = format_value(metric, cell.value)
-    if cell.ratio is not None and not is_baseline:
-        text += f" ({cell.ratio:.2f}x)"
+    text = value_and_ratio(metric, cell, is_baseline)
     if cell.best:
         text = f"[bold green]{text}[/]"
     if cell.faces_per_s is not None:

@@ -48,6 +48,14 @@ def format_value(metric: Metric, value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 10000 else f"{value:.{digits}f}"
 
 
+def value_and_ratio(metric: Metric, cell, is_baseline: bool) -> str:
+    """A compared cell's value with its ratio to the baseline (the baseline shows no ratio)."""
+    text = format_value(metric, cell.value)
+    if cell.ratio is not None and not is_baseline:
+        text += f" ({cell.ratio:.2f}x)"
+    return text
+
+
 METRICS = {
     "fps": Metric("fps", "frames/s", True),
     "ms_per_frame": Metric("ms_per_frame", "ms/frame", False),

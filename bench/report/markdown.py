@@ -10,11 +10,11 @@ from bench.report.compare import (
     Comparison,
     Results,
     environment_facts,
-    format_value,
     pipeline_name,
     pipeline_stages,
     pipeline_workload,
     point_marks,
+    value_and_ratio,
 )
 from bench.report.tables import KNEE_PCT, PIPELINE_STAGES
 
@@ -115,9 +115,7 @@ def _comparison_cell(metric, cell, is_baseline: bool) -> str:
         return "-"
     if cell.value is None:
         return f"_{', '.join(cell.marks)}_" if cell.marks else "-"
-    text = format_value(metric, cell.value)
-    if cell.ratio is not None and not is_baseline:
-        text += f" ({cell.ratio:.2f}x)"
+    text = value_and_ratio(metric, cell, is_baseline)
     if cell.faces_per_s is not None:
         text += f" [{cell.faces_per_s:.1f} faces/s]"
     if cell.best:

@@ -38,8 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.runtimes.base import ColdStart, LoadRequest, Session, Window
+from bench.runtimes.base import ColdStart, LoadRequest, Session
 from bench.runtimes.cuda import copy_d2h_async, copy_h2d_async
+from bench.runtimes.cuda_session import CudaSession
 from bench.runtimes.onnxruntime import OrtRuntime, import_onnxruntime
 
 ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
@@ -108,10 +109,8 @@ def ort_gpu_reasons(provider: str, *, gpu_reason: str | None, ort_gpu_version: s
 # --------------------------------------------------------------------------- session
 
 
-class IoBindingSession(Session):
+class IoBindingSession(CudaSession):
     """One ORT GPU session at one batch size, driven through IOBinding on our stream."""
-
-    timer_kind = "cuda-event"
 
     def __init__(self, ort_session, request: LoadRequest, settings: dict[str, Any], stream,
                  device_id: int = 0, graph_id: int | None = None):
@@ -163,17 +162,6 @@ class IoBindingSession(Session):
             outputs.append((device, host, host.nbytes))
         return outputs
 
-    # -- staging (outside any timed loop)
-    def _pinned_copy(self, x: np.ndarray):
-        key = id(x)
-        if key not in self._staged:
-            from bench.runtimes.cuda import PinnedBuffer
-
-            pinned = PinnedBuffer(self._shape, self._in_dtype)
-            np.copyto(pinned.array, x.reshape(self._shape), casting="same_kind")
-            self._staged[key] = (x, pinned)  # keep x alive so its id is not reused
-        return self._staged[key][1]
-
     def _h2d(self, src_ptr: int) -> None:
         copy_h2d_async(self._in_ptr, src_ptr, self._in_bytes, self._stream, self._cudart)
         if self._sync_after_h2d:
@@ -183,64 +171,14 @@ class IoBindingSession(Session):
         for host_ptr, device_ptr, nbytes in self._copies_out:
             copy_d2h_async(host_ptr, device_ptr, nbytes, self._stream, self._cudart)
 
-    # -- Session
-    def infer(self, x: np.ndarray) -> list[np.ndarray]:
-        np.copyto(self._host_in.array, x.reshape(self._shape), casting="same_kind")
-        self._h2d(self._host_in.ptr)
+    def _compute(self) -> None:
         self._session.run_with_iobinding(self._io, self._run_options)
-        self._d2h()
-        self._stream.synchronize()
-        return [host.array.copy() for _, host, _ in self._outputs]
 
-    def make_timer(self):
-        from bench.measure.cuda_timer import CudaEventTimer
-
-        return CudaEventTimer(self._stream)
-
-    def run_window(self, inputs: list[np.ndarray], iterations: int) -> Window:
-        staged = [self._pinned_copy(x) for x in inputs]
-        self._marks.reserve(iterations)
-        marks, stream, io, options = self._marks, self._stream, self._io, self._run_options
-        run = self._session.run_with_iobinding
-        n = len(staged)
-        t0 = time.perf_counter_ns()
-        for i in range(iterations):
-            events = marks.events(i)
-            events[0].record(stream)
-            self._h2d(staged[i % n].ptr)
-            events[1].record(stream)
-            run(io, options)
-            events[2].record(stream)
-            self._d2h()
-            events[3].record(stream)
-        stream.synchronize()
-        wall = time.perf_counter_ns() - t0
-        latencies, series = marks.collect(iterations)
-        return Window(wall_ns=wall, latencies_ns=latencies, iterations=iterations, extra_ns=series,
-                      compute_only_wall_ns=self._compute_only(iterations))
-
-    def _compute_only(self, iterations: int) -> int:
-        """The same iterations with input and output left on the device."""
-        run, io, options = self._session.run_with_iobinding, self._io, self._run_options
-        t0 = time.perf_counter_ns()
-        for _ in range(iterations):
-            run(io, options)
-        self._stream.synchronize()
-        return time.perf_counter_ns() - t0
-
-    def describe(self) -> dict[str, Any]:
-        return dict(self._settings)
-
-    def describe_extra(self, extra: dict[str, Any]) -> None:
-        self._settings.update(extra)
-
-    def effective_precision(self) -> str | None:
-        return self._settings.get("precision_effective")
+    def _host_outputs(self) -> list:
+        return [host for _, host, _ in self._outputs]
 
     def close(self) -> None:
-        for _, pinned in self._staged.values():
-            pinned.close()
-        self._staged = {}
+        self._close_staged()
         for _, host, _ in self._outputs:
             host.close()
         self._host_in.close()

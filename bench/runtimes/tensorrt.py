@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.runtimes.base import ColdStart, LoadRequest, Runtime, Session, Window
+from bench.runtimes.base import ColdStart, LoadRequest, Runtime, Session
 from bench.runtimes.cuda import copy_d2h_async, copy_h2d_async
+from bench.runtimes.cuda_session import CudaSession
 
 ENGINE_FILE = "engine.plan"
 TIMING_FILE = "timing.cache"
@@ -155,8 +156,8 @@ class TrtParts:
     outputs: list[tuple[int, int, int]]  # (device ptr, pinned host ptr, bytes)
 
 
-class TensorRtSession(Session):
-    timer_kind = "cuda-event"
+class TensorRtSession(CudaSession):
+    record_enqueue = True
 
     def __init__(self, trt, runtime, engine, request: LoadRequest, settings: dict[str, Any], stream):
         from bench.measure.cuda_timer import StageMarks
@@ -210,17 +211,7 @@ class TensorRtSession(Session):
         self._launch = self._graph_launch
         return ""
 
-    # -- copies
-    def _pinned_copy(self, x: np.ndarray):
-        key = id(x)
-        if key not in self._staged:
-            from bench.runtimes.cuda import PinnedBuffer
-
-            pinned = PinnedBuffer(self._shape, self._in_dtype)
-            np.copyto(pinned.array, x.reshape(self._shape), casting="same_kind")
-            self._staged[key] = (x, pinned)
-        return self._staged[key][1]
-
+    # -- copies and compute
     def _h2d(self, src_ptr: int) -> None:
         copy_h2d_async(self._device_in.ptr, src_ptr, self._host_in.nbytes, self._stream, self._cudart)
 
@@ -228,66 +219,15 @@ class TensorRtSession(Session):
         for device, host in self._outputs:
             copy_d2h_async(host.ptr, device.ptr, host.nbytes, self._stream, self._cudart)
 
-    # -- Session
-    def infer(self, x: np.ndarray) -> list[np.ndarray]:
-        np.copyto(self._host_in.array, x.reshape(self._shape), casting="same_kind")
-        self._h2d(self._host_in.ptr)
+    def _compute(self) -> None:
         self._launch()
-        self._d2h()
-        self._stream.synchronize()
-        return [host.array.copy() for _, host in self._outputs]
 
-    def make_timer(self):
-        from bench.measure.cuda_timer import CudaEventTimer
-
-        return CudaEventTimer(self._stream)
-
-    def run_window(self, inputs: list[np.ndarray], iterations: int) -> Window:
-        staged = [self._pinned_copy(x) for x in inputs]
-        self._marks.reserve(iterations)
-        marks, stream, launch, clock = self._marks, self._stream, self._launch, time.perf_counter_ns
-        enqueue = [0] * iterations
-        n = len(staged)
-        t0 = clock()
-        for i in range(iterations):
-            events = marks.events(i)
-            events[0].record(stream)
-            self._h2d(staged[i % n].ptr)
-            events[1].record(stream)
-            e0 = clock()
-            launch()
-            enqueue[i] = clock() - e0
-            events[2].record(stream)
-            self._d2h()
-            events[3].record(stream)
-        stream.synchronize()
-        wall = clock() - t0
-        latencies, series = marks.collect(iterations)
-        series["enqueue"] = enqueue
-        return Window(wall_ns=wall, latencies_ns=latencies, iterations=iterations, extra_ns=series,
-                      compute_only_wall_ns=self.compute_only_wall_ns(iterations))
-
-    def compute_only_wall_ns(self, iterations: int) -> int:
-        """The same iterations with input and output left on the device: a bare enqueue loop."""
-        launch, stream = self._launch, self._stream
-        t0 = time.perf_counter_ns()
-        for _ in range(iterations):
-            launch()
-        stream.synchronize()
-        return time.perf_counter_ns() - t0
+    def _host_outputs(self) -> list:
+        return [host for _, host in self._outputs]
 
     def parts(self) -> TrtParts:
         return TrtParts(self._context, self._stream, self._device_in.ptr, self._host_in.nbytes,
                         [(d.ptr, h.ptr, h.nbytes) for d, h in self._outputs])
-
-    def describe(self) -> dict[str, Any]:
-        return dict(self._settings)
-
-    def describe_extra(self, extra: dict[str, Any]) -> None:
-        self._settings.update(extra)
-
-    def effective_precision(self) -> str | None:
-        return self._settings.get("precision_effective")
 
     def inspect_precision(self, trt) -> None:
         """Read the engine's layer precisions (needs profiling_verbosity = detailed)."""
@@ -310,9 +250,7 @@ class TensorRtSession(Session):
         if self._graph is not None:
             self._graph.close()
             self._graph = None
-        for _, pinned in self._staged.values():
-            pinned.close()
-        self._staged = {}
+        self._close_staged()
         for device, host in self._outputs:
             device.close()
             host.close()
