@@ -6,6 +6,7 @@
 #   2 ort-cuda      IOBinding session vs CPU outputs, stage split, CUDA graphs; a quick sweep
 #   3 TensorRT      ort-trt (profiles, caches, cold start twice) and native trt; a quick sweep;
 #                   the 3% side-by-side check against a bare execute_async_v3 loop
+#                   (layer 2 makes the same check for ort-cuda against bare run_with_iobinding)
 #   4 reference     facebench run suites/gpu.toml --out results/reference/<gpu>.parquet
 #
 #   scripts/gpu_verify.sh            all layers
@@ -36,14 +37,15 @@ stop_after 1
 layer 2 "ONNX Runtime CUDA EP"
 "$PY" -m pytest -q -rs tests/test_gpu_runtimes.py -m gpu -k "ort_cuda"
 "$PY" -m bench run suites/quick.toml --runtimes ort-cuda --batches 1,8 --out "$OUT/ort-cuda-quick.parquet"
+"$PY" scripts/bench_gpu_vs_bare.py --runtime ort-cuda --model arcface_mbf --batches 1,8,64
 stop_after 2
 
 layer 3 "TensorRT: ORT TensorRT EP and native TensorRT"
 "$PY" -m pytest -q -rs tests/test_gpu_runtimes.py -m gpu -k "ort_trt or gpu_trt"
 "$PY" -m bench run suites/quick.toml --runtimes ort-trt,trt --precisions fp32,fp16 --batches 1,8 \
     --out "$OUT/trt-quick.parquet"
-"$PY" scripts/bench_trt_vs_bare.py --model arcface_mbf --batches 1,8,32
-"$PY" scripts/bench_trt_vs_bare.py --model scrfd_10g@640 --batches 1,8
+"$PY" scripts/bench_gpu_vs_bare.py --runtime trt --model arcface_mbf --batches 1,8,32
+"$PY" scripts/bench_gpu_vs_bare.py --runtime trt --model scrfd_10g@640 --batches 1,8
 stop_after 3
 
 if [ "${SKIP_REFERENCE:-0}" = "1" ]; then echo "SKIP_REFERENCE=1: reference sweep skipped"; exit 0; fi

@@ -305,6 +305,7 @@ class RecordedNvml:
 
 def test_sampler_counts_only_steady_state_windows(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(cuda, "device_identity", lambda index: None)  # on a GPU machine too: match by index
     recorded = RecordedNvml()
     sampler = nvml.NvmlSampler(0, interval_s=0.01, nvml=recorded)
     assert sampler.matched_by.startswith("index 0")

@@ -19,6 +19,11 @@ def _fmt(value, digits: int = 1) -> str:
     return f"{value:.{digits}f}"
 
 
+def _text(value) -> str:
+    """A text column's cell: missing values (None, or NaN once pandas has read the file) as '-'."""
+    return value if isinstance(value, str) and value else "-"
+
+
 def _check_cell(row) -> str:
     marks = []
     if row.get("contamination_checked") is True:
@@ -103,7 +108,7 @@ def gpu_table(frame: pd.DataFrame, model: str) -> Table | None:
                       _fmt(row.get("fps_compute")), _fmt(row.get("h2d_ms"), 3), _fmt(row.get("compute_ms"), 3),
                       _fmt(row.get("d2h_ms"), 3), _fmt(row.get("enqueue_ms"), 3), _fmt(row.get("gpu_util_mean"), 0),
                       _fmt(row.get("gpu_power_mean_w")), _fmt(row.get("gpu_energy_mj_per_frame"), 2), clocks,
-                      _fmt(row.get("gpu_temp_max_c"), 0), row.get("gpu_clock_events") or "-")
+                      _fmt(row.get("gpu_temp_max_c"), 0), _text(row.get("gpu_clock_events")))
     return table
 
 

@@ -7,11 +7,24 @@ end) and the compute-only loop live here once.
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 
 from bench.runtimes.base import Session, Window
+
+
+@dataclass
+class BareParts:
+    """What a bare loop needs to run the same model on the same buffers (scripts/bench_gpu_vs_bare.py)."""
+
+    launch: Callable[[], Any]  # the runtime's own compute call: execute_async_v3 or run_with_iobinding
+    stream: Any
+    input_device_ptr: int
+    input_nbytes: int
+    outputs: list[tuple[int, int, int]]  # (device ptr, pinned host ptr, bytes)
+    sync_after_h2d: bool = False  # ORT on its own stream must see the copy finished
 
 
 class CudaSession(Session):

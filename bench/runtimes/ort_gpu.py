@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ import numpy as np
 
 from bench.runtimes.base import ColdStart, LoadRequest, Session
 from bench.runtimes.cuda import copy_d2h_async, copy_h2d_async
-from bench.runtimes.cuda_session import CudaSession
+from bench.runtimes.cuda_session import BareParts, CudaSession
 from bench.runtimes.onnxruntime import OrtRuntime, import_onnxruntime
 
 ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
@@ -177,6 +178,11 @@ class IoBindingSession(CudaSession):
     def _host_outputs(self) -> list:
         return [host for _, host, _ in self._outputs]
 
+    def parts(self) -> BareParts:
+        return BareParts(partial(self._session.run_with_iobinding, self._io, self._run_options), self._stream,
+                         self._in_ptr, self._in_bytes, [(d, h, n) for h, d, n in self._copies_out],
+                         sync_after_h2d=self._sync_after_h2d)
+
     def close(self) -> None:
         self._close_staged()
         for _, host, _ in self._outputs:
@@ -273,6 +279,9 @@ class _OrtGpuRuntime(OrtRuntime):
 
     def _prepare(self) -> None:
         ort = import_onnxruntime()
+        # ORT >= 1.31 warns on every "cuda" OrtValue that no plugin EP device is registered, then uses
+        # the built-in CUDA allocator; sessions log on their own (severity 3) and errors still show.
+        ort.set_default_logger_severity(3)
         preload = getattr(ort, "preload_dlls", None)
         if preload is not None:  # CUDA / cuDNN from the nvidia-* wheels, when that is how they came
             try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ import numpy as np
 
 from bench.runtimes.base import ColdStart, LoadRequest, Runtime, Session
 from bench.runtimes.cuda import copy_d2h_async, copy_h2d_async
-from bench.runtimes.cuda_session import CudaSession
+from bench.runtimes.cuda_session import BareParts, CudaSession
 
 ENGINE_FILE = "engine.plan"
 TIMING_FILE = "timing.cache"
@@ -145,17 +146,6 @@ def build_engine(trt, logger, model_bytes: bytes, model_path: str, input_name: s
                        (t1 - t0) * 1e3, (t2 - t1) * 1e3, flags)
 
 
-@dataclass
-class TrtParts:
-    """What a bare loop needs to run the same engine on the same buffers (scripts/bench_trt_vs_bare.py)."""
-
-    context: Any
-    stream: Any
-    input_device_ptr: int
-    input_nbytes: int
-    outputs: list[tuple[int, int, int]]  # (device ptr, pinned host ptr, bytes)
-
-
 class TensorRtSession(CudaSession):
     record_enqueue = True
 
@@ -225,9 +215,10 @@ class TensorRtSession(CudaSession):
     def _host_outputs(self) -> list:
         return [host for _, host in self._outputs]
 
-    def parts(self) -> TrtParts:
-        return TrtParts(self._context, self._stream, self._device_in.ptr, self._host_in.nbytes,
-                        [(d.ptr, h.ptr, h.nbytes) for d, h in self._outputs])
+    def parts(self) -> BareParts:
+        return BareParts(partial(self._context.execute_async_v3, self._stream.handle), self._stream,
+                         self._device_in.ptr, self._host_in.nbytes,
+                         [(d.ptr, h.ptr, h.nbytes) for d, h in self._outputs])
 
     def inspect_precision(self, trt) -> None:
         """Read the engine's layer precisions (needs profiling_verbosity = detailed)."""

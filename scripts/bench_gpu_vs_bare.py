@@ -1,17 +1,19 @@
-"""Side by side: facebench's native TensorRT loop against a bare execute_async_v3 loop.
+"""Side by side: facebench's GPU loop against a bare loop on the same session and buffers.
 
-Same engine, same context, same device and pinned buffers, same stream. For each
-batch the two loops alternate (harness, bare, harness, bare, ...) and the median
-frames/s of each is compared:
+For `trt` the bare compute call is `context.execute_async_v3(stream)`; for `ort-cuda` it is
+`session.run_with_iobinding(io, run_options)`. Same model, same device and pinned buffers,
+same stream. For each batch the two loops alternate (harness, bare, harness, bare, ...)
+and the median frames/s of each is compared:
 
-- compute-only: TensorRtSession.compute_only_wall_ns vs `for _: execute_async_v3(stream)`;
-- end-to-end: TensorRtSession.run_window (events around H2D, compute, D2H) vs a bare
-  `memcpyAsync H2D; execute_async_v3; memcpyAsync D2H` loop without events.
+- compute-only: the session's compute_only_wall_ns vs `for _: launch()`;
+- end-to-end: the session's run_window (CUDA events around H2D, compute, D2H) vs a bare
+  `memcpyAsync H2D; launch; memcpyAsync D2H` loop without events.
 
 The gate (issue 5): harness frames/s within --tolerance (3%) of the bare loop, for both.
-Exit status 1 when a batch misses it. Needs an NVIDIA GPU, tensorrt and cuda-python.
+Exit status 1 when a batch misses it, 2 when the runtime is unavailable.
 
-    python scripts/bench_trt_vs_bare.py --model arcface_mbf --batches 1,8,32
+    python scripts/bench_gpu_vs_bare.py --runtime trt --model arcface_mbf --batches 1,8,32
+    python scripts/bench_gpu_vs_bare.py --runtime ort-cuda --model arcface_r50 --batches 1,8,64
 """
 from __future__ import annotations
 
@@ -27,28 +29,31 @@ from bench.measure.protocol import make_inputs  # noqa: E402
 from bench.models import zoo  # noqa: E402
 from bench.runtimes.base import LoadRequest  # noqa: E402
 from bench.runtimes.cuda import copy_d2h_async, copy_h2d_async, import_cudart  # noqa: E402
-from bench.runtimes.tensorrt import TensorRtRuntime  # noqa: E402
+from bench.runtimes.registry import get_runtime  # noqa: E402
 from bench.suite import parse_model_arg  # noqa: E402
+
+# Like for like: both loops make the same compute call (no CUDA graph replay, warm caches).
+OPTIONS = {"trt": {"cuda_graph": False, "cold_start": "warm"}, "ort-cuda": {"cuda_graph": False}}
 
 
 def bare_compute_fps(parts, iterations: int, batch: int) -> float:
-    context, stream = parts.context, parts.stream
-    handle = stream.handle
+    launch, stream = parts.launch, parts.stream
     t0 = time.perf_counter_ns()
     for _ in range(iterations):
-        context.execute_async_v3(handle)
+        launch()
     stream.synchronize()
     return batch * iterations / ((time.perf_counter_ns() - t0) / 1e9)
 
 
 def bare_end_to_end_fps(parts, host_ptr: int, iterations: int, batch: int) -> float:
     cudart = import_cudart()
-    context, stream = parts.context, parts.stream
-    handle = stream.handle
+    launch, stream = parts.launch, parts.stream
     t0 = time.perf_counter_ns()
     for _ in range(iterations):
         copy_h2d_async(parts.input_device_ptr, host_ptr, parts.input_nbytes, stream, cudart)
-        context.execute_async_v3(handle)
+        if parts.sync_after_h2d:
+            stream.synchronize()
+        launch()
         for device_ptr, out_host_ptr, nbytes in parts.outputs:
             copy_d2h_async(out_host_ptr, device_ptr, nbytes, stream, cudart)
     stream.synchronize()
@@ -61,12 +66,12 @@ def iterations_for(session, inputs, batch: int, seconds: float) -> int:
     return max(20, int(seconds / max(per_iteration_s, 1e-7)))
 
 
-def compare_batch(model: str, batch: int, precision: str, repeats: int, seconds: float, options: dict) -> dict:
+def compare_batch(runtime, model: str, batch: int, precision: str, repeats: int, seconds: float) -> dict:
     info = zoo.resolve(parse_model_arg(model))
     shape = info.input_shape(batch)
     request = LoadRequest(model_path=info.path, input_name=info.input_name, input_shape=shape,
-                          precision=precision, options=options, cache_dir=str(zoo.cache_dir()))
-    session, _ = TensorRtRuntime().load(request)
+                          precision=precision, options=OPTIONS[runtime.name], cache_dir=str(zoo.cache_dir()))
+    session, _ = runtime.load(request)
     try:
         inputs = make_inputs(shape, 4, 0, info.mean, info.std)
         n = iterations_for(session, inputs, batch, seconds)
@@ -89,6 +94,7 @@ def compare_batch(model: str, batch: int, precision: str, repeats: int, seconds:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runtime", default="trt", choices=sorted(OPTIONS))
     parser.add_argument("--model", default="arcface_mbf", help="built-in name (scrfd_10g@320) or .onnx path")
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--precision", default="fp32")
@@ -96,16 +102,17 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=1.0, help="length of each loop")
     parser.add_argument("--tolerance", type=float, default=3.0, help="allowed shortfall in percent")
     args = parser.parse_args()
-    ok, reason = TensorRtRuntime().available()
+    runtime = get_runtime(args.runtime)
+    ok, reason = runtime.available()
     if not ok:
-        print(f"trt unavailable: {reason}", file=sys.stderr)
+        print(f"{args.runtime} unavailable: {reason}", file=sys.stderr)
         return 2
-    options = {"cuda_graph": False, "cold_start": "warm"}  # like for like: both loops call execute_async_v3
     failed = False
+    print(f"{args.runtime} {args.model} {args.precision}")
     print(f"{'batch':>5} {'iters':>7} {'compute fps':>12} {'bare':>12} {'ratio':>7} "
           f"{'e2e fps':>12} {'bare e2e':>12} {'ratio':>7}")
     for batch in (int(b) for b in args.batches.split(",")):
-        r = compare_batch(args.model, batch, args.precision, args.repeats, args.seconds, options)
+        r = compare_batch(runtime, args.model, batch, args.precision, args.repeats, args.seconds)
         compute_ratio = r["harness_compute"] / r["bare_compute"]
         e2e_ratio = r["harness_e2e"] / r["bare_e2e"]
         limit = 1 - args.tolerance / 100
