@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.measure.protocol import make_inputs  # noqa: E402
 from bench.models import zoo  # noqa: E402
+from bench.models.precision import make_artifact  # noqa: E402
 from bench.runtimes.base import LoadRequest  # noqa: E402
 from bench.runtimes.cuda import copy_d2h_async, copy_h2d_async, import_cudart  # noqa: E402
 from bench.runtimes.registry import get_runtime  # noqa: E402
@@ -66,10 +67,18 @@ def iterations_for(session, inputs, batch: int, seconds: float) -> int:
     return max(20, int(seconds / max(per_iteration_s, 1e-7)))
 
 
+def model_file(runtime, info, precision: str) -> str:
+    """The file the sweep would give this runtime: fp16 comes from an FP16 artifact, not a flag."""
+    artifact = runtime.artifact_for(precision)
+    if artifact == "fp32":
+        return info.path
+    return str(make_artifact(info.path, artifact, zoo.cache_dir() / "artifacts"))
+
+
 def compare_batch(runtime, model: str, batch: int, precision: str, repeats: int, seconds: float) -> dict:
     info = zoo.resolve(parse_model_arg(model))
     shape = info.input_shape(batch)
-    request = LoadRequest(model_path=info.path, input_name=info.input_name, input_shape=shape,
+    request = LoadRequest(model_path=model_file(runtime, info, precision), input_name=info.input_name, input_shape=shape,
                           precision=precision, options=OPTIONS[runtime.name], cache_dir=str(zoo.cache_dir()))
     session, _ = runtime.load(request)
     try:
@@ -97,7 +106,7 @@ def main() -> int:
     parser.add_argument("--runtime", default="trt", choices=sorted(OPTIONS))
     parser.add_argument("--model", default="arcface_mbf", help="built-in name (scrfd_10g@320) or .onnx path")
     parser.add_argument("--batches", default="1,8,32")
-    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16"))
     parser.add_argument("--repeats", type=int, default=7, help="alternating harness/bare rounds per batch")
     parser.add_argument("--seconds", type=float, default=1.0, help="length of each loop")
     parser.add_argument("--tolerance", type=float, default=3.0, help="allowed shortfall in percent")

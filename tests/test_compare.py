@@ -130,6 +130,16 @@ def test_by_machine_default_and_baseline_by_host(measured, tmp_path):
     assert {d.name: d.values for d in comparison.differences}["GPU driver"] == {"gpu-box": "550.54", host: "-"}
 
 
+def test_machines_sharing_a_host_name_are_told_apart_by_hardware(measured, tmp_path):
+    host = base_rows(measured)[0]["host"]
+    h100 = scaled(base_rows(measured), 2.0, machine_id="feedfacecafe", gpu_name="NVIDIA H100 80GB HBM3")
+    twin = scaled(base_rows(measured), 1.0, machine_id="0123456789ab", run_id="twin")  # same hardware, new VM
+    labels = set(compare.load_results([str(measured), write(tmp_path / "h100.parquet", h100)]).frame.machine_label)
+    assert f"{host} H100 80GB HBM3" in labels and len(labels) == 2 and host not in labels
+    same = compare.load_results([str(measured), write(tmp_path / "twin.parquet", twin)])
+    assert set(same.frame.machine_label) == {f"{host}-{base_rows(measured)[0]['machine_id'][:6]}", f"{host}-012345"}
+
+
 def test_environment_differences_list_only_what_differs(measured, tmp_path):
     rows = base_rows(measured)
     packages = json.loads(rows[0]["packages_json"])

@@ -210,6 +210,17 @@ def test_gpu_point_fields_and_row_through_the_store(tmp_path):
     [back] = store.read_rows(path)
     assert back["fps_compute"] == pytest.approx(2000.0) and back["gpu_util_mean"] == 97.0
     assert "enqueue-bound" in back["warnings"]
+    # Read back by pandas, missing text cells (no clock events) are NaN: the GPU table still renders.
+    from rich.console import Console
+
+    from bench.report.tables import print_tables
+
+    frame = store.read_table(path)[0].to_pandas()
+    assert frame.gpu_clock_events.isna().all()
+    console = Console(record=True, width=250)
+    print_tables(frame.assign(runtime="trt", precision="fp32", device="gpu", status="ok"), console)
+    gpu_lines = [line for line in console.export_text().splitlines() if "compute f/s" in line or "2,000" in line]
+    assert len(gpu_lines) >= 2, console.export_text()
 
 
 # ============================================================================ NVML aggregation

@@ -116,11 +116,34 @@ def _run_labels(files: list[str]) -> dict[str, str]:
 
 
 def _machine_labels(frame: pd.DataFrame) -> pd.Series:
-    """Host names, with a machine id prefix where one host name covers several machines."""
+    """Host names; where one host name covers several machines (every cloud VM is 'vm'), the
+    hardware that tells them apart (GPU, else CPU), or the machine id when that does not."""
     hosts = frame["host"].fillna("unknown").astype(str)
     ids = frame["machine_id"].fillna("").astype(str)
-    shared = {h for h in set(hosts) if ids[hosts == h].nunique() > 1}
-    return pd.Series([f"{h}-{i[:6]}" if h in shared else h for h, i in zip(hosts, ids)], index=frame.index)
+    tags = pd.Series([_hardware_tag(row) for _, row in frame.iterrows()], index=frame.index)
+    labels = []
+    for host, machine, tag in zip(hosts, ids, tags):
+        same_host = hosts == host
+        if ids[same_host].nunique() <= 1:
+            labels.append(host)
+        elif tag and tags[same_host].groupby(ids[same_host]).first().nunique() == ids[same_host].nunique():
+            labels.append(f"{host} {tag}")
+        else:
+            labels.append(f"{host}-{machine[:6]}")
+    return pd.Series(labels, index=frame.index)
+
+
+def _hardware_tag(row) -> str:
+    gpu = _clean(row.get("gpu_name"))
+    if gpu:
+        return str(gpu).removeprefix("NVIDIA ")
+    cpu = _clean(row.get("cpu_model"))
+    if not cpu:
+        return ""
+    for noise in ("(R)", "(TM)", " Processor", " CPU", " with Radeon Graphics"):
+        cpu = str(cpu).replace(noise, "")
+    cores = _clean(row.get("cpu_cores"))
+    return f"{' '.join(cpu.split()[:3])}" + (f" {int(cores)}c" if cores else "")
 
 
 def _clean(value: Any) -> Any:
