@@ -108,6 +108,48 @@ def test_ort_profile_options_list_the_input():
                     "trt_profile_max_shapes": "input.1:64x3x112x112"}
 
 
+def image_model(path, batch_dim) -> str:
+    """A one-Relu ONNX whose input batch is `batch_dim` (an int: fixed; a string: symbolic)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [batch_dim, 3, 112, 112])
+    y = helper.make_tensor_value_info("out", TensorProto.FLOAT, [batch_dim, 3, 112, 112])
+    graph = helper.make_graph([helper.make_node("Relu", ["input.1"], ["out"])], "g", [x], [y])
+    onnx.save(helper.make_model(graph), str(path))
+    return str(path)
+
+
+def test_profile_fits_what_the_model_fixes(tmp_path):
+    wanted = gpu_cache.profile_shapes((8, 3, 112, 112))
+    assert gpu_cache.fit_profile(wanted, (-1, 3, 112, 112)) == wanted
+    assert gpu_cache.fit_profile(wanted, None) == wanted  # unreadable model: as requested
+    assert gpu_cache.fit_profile(wanted, (1, 3, 112, 112)) is None  # static: TensorRT needs no profile
+    partly = gpu_cache.fit_profile(gpu_cache.profile_shapes((8, 3, 112, 112)), (-1, 3, 112, -1))
+    assert partly == wanted
+    odd = gpu_cache.fit_profile(gpu_cache.ProfileShapes((1, 1, 1, 1), (8, 3, 112, 112), (64, 3, 200, 200)),
+                                (-1, 3, 112, -1))
+    assert odd.min == (1, 3, 112, 1) and odd.max == (64, 3, 112, 200)  # fixed dims pinned, dynamic kept
+    dynamic = image_model(tmp_path / "dynamic.onnx", "N")
+    fixed = image_model(tmp_path / "fixed.onnx", 1)
+    assert gpu_cache.declared_input_dims(dynamic, "input.1") == (-1, 3, 112, 112)
+    assert gpu_cache.declared_input_dims(fixed, "input.1") == (1, 3, 112, 112)
+    assert gpu_cache.declared_input_dims(fixed, "other") is None
+    assert gpu_cache.declared_input_dims(str(tmp_path / "missing.onnx"), "input.1") is None
+
+
+def test_batch_1_export_gets_no_trt_profile(tmp_path):
+    fixed = LoadRequest(model_path=image_model(tmp_path / "fixed.onnx", 1), input_name="input.1",
+                        input_shape=(1, 3, 112, 112))
+    opts = OrtTrtOn("11.4.0").trt_options(fixed, STREAM, None)
+    assert not any(key.startswith("trt_profile_") for key in opts)
+    assert gpu_cache.key_profile(OrtTrtRuntime().profile(fixed), fixed).label == "1-1-1"
+    dynamic = LoadRequest(model_path=image_model(tmp_path / "dynamic.onnx", "N"), input_name="input.1",
+                          input_shape=(4, 3, 112, 112))
+    assert OrtTrtOn("11.4.0").trt_options(dynamic, STREAM, None)["trt_profile_max_shapes"] == "input.1:64x3x112x112"
+    assert TensorRtRuntime().profile(dynamic).label == "1-4-64" and TensorRtRuntime().profile(fixed) is None
+
+
 # ============================================================================ trtexec warnings
 
 
@@ -411,6 +453,8 @@ def test_effective_precision_from_the_inspector():
     int8 = json.dumps({"Layers": [{"Outputs": [{"DataType": "Int8"}]}]})
     assert precision_from_inspector(int8)[0] == "int8"
     assert precision_from_inspector(json.dumps({"Layers": ["conv1", "conv2"]})) == (None, {})
+    named = json.dumps({"Layers": [{"Outputs": [{"Name": "int8_head_fp16", "DataType": "Float"}]}]})
+    assert precision_from_inspector(named) == ("fp32", {"fp32": 1})  # tensor names never count
     assert precision_from_inspector("not json") == (None, {})
 
 

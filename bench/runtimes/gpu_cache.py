@@ -7,9 +7,12 @@ changed version or GPU never picks up a stale cache.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from bench.fileio import write_atomically
 DEFAULT_MAX_BATCH = 64  # the suite's batch ceiling (bench.suite.MAX_BATCH)
 PROFILE_MODES = ("range", "per-batch")
 KEY_FILE = "key.json"
+WARM_PROBE_TIMEOUT_S = 900
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,53 @@ def profile_shapes(input_shape: tuple[int, ...], mode: str = "range", max_batch:
     batch = shape[0]
     top = max(int(max_batch), batch)
     return ProfileShapes((1, *shape[1:]), shape, (top, *shape[1:]))
+
+
+@functools.lru_cache(maxsize=32)
+def declared_input_dims(model_path: str, input_name: str) -> tuple[int, ...] | None:
+    """The input's dimensions as the ONNX declares them, -1 where symbolic; None if unreadable."""
+    try:
+        import onnx
+
+        graph = onnx.load(model_path, load_external_data=False).graph
+    except Exception:  # not an ONNX file here (a test's stand-in): keep the requested profile
+        return None
+    for value in graph.input:
+        if value.name == input_name:
+            return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1
+                         for d in value.type.tensor_type.shape.dim)
+    return None
+
+
+def fit_profile(profile: ProfileShapes, declared: tuple[int, ...] | None) -> ProfileShapes | None:
+    """The profile TensorRT accepts for an input the model declares as `declared`.
+
+    TensorRT rejects a profile whose range covers a dimension the network fixes (a batch-1
+    export at min 1 / max 64), so fixed dimensions are pinned to their value; a fully static
+    input needs no profile at all (None).
+    """
+    if declared is None or len(declared) != len(profile.opt):
+        return profile
+    if all(d > 0 for d in declared):
+        return None
+
+    def pin(shape: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(fixed if fixed > 0 else d for fixed, d in zip(declared, shape))
+
+    return ProfileShapes(pin(profile.min), pin(profile.opt), pin(profile.max))
+
+
+def request_profile(request) -> ProfileShapes | None:
+    """A LoadRequest's profile (options `profile`, `profile_max_batch`), fitted to the model's input."""
+    shapes = profile_shapes(request.input_shape, str(request.options.get("profile", "range")),
+                            int(request.options.get("profile_max_batch", DEFAULT_MAX_BATCH)))
+    return fit_profile(shapes, declared_input_dims(str(request.model_path), request.input_name))
+
+
+def key_profile(profile: ProfileShapes | None, request) -> ProfileShapes:
+    """The profile a cache key records: a static input's engine is built for exactly its shape."""
+    shape = tuple(int(d) for d in request.input_shape)
+    return profile if profile is not None else ProfileShapes(shape, shape, shape)
 
 
 def dims_text(shape: tuple[int, ...]) -> str:
@@ -135,3 +186,32 @@ def replace_payload(folder: str | os.PathLike, source: str | os.PathLike) -> lis
         os.replace(item, folder / item.name)
         moved.append(item.name)
     return moved
+
+
+def run_warm_probe(module: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Run `python -m module warm-probe JSON` in a fresh process: a warm-cache cold start pays
+    for loading the libraries, the CUDA context and the kernels again, as a restarted service does.
+
+    Returns the probe's last JSON line, or {"total_ms": None, "note": why it gave none}.
+    """
+    repo = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
+    try:
+        done = subprocess.run([sys.executable, "-m", module, "warm-probe", json.dumps(payload)],
+                              capture_output=True, text=True, timeout=WARM_PROBE_TIMEOUT_S, env=env)
+    except subprocess.TimeoutExpired:
+        return {"total_ms": None, "note": f"warm-cache probe exceeded {WARM_PROBE_TIMEOUT_S} s"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"total_ms": None, "note": f"warm-cache probe failed: {tail}"}
+    return json.loads(lines[-1])
+
+
+def probe_main(argv: list[str], module: str, probe) -> int:
+    """The `warm-probe JSON` entry point of a runtime module: prints probe(payload) as JSON."""
+    if len(argv) == 3 and argv[1] == "warm-probe":
+        print(json.dumps(probe(json.loads(argv[2]))))
+        return 0
+    print(f"usage: python -m {module} warm-probe JSON", file=sys.stderr)
+    return 2

@@ -27,9 +27,7 @@ Nothing here imports onnxruntime, cuda-python or tensorrt at module import.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +44,6 @@ from bench.runtimes.onnxruntime import OrtRuntime, import_onnxruntime
 
 ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 GRAPH_ID_SKIP = "-1"  # gpu_graph_id that disables CUDA-graph capture for one run
-WARM_PROBE_TIMEOUT_S = 900
 COLD_START_MODES = ("both", "warm")
 TRT_DISTS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-libs", "tensorrt-cu12-libs", "tensorrt-libs")
 
@@ -290,9 +287,10 @@ class _OrtGpuRuntime(OrtRuntime):
                 pass
 
     def load(self, request: LoadRequest) -> tuple[Session, ColdStart]:
-        from bench.runtimes.cuda import Stream
+        from bench.runtimes.cuda import Stream, set_device
 
         self._prepare()
+        set_device(self.device_id(request))  # the stream ORT computes on must live on its device
         stream = Stream()
         try:
             return self.load_on(request, stream)
@@ -368,10 +366,9 @@ class OrtTrtRuntime(_OrtGpuRuntime):
         return dist_version(*TRT_DISTS)
 
     def profile(self, request: LoadRequest):
-        from bench.runtimes.gpu_cache import DEFAULT_MAX_BATCH, profile_shapes
+        from bench.runtimes.gpu_cache import request_profile
 
-        return profile_shapes(request.input_shape, str(request.options.get("profile", "range")),
-                              int(request.options.get("profile_max_batch", DEFAULT_MAX_BATCH)))
+        return request_profile(request)
 
     def trt_options(self, request: LoadRequest, stream, cache_path: str | None) -> dict[str, str]:
         from bench.runtimes.gpu_cache import ort_profile_options
@@ -381,8 +378,10 @@ class OrtTrtRuntime(_OrtGpuRuntime):
             "trt_builder_optimization_level": str(int(request.options.get("builder_optimization_level", 3))),
             "trt_cuda_graph_enable": _flag(self.cuda_graph(request)),
             "user_compute_stream": str(stream.handle),
-            **ort_profile_options(request.input_name, self.profile(request)),
         }
+        profile = self.profile(request)
+        if profile is not None:  # a static input has no profile to give
+            options.update(ort_profile_options(request.input_name, profile))
         if "workspace_mb" in request.options:
             options["trt_max_workspace_size"] = str(int(request.options["workspace_mb"]) * 2**20)
         if cache_path:
@@ -402,12 +401,13 @@ class OrtTrtRuntime(_OrtGpuRuntime):
     def cache_key(self, request: LoadRequest):
         from bench.models.info import sha256_file
         from bench.runtimes.cuda import device_identity
-        from bench.runtimes.gpu_cache import CacheKey, build_options
+        from bench.runtimes.gpu_cache import CacheKey, build_options, key_profile
 
         identity = device_identity(self.device_id(request))
         return CacheKey(
             runtime=self.name, model_sha256=sha256_file(request.model_path), precision=request.precision,
-            profile=self.profile(request), gpu=identity.label, trt_version=str(self.trt_version()),
+            profile=key_profile(self.profile(request), request), gpu=identity.label,
+            trt_version=str(self.trt_version()),
             ort_version=import_onnxruntime().__version__, cuda_runtime=identity.cuda_runtime,
             build=build_options({"opt_level": request.options.get("builder_optimization_level", 3),
                                  "workspace_mb": request.options.get("workspace_mb")}),
@@ -456,22 +456,15 @@ def engine_files(folder: str) -> dict[str, int]:
 
 def warm_probe(request: LoadRequest, cache_path: str) -> dict[str, Any]:
     """Session creation + first inference in a fresh process with the caches in `cache_path`."""
-    payload = json.dumps({"model_path": request.model_path, "input_name": request.input_name,
-                          "input_shape": list(request.input_shape), "precision": request.precision,
-                          "options": request.options, "cache_dir": request.cache_dir, "cache_path": cache_path})
+    from bench.runtimes.gpu_cache import run_warm_probe
+
+    payload = {"model_path": request.model_path, "input_name": request.input_name,
+               "input_shape": list(request.input_shape), "precision": request.precision,
+               "options": request.options, "cache_dir": request.cache_dir, "cache_path": cache_path}
     before = engine_files(cache_path)
-    try:
-        repo = str(Path(__file__).resolve().parents[2])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
-        done = subprocess.run([sys.executable, "-m", "bench.runtimes.ort_gpu", "warm-probe", payload],
-                              capture_output=True, text=True, timeout=WARM_PROBE_TIMEOUT_S, env=env)
-    except subprocess.TimeoutExpired:
-        return {"total_ms": None, "note": f"warm-cache probe exceeded {WARM_PROBE_TIMEOUT_S} s"}
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"total_ms": None, "note": f"warm-cache probe failed: {tail}"}
-    result = json.loads(lines[-1])
+    result = run_warm_probe("bench.runtimes.ort_gpu", payload)
+    if result.get("total_ms") is None:
+        return result
     rebuilt = engine_files(cache_path) != before
     result["note"] = ("cache miss: the probe wrote new engine files" if rebuilt else "cache hit")
     if rebuilt:
@@ -479,14 +472,14 @@ def warm_probe(request: LoadRequest, cache_path: str) -> dict[str, Any]:
     return result
 
 
-def _warm_probe_main(payload: str) -> int:
-    data = json.loads(payload)
+def _warm_probe(data: dict[str, Any]) -> dict[str, float]:
     cache_path = data.pop("cache_path")
     request = LoadRequest(**{**data, "input_shape": tuple(data["input_shape"])})
     runtime = OrtTrtRuntime()
     runtime._prepare()
-    from bench.runtimes.cuda import Stream
+    from bench.runtimes.cuda import Stream, set_device
 
+    set_device(runtime.device_id(request))
     stream = Stream()
     t0 = time.perf_counter()
     model_bytes = Path(request.model_path).read_bytes()
@@ -494,12 +487,10 @@ def _warm_probe_main(payload: str) -> int:
     t1 = time.perf_counter()
     session.run(None, {request.input_name: np.zeros(request.input_shape, dtype=np.float32)})
     t2 = time.perf_counter()
-    print(json.dumps({"compile_ms": (t1 - t0) * 1e3, "first_infer_ms": (t2 - t1) * 1e3, "total_ms": (t2 - t0) * 1e3}))
-    return 0
+    return {"compile_ms": (t1 - t0) * 1e3, "first_infer_ms": (t2 - t1) * 1e3, "total_ms": (t2 - t0) * 1e3}
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "warm-probe":
-        sys.exit(_warm_probe_main(sys.argv[2]))
-    print("usage: python -m bench.runtimes.ort_gpu warm-probe JSON", file=sys.stderr)
-    sys.exit(2)
+    from bench.runtimes.gpu_cache import probe_main
+
+    sys.exit(probe_main(sys.argv, "bench.runtimes.ort_gpu", _warm_probe))

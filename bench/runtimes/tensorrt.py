@@ -71,11 +71,17 @@ def precision_flags(precision: str, major: int | None) -> list[str]:
     return {"fp16": ["FP16"], "int8": ["FP16", "INT8"]}.get(precision, [])
 
 
+def _output_types(layer: dict) -> list[str]:
+    """Each output's data type: 11.x 'DataType' ("Half"), 10.x 'Format/Datatype' ("Row major linear FP16 format")."""
+    outputs = layer.get("Outputs", [])
+    return [str(o.get("DataType") or o.get("Format/Datatype") or "") for o in outputs if isinstance(o, dict)]
+
+
 def _layer_precision(layer: Any) -> str | None:
-    """A layer's output precision from its inspector entry (10.x 'Format/Datatype', 11.x 'DataType')."""
+    """A layer's output precision from its inspector entry; tensor names never count."""
     if not isinstance(layer, dict):
         return None  # LAYER_NAMES_ONLY verbosity: names, no types
-    text = json.dumps(layer.get("Outputs", [])).lower()
+    text = " ".join(_output_types(layer)).lower()
     if "int8" in text:
         return "int8"
     if "fp16" in text or "half" in text:
@@ -98,6 +104,14 @@ def precision_from_inspector(info_json: str) -> tuple[str | None, dict[str, int]
         if counts.get(precision):
             return precision, dict(counts)
     return None, dict(counts)
+
+
+def deserialize(runtime, plan: bytes, what: str):
+    """An engine from a serialized plan; TensorRT returns None (and logs why) when it cannot."""
+    engine = runtime.deserialize_cuda_engine(plan)
+    if engine is None:
+        raise RuntimeError(f"TensorRT could not deserialise {what} (the TensorRT log above says why)")
+    return engine
 
 
 @dataclass
@@ -133,9 +147,10 @@ def build_engine(trt, logger, model_bytes: bytes, model_path: str, input_name: s
     # Strict FP32 unless asked: TensorRT enables TF32 for FP32 layers by default.
     if precision == "fp32" and not options.get("tf32", False) and hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)
-    optimisation = builder.create_optimization_profile()
-    optimisation.set_shape(input_name, profile.min, profile.opt, profile.max)
-    config.add_optimization_profile(optimisation)
+    if profile is not None:  # None: a static input, which TensorRT builds without a profile
+        optimisation = builder.create_optimization_profile()
+        optimisation.set_shape(input_name, profile.min, profile.opt, profile.max)
+        config.add_optimization_profile(optimisation)
     cache = config.create_timing_cache(timing_cache)
     config.set_timing_cache(cache, False)
     plan = builder.build_serialized_network(network, config)
@@ -164,7 +179,8 @@ class TensorRtSession(CudaSession):
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         if inputs != [request.input_name]:
             raise RuntimeError(f"engine inputs {inputs}: facebench drives one image input '{request.input_name}'")
-        self._context.set_input_shape(request.input_name, self._shape)
+        if not self._context.set_input_shape(request.input_name, self._shape):
+            raise RuntimeError(f"input shape {list(self._shape)} is outside the engine's profile (the TensorRT log says why)")
         self._in_dtype = numpy_dtype(engine.get_tensor_dtype(request.input_name))
         self._host_in = PinnedBuffer(self._shape, self._in_dtype)
         self._device_in = DeviceBuffer(self._host_in.nbytes)
@@ -172,6 +188,8 @@ class TensorRtSession(CudaSession):
         self._outputs = []
         for name in (n for n in names if n not in inputs):
             shape = tuple(self._context.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                raise RuntimeError(f"output {name} has unresolved shape {list(shape)} at input {list(self._shape)}")
             host = PinnedBuffer(shape, numpy_dtype(engine.get_tensor_dtype(name)))
             device = DeviceBuffer(host.nbytes)
             self._context.set_tensor_address(name, device.ptr)
@@ -283,19 +301,18 @@ class TensorRtRuntime(Runtime):
         return {k: v for k, v in found.items() if v}
 
     def profile(self, request: LoadRequest):
-        from bench.runtimes.gpu_cache import DEFAULT_MAX_BATCH, profile_shapes
+        from bench.runtimes.gpu_cache import request_profile
 
-        return profile_shapes(request.input_shape, str(request.options.get("profile", "range")),
-                              int(request.options.get("profile_max_batch", DEFAULT_MAX_BATCH)))
+        return request_profile(request)
 
     def cache_key(self, trt, request: LoadRequest, identity):
         from bench.models.info import sha256_file
-        from bench.runtimes.gpu_cache import CacheKey, build_options
+        from bench.runtimes.gpu_cache import CacheKey, build_options, key_profile
 
         opts = request.options
         return CacheKey(
             runtime=self.name, model_sha256=sha256_file(request.model_path), precision=request.precision,
-            profile=self.profile(request), gpu=identity.label, trt_version=trt.__version__,
+            profile=key_profile(self.profile(request), request), gpu=identity.label, trt_version=trt.__version__,
             cuda_runtime=identity.cuda_runtime,
             build=build_options({"opt_level": opts.get("builder_optimization_level", 3),
                                  "workspace_mb": opts.get("workspace_mb"),
@@ -343,7 +360,8 @@ class TensorRtRuntime(Runtime):
             "tensorrt": trt.__version__, "precision_requested": request.precision,
             "precision_effective": None, "builder_flags": flags,
             "tf32": bool(request.options.get("tf32", False)) if request.precision == "fp32" else "TensorRT default",
-            "profile": {"min": list(profile.min), "opt": list(profile.opt), "max": list(profile.max)},
+            "profile": ({"min": list(profile.min), "opt": list(profile.opt), "max": list(profile.max)}
+                        if profile is not None else "none: static input shape"),
             "builder_optimization_level": int(request.options.get("builder_optimization_level", 3)),
             "execution": "execute_async_v3 on a non-blocking stream; pinned host buffers",
             "fps": "end-to-end (H2D + compute + D2H per iteration); fps_compute: device-resident input and output",
@@ -360,9 +378,10 @@ class TensorRtRuntime(Runtime):
         timing = (folder / TIMING_FILE).read_bytes() if mode == "warm" and (folder / TIMING_FILE).is_file() else b""
         built = build_engine(trt, logger, model_bytes, request.model_path, request.input_name, self.profile(request),
                              request.precision, request.options, timing)
+        flags = built.flags
         t2 = time.perf_counter()
         runtime = trt.Runtime(logger)
-        engine = runtime.deserialize_cuda_engine(built.plan)
+        engine = deserialize(runtime, built.plan, "the engine it just built")
         first = TensorRtSession(trt, runtime, engine, request, self._settings(trt, request, built.flags), stream)
         t3 = time.perf_counter()
         x = np.zeros(request.input_shape, dtype=np.float32)
@@ -376,11 +395,12 @@ class TensorRtRuntime(Runtime):
         phases = {"parse_ms": built.parse_ms, "build_ms": built.build_ms, "deserialize_and_context_ms": (t3 - t2) * 1e3,
                   "engine_mib": len(built.plan) / 2**20}
         first.close(keep_stream=True)
-        session, warm = self._load_engine(trt, logger, request, folder, stream, flags=built.flags)
-        cold.warm_cache_total_ms = warm.total_ms
-        session.describe_extra({"cold_start": "empty caches, then warm engine cache", "cold_phases_ms": phases,
-                                "warm_phases_ms": {"read_ms": warm.read_ms, "deserialize_and_context_ms": warm.compile_ms,
-                                                   "first_infer_ms": warm.first_infer_ms}})
+        del first, engine, runtime, built  # the first engine leaves the GPU before the probe and the reload
+        probe = warm_probe(request, folder)  # like ort-trt: a fresh process pays for libraries, context, kernels
+        cold.warm_cache_total_ms = probe.get("total_ms")
+        session, _ = self._load_engine(trt, logger, request, folder, stream, flags=flags)
+        session.describe_extra({"cold_start": "empty caches; warm figure from a fresh process", "cold_phases_ms": phases,
+                                "warm_probe": probe})
         return session, cold
 
     def _load_engine(self, trt, logger, request: LoadRequest, folder: Path, stream, flags: list[str] | None = None):
@@ -389,10 +409,7 @@ class TensorRtRuntime(Runtime):
         plan = (folder / ENGINE_FILE).read_bytes()
         t1 = time.perf_counter()
         runtime = trt.Runtime(logger)
-        engine = runtime.deserialize_cuda_engine(plan)
-        if engine is None:
-            raise RuntimeError(f"{folder / ENGINE_FILE}: TensorRT could not deserialise the cached engine; "
-                               "delete that folder")
+        engine = deserialize(runtime, plan, f"the cached engine {folder / ENGINE_FILE} (delete that folder)")
         flags = flags if flags is not None else precision_flags(request.precision, trt_major(trt.__version__))
         session = TensorRtSession(trt, runtime, engine, request, self._settings(trt, request, flags), stream)
         t2 = time.perf_counter()
@@ -408,3 +425,41 @@ class TensorRtRuntime(Runtime):
             return
         reason = session.enable_cuda_graph()
         session.describe_extra({"cuda_graph": "on" if not reason else f"off: capture failed ({reason}); plain enqueue"})
+
+
+# --------------------------------------------------------------------------- warm-cache probe
+
+
+def warm_probe(request: LoadRequest, folder: Path) -> dict[str, Any]:
+    """Read + deserialise the saved engine + context + first inference, in a fresh process."""
+    from bench.runtimes.gpu_cache import run_warm_probe
+
+    payload = {"model_path": request.model_path, "input_name": request.input_name,
+               "input_shape": list(request.input_shape), "precision": request.precision,
+               "options": request.options, "cache_dir": request.cache_dir, "folder": str(folder)}
+    return run_warm_probe("bench.runtimes.tensorrt", payload)
+
+
+def _warm_probe(data: dict[str, Any]) -> dict[str, float]:
+    from bench.runtimes.cuda import Stream, set_device
+
+    folder = Path(data.pop("folder"))
+    request = LoadRequest(**{**data, "input_shape": tuple(data["input_shape"])})
+    trt = import_tensorrt()
+    t0 = time.perf_counter()
+    set_device(int(request.options.get("device_id", 0)))
+    stream = Stream()  # creates the CUDA context, as ORT's session creation does in its probe
+    t1 = time.perf_counter()
+    session, cold = TensorRtRuntime()._load_engine(trt, trt.Logger(trt.Logger.WARNING), request, folder, stream)
+    session.close()
+    context_ms = (t1 - t0) * 1e3
+    return {"cuda_context_ms": context_ms, "read_ms": cold.read_ms, "deserialize_and_context_ms": cold.compile_ms,
+            "first_infer_ms": cold.first_infer_ms, "total_ms": context_ms + cold.total_ms}
+
+
+if __name__ == "__main__":
+    import sys
+
+    from bench.runtimes.gpu_cache import probe_main
+
+    sys.exit(probe_main(sys.argv, "bench.runtimes.tensorrt", _warm_probe))
