@@ -194,6 +194,12 @@ def test_compute_cov_above_2_5_percent_is_unstable():
     [warning] = gw.trtexec_warnings(gw.summarise_stages([window([0.1] * 20, jumpy, [0.1] * 20)]))
     assert warning.startswith("GPU compute time is unstable") and "14.1%" in warning
     assert gw.cov_pct(jumpy) == pytest.approx(np.std(jumpy) / np.mean(jumpy) * 100)
+    # NVML saw the clock hold: the advice names the host, not the clock; a moving clock keeps trtexec's.
+    [held] = gw.explain_unstable([warning], 1980.0, 1980.0)
+    assert "held at 1980 MHz" in held and "locking the GPU clock" not in held and "14.1%" in held
+    assert gw.explain_unstable([warning], 1800.0, 1400.0) == [warning]
+    assert gw.explain_unstable([warning], None, None) == [warning]
+    assert gw.explain_unstable(["enqueue-bound: x"], 1980.0, 1980.0) == ["enqueue-bound: x"]
 
 
 def test_compute_only_fps_needs_every_window():

@@ -70,7 +70,7 @@ def trtexec_warnings(summary: StageSummary) -> list[str]:
     cov = summary.compute_cov_pct
     if cov is not None and not math.isnan(cov) and cov > COV_UNSTABLE_PCT:
         out.append(f"GPU compute time is unstable: coefficient of variance {cov:.1f}% > {COV_UNSTABLE_PCT:g}%; "
-                   "locking the GPU clock frequency may improve stability")
+                   f"{CLOCK_ADVICE}")
     return out
 
 
@@ -82,9 +82,24 @@ def compute_only_fps(windows: Sequence[Any], batch: int) -> float | None:
     return batch * sum(w.iterations for w in windows) / (sum(walls) / 1e9)
 
 
+UNSTABLE_PREFIX = "GPU compute time is unstable"
+CLOCK_ADVICE = "locking the GPU clock frequency may improve stability"
+STEADY_CLOCK_PCT = 1.0  # SM clock min within this % of its mean: the clock did not move
+
+
+def explain_unstable(warnings: list[str], clock_mean_mhz: float | None, clock_min_mhz: float | None) -> list[str]:
+    """trtexec blames the clock for unstable compute times; when NVML saw the clock hold, say where
+    the variation comes from instead (on H100 ORT-CUDA small batches: host-side launch gaps)."""
+    if not clock_mean_mhz or clock_min_mhz is None or clock_min_mhz < clock_mean_mhz * (1 - STEADY_CLOCK_PCT / 100):
+        return warnings
+    held = (f"the SM clock held at {clock_mean_mhz:.0f} MHz, so the variation comes from the host "
+            "(gaps between kernel launches); CUDA graphs or larger batches steady it")
+    return [w.replace(CLOCK_ADVICE, held) if w.startswith(UNSTABLE_PREFIX) else w for w in warnings]
+
+
 def merge_warnings(protocol: list[str], gpu: list[str]) -> list[str]:
     """The protocol's latency-CoV warning gives way to trtexec's compute-CoV rule on GPU points."""
-    has_compute_rule = any(w.startswith("GPU compute time is unstable") for w in gpu)
+    has_compute_rule = any(w.startswith(UNSTABLE_PREFIX) for w in gpu)
     kept = [w for w in protocol if not (has_compute_rule and w.startswith("latency CoV"))]
     return kept + [w for w in gpu if w not in kept]
 

@@ -325,11 +325,12 @@ class GpuPointTelemetry:
 
     def finish(self, measurement) -> dict[str, Any]:
         """Row fields; the GPU warnings are merged into measurement.warnings."""
-        from bench.measure.gpu_warnings import gpu_point_fields, merge_warnings
+        from bench.measure.gpu_warnings import explain_unstable, gpu_point_fields, merge_warnings
 
         fields, warnings = gpu_point_fields(measurement, self.batch)
         if self.sampler is not None:
             fields.update(self.sampler.stop())
+            warnings = explain_unstable(warnings, fields.get("gpu_sm_clock_mean_mhz"), fields.get("gpu_sm_clock_min_mhz"))
             warnings += self.sampler.warnings
         else:
             warnings.append(f"no GPU telemetry: {self.note}")
