@@ -23,8 +23,8 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
