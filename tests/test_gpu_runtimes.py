@@ -514,6 +514,15 @@ def test_trt_ep_options_profile_caches_and_precision_flags():
 # ============================================================================ availability
 
 
+def test_cuda_python_newer_than_the_driver_is_named():
+    assert cuda.driver_mismatch_reason("13.3.1", "580.159.04") is None  # the H100 this was verified on
+    assert cuda.driver_mismatch_reason("12.9.0", "550.54.15") is None
+    old = cuda.driver_mismatch_reason("13.3.1", "550.54.15")
+    assert "needs an NVIDIA driver >= 580" in old and "550.54.15" in old and "cuda-python<13" in old
+    assert cuda.driver_mismatch_reason("13.3.1", None) is None  # no driver: nvidia_gpu_reason says so
+    assert cuda.driver_mismatch_reason(None, "550.54.15") is None
+
+
 def test_availability_reasons_are_specific():
     base = dict(gpu_reason=None, ort_gpu_version="1.31.1", ort_cpu_version=None, cuda_python_reason=None,
                 providers=["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])

@@ -117,10 +117,46 @@ CUDA_PYTHON_DISTS = ("cuda-bindings", "cuda-python")
 INSTALL_HINT = "make bench EXTRA=gpu installs it"
 
 
+# The oldest Linux driver each CUDA major runs on (CUDA's release notes: 13.0 needs 580, 12.0 525).
+MIN_DRIVER_FOR_CUDA = {13: 580, 12: 525, 11: 450}
+
+
+@lru_cache(maxsize=1)
+def driver_version() -> str | None:
+    """The NVIDIA driver version nvidia-smi reports (no CUDA import); None without one."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe, "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = out.stdout.strip().splitlines()
+    return lines[0].strip() if out.returncode == 0 and lines else None
+
+
+def driver_mismatch_reason(bindings_version: str | None, driver: str | None) -> str | None:
+    """Why cuda-python of this CUDA major cannot run on this driver, or None."""
+    try:
+        cuda_major = int(str(bindings_version).split(".")[0])
+        driver_major = int(str(driver).split(".")[0])
+    except ValueError:
+        return None
+    needed = MIN_DRIVER_FOR_CUDA.get(cuda_major)
+    if needed is None or driver_major >= needed:
+        return None
+    older = cuda_major - 1
+    return (f"cuda-python {bindings_version} is built for CUDA {cuda_major}, which needs an NVIDIA driver >= {needed}; "
+            f"this machine has {driver}: update the driver, or install the CUDA {older} builds "
+            f"(pip install 'cuda-python<{cuda_major}' and the CUDA {older} onnxruntime-gpu / tensorrt-cu{older})")
+
+
 def cuda_python_reason() -> str | None:
-    if dist_version(*CUDA_PYTHON_DISTS) is None:
+    version = dist_version(*CUDA_PYTHON_DISTS)
+    if version is None:
         return f"cuda-python not installed (pinned buffers and CUDA events need it); {INSTALL_HINT}"
-    return None
+    return driver_mismatch_reason(version, driver_version())
 
 
 def join_reasons(reasons: list[str]) -> str:
