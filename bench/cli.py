@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="results file (.parquet) or folder (default: results/); a URI (s3://, gs://, "
                                    "file://) gets a copy when the sweep ends, measured locally under results/")
     run.add_argument("--images", metavar="DIR", help="real pictures for INT8 calibration and parity checks")
-    run.add_argument("--resume", metavar="FILE", help="continue FILE: measure only missing or failed points")
+    run.add_argument("--resume", metavar="FILE", help="continue FILE: measure only missing or failed points, and skipped ones whose runtime is now available")
     run.add_argument("--inline", action="store_true", help="run everything in this process (debugging)")
     run.add_argument("--max-worker-memory", type=float, metavar="MB", help="kill a worker above this resident memory")
     run.set_defaults(handler=cmd_run)

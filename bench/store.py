@@ -465,8 +465,9 @@ class ResultStore:
     def add(self, row: dict[str, Any]) -> None:
         row = _storable({"schema_version": SCHEMA_VERSION, **row})
         key = point_key(row)
-        # A point measured again (a resumed run retrying a failed point) replaces its failed row.
-        self.rows = [r for r in self.rows if r.get("status") != "failed" or point_key(r) != key]
+        # A point measured again (a resumed run retrying a failed point, or one skipped while its
+        # runtime was unavailable) replaces its earlier row.
+        self.rows = [r for r in self.rows if r.get("status") == "ok" or point_key(r) != key]
         self.rows.append(row)
         self.pending += 1
         self.flush()

@@ -74,9 +74,20 @@ def plan(suite: Suite, done: set[tuple] = frozenset(), on_model: Callable[[str],
 
 
 def done_points(rows: list[dict[str, Any]]) -> set[tuple]:
-    """Points a resumed run need not measure again: the ok and skipped ones."""
-    return {(r["model_sha256"], r["model"], r["runtime"], r["precision"], r["batch"])
-            for r in rows if r.get("status") in ("ok", "skipped")}
+    """Points a resumed run need not measure again: the ok ones, and the skipped ones whose
+    runtime is still unavailable (install TensorRT, resume, and its points get measured)."""
+    available: dict[str, bool] = {}
+
+    def still_skipped(runtime: str) -> bool:
+        if runtime not in available:
+            try:
+                available[runtime] = get_runtime(runtime).available()[0]
+            except Exception:  # a runtime this version no longer knows
+                available[runtime] = False
+        return not available[runtime]
+
+    return {(r["model_sha256"], r["model"], r["runtime"], r["precision"], r["batch"]) for r in rows
+            if r.get("status") == "ok" or (r.get("status") == "skipped" and still_skipped(r["runtime"]))}
 
 
 class Sweep:

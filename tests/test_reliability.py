@@ -348,6 +348,29 @@ def test_resume_after_a_kill_measures_only_what_is_missing_or_failed(tmp_path):
     assert pq.read_schema(out).metadata[b"facebench.run_ids"].decode() == f'["{first_run}", "{second_run}"]'
 
 
+def test_resume_measures_points_skipped_while_their_runtime_was_unavailable(tmp_path, monkeypatch):
+    suite = write_suite(tmp_path, models=[("arcface_mbf", None)], batches=(1,))
+    out = tmp_path / "later.parquet"
+    shadow = tmp_path / "shadow" / "openvino"  # as on a machine without OpenVINO
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text('raise ImportError("not on this machine yet")\n')
+    monkeypatch.setenv("PYTHONPATH", str(shadow.parent))
+    first = facebench("run", str(suite), "--runtimes", "ort-cpu,openvino-cpu", "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    before = {r["runtime"]: r for r in checked_rows(out)}
+    assert before["openvino-cpu"]["status"] == "skipped" and "not on this machine yet" in before["openvino-cpu"]["reason"]
+
+    monkeypatch.delenv("PYTHONPATH")  # OpenVINO installed since
+    resumed = facebench("run", str(suite), "--runtimes", "ort-cpu,openvino-cpu", "--resume", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "facebench: 1 points" in resumed.stdout  # only the skipped one
+    after = {r["runtime"]: r for r in checked_rows(out)}
+    assert after["openvino-cpu"]["status"] == "ok" and after["openvino-cpu"]["fps"] > 0
+    assert after["ort-cpu"] == before["ort-cpu"]  # kept as it was
+    again = facebench("run", str(suite), "--runtimes", "ort-cpu,openvino-cpu", "--resume", str(out))
+    assert again.returncode == 0 and "facebench: 0 points" in again.stdout, again.stdout + again.stderr
+
+
 def test_resume_refuses_an_edited_file(tmp_path, two_runs, capsys):
     edited = _edited_copy(two_runs[0], tmp_path)
     assert main(["run", str(write_suite(tmp_path)), "--resume", str(edited)]) == 2
