@@ -240,11 +240,25 @@ def _resumed_store(path: str):
         if check.checksum_ok is False:
             raise UserError(f"{check.note}; refusing to resume it: restore the file or start a new run")
         results.rows = table.to_pylist()
+        _same_machine(path, results.rows)
         _writable(path, results.flush)  # fails now, not after the first point, if it cannot be written
     except BaseException:
         results.release()
         raise
     return results
+
+
+def _same_machine(path: str, rows: list[dict]) -> None:
+    """A results file holds one machine's points: resuming another machine's file would mix them."""
+    from bench import env
+
+    theirs = {r.get("machine_id") for r in rows if r.get("machine_id")}
+    here = env.fingerprint()
+    if theirs and here["machine_id"] not in theirs:
+        other = next(r for r in rows if r.get("machine_id"))
+        hardware = other.get("gpu_name") or other.get("cpu_model") or "unknown hardware"
+        raise UserError(f"{path} was measured on another machine ({other.get('host')}, {hardware}); resuming it here "
+                        "would mix two machines in one file: start a new run with --out and compare the two")
 
 
 def _upload(args, run: _Run) -> None:

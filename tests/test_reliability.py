@@ -377,6 +377,18 @@ def test_resume_refuses_an_edited_file(tmp_path, two_runs, capsys):
     assert "refusing to resume" in one_line(capsys.readouterr().err)
 
 
+def test_resume_refuses_another_machines_file(tmp_path, two_runs, capsys):
+    theirs = tmp_path / "h100.parquet"
+    rows = [{**r, "host": "gpu-box", "machine_id": "feedfacecafe0000", "gpu_name": "NVIDIA H100 80GB HBM3"}
+            for r in store.read_rows(two_runs[0])]
+    store.write_rows(theirs, rows)
+    before = theirs.read_bytes()
+    assert main(["run", str(write_suite(tmp_path)), "--resume", str(theirs)]) == 2
+    said = one_line(capsys.readouterr().err)
+    assert "another machine (gpu-box, NVIDIA H100 80GB HBM3)" in said and "--out" in said
+    assert theirs.read_bytes() == before
+
+
 # --- 4. two runs at once ---
 
 @pytest.fixture(scope="module")
