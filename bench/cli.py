@@ -155,9 +155,9 @@ def _sweep(args, suite, run: _Run) -> None:
     images = _image_paths(args.images) if args.images else ()
     if args.resume:
         run.results = _resumed_store(args.resume)  # before planning: the plan leaves out what it holds
-    done = sweep.done_points(run.results.rows) if run.results else set()
+    previous = sweep.previous_points(run.results.rows) if run.results else {}
     with console.status("preparing models") as status:
-        planned = sweep.plan(suite, done, on_model=lambda m: status.update(f"preparing {m}"))
+        planned = sweep.plan(suite, previous, on_model=lambda m: status.update(f"preparing {m}"))
     planned.use_images(images)
     if run.results is None:
         run.results = new_results_store(args.out, suite.name)

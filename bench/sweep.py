@@ -26,7 +26,7 @@ from bench.models.info import ModelInfo
 from bench.runtimes.registry import check_names, get_runtime
 from bench.store import ResultStore
 from bench.suite import Suite
-from bench.worker import Job, child_main, job_to_dict, run_job
+from bench.worker import Job, child_main, job_to_dict, run_job, static_skip_reason
 
 POLL_S = 0.2
 
@@ -51,9 +51,13 @@ class Plan:
         return sum(len(j.batches) for j in self.jobs)
 
 
-def plan(suite: Suite, done: set[tuple] = frozenset(), on_model: Callable[[str], None] = lambda _: None) -> Plan:
-    """Resolve models (building replicas) and list the jobs; points already `done` are left out."""
+def plan(suite: Suite, previous: dict[tuple, str] | None = None,
+         on_model: Callable[[str], None] = lambda _: None) -> Plan:
+    """Resolve models (building replicas) and list the jobs; `previous` (a resumed file's point
+    statuses, from previous_points) leaves out the points that need no measuring again."""
     check_names(suite.runtimes)
+    previous = previous or {}
+    availability = _Availability()
     models, jobs = [], []
     for ref in suite.models:
         on_model(ref.label)
@@ -63,7 +67,8 @@ def plan(suite: Suite, done: set[tuple] = frozenset(), on_model: Callable[[str],
             device = get_runtime(runtime_name).device
             for precision in suite.precisions_for(runtime_name):
                 batches = [b for b in suite.batches_for(device)
-                           if (info.sha256, info.name, runtime_name, precision, b) not in done]
+                           if _to_measure(previous.get((info.sha256, info.name, runtime_name, precision, b)),
+                                          availability, runtime_name, info, precision, b)]
                 if batches:
                     jobs.append(Job(model=info.to_dict(), runtime=runtime_name, precision=precision,
                                     batches=batches, settings=suite.measure, checks=suite.checks,
@@ -73,21 +78,34 @@ def plan(suite: Suite, done: set[tuple] = frozenset(), on_model: Callable[[str],
     return Plan(jobs, models)
 
 
-def done_points(rows: list[dict[str, Any]]) -> set[tuple]:
-    """Points a resumed run need not measure again: the ok ones, and the skipped ones whose
-    runtime is still unavailable (install TensorRT, resume, and its points get measured)."""
-    available: dict[str, bool] = {}
+def previous_points(rows: list[dict[str, Any]]) -> dict[tuple, str]:
+    """The status of every point a results file holds (the newest row of a point wins)."""
+    return {(r["model_sha256"], r["model"], r["runtime"], r["precision"], r["batch"]): r.get("status") for r in rows}
 
-    def still_skipped(runtime: str) -> bool:
-        if runtime not in available:
+
+class _Availability:
+    """Runtime availability, asked once per runtime while planning."""
+
+    def __init__(self):
+        self._seen: dict[str, bool] = {}
+
+    def __call__(self, runtime: str) -> bool:
+        if runtime not in self._seen:
             try:
-                available[runtime] = get_runtime(runtime).available()[0]
-            except Exception:  # a runtime this version no longer knows
-                available[runtime] = False
-        return not available[runtime]
+                self._seen[runtime] = get_runtime(runtime).available()[0]
+            except Exception:  # a broken install: the worker will say why
+                self._seen[runtime] = False
+        return self._seen[runtime]
 
-    return {(r["model_sha256"], r["model"], r["runtime"], r["precision"], r["batch"]) for r in rows
-            if r.get("status") == "ok" or (r.get("status") == "skipped" and still_skipped(r["runtime"]))}
+
+def _to_measure(status: str | None, available: _Availability, runtime: str, info, precision: str, batch: int) -> bool:
+    """Missing and failed points are measured; ok ones never again; a skipped one only when it
+    would now be measured (its runtime became available and nothing else skips it)."""
+    if status in (None, "failed"):
+        return True
+    if status != "skipped" or not available(runtime):
+        return False
+    return not static_skip_reason(get_runtime(runtime), info, precision, batch)
 
 
 class Sweep:

@@ -60,7 +60,7 @@ def run_job(job: Job, emit: Emit) -> None:
     if ok:
         reason = unsupported_precision(runtime, job.precision)
         ok = not reason
-    if ok:
+    if ok and any(not static_skip_reason(runtime, info, job.precision, b) for b in job.batches):
         try:
             artifact = artifact_path(runtime, info, job)
         except Exception as exc:
@@ -69,7 +69,7 @@ def run_job(job: Job, emit: Emit) -> None:
         emit("start", batch)
         base = {"batch": batch, "runtime": job.runtime, "precision": job.precision, "device": runtime.device,
                 "runtime_version": json.dumps(runtime.versions(), sort_keys=True) if ok else None}
-        limit = reason if not ok else info.batch_limit_reason(batch)
+        limit = reason if not ok else static_skip_reason(runtime, info, job.precision, batch)
         if limit:
             emit("row", {**base, "status": "skipped", "reason": limit})
             continue
@@ -82,6 +82,11 @@ def run_job(job: Job, emit: Emit) -> None:
         except Exception as exc:  # one failed point never stops the others
             emit("row", {**base, "status": "failed", "reason": first_line(exc)})
             emit("log", traceback.format_exc())
+
+
+def static_skip_reason(runtime, info: ModelInfo, precision: str, batch: int) -> str:
+    """Why an available runtime skips this point whatever the machine ("" when it measures it)."""
+    return unsupported_precision(runtime, precision) or info.batch_limit_reason(batch) or ""
 
 
 def unsupported_precision(runtime, precision: str) -> str:

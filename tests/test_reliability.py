@@ -165,6 +165,10 @@ def assert_gone(pids: set[int]) -> None:
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], f"orphan workers {alive}"
 
 
+def rows_by_runtime_and_precision(path: Path) -> dict[tuple, dict]:
+    return {(r["runtime"], r["precision"]): r for r in checked_rows(path)}
+
+
 def checked_rows(path: Path) -> list[dict]:
     """Read a results file back the way show/compare do: schema version, checksum, one row per point."""
     table, check = store.read_table(path)
@@ -354,21 +358,26 @@ def test_resume_measures_points_skipped_while_their_runtime_was_unavailable(tmp_
     shadow = tmp_path / "shadow" / "openvino"  # as on a machine without OpenVINO
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text('raise ImportError("not on this machine yet")\n')
+    narrow = ("--runtimes", "ort-cpu,openvino-cpu", "--precisions", "fp32,ir")  # ort-cpu never runs ir
     monkeypatch.setenv("PYTHONPATH", str(shadow.parent))
-    first = facebench("run", str(suite), "--runtimes", "ort-cpu,openvino-cpu", "--out", str(out))
+    first = facebench("run", str(suite), *narrow, "--out", str(out))
     assert first.returncode == 0, first.stderr
-    before = {r["runtime"]: r for r in checked_rows(out)}
-    assert before["openvino-cpu"]["status"] == "skipped" and "not on this machine yet" in before["openvino-cpu"]["reason"]
+    before = rows_by_runtime_and_precision(out)
+    assert before["openvino-cpu", "fp32"]["status"] == "skipped"
+    assert "not on this machine yet" in before["openvino-cpu", "fp32"]["reason"]
+    assert before["ort-cpu", "ir"]["status"] == "skipped" and "does not run ir" in before["ort-cpu", "ir"]["reason"]
 
     monkeypatch.delenv("PYTHONPATH")  # OpenVINO installed since
-    resumed = facebench("run", str(suite), "--runtimes", "ort-cpu,openvino-cpu", "--resume", str(out))
+    resumed = facebench("run", str(suite), *narrow, "--resume", str(out))
     assert resumed.returncode == 0, resumed.stderr
-    assert "facebench: 1 points" in resumed.stdout  # only the skipped one
-    after = {r["runtime"]: r for r in checked_rows(out)}
-    assert after["openvino-cpu"]["status"] == "ok" and after["openvino-cpu"]["fps"] > 0
-    assert after["ort-cpu"] == before["ort-cpu"]  # kept as it was
-    again = facebench("run", str(suite), "--runtimes", "ort-cpu,openvino-cpu", "--resume", str(out))
+    assert "facebench: 2 points" in resumed.stdout  # OpenVINO's two; ort-cpu's ir would skip again
+    after = rows_by_runtime_and_precision(out)
+    assert after["openvino-cpu", "fp32"]["status"] == after["openvino-cpu", "ir"]["status"] == "ok"
+    for kept in (("ort-cpu", "fp32"), ("ort-cpu", "ir")):
+        assert after[kept] == before[kept]  # as it was, run_id included
+    again = facebench("run", str(suite), *narrow, "--resume", str(out))
     assert again.returncode == 0 and "facebench: 0 points" in again.stdout, again.stdout + again.stderr
+    assert rows_by_runtime_and_precision(out) == after  # nothing measured again
 
 
 def test_resume_refuses_an_edited_file(tmp_path, two_runs, capsys):
