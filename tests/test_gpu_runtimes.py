@@ -150,6 +150,42 @@ def test_batch_1_export_gets_no_trt_profile(tmp_path):
     assert TensorRtRuntime().profile(dynamic).label == "1-4-64" and TensorRtRuntime().profile(fixed) is None
 
 
+PROBES = {
+    "chatty_probe": """
+import sys
+from bench.runtimes.gpu_cache import probe_main
+
+def probe(data):
+    print("{ a library's chatter, not JSON", flush=True)
+    return {"total_ms": data["ms"] * 2}
+
+sys.exit(probe_main(sys.argv, "chatty_probe", probe))
+""",
+    "crashing_probe": """
+import os
+from bench.runtimes.gpu_cache import PROBE_TAG
+
+print(PROBE_TAG + '{"total_ms": 7.0}', flush=True)
+os.abort()  # as a CUDA teardown might, after the figure is out
+""",
+    "silent_probe": """
+import sys
+print("cannot load libnvinfer.so.11", file=sys.stderr)
+sys.exit(3)
+""",
+}
+
+
+def test_warm_probe_runner_keeps_the_result_and_names_failures(tmp_path, monkeypatch):
+    for name, text in PROBES.items():
+        (tmp_path / f"{name}.py").write_text(text)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    assert gpu_cache.run_warm_probe("chatty_probe", {"ms": 21.0}) == {"total_ms": 42.0}
+    assert gpu_cache.run_warm_probe("crashing_probe", {}) == {"total_ms": 7.0}
+    failed = gpu_cache.run_warm_probe("silent_probe", {})
+    assert failed == {"total_ms": None, "note": "warm-cache probe failed: cannot load libnvinfer.so.11"}
+
+
 # ============================================================================ trtexec warnings
 
 
@@ -518,7 +554,10 @@ def test_cuda_python_newer_than_the_driver_is_named():
     assert cuda.driver_mismatch_reason("13.3.1", "580.159.04") is None  # the H100 this was verified on
     assert cuda.driver_mismatch_reason("12.9.0", "550.54.15") is None
     old = cuda.driver_mismatch_reason("13.3.1", "550.54.15")
-    assert "needs an NVIDIA driver >= 580" in old and "550.54.15" in old and "cuda-python<13" in old
+    assert "driver 550.54.15 cannot run" in old and "needs >= 580" in old and "cuda-python<13" in old
+    # What the driver itself reports decides: cuda-compat lets an older data-centre driver run CUDA 13.
+    assert cuda.driver_mismatch_reason("13.3.1", "550.54.15", driver_cuda=13) is None
+    assert "cannot run" in cuda.driver_mismatch_reason("13.3.1", "590.10", driver_cuda=12)
     assert cuda.driver_mismatch_reason("13.3.1", None) is None  # no driver: nvidia_gpu_reason says so
     assert cuda.driver_mismatch_reason(None, "550.54.15") is None
 

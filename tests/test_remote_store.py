@@ -13,8 +13,12 @@ moto_server = pytest.importorskip("moto.server", reason="moto[server] is in the 
 boto3 = pytest.importorskip("boto3")
 
 BUCKET = "facebench-results"
+# Test credentials only, no profile or config of the developer's, and no proxy between us and 127.0.0.1.
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-               "AWS_EC2_METADATA_DISABLED": "true"}
+               "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": "/dev/null",
+               "AWS_SHARED_CREDENTIALS_FILE": "/dev/null", "NO_PROXY": "127.0.0.1,localhost",
+               "no_proxy": "127.0.0.1,localhost"}
+UNSET = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +27,8 @@ def s3():
     with pytest.MonkeyPatch.context() as patch:
         for name, value in CREDENTIALS.items():
             patch.setenv(name, value)
+        for name in UNSET:
+            patch.delenv(name, raising=False)
         server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         server.start()
         try:

@@ -117,20 +117,21 @@ def _run_labels(files: list[str]) -> dict[str, str]:
 
 def _machine_labels(frame: pd.DataFrame) -> pd.Series:
     """Host names; where one host name covers several machines (every cloud VM is 'vm'), the
-    hardware that tells them apart (GPU, else CPU), or the machine id when that does not."""
+    hardware that tells them apart (GPU, else CPU), with the machine id where that does not."""
     hosts = frame["host"].fillna("unknown").astype(str)
     ids = frame["machine_id"].fillna("").astype(str)
-    tags = pd.Series([_hardware_tag(row) for _, row in frame.iterrows()], index=frame.index)
-    labels = []
-    for host, machine, tag in zip(hosts, ids, tags):
-        same_host = hosts == host
-        if ids[same_host].nunique() <= 1:
-            labels.append(host)
-        elif tag and tags[same_host].groupby(ids[same_host]).first().nunique() == ids[same_host].nunique():
-            labels.append(f"{host} {tag}")
-        else:
-            labels.append(f"{host}-{machine[:6]}")
-    return pd.Series(labels, index=frame.index)
+    first_rows = frame.assign(_host=hosts, _id=ids).drop_duplicates(["_host", "_id"])
+    labels: dict[tuple[str, str], str] = {}
+    for host, machines in first_rows.groupby("_host", sort=False):
+        tags = {row["_id"]: _hardware_tag(row) for _, row in machines.iterrows()}
+        for machine, tag in tags.items():
+            if len(tags) == 1:
+                labels[host, machine] = host
+            elif tag and list(tags.values()).count(tag) == 1:
+                labels[host, machine] = f"{host} {tag}"
+            else:
+                labels[host, machine] = " ".join(filter(None, [host, tag, machine[:6]]))
+    return pd.Series([labels[h, i] for h, i in zip(hosts, ids)], index=frame.index)
 
 
 def _hardware_tag(row) -> str:

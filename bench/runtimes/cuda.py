@@ -136,19 +136,36 @@ def driver_version() -> str | None:
     return lines[0].strip() if out.returncode == 0 and lines else None
 
 
-def driver_mismatch_reason(bindings_version: str | None, driver: str | None) -> str | None:
-    """Why cuda-python of this CUDA major cannot run on this driver, or None."""
+def driver_cuda_major() -> int | None:
+    """The CUDA major the driver runs (cudaDriverGetVersion: forward-compatibility packages
+    included), or None when it cannot be asked."""
+    try:
+        err, version = import_cudart().cudaDriverGetVersion()
+        return int(version) // 1000 if int(err) == 0 and int(version) > 0 else None
+    except Exception:
+        return None
+
+
+def driver_mismatch_reason(bindings_version: str | None, driver: str | None,
+                           driver_cuda: int | None = None) -> str | None:
+    """Why cuda-python of this CUDA major cannot run on this driver, or None. `driver_cuda`,
+    when known, decides (a data-centre driver with cuda-compat runs newer CUDA); else the
+    driver's version against CUDA's minimum."""
     try:
         cuda_major = int(str(bindings_version).split(".")[0])
         driver_major = int(str(driver).split(".")[0])
     except ValueError:
         return None
     needed = MIN_DRIVER_FOR_CUDA.get(cuda_major)
-    if needed is None or driver_major >= needed:
+    if driver_cuda is not None:
+        if driver_cuda >= cuda_major:
+            return None
+    elif needed is None or driver_major >= needed:
         return None
     older = cuda_major - 1
-    return (f"cuda-python {bindings_version} is built for CUDA {cuda_major}, which needs an NVIDIA driver >= {needed}; "
-            f"this machine has {driver}: update the driver, or install the CUDA {older} builds "
+    update = f"update the driver (CUDA {cuda_major} needs >= {needed})" if needed else "update the driver"
+    return (f"cuda-python {bindings_version} is built for CUDA {cuda_major}, which driver {driver} cannot run: "
+            f"{update}, or install the CUDA {older} builds "
             f"(pip install 'cuda-python<{cuda_major}' and the CUDA {older} onnxruntime-gpu / tensorrt-cu{older})")
 
 
@@ -156,7 +173,10 @@ def cuda_python_reason() -> str | None:
     version = dist_version(*CUDA_PYTHON_DISTS)
     if version is None:
         return f"cuda-python not installed (pinned buffers and CUDA events need it); {INSTALL_HINT}"
-    return driver_mismatch_reason(version, driver_version())
+    driver = driver_version()
+    if driver is None:
+        return None  # no NVIDIA driver: nvidia_gpu_reason says so
+    return driver_mismatch_reason(version, driver, driver_cuda_major())
 
 
 def join_reasons(reasons: list[str]) -> str:
