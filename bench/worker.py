@@ -92,7 +92,8 @@ def static_skip_reason(runtime, info: ModelInfo, precision: str, batch: int) -> 
 def unsupported_precision(runtime, precision: str) -> str:
     if precision in runtime.precisions:
         return ""
-    return f"{runtime.name} does not run {precision} (it runs {', '.join(runtime.precisions)})"
+    note = getattr(runtime, "precision_notes", {}).get(precision)
+    return f"{runtime.name} does not run {precision} (it runs {', '.join(runtime.precisions)})" + (f": {note}" if note else "")
 
 
 def artifact_path(runtime, info: ModelInfo, job: Job) -> str:

@@ -515,6 +515,14 @@ def request(precision="fp32", batch=8, **options) -> LoadRequest:
                        precision=precision, options=options)
 
 
+def test_ort_cuda_declines_int8_and_says_where_it_runs():
+    from bench.worker import unsupported_precision
+
+    reason = unsupported_precision(OrtCudaRuntime(), "int8")
+    assert reason.startswith("ort-cuda does not run int8 (it runs fp32, fp16)") and "use ort-trt or trt" in reason
+    assert unsupported_precision(OrtTrtRuntime(), "int8") == "" and unsupported_precision(OrtCudaRuntime(), "fp16") == ""
+
+
 def test_cuda_provider_options_are_strict_fp32_and_recorded():
     opts = OrtCudaRuntime().cuda_options(request(), STREAM)
     assert opts["use_tf32"] == "0" and opts["cudnn_conv_algo_search"] == "EXHAUSTIVE"

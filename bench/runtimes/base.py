@@ -103,6 +103,7 @@ class Runtime(ABC):
     name: str = ""
     device: str = "cpu"  # cpu | gpu | npu
     precisions: tuple[str, ...] = ("fp32",)
+    precision_notes: dict[str, str] = {}  # why a precision is not run here, where a reason helps
     option_keys: tuple[str, ...] = ()  # what a suite's [runtime_options.NAME] may set
     uses_cuda = False  # NVML telemetry applies (NVIDIA devices only)
 

@@ -336,6 +336,10 @@ class _OrtGpuRuntime(OrtRuntime):
 class OrtCudaRuntime(_OrtGpuRuntime):
     name = "ort-cuda"
     provider = "CUDAExecutionProvider"
+    # A QDQ model on the CUDA EP runs FP32 kernels between quantise/dequantise nodes: ONNX Runtime
+    # runs INT8 on NVIDIA GPUs through TensorRT, so calling it int8 here would mislead.
+    precisions = ("fp32", "fp16")
+    precision_notes = {"int8": "the CUDA EP has no INT8 kernels for QDQ models; use ort-trt or trt for INT8"}
 
 
 class OrtTrtRuntime(_OrtGpuRuntime):
