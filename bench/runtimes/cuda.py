@@ -140,10 +140,10 @@ def driver_cuda_major() -> int | None:
     """The CUDA major the driver runs (cudaDriverGetVersion: forward-compatibility packages
     included), or None when it cannot be asked."""
     try:
-        err, version = import_cudart().cudaDriverGetVersion()
-        return int(version) // 1000 if int(err) == 0 and int(version) > 0 else None
-    except Exception:
+        version = int(check(import_cudart().cudaDriverGetVersion(), "cudaDriverGetVersion"))
+    except Exception:  # no usable cuda-python here: the driver-version table decides
         return None
+    return version // 1000 if version > 0 else None
 
 
 def driver_mismatch_reason(bindings_version: str | None, driver: str | None,
