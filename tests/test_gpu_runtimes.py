@@ -138,6 +138,12 @@ def test_profile_fits_what_the_model_fixes(tmp_path):
     assert gpu_cache.declared_input_dims(str(tmp_path / "missing.onnx"), "input.1") is None
 
 
+def test_the_shipped_scrfd_export_is_static_for_tensorrt(real_scrfd_path):
+    request = LoadRequest(model_path=str(real_scrfd_path), input_name="input.1", input_shape=(1, 3, 640, 640))
+    assert gpu_cache.declared_input_dims(str(real_scrfd_path), "input.1") == (1, 3, 640, 640)
+    assert gpu_cache.request_profile(request) is None
+
+
 def test_batch_1_export_gets_no_trt_profile(tmp_path):
     fixed = LoadRequest(model_path=image_model(tmp_path / "fixed.onnx", 1), input_name="input.1",
                         input_shape=(1, 3, 112, 112))
@@ -801,6 +807,25 @@ def test_gpu_ort_trt_cold_start_twice_and_cache_folder(mbf, tmp_path):
         assert cold.warm_cache_total_ms is not None, settings.get("warm_probe")
         x = make_inputs(mbf.input_shape(4), 1, 0, mbf.mean, mbf.std)[0]
         assert_matches_cpu(session, mbf, x, rtol=1e-2, atol=1e-3)
+    finally:
+        session.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("runtime", [TensorRtRuntime, OrtTrtRuntime], ids=["trt", "ort-trt"])
+def test_gpu_tensorrt_builds_a_batch_1_export_without_a_profile(runtime, real_scrfd_path, tmp_path):
+    need(runtime.name)
+    from bench.models.info import inspect_model
+
+    info = inspect_model(real_scrfd_path)  # the shipped SCRFD-500M: input fixed at 1x3x640x640
+    assert info.batch_fixed
+    session, cold = load(runtime(), info, 1, tmp_path)
+    try:
+        assert runtime().profile(LoadRequest(model_path=info.path, input_name=info.input_name,
+                                             input_shape=info.input_shape(1))) is None
+        x = make_inputs(info.input_shape(1), 1, 0, info.mean, info.std)[0]
+        assert_matches_cpu(session, info, x, rtol=1e-2, atol=1e-3)
+        assert cold.warm_cache_total_ms is not None, session.describe().get("warm_probe")
     finally:
         session.close()
 
