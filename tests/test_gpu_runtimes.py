@@ -8,6 +8,7 @@ reasons, and the promise that listing runtimes imports no GPU package. Tests mar
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import enum
 import json
@@ -161,9 +162,9 @@ PROBES = {
 import sys
 from bench.runtimes.gpu_cache import probe_main
 
-def probe(data):
+def probe(request, ms):
     print("{ a library's chatter, not JSON", flush=True)
-    return {"total_ms": data["ms"] * 2}
+    return {"total_ms": float(ms) * request.input_shape[0]}
 
 sys.exit(probe_main(sys.argv, "chatty_probe", probe))
 """,
@@ -186,9 +187,10 @@ def test_warm_probe_runner_keeps_the_result_and_names_failures(tmp_path, monkeyp
     for name, text in PROBES.items():
         (tmp_path / f"{name}.py").write_text(text)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-    assert gpu_cache.run_warm_probe("chatty_probe", {"ms": 21.0}) == {"total_ms": 42.0}
-    assert gpu_cache.run_warm_probe("crashing_probe", {}) == {"total_ms": 7.0}
-    failed = gpu_cache.run_warm_probe("silent_probe", {})
+    request = LoadRequest(model_path="m.onnx", input_name="input.1", input_shape=(2, 3, 112, 112))
+    assert gpu_cache.run_warm_probe("chatty_probe", request, ms="21") == {"total_ms": 42.0}
+    assert gpu_cache.run_warm_probe("crashing_probe", request) == {"total_ms": 7.0}
+    failed = gpu_cache.run_warm_probe("silent_probe", request)
     assert failed == {"total_ms": None, "note": "warm-cache probe failed: cannot load libnvinfer.so.11"}
 
 
@@ -702,10 +704,16 @@ def assert_matches_cpu(session, info, x, rtol=1e-3, atol=1e-4):
         np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
 
 
-def load(runtime, info, batch, tmp_path, precision="fp32", **options):
+@contextlib.contextmanager
+def loaded(runtime, info, batch, tmp_path, precision="fp32", **options):
+    """(session, cold start) of `runtime` on `info` at `batch`, closed afterwards."""
     req = LoadRequest(model_path=info.path, input_name=info.input_name, input_shape=info.input_shape(batch),
                       precision=precision, options=options, cache_dir=str(tmp_path))
-    return runtime.load(req)
+    session, cold = runtime.load(req)
+    try:
+        yield session, cold
+    finally:
+        session.close()
 
 
 @pytest.mark.gpu
@@ -768,8 +776,7 @@ def test_gpu_nvml_matches_the_cuda_device_and_samples():
 @pytest.mark.gpu
 def test_gpu_ort_cuda_matches_cpu_and_splits_stages(mbf, tmp_path):
     need("ort-cuda")
-    session, cold = load(OrtCudaRuntime(), mbf, 4, tmp_path)
-    try:
+    with loaded(OrtCudaRuntime(), mbf, 4, tmp_path) as (session, cold):
         x = make_inputs(mbf.input_shape(4), 1, 0, mbf.mean, mbf.std)[0]
         assert_matches_cpu(session, mbf, x)
         settings = session.describe()
@@ -778,28 +785,22 @@ def test_gpu_ort_cuda_matches_cpu_and_splits_stages(mbf, tmp_path):
         w = session.run_window([x], 20)
         assert set(w.extra_ns) >= set(STAGES) and len(w.extra_ns["compute"]) == 20
         assert w.compute_only_wall_ns > 0 and cold.first_infer_ms > 0
-    finally:
-        session.close()
 
 
 @pytest.mark.gpu
 def test_gpu_ort_cuda_graph_gives_the_same_outputs(mbf, tmp_path):
     need("ort-cuda")
     x = make_inputs(mbf.input_shape(2), 1, 1, mbf.mean, mbf.std)[0]
-    session, _ = load(OrtCudaRuntime(), mbf, 2, tmp_path, cuda_graph=True)
-    try:
+    with loaded(OrtCudaRuntime(), mbf, 2, tmp_path, cuda_graph=True) as (session, _):
         session.run_window([x], 5)  # capture, then replays
         assert_matches_cpu(session, mbf, x)
         assert session.describe()["graph_id"] == 2
-    finally:
-        session.close()
 
 
 @pytest.mark.gpu
 def test_gpu_ort_trt_cold_start_twice_and_cache_folder(mbf, tmp_path):
     need("ort-trt")
-    session, cold = load(OrtTrtRuntime(), mbf, 4, tmp_path)
-    try:
+    with loaded(OrtTrtRuntime(), mbf, 4, tmp_path) as (session, cold):
         settings = session.describe()
         assert "TensorrtExecutionProvider" in settings["providers"]
         assert gpu_cache.cached_files(settings["engine_cache"]), "no engine written"
@@ -807,8 +808,6 @@ def test_gpu_ort_trt_cold_start_twice_and_cache_folder(mbf, tmp_path):
         assert cold.warm_cache_total_ms is not None, settings.get("warm_probe")
         x = make_inputs(mbf.input_shape(4), 1, 0, mbf.mean, mbf.std)[0]
         assert_matches_cpu(session, mbf, x, rtol=1e-2, atol=1e-3)
-    finally:
-        session.close()
 
 
 @pytest.mark.gpu
@@ -819,22 +818,18 @@ def test_gpu_tensorrt_builds_a_batch_1_export_without_a_profile(runtime, real_sc
 
     info = inspect_model(real_scrfd_path)  # the shipped SCRFD-500M: input fixed at 1x3x640x640
     assert info.batch_fixed
-    session, cold = load(runtime(), info, 1, tmp_path)
-    try:
+    with loaded(runtime(), info, 1, tmp_path) as (session, cold):
         assert runtime().profile(LoadRequest(model_path=info.path, input_name=info.input_name,
                                              input_shape=info.input_shape(1))) is None
         x = make_inputs(info.input_shape(1), 1, 0, info.mean, info.std)[0]
         assert_matches_cpu(session, info, x, rtol=1e-2, atol=1e-3)
         assert cold.warm_cache_total_ms is not None, session.describe().get("warm_probe")
-    finally:
-        session.close()
 
 
 @pytest.mark.gpu
 def test_gpu_trt_builds_caches_and_matches_cpu(mbf, tmp_path):
     need("trt")
-    session, cold = load(TensorRtRuntime(), mbf, 4, tmp_path)
-    try:
+    with loaded(TensorRtRuntime(), mbf, 4, tmp_path) as (session, cold):
         settings = session.describe()
         assert settings["profile"] == {"min": [1, 3, 112, 112], "opt": [4, 3, 112, 112], "max": [64, 3, 112, 112]}
         assert session.effective_precision() == "fp32" and settings["cuda_graph"] == "off"
@@ -844,27 +839,19 @@ def test_gpu_trt_builds_caches_and_matches_cpu(mbf, tmp_path):
         w = session.run_window([x], 20)
         assert set(w.extra_ns) == {*STAGES, "enqueue"} and w.compute_only_wall_ns > 0
         assert all(lat > 0 for lat in w.latencies_ns)
-    finally:
-        session.close()
-    warm, cold2 = load(TensorRtRuntime(), mbf, 4, tmp_path, cold_start="warm")
-    try:
+    with loaded(TensorRtRuntime(), mbf, 4, tmp_path, cold_start="warm") as (warm, cold2):
         assert warm.describe()["cold_start"] == "warm (engine cache hit)"
         assert cold2.warm_cache_total_ms == pytest.approx(cold2.total_ms)
-    finally:
-        warm.close()
 
 
 @pytest.mark.gpu
 def test_gpu_trt_cuda_graph_or_clean_fallback(mbf, tmp_path):
     need("trt")
-    session, _ = load(TensorRtRuntime(), mbf, 2, tmp_path, cuda_graph=True, profile="per-batch")
-    try:
+    with loaded(TensorRtRuntime(), mbf, 2, tmp_path, cuda_graph=True, profile="per-batch") as (session, _):
         state = session.describe()["cuda_graph"]
         assert state == "on" or state.startswith("off: capture failed")
         x = make_inputs(mbf.input_shape(2), 1, 2, mbf.mean, mbf.std)[0]
         assert_matches_cpu(session, mbf, x)
-    finally:
-        session.close()
 
 
 @pytest.mark.gpu

@@ -203,12 +203,14 @@ def _die_with_parent() -> None:
         pass
 
 
-def run_warm_probe(module: str, payload: dict[str, Any]) -> dict[str, Any]:
+def run_warm_probe(module: str, request, **extra: str) -> dict[str, Any]:
     """Run `python -m module warm-probe JSON` in a fresh process: a warm-cache cold start pays
     for the CUDA context, the engine and the kernels again, as a restarted service does.
+    The module's probe gets the LoadRequest and `extra` back (see probe_main).
 
     Returns the probe's result, or {"total_ms": None, "note": why it gave none}.
     """
+    payload = {"request": asdict(request), **extra}
     repo = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
     try:
@@ -226,9 +228,14 @@ def run_warm_probe(module: str, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def probe_main(argv: list[str], module: str, probe) -> int:
-    """The `warm-probe JSON` entry point of a runtime module: prints probe(payload), tagged."""
+    """The `warm-probe JSON` entry point of a runtime module: prints probe(request, **extra), tagged."""
     if len(argv) == 3 and argv[1] == "warm-probe":
-        print(PROBE_TAG + json.dumps(probe(json.loads(argv[2]))), flush=True)
+        from bench.runtimes.base import LoadRequest
+
+        data = json.loads(argv[2])
+        fields = data.pop("request")
+        request = LoadRequest(**{**fields, "input_shape": tuple(fields["input_shape"])})
+        print(PROBE_TAG + json.dumps(probe(request, **data)), flush=True)
         os._exit(0)  # the figure is out: skip a CUDA or TensorRT teardown that might crash
     print(f"usage: python -m {module} warm-probe JSON", file=sys.stderr)
     return 2

@@ -461,11 +461,8 @@ def warm_probe(request: LoadRequest, cache_path: str) -> dict[str, Any]:
     """Session creation + first inference in a fresh process with the caches in `cache_path`."""
     from bench.runtimes.gpu_cache import run_warm_probe
 
-    payload = {"model_path": request.model_path, "input_name": request.input_name,
-               "input_shape": list(request.input_shape), "precision": request.precision,
-               "options": request.options, "cache_dir": request.cache_dir, "cache_path": cache_path}
     before = engine_files(cache_path)
-    result = run_warm_probe("bench.runtimes.ort_gpu", payload)
+    result = run_warm_probe("bench.runtimes.ort_gpu", request, cache_path=cache_path)
     if result.get("total_ms") is None:
         return result
     rebuilt = engine_files(cache_path) != before
@@ -475,9 +472,7 @@ def warm_probe(request: LoadRequest, cache_path: str) -> dict[str, Any]:
     return result
 
 
-def _warm_probe(data: dict[str, Any]) -> dict[str, Any]:
-    cache_path = data.pop("cache_path")
-    request = LoadRequest(**{**data, "input_shape": tuple(data["input_shape"])})
+def _warm_probe(request: LoadRequest, cache_path: str) -> dict[str, Any]:
     runtime = OrtTrtRuntime()
     runtime._prepare()  # the import is each point's process_start_ms, not its cold start
     runtime.profile(request)  # reads the ONNX once, outside the clock, as the worker did before its own

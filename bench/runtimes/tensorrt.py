@@ -434,17 +434,12 @@ def warm_probe(request: LoadRequest, folder: Path) -> dict[str, Any]:
     """Read + deserialise the saved engine + context + first inference, in a fresh process."""
     from bench.runtimes.gpu_cache import run_warm_probe
 
-    payload = {"model_path": request.model_path, "input_name": request.input_name,
-               "input_shape": list(request.input_shape), "precision": request.precision,
-               "options": request.options, "cache_dir": request.cache_dir, "folder": str(folder)}
-    return run_warm_probe("bench.runtimes.tensorrt", payload)
+    return run_warm_probe("bench.runtimes.tensorrt", request, folder=str(folder))
 
 
-def _warm_probe(data: dict[str, Any]) -> dict[str, Any]:
+def _warm_probe(request: LoadRequest, folder: str) -> dict[str, Any]:
     from bench.runtimes.cuda import Stream, set_device
 
-    folder = Path(data.pop("folder"))
-    request = LoadRequest(**{**data, "input_shape": tuple(data["input_shape"])})
     trt = import_tensorrt()  # the import is each point's process_start_ms, not its cold start
     runtime = TensorRtRuntime()
     runtime.profile(request)  # reads the ONNX once, outside the clock, as the worker did before its own
@@ -452,7 +447,7 @@ def _warm_probe(data: dict[str, Any]) -> dict[str, Any]:
     set_device(int(request.options.get("device_id", 0)))
     stream = Stream()
     t1 = time.perf_counter()
-    session, cold = runtime._load_engine(trt, trt.Logger(trt.Logger.WARNING), request, folder, stream)
+    session, cold = runtime._load_engine(trt, trt.Logger(trt.Logger.WARNING), request, Path(folder), stream)
     session.close()
     context_ms = (t1 - t0) * 1e3
     return {"cuda_context_ms": context_ms, "read_ms": cold.read_ms, "deserialize_and_context_ms": cold.compile_ms,
