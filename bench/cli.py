@@ -416,6 +416,14 @@ def cmd_models_inspect(args) -> int:
     return 0
 
 
+def _counting_rows(info) -> list[tuple[str, str]]:
+    at = f"at {info.input_hw[0]}x{info.input_hw[1]}"
+    if info.macs_per_frame is None:
+        return [("MACs / frame", f"unknown {at}: {info.macs_note}")]
+    return [("MACs / frame", f"{info.macs_per_frame:,} ({info.macs_per_frame / 1e9:.3f} G {at}; conv + gemm)"),
+            ("FLOPs / frame", f"{info.flops_per_frame / 1e9:.3f} G (= 2 x MACs)")]
+
+
 def _print_inspection(info) -> None:
     table = Table(title=f"{info.name} ({info.family})", show_header=False)
     table.add_column("field")
@@ -426,8 +434,7 @@ def _print_inspection(info) -> None:
         ("preprocessing", f"RGB, (x - {info.mean}) / {info.std}"),
         ("outputs", ", ".join(f"{n} {d}" for n, d in info.outputs)),
         ("params", f"{info.params:,} ({info.params / 1e6:.2f} M)"),
-        ("MACs / frame", f"{info.macs_per_frame:,} ({info.macs_per_frame / 1e9:.3f} G; conv + gemm)"),
-        ("FLOPs / frame", f"{info.flops_per_frame / 1e9:.3f} G (= 2 x MACs)"),
+        *_counting_rows(info),
         ("batch", "fixed at 1" if info.batch_fixed else "dynamic"),
         ("output layout", "flattened (frames interleave at batch > 1)" if info.flattened_outputs else "batched [N, ...]"),
         ("ops", ", ".join(f"{k} {v}" for k, v in sorted(info.op_counts.items(), key=lambda kv: -kv[1]))),

@@ -174,7 +174,7 @@ def point_row(info: ModelInfo, session: Session, cold: ColdStart, m: Measurement
         "lat_max_ms": lat.max_ms, "lat_cov_pct": lat.cov_pct,
         "h2d_ms": m.extra_ms.get("h2d"), "compute_ms": m.extra_ms.get("compute"),
         "d2h_ms": m.extra_ms.get("d2h"), "enqueue_ms": m.extra_ms.get("enqueue"),
-        "gflops_achieved": m.fps * info.flops_per_frame / 1e9,
+        "gflops_achieved": m.fps * info.flops_per_frame / 1e9 if info.flops_per_frame is not None else None,
         "verdict": m.verdict, "warnings": "; ".join(m.warnings) or None,
         **telemetry, **checks,
     }

@@ -8,7 +8,7 @@ import onnx
 
 from bench.errors import ModelFileError
 from bench.fileio import sha256_file
-from bench.models.counting import count_macs, count_params, op_counts
+from bench.models.counting import CountingError, count_macs, count_params, op_counts
 from bench.models.layout import BatchLayout, analyze_batch_layout
 from bench.models.validate import check_image_input, validate_model_file
 
@@ -32,16 +32,17 @@ class ModelInfo:
     mean: float
     std: float
     params: int
-    macs_per_frame: int
+    macs_per_frame: int | None  # None when the graph does not give it (macs_note says why)
     op_counts: dict[str, int]
     outputs: list[tuple[str, list]]
     batch_fixed: bool
     flattened_outputs: bool
     layout_notes: list[str] = field(default_factory=list)
+    macs_note: str | None = None
 
     @property
-    def flops_per_frame(self) -> int:
-        return 2 * self.macs_per_frame
+    def flops_per_frame(self) -> int | None:
+        return None if self.macs_per_frame is None else 2 * self.macs_per_frame
 
     def input_shape(self, batch: int) -> tuple[int, int, int, int]:
         return (batch, 3, *self.input_hw)
@@ -70,14 +71,24 @@ def inspect_model(path: str | Path, name: str | None = None, input_size: int | N
     dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in input_value.type.tensor_type.shape.dim]
     hw = _input_hw(path, family, dims, input_size)
     mean, std = PREPROCESSING[family]
-    shape = (1, 3, *hw)
+    macs, macs_note = _macs_at(model, (1, 3, *hw))
     return ModelInfo(
         name=name or path.stem, path=str(path), source=source, sha256=sha256 or sha256_file(path),
         file_bytes=path.stat().st_size, family=family, input_name=input_value.name, input_dims=dims,
-        input_hw=hw, mean=mean, std=std, params=count_params(model), macs_per_frame=count_macs(model, shape),
+        input_hw=hw, mean=mean, std=std, params=count_params(model), macs_per_frame=macs,
         op_counts=op_counts(model), outputs=[(o.name, _dims(o)) for o in model.graph.output],
         batch_fixed=layout.batch_fixed, flattened_outputs=layout.flattened_outputs, layout_notes=list(layout.notes),
+        macs_note=macs_note,
     )
+
+
+def _macs_at(model: onnx.ModelProto, shape: tuple[int, ...]) -> tuple[int | None, str | None]:
+    """MACs at the shape the point runs at; a graph that hides them gives None and the reason,
+    so the point still runs."""
+    try:
+        return count_macs(model, shape), None
+    except CountingError as exc:
+        return None, f"MACs unknown at {shape[2]}x{shape[3]}: {exc}"
 
 
 def _family(path: Path, layout: BatchLayout) -> str:
