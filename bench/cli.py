@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "file://) gets a copy when the sweep ends, measured locally under results/")
     run.add_argument("--images", metavar="DIR", help="real pictures for INT8 calibration and parity checks")
     run.add_argument("--resume", metavar="FILE", help="continue FILE: measure only missing or failed points, and skipped ones whose runtime is now available")
+    run.add_argument("--repeats", type=int, metavar="N",
+                     help="measure every point N times, each in a fresh session, interleaved across points; "
+                          "the figure is the median with a 95%% interval (what the regression gate needs: 5 is good)")
     run.add_argument("--inline", action="store_true", help="run everything in this process (debugging)")
     run.add_argument("--max-worker-memory", type=float, metavar="MB", help="kill a worker above this resident memory")
     run.set_defaults(handler=cmd_run)
@@ -117,6 +120,7 @@ def cmd_run(args) -> int:
         runtimes=[r.strip() for r in args.runtimes.split(",")] if args.runtimes else None,
         precisions=[p.strip() for p in args.precisions.split(",")] if args.precisions else None,
         batches=parse_int_list(args.batches, "batches") if args.batches else None,
+        repeats=args.repeats,
     )
     run = _Run()
     with _StopOnSignals() as stopper:
@@ -161,7 +165,8 @@ def _sweep(args, suite, run: _Run) -> None:
     planned.use_images(images)
     if run.results is None:
         run.results = new_results_store(args.out, suite.name)
-    console.print(f"facebench: {planned.points} points ({len(planned.jobs)} workers) -> {run.results.path}")
+    repeats = f" x {suite.repeats} repeats, interleaved" if suite.repeats > 1 else ""
+    console.print(f"facebench: {planned.points} points{repeats} ({len(planned.jobs)} workers) -> {run.results.path}")
     run.runner = sweep.Sweep(suite, run.results, sweep.SweepOptions(inline=args.inline,
                                                                      max_worker_memory_mb=args.max_worker_memory),
                              on_log=_traceback_log(run))
@@ -305,19 +310,48 @@ def _writable(where, action):
 
 
 def _run_with_progress(runner, planned) -> None:
+    """A live bar on a terminal; elsewhere (CI, `| tee log`) one plain line per finished point."""
+    total = planned.measurements(runner.suite.repeats)
+    if not console.is_terminal:
+        _run_with_lines(runner, planned, total)
+        return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("measuring", total=planned.points)
+        task = progress.add_task("measuring", total=total)
 
-        def on_row(row):
-            what = f"{row['model']} {row['runtime']} {row['precision']} b{row['batch']}"
+        def on_row(row, repeat):
+            what = f"{row['model']} {row['runtime']} {row['precision']} b{row['batch']}{_repeat_text(runner, repeat)}"
             progress.update(task, advance=1, description=f"{what}: {row['status']}")
-            if runner.save_errors and len(runner.save_errors) == 1 and runner.store.pending:
-                progress.console.print(f"facebench: warning: cannot save results ({runner.save_errors[0]}); "
-                                       "measuring on and retrying after each point", markup=False)
+            _warn_unsaved(runner, progress.console)
         runner.on_row = on_row
         runner.run(planned)
+
+
+def _run_with_lines(runner, planned, total: int) -> None:
+    from bench.report.tables import point_line
+
+    done = 0
+
+    def on_row(row, repeat):
+        nonlocal done
+        done += 1
+        position = f"[{done}/{total}]{_repeat_text(runner, repeat)}"
+        console.print(point_line(row, position, checked_earlier=repeat > 0), markup=False, highlight=False, soft_wrap=True)
+        _warn_unsaved(runner, console)
+    runner.on_row = on_row
+    runner.run(planned)
+
+
+def _repeat_text(runner, repeat: int) -> str:
+    return f" repeat {repeat + 1}/{runner.suite.repeats}" if runner.suite.repeats > 1 else ""
+
+
+def _warn_unsaved(runner, out) -> None:
+    """Said once, at the first point that could not be written."""
+    if runner.save_errors and len(runner.save_errors) == 1 and runner.store.pending:
+        out.print(f"facebench: warning: cannot save results ({runner.save_errors[0]}); "
+                  "measuring on and retrying after each point", markup=False)
 
 
 def _report_saved(args, run: _Run, interrupted: bool) -> int:

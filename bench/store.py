@@ -52,6 +52,7 @@ COLUMNS: dict[str, pa.DataType] = {
     "warmup_iterations": _I, "warmup_s": _F,
     "iterations": _I, "frames": _I, "windows": _I, "wall_s": _F,
     "fps": _F, "ms_per_frame": _F, "fps_compute": _F, "window_spread_pct": _F,
+    "repeats": _I, "fps_ci_low": _F, "fps_ci_high": _F, "repeats_json": _S,
     "lat_mean_ms": _F, "lat_p50_ms": _F, "lat_p90_ms": _F, "lat_p95_ms": _F,
     "lat_p99_ms": _F, "lat_min_ms": _F, "lat_max_ms": _F, "lat_cov_pct": _F,
     "h2d_ms": _F, "compute_ms": _F, "d2h_ms": _F, "enqueue_ms": _F,
@@ -462,12 +463,13 @@ class ResultStore:
         self.pending = 0  # points added since then
         self._lock: WriterLock | None = None
 
-    def add(self, row: dict[str, Any]) -> None:
+    def add(self, row: dict[str, Any], replaces_ok: bool = False) -> None:
+        """`replaces_ok`: the row supersedes the point's ok row too (a repeat folded into the point)."""
         row = _storable({"schema_version": SCHEMA_VERSION, **row})
         key = point_key(row)
         # A point measured again (a resumed run retrying a failed point, or one skipped while its
         # runtime was unavailable) replaces its earlier row.
-        self.rows = [r for r in self.rows if r.get("status") == "ok" or point_key(r) != key]
+        self.rows = [r for r in self.rows if (r.get("status") == "ok" and not replaces_ok) or point_key(r) != key]
         self.rows.append(row)
         self.pending += 1
         self.flush()

@@ -15,6 +15,7 @@ from bench.measure.protocol import MeasureSettings
 
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 MAX_BATCH = 64
+MAX_REPEATS = 100
 KNOWN_PRECISIONS = ("fp32", "fp16", "int8", "simplified", "ir")
 DEVICES = ("cpu", "gpu", "npu")
 
@@ -59,6 +60,9 @@ class Suite:
     point_timeout_s: float = 900.0
     allow_large_batch: bool = False
     description: str = ""
+    # Each point measured this many times, each in a fresh session, interleaved across points
+    # (A, B, C, then A, B, C again); the point's figure is the median, with a confidence interval.
+    repeats: int = 1
 
     def batches_for(self, device: str) -> list[int]:
         return self.batches_by_device.get(device, self.batches)
@@ -70,7 +74,7 @@ class Suite:
 _TOP_KEYS = {
     "name", "description", "models", "runtimes", "precisions", "batches", "batches_by_device",
     "precisions_by_runtime", "runtime_options", "measure", "checks", "parity_gates", "point_timeout_s",
-    "allow_large_batch",
+    "allow_large_batch", "repeats",
 }
 
 
@@ -108,6 +112,7 @@ def parse_suite(data: dict[str, Any], default_name: str, where: str) -> Suite:
         parity_gates=_parity_gates(_typed(data, "parity_gates", dict, where, {}), where),
         point_timeout_s=float(_typed(data, "point_timeout_s", (int, float), where, 900.0)),
         allow_large_batch=_typed(data, "allow_large_batch", bool, where, False),
+        repeats=_typed(data, "repeats", int, where, 1),
     )
     validate(suite, where)
     return suite
@@ -132,6 +137,8 @@ def validate(suite: Suite, where: str) -> None:
     for device in suite.batches_by_device:
         if device not in DEVICES:
             raise UserError(f"{where} [batches_by_device]: unknown device '{device}'; use {', '.join(DEVICES)}")
+    if not 1 <= suite.repeats <= MAX_REPEATS:
+        raise UserError(f"{where}: repeats {suite.repeats} is out of range; use 1..{MAX_REPEATS} (5 is a good gate)")
     if suite.point_timeout_s <= 0:
         raise UserError(f"{where}: point_timeout_s must be positive (seconds)")
     _validate_measure(suite.measure, where)
@@ -167,7 +174,8 @@ def _validate_runtimes(suite: Suite, where: str) -> None:
 
 
 def override(suite: Suite, *, models: list[ModelRef] | None = None, runtimes: list[str] | None = None,
-             precisions: list[str] | None = None, batches: list[int] | None = None) -> Suite:
+             precisions: list[str] | None = None, batches: list[int] | None = None,
+             repeats: int | None = None) -> Suite:
     """Command-line options narrow or replace what the suite says."""
     changes: dict[str, Any] = {}
     if models:
@@ -180,6 +188,8 @@ def override(suite: Suite, *, models: list[ModelRef] | None = None, runtimes: li
     if batches:
         changes["batches"] = batches
         changes["batches_by_device"] = {}
+    if repeats is not None:
+        changes["repeats"] = repeats
     updated = replace(suite, **changes)
     validate(updated, "command line")
     return updated

@@ -6,6 +6,7 @@ was measuring: that point becomes a failed row and a new worker takes the rest.
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing as mp
 import os
 import signal
@@ -17,15 +18,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import psutil
 
 from bench import env
 from bench.errors import UserError
+from bench.measure.stats import median_interval
 from bench.models import zoo
 from bench.models.info import ModelInfo
 from bench.runtimes.registry import check_names, get_runtime
 from bench.store import ResultStore
-from bench.suite import Suite
+from bench.suite import Checks, Suite
 from bench.worker import Job, child_main, job_to_dict, run_job, static_skip_reason
 
 POLL_S = 0.2
@@ -49,6 +52,10 @@ class Plan:
     @property
     def points(self) -> int:
         return sum(len(j.batches) for j in self.jobs)
+
+    def measurements(self, repeats: int) -> int:
+        """Points times repeats: what a progress bar counts (later repeats of a failed point are not run)."""
+        return self.points * repeats
 
 
 def plan(suite: Suite, previous: dict[tuple, str] | None = None,
@@ -110,22 +117,42 @@ def _to_measure(status: str | None, available: _Availability, runtime: str, info
 
 class Sweep:
     def __init__(self, suite: Suite, store: ResultStore, options: SweepOptions,
-                 on_row: Callable[[dict], None] = lambda _: None, on_log: Callable[[str], None] = lambda _: None):
+                 on_row: Callable[[dict, int], None] = lambda row, repeat: None,
+                 on_log: Callable[[str], None] = lambda _: None):
         self.suite = suite
         self.store = store
         self.options = options
-        self.on_row = on_row
+        self.on_row = on_row  # each measured repeat's own row and its repeat index (0-based)
         self.on_log = on_log
         self.run_id = uuid.uuid4().hex[:12]
         self.machine = env.fingerprint()
         self.save_errors: list[str] = []
+        self.repeat = 0
+        self._series: dict[tuple, list[dict[str, Any]]] = {}  # point -> its repeats' rows, in order
 
     def run(self, plan_: Plan) -> None:
-        for job in plan_.jobs:
-            if self.options.inline:
-                run_job(job, self._inline_emit(job))
-            else:
-                self._run_isolated(job)
+        """Every job once per repeat, round after round (A, B, C, then A, B, C again), so a slow
+        drift of the machine spreads over every point instead of landing on one."""
+        for repeat in range(self.suite.repeats):
+            self.repeat = repeat
+            for job in self._jobs_for_repeat(plan_.jobs):
+                if self.options.inline:
+                    run_job(job, self._inline_emit(job))
+                else:
+                    self._run_isolated(job)
+
+    def _jobs_for_repeat(self, jobs: list[Job]) -> list[Job]:
+        """The first repeat measures every point; later ones the points it measured, without the
+        checks: a fresh session of the same artifact computes the same outputs, and on big models
+        the checks cost more than the timing. The point keeps the first repeat's check results."""
+        if self.repeat == 0:
+            return jobs
+        later = []
+        for job in jobs:
+            batches = [b for b in job.batches if self._series.get(_series_key(job, b), [{}])[0].get("status") == "ok"]
+            if batches:
+                later.append(replace(job, batches=batches, checks=Checks(contamination=False, parity=False)))
+        return later
 
     def _inline_emit(self, job: Job):
         def emit(kind: str, payload: Any) -> None:
@@ -206,11 +233,16 @@ class Sweep:
 
     def _record(self, job: Job, point: dict[str, Any]) -> None:
         row = {**self.base_row(job.info), **point}
+        stored, folded = row, False
+        if self.suite.repeats > 1:
+            series = self._series.setdefault(_series_key(job, row["batch"]), [])
+            series.append(row)
+            stored, folded = combine_repeats(series), len(series) > 1
         try:
-            self.store.add(row)
+            self.store.add(stored, replaces_ok=folded)
         except OSError as exc:  # full disk, read-only folder: keep measuring, keep the rows in memory
             self.save_errors.append(f"{self.store.path}: {exc.strerror or exc}")
-        self.on_row(row)
+        self.on_row(row, self.repeat)
 
     def base_row(self, info: ModelInfo) -> dict[str, Any]:
         return {
@@ -222,6 +254,49 @@ class Sweep:
             "input_shape": ",".join(str(d) for d in info.input_dims), "input_size": info.input_hw[0],
             "params": info.params, "macs_per_frame": info.macs_per_frame, "flops_per_frame": info.flops_per_frame,
         }
+
+
+def _series_key(job: Job, batch: int) -> tuple:
+    return job.model["sha256"], job.model["name"], job.runtime, job.precision, batch
+
+
+# Figures of one repeat that the point's row gives as the median over its repeats.
+REPEAT_FIGURES = ("fps", "ms_per_frame", "lat_mean_ms", "lat_p50_ms", "lat_p90_ms", "lat_p95_ms", "lat_p99_ms",
+                  "gflops_achieved", "fps_compute", "gpu_power_mean_w")
+# What each repeat keeps in repeats_json beside those.
+REPEAT_KEPT = ("status", "reason", "timestamp_utc", "fps", "ms_per_frame", "lat_p50_ms", "lat_p99_ms",
+               "window_spread_pct", "verdict", "fps_compute", "gpu_power_mean_w")
+CHECK_PREFIXES = ("contamination_", "parity_")
+
+
+def combine_repeats(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One point's row from its repeats' rows (in the order measured).
+
+    Its figures are the medians over the repeats that finished, with a bootstrap interval of the
+    median frames/s; every other column comes from the repeat nearest the median (so frames,
+    iterations and wall time belong together), the checks from the first repeat (the only one
+    that runs them). Each repeat's own figures stay in repeats_json, failed repeats included.
+    """
+    ok = [r for r in rows if r["status"] == "ok"]
+    if not ok:
+        return rows[0]
+    fps = [r["fps"] for r in ok]
+    interval = median_interval(fps)
+    combined = dict(min(ok, key=lambda r: abs(r["fps"] - interval.estimate)))
+    combined.update({k: v for k, v in rows[0].items() if k.startswith(CHECK_PREFIXES)})
+    for column in REPEAT_FIGURES:
+        values = [r[column] for r in ok if r.get(column) is not None]
+        if values:
+            combined[column] = float(np.median(values))
+    valid = sum(r.get("verdict") == "VALID" for r in ok)
+    combined["verdict"] = "VALID" if 2 * valid > len(ok) else "UNSTABLE"  # most repeats settled
+    combined["timestamp_utc"] = rows[-1]["timestamp_utc"]
+    combined["repeats"] = len(ok)
+    if len(ok) >= 2:
+        combined["fps_ci_low"], combined["fps_ci_high"] = interval.low, interval.high
+    combined["repeats_json"] = json.dumps(
+        [{"repeat": i, **{k: r.get(k) for k in REPEAT_KEPT if r.get(k) is not None}} for i, r in enumerate(rows)])
+    return combined
 
 
 def _exit_reason(code: int | None) -> str:

@@ -15,7 +15,7 @@ import pytest
 
 from bench import cli, store
 from bench.errors import UserError
-from bench.report import commands, compare
+from bench.report import commands, compare, gate
 from bench.report.plots import PIXELS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,9 +100,9 @@ def test_lower_is_better_metrics(measured, slow_copy):
         for cells in cells_by_key(comparison).values():
             assert cells["slow"].ratio == pytest.approx(2.0)
             assert cells["slow"].best is False
-        gate = compare.regression_gate(comparison, 5.0)
-        assert gate.checked == 4
-        assert all(f.slower_pct == pytest.approx(100.0) for f in gate.regressions + gate.within_noise)
+        result = gate.regression_gate(comparison, 5.0)
+        assert result.checked == 4
+        assert all(f.slower_pct == pytest.approx(100.0) for f in result.regressions + result.within_noise)
 
 
 def test_only_same_model_file_precision_and_batch_are_matched(measured, tmp_path):
@@ -175,9 +175,9 @@ def test_marked_points_are_flagged_not_silently_compared(measured, tmp_path):
     assert [c.marks for c in marked] == [("contaminated",), ("parity failed",), ("unstable",), ("failed",)]
     assert not any(c.best for c in marked)  # 2x faster, yet never the quoted best
     assert marked[3].value is None
-    gate = compare.regression_gate(comparison, 5.0)
-    assert gate.checked == 1  # only the unstable point is gated
-    assert sorted(line.split(": ", 1)[1] for line in gate.not_checked) == [
+    result = gate.regression_gate(comparison, 5.0)
+    assert result.checked == 1  # only the unstable point is gated
+    assert sorted(line.split(": ", 1)[1] for line in result.not_checked) == [
         "new point contaminated", "new point failed", "new point parity failed"]
 
 
@@ -202,7 +202,7 @@ def test_gate_fails_on_slowed_copy_and_names_points(measured, tmp_path, capsys):
     rows = base_rows(measured)
     slowed = write(tmp_path / "slowed.parquet", scaled(rows, 0.1, run_id="slowed"))  # 90% slower
     # Points noisier than the slowdown cannot be judged; on a quiet machine that is none of them.
-    expected = [r for r in rows if 90.0 > compare.combined_noise_pct(r["window_spread_pct"], r["window_spread_pct"])]
+    expected = [r for r in rows if 90.0 > gate.combined_noise_pct(r["window_spread_pct"], r["window_spread_pct"])]
     code = cli.main(["compare", "--baseline", str(measured), slowed, "--fail-if-slower", "5%"])
     out = capsys.readouterr().out
     assert code == (1 if expected else 0)
@@ -235,10 +235,10 @@ def test_gate_uses_combined_noise(measured, tmp_path):
     within = scaled(rows, lambda r: 1 - r["window_spread_pct"] / 100, run_id="rerun")  # s% slower, noise 2s%
     path = write(tmp_path / "rerun.parquet", within)
     comparison = compare.build_comparison(commands.load_inputs([path], str(measured)), "fps", None, str(measured))
-    gate = compare.regression_gate(comparison, 0.1)
-    assert gate.passed and gate.checked == 4
-    assert len(gate.within_noise) == sum(r["window_spread_pct"] > 0.1 for r in rows)
-    for finding in gate.within_noise:
+    result = gate.regression_gate(comparison, 0.1)
+    assert result.passed and result.checked == 4
+    assert len(result.within_noise) == sum(r["window_spread_pct"] > 0.1 for r in rows)
+    for finding in result.within_noise:
         assert finding.slower_pct < finding.noise_pct
 
 
@@ -252,14 +252,14 @@ def test_gate_passes_on_rerun_within_noise(measured, tmp_path, capsys):
 
 
 def test_noise_rule_and_threshold_parsing():
-    assert compare.combined_noise_pct(2.0, 3.5) == 5.5
-    assert compare.parse_threshold("5%") == 5.0 and compare.parse_threshold("2.5") == 2.5
+    assert gate.combined_noise_pct(2.0, 3.5) == 5.5
+    assert gate.parse_threshold("5%") == 5.0 and gate.parse_threshold("2.5") == 2.5
     for bad in ("abc", "-1%", "150%"):
         with pytest.raises(UserError, match="--fail-if-slower"):
-            compare.parse_threshold(bad)
+            gate.parse_threshold(bad)
     fps = compare.METRICS["fps"]
-    assert compare.slower_pct(fps, 100.0, 90.0) == pytest.approx(10.0)
-    assert compare.slower_pct(compare.METRICS["p99"], 10.0, 11.0) == pytest.approx(10.0)
+    assert gate.slower_pct(fps, 100.0, 90.0) == pytest.approx(10.0)
+    assert gate.slower_pct(compare.METRICS["p99"], 10.0, 11.0) == pytest.approx(10.0)
 
 
 # --- plots and report ------------------------------------------------------------------------
@@ -489,7 +489,7 @@ def test_gate_checks_pipeline_points_that_carry_a_spread(pipeline_measured, tmp_
     assert "1 points checked against old" in out and "not checked" not in out
     if code:  # gated on frames/s whatever --metric says: pipelines record no p99
         assert "slower pipeline scrfd_500m@320 -> arcface_mbf" in out and "ort-cpu batch 4 on new" in out
-        assert "frames/s" in out and "50.0% slower (noise 2.0%)" in out
+        assert "frames/s" in out and "50.0% slower (noise 2.0%, within-run only" in out
 
 
 def test_pipelines_with_other_workloads_are_not_matched(pipeline_measured, tmp_path):

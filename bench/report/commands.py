@@ -19,8 +19,12 @@ def register(subparsers) -> None:
     _add_comparison_options(compare)
     compare.add_argument("--fail-if-slower", metavar="PCT",
                          help="regression gate: exit 1 if a point is slower than the baseline by more than PCT "
-                              "(e.g. 5%%) and by more than the two runs' combined noise (pipeline points: on "
-                              "frames/s, where they record a spread)")
+                              "(e.g. 5%%). With repeats in both runs (run --repeats N), only when the "
+                              "confidence interval of the ratio of medians lies wholly beyond PCT (too wide: "
+                              "inconclusive, with the repeats that would decide it); without, by more than "
+                              "the two points' within-run noise. Pipeline points: on frames/s, where they record a spread")
+    compare.add_argument("--confidence", metavar="PCT", default="95%",
+                         help="confidence of the gate's intervals with repeats (default 95%%)")
     compare.set_defaults(handler=cmd_compare)
 
     plot = subparsers.add_parser("plot", help="write PNG plots (frames/s vs batch, latency, cold start, GPU)")
@@ -60,43 +64,88 @@ def load_inputs(inputs: list[str], baseline: str | None):
 
 def cmd_compare(args) -> int:
     from bench.cli import console, err_console
-    from bench.report import compare
+    from bench.report import compare, gate
 
-    threshold = compare.parse_threshold(args.fail_if_slower) if args.fail_if_slower is not None else None
+    threshold = gate.parse_threshold(args.fail_if_slower) if args.fail_if_slower is not None else None
+    confidence = gate.parse_confidence(args.confidence)
     results = load_inputs(args.inputs, args.baseline)
     comparison = compare.build_comparison(results, args.metric, args.by, args.baseline)
-    compare.require_comparable(comparison)
+    itself = threshold is not None and _only_the_baseline(comparison, results, args.baseline)
+    if not itself:
+        compare.require_comparable(comparison)
     print_comparison(comparison, console)
     for note in comparison.notes:
         err_console.print(f"facebench: note: {note}", markup=False, highlight=False)
     if threshold is None:
         return 0
-    return print_gate(compare.regression_gate(comparison, threshold), comparison, console)
+    if itself:
+        return print_self_gate(gate.self_comparison_gate(comparison, threshold, confidence), comparison, console)
+    return print_gate(gate.regression_gate(comparison, threshold, confidence), comparison, console)
 
 
-def print_gate(gate, comparison, console) -> int:
+def _only_the_baseline(comparison, results, baseline: str | None) -> bool:
+    """`compare --baseline a.parquet a.parquet`: every input is the baseline run itself."""
+    from bench import store
+
+    return (bool(baseline) and len(comparison.groups) == 1 and len(results.files) == 1
+            and store.location_identity(results.files[0]) == store.location_identity(baseline))
+
+
+def print_self_gate(result, comparison, console) -> int:
+    console.print(f"[green]gate passed[/]: every input is the baseline run {comparison.baseline} itself; "
+                  f"{result.checked} points checked, 0 slower by more than {result.threshold_pct:g}%",
+                  highlight=False)
+    return 0
+
+
+def print_gate(result, comparison, console) -> int:
     from bench.errors import UserError
-    from bench.report import compare
+    from bench.report import compare, gate
 
-    for line in gate.not_checked:
+    for line in result.not_checked:
         console.print(f"[dim]gate: not checked: {line}[/]", highlight=False)
-    if gate.checked == 0:
+    if result.checked == 0:
         raise UserError(f"the gate could check no point against {comparison.baseline} (every matched point failed, "
                         "was contaminated, failed parity or recorded no spread, as pipeline points do); "
                         "gate on points from facebench run, or fix those points and measure again")
-    for finding in gate.within_noise:
+    colours = {gate.SLOWER: "red", gate.INCONCLUSIVE: "yellow", gate.NOT_SLOWER: "green"}
+    for finding in result.findings:
+        if finding.statistical:  # every point: its ratio, interval and verdict
+            console.print(f"gate: [{colours[finding.verdict]}]{finding.verdict}[/] {finding.describe(comparison.metric)}",
+                          highlight=False)
+    for finding in result.within_noise:
         console.print(f"[dim]gate: within noise: {finding.describe(comparison.metric)}[/]", highlight=False)
     pipelines = f"; pipelines on {compare.PIPELINE_METRIC.label}" if comparison.pipelines else ""
-    what = f"{gate.checked} points checked against {comparison.baseline} ({comparison.metric.label}{pipelines})"
-    if gate.passed:
-        console.print(f"[green]gate passed[/]: {what}; none slower by more than {gate.threshold_pct:g}% "
-                      "beyond their noise", highlight=False)
+    what = f"{result.checked} points checked against {comparison.baseline} ({comparison.metric.label}{pipelines})"
+    once = sum(not f.statistical for f in result.findings)
+    if once:
+        console.print(f"[yellow]gate: {once} of {result.checked} points have no repeats in both runs: their noise is "
+                      "within-run only (window spread), not the variation between runs; measure both runs with "
+                      "--repeats 5 for a statistical verdict[/]", highlight=False)
+    if result.inconclusive:
+        console.print(f"[yellow]gate: {len(result.inconclusive)} points inconclusive at "
+                      f"{result.confidence * 100:g}% confidence; {gate.resolve_hint(result.repeats_needed)}[/]",
+                      highlight=False)
+    if result.passed:
+        console.print(f"[green]gate passed[/]: {what}; none slower by more than {result.threshold_pct:g}% "
+                      f"{_beyond(result)}", highlight=False)
         return 0
-    console.print(f"[red]gate failed[/]: {what}; {len(gate.regressions)} slower by more than "
-                  f"{gate.threshold_pct:g}% and their combined noise:", highlight=False)
-    for finding in gate.regressions:
+    console.print(f"[red]gate failed[/]: {what}; {len(result.regressions)} slower by more than "
+                  f"{result.threshold_pct:g}% {_beyond(result)}:", highlight=False)
+    for finding in result.regressions:
         console.print(f"  [red]slower[/] {finding.describe(comparison.metric)}", highlight=False)
     return EXIT_REGRESSION
+
+
+def _beyond(result) -> str:
+    """What 'slower' meant for these points."""
+    kinds = {f.statistical for f in result.findings}
+    confident = f"at {result.confidence * 100:g}% confidence"
+    if kinds == {True}:
+        return confident
+    if kinds == {False}:
+        return "beyond their within-run noise"
+    return f"({confident} with repeats, beyond the within-run noise without)"
 
 
 def cmd_plot(args) -> int:
@@ -167,6 +216,16 @@ def print_comparison(comparison, console) -> None:
     console.print(f"[dim]{comparison.comparable_points} comparable points; cells show {comparison.metric.label}"
                   f"{pipelines} and the ratio to {comparison.baseline}; bold green: best trustworthy cell of the row; "
                   f"marked cells (unstable, contaminated, parity failed) are not quoted as best[/]", highlight=False)
+    console.print(f"[dim]{interval_note(comparison)}[/]", highlight=False)
+
+
+def interval_note(comparison) -> str:
+    """What the ratios' uncertainty is: an interval over repeats, or within-run noise only."""
+    cells = [c for m in comparison.models + comparison.pipelines for p in m.points for c in p.cells.values()]
+    if any(c.ratio_interval for c in cells):
+        return ("ratio a-b: 95% bootstrap interval of the ratio of medians over both runs' repeats; "
+                "ratios without one: a side measured once (noise within-run only)")
+    return "measured once per point (no --repeats): ratios carry no interval, their noise is within-run only"
 
 
 def comparison_table(comparison, model, metric=None):

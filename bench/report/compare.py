@@ -1,4 +1,4 @@
-"""Compare result files across machines, runtimes, precisions or runs, and the regression gate.
+"""Compare result files across machines, runtimes, precisions or runs (the regression gate is gate.py).
 
 Pure functions returning dataclasses; the rich tables live in commands.py, Markdown in markdown.py.
 
@@ -23,6 +23,7 @@ import pandas as pd
 
 from bench import store
 from bench.errors import UserError
+from bench.measure.stats import Interval, ratio_of_medians_interval
 
 BY_CHOICES = ("machine", "runtime", "precision", "run")
 GROUP_COLUMN = {"machine": "machine_label", "runtime": "runtime", "precision": "precision", "run": "run_label"}
@@ -49,10 +50,13 @@ def format_value(metric: Metric, value: float) -> str:
 
 
 def value_and_ratio(metric: Metric, cell, is_baseline: bool) -> str:
-    """A compared cell's value with its ratio to the baseline (the baseline shows no ratio)."""
+    """A compared cell's value with its ratio to the baseline (the baseline shows no ratio), and
+    the ratio's interval where both points have repeats."""
     text = format_value(metric, cell.value)
     if cell.ratio is not None and not is_baseline:
-        text += f" ({cell.ratio:.2f}x)"
+        interval = cell.ratio_interval
+        ci = f", {interval.low:.2f}-{interval.high:.2f}" if interval else ""
+        text += f" ({cell.ratio:.2f}x{ci})"
     return text
 
 
@@ -166,6 +170,12 @@ class Cell:
     trustworthy: bool
     best: bool = False
     faces_per_s: float | None = None  # pipeline points only
+    samples: tuple[float, ...] = ()  # the metric of each finished repeat (empty: measured once)
+    ratio_interval: Interval | None = None  # of the ratio to the baseline, where both have repeats
+
+    @property
+    def repeated(self) -> bool:
+        return len(self.samples) >= 2
 
 
 @dataclass
@@ -371,7 +381,7 @@ def _compare_model(rows, name: str, by: str, dims: list[str], metric: Metric, ba
     points = []
     for key in sorted(cells, key=lambda k: (order[k[:-1]], k[-1])):
         labels = {d: v for d, v in zip(dims, key)} | {"batch": key[-1]}
-        chosen = {g: _newest(rs, f"{name} {_point_name(labels)} {g}", notes)
+        chosen = {g: _newest(rs, f"{name} {point_name(labels)} {g}", notes)
                   for g, rs in cells[key].items()}
         points.append(_compare_point(labels, chosen, metric, base))
     shown = [d for d in dims if len({p.labels[d] for p in points}) > 1 or d in ("runtime", "precision")]
@@ -384,7 +394,7 @@ def _newest(rows: list[dict[str, Any]], where: str, notes: list[str]) -> dict[st
     return max(rows, key=lambda r: r.get("timestamp_utc") or "")
 
 
-def _point_name(labels: dict[str, Any]) -> str:
+def point_name(labels: dict[str, Any]) -> str:
     return " ".join(str(v) for k, v in labels.items() if k != "batch") + f" batch {labels['batch']}"
 
 
@@ -396,6 +406,9 @@ def _compare_point(labels, rows: dict[str, dict[str, Any]], metric: Metric, base
             cell.ratio = cell.value / base_value
     if base in cells and cells[base].value is not None:
         cells[base].ratio = 1.0
+        for group, cell in cells.items():
+            if group != base and cell.value is not None and cell.repeated and cells[base].repeated:
+                cell.ratio_interval = ratio_of_medians_interval(cells[base].samples, cell.samples)
     ranked = [c for c in cells.values() if c.value is not None and c.trustworthy]
     if len([c for c in cells.values() if c.value is not None]) >= 2 and ranked:
         pick = max if metric.higher_better else min
@@ -428,7 +441,18 @@ def _cell(row: dict[str, Any], metric: Metric) -> Cell:
     faces = row.get("faces_per_s") if row.get("kind") == "pipeline" and row["status"] == "ok" else None
     return Cell(value=value, ratio=None, marks=marks,
                 spread_pct=spread if spread is not None and math.isfinite(spread) else None,
-                trustworthy=not marks, faces_per_s=faces)
+                trustworthy=not marks, faces_per_s=faces,
+                samples=repeat_samples(row, metric) if value is not None else ())
+
+
+def repeat_samples(row: dict[str, Any], metric: Metric) -> tuple[float, ...]:
+    """The metric of each repeat of a point that finished (repeats_json), in the order measured."""
+    try:
+        repeats = json.loads(row.get("repeats_json") or "[]")
+    except ValueError:
+        return ()
+    values = [metric.value(r) for r in repeats if isinstance(r, dict) and r.get("status") == "ok"]
+    return tuple(float(v) for v in values if v is not None and math.isfinite(v))
 
 
 # --- environment differences -----------------------------------------------------------------
@@ -524,127 +548,3 @@ def environment_differences(records: list[dict[str, Any]], by: str, groups: list
         if len(set(values.values())) > 1:
             differences.append(EnvDifference(name, values))
     return differences
-
-
-# --- regression gate -------------------------------------------------------------------------
-
-@dataclass
-class GateFinding:
-    model: str
-    point: str  # runtime precision batch
-    group: str
-    baseline_value: float
-    value: float
-    slower_pct: float
-    noise_pct: float
-    marks: tuple[str, ...]
-    metric: Metric | None = None  # set where it is not the comparison's (pipelines: frames/s)
-
-    def describe(self, metric: Metric) -> str:
-        metric = self.metric or metric
-        flag = f" [{', '.join(self.marks)}]" if self.marks else ""
-        return (f"{self.model} {self.point} on {self.group}: {metric.label} {format_value(metric, self.baseline_value)} "
-                f"-> {format_value(metric, self.value)}, {self.slower_pct:.1f}% slower "
-                f"(noise {self.noise_pct:.1f}%){flag}")
-
-
-@dataclass
-class GateResult:
-    threshold_pct: float
-    checked: int
-    regressions: list[GateFinding]
-    within_noise: list[GateFinding]  # slower than the threshold, but not beyond the points' noise
-    not_checked: list[str]  # point: reason
-
-    @property
-    def passed(self) -> bool:
-        return not self.regressions
-
-
-def combined_noise_pct(spread_a_pct: float, spread_b_pct: float) -> float:
-    """Noise of a comparison between two points: the sum of their window spreads.
-
-    Each point's `window_spread_pct` is the range of its steady windows' frames/s (max/min - 1),
-    so its true frames/s may sit anywhere within about that range of the reported figure. A
-    ratio of two such figures can then be off by up to the two ranges together (relative errors
-    add to first order), so the sum is the change that noise alone can produce. It is a range,
-    not a standard deviation: deliberately conservative, so the gate does not cry wolf.
-    """
-    return spread_a_pct + spread_b_pct
-
-
-def slower_pct(metric: Metric, baseline_value: float, value: float) -> float:
-    """How much worse `value` is than the baseline, in % (negative when better).
-
-    Higher-is-better metrics (frames/s, frames/s per W): the share of the baseline lost.
-    Lower-is-better metrics (ms/frame, p99): the share added to the baseline.
-    """
-    if metric.higher_better:
-        return (1.0 - value / baseline_value) * 100.0
-    return (value / baseline_value - 1.0) * 100.0
-
-
-def parse_threshold(text: str) -> float:
-    """'5%' or '5' -> 5.0 (percent). Raises UserError."""
-    try:
-        value = float(text.strip().rstrip("%"))
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < 100:
-        raise UserError(f"--fail-if-slower {text}: expected a percentage between 0 and 100, e.g. 5%")
-    return value
-
-
-def regression_gate(comparison: Comparison, threshold_pct: float) -> GateResult:
-    """Each point of each group against the baseline: a regression is slower by more than the
-    threshold and by more than the two points' combined noise (combined_noise_pct). Pipeline
-    points are gated on frames/s by the same rule where they carry a spread, else listed as
-    not checked."""
-    gate = GateResult(threshold_pct, 0, [], [], [])
-    for model in comparison.models:
-        _gate_model(gate, model, comparison.metric, comparison.baseline, pipeline=False)
-    for pipeline in comparison.pipelines:
-        _gate_model(gate, pipeline, PIPELINE_METRIC, comparison.baseline, pipeline=True)
-    return gate
-
-
-def _gate_model(gate: GateResult, model: ModelComparison, metric: Metric, baseline: str, pipeline: bool) -> None:
-    for point in model.points:
-        base = point.cells.get(baseline)
-        for group, cell in point.cells.items():
-            if group == baseline or base is None:
-                continue
-            where = f"{model.model} {_point_name(point.labels)} on {group}"
-            reason = _not_gatable(base, cell)
-            if reason and pipeline and reason.endswith(NO_SPREAD):
-                reason = "pipeline points record no window spread, so their noise is unknown: not gated"
-            if reason:
-                gate.not_checked.append(f"{where}: {reason}")
-                continue
-            gate.checked += 1
-            finding = _gate_point(metric, model.model, _point_name(point.labels), group, base, cell)
-            finding.metric = metric if pipeline else None
-            if finding.slower_pct > gate.threshold_pct:
-                (gate.regressions if finding.slower_pct > finding.noise_pct else gate.within_noise).append(finding)
-
-
-NO_SPREAD = "has no recorded window spread"
-
-
-def _not_gatable(base: Cell, cell: Cell) -> str | None:
-    for side, c in (("baseline", base), ("new", cell)):
-        invalid = [m for m in c.marks if m != "unstable"]
-        if invalid:
-            return f"{side} point {', '.join(invalid)}"
-        if c.value is None:
-            return f"{side} point has no value"
-        if c.spread_pct is None:
-            return f"{side} point {NO_SPREAD}"
-    return None
-
-
-def _gate_point(metric: Metric, model: str, point: str, group: str, base: Cell, cell: Cell) -> GateFinding:
-    return GateFinding(model=model, point=point, group=group, baseline_value=base.value, value=cell.value,
-                       slower_pct=slower_pct(metric, base.value, cell.value),
-                       noise_pct=combined_noise_pct(base.spread_pct, cell.spread_pct),
-                       marks=tuple(sorted(set(base.marks) | set(cell.marks))))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pandas as pd
 from rich.console import Console
@@ -47,6 +48,18 @@ def _verdict_cell(row) -> str:
     return "[green]VALID[/]" if row.get("verdict") == "VALID" else "[yellow]UNSTABLE[/]"
 
 
+def point_line(row, position: str = "", checked_earlier: bool = False) -> str:
+    """One plain line for a finished point, for logs that cannot show the live bar (CI, `| tee`).
+    `checked_earlier`: a later repeat, whose checks ran on the first one."""
+    where = f"{position} " if position else ""
+    what = f"{where}{row['model']} {row['runtime']} {row['precision']} batch {row['batch']}"
+    if row["status"] != "ok":
+        return f"{what}: {row['status']}: {row.get('reason') or '-'}"
+    checks = "checks on repeat 1" if checked_earlier else re.sub(r"\[/?[a-z ]*\]", "", _check_cell(row))
+    verdict = "VALID" if row.get("verdict") == "VALID" else "UNSTABLE"
+    return f"{what}: {_fmt(row['fps'])} frames/s {verdict} {checks}"
+
+
 def trustworthy(row) -> bool:
     """A number that may be quoted: measured, settled, uncontaminated, parity not failed."""
     return (row["status"] == "ok" and row.get("verdict") == "VALID"
@@ -59,6 +72,9 @@ def throughput_table(frame: pd.DataFrame, model: str) -> Table:
                             ("ms/frame", "right"), ("p50 ms", "right"), ("p99 ms", "right"),
                             ("x batch 1", "right"), ("GFLOP/s", "right"), ("verdict", "left"), ("checks", "left")):
         table.add_column(column, justify=justify)
+    repeated = _has_repeats(frame)
+    if repeated:
+        table.add_column("repeats: 95% CI", justify="right")
     # Skipped points are summarised under the tables (one line per reason), not row by row.
     for (runtime, precision), group in frame[frame.status != "skipped"].groupby(["runtime", "precision"], sort=False):
         group = group.sort_values("batch")
@@ -73,8 +89,21 @@ def throughput_table(frame: pd.DataFrame, model: str) -> Table:
             table.add_row(runtime, _precision_cell(row), str(row["batch"]), fps_text,
                           _fmt(row["ms_per_frame"], 3) if ok else "", _fmt(row["lat_p50_ms"], 2) if ok else "",
                           _fmt(row["lat_p99_ms"], 2) if ok else "", _fmt(speedup, 2) if speedup else "",
-                          _fmt(row["gflops_achieved"]) if ok else "", _verdict_cell(row), _check_cell(row) if ok else "")
+                          _fmt(row["gflops_achieved"]) if ok else "", _verdict_cell(row), _check_cell(row) if ok else "",
+                          *([_interval_cell(row)] if repeated else []))
     return table
+
+
+def _has_repeats(frame: pd.DataFrame) -> bool:
+    return "repeats" in frame and bool((frame["repeats"].fillna(1) > 1).any())
+
+
+def _interval_cell(row) -> str:
+    """n: low-high frames/s, the interval of the median over the repeats."""
+    repeats, low, high = row.get("repeats"), row.get("fps_ci_low"), row.get("fps_ci_high")
+    if row["status"] != "ok" or not repeats or repeats < 2 or low is None or math.isnan(low):
+        return "-"
+    return f"{int(repeats)}: {_fmt(low)}-{_fmt(high)}"
 
 
 def cold_start_table(frame: pd.DataFrame, model: str) -> Table:

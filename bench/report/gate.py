@@ -1,0 +1,246 @@
+"""The regression gate: is a point of a run slower than the same point of the baseline?
+
+Two rules, chosen per point by what the rows carry:
+
+- **Repeats on both sides** (`facebench run --repeats N`, N >= 2): a statistical verdict. The
+  ratio of the two medians gets a bootstrap interval that resamples each run's repeats
+  (bench.measure.stats), so it is as wide as the variation between fresh sessions, which on a
+  shared machine is far larger than the variation inside one. Mapped to a slowdown in %:
+  `slower` when the whole interval lies beyond the threshold, `not slower` when the whole
+  interval lies within it, `inconclusive` otherwise, with the repeats per run that would
+  narrow the interval enough to decide a change of that size.
+- **No repeats** (one measurement per point, or files from before repeats): the rule of old, a
+  slowdown beyond the threshold and beyond the sum of the two points' window spreads. That
+  noise is within one run only and says nothing about the run-to-run variation, so the output
+  labels it so.
+
+Only `slower` fails the gate: inconclusive points are listed with what would resolve them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bench.errors import UserError
+from bench.measure.stats import DEFAULT_CONFIDENCE, Interval, ratio_of_medians_interval, repeats_to_resolve
+from bench.report.compare import (PIPELINE_METRIC, Cell, Comparison, Metric, ModelComparison, format_value,
+                                  point_name)
+
+SLOWER, NOT_SLOWER, INCONCLUSIVE, WITHIN_NOISE = "slower", "not slower", "inconclusive", "within noise"
+MIN_REPEATS = 2  # per side, for the statistical rule
+NO_SPREAD = "has no recorded window spread"
+
+
+@dataclass
+class GateFinding:
+    model: str
+    point: str  # runtime precision batch
+    group: str
+    baseline_value: float
+    value: float
+    slower_pct: float  # of the point figures (medians where there are repeats)
+    verdict: str  # SLOWER, NOT_SLOWER, INCONCLUSIVE, or WITHIN_NOISE (the rule without repeats)
+    marks: tuple[str, ...]
+    noise_pct: float | None = None  # without repeats: the combined within-run window spread
+    ratio: Interval | None = None  # with repeats: value / baseline with its interval
+    slower_range: tuple[float, float] | None = None  # with repeats: the interval as a slowdown in %
+    repeats: tuple[int, int] | None = None  # (baseline, new)
+    repeats_needed: int | None = None  # inconclusive: repeats per run that would decide it
+    metric: Metric | None = None  # set where it is not the comparison's (pipelines: frames/s)
+
+    @property
+    def statistical(self) -> bool:
+        return self.ratio is not None
+
+    def describe(self, metric: Metric) -> str:
+        metric = self.metric or metric
+        flag = f" [{', '.join(self.marks)}]" if self.marks else ""
+        change = (f"{metric.label} {format_value(metric, self.baseline_value)} -> {format_value(metric, self.value)}, "
+                  f"{abs(self.slower_pct):.1f}% {'slower' if self.slower_pct >= 0 else 'faster'}")
+        if not self.statistical:
+            return (f"{self.model} {self.point} on {self.group}: {change} "
+                    f"(noise {self.noise_pct:.1f}%, within-run only: no repeats){flag}")
+        r, (low, high) = self.ratio, self.slower_range
+        text = (f"{self.model} {self.point} on {self.group}: {change}; ratio {r.estimate:.3f} "
+                f"({r.confidence * 100:g}% CI {r.low:.3f}-{r.high:.3f}, slowdown {low:.1f}% to {high:.1f}%; "
+                f"repeats {self.repeats[0]}/{self.repeats[1]}): {self.verdict}")
+        if self.verdict == INCONCLUSIVE:
+            text += f" ({resolve_hint(self.repeats_needed)})"
+        return text + flag
+
+
+def resolve_hint(needed: int | None) -> str:
+    if needed is None:
+        return "the change sits on the threshold: no number of repeats decides it"
+    return f"about {needed} repeats per run would decide a change of this size"
+
+
+@dataclass
+class GateResult:
+    threshold_pct: float
+    confidence: float
+    checked: int = 0
+    findings: list[GateFinding] = field(default_factory=list)  # every checked point
+    not_checked: list[str] = field(default_factory=list)  # point: reason
+
+    def with_verdict(self, verdict: str) -> list[GateFinding]:
+        return [f for f in self.findings if f.verdict == verdict]
+
+    @property
+    def regressions(self) -> list[GateFinding]:
+        return self.with_verdict(SLOWER)
+
+    @property
+    def within_noise(self) -> list[GateFinding]:
+        return self.with_verdict(WITHIN_NOISE)
+
+    @property
+    def inconclusive(self) -> list[GateFinding]:
+        return self.with_verdict(INCONCLUSIVE)
+
+    @property
+    def passed(self) -> bool:
+        return not self.regressions
+
+    @property
+    def repeats_needed(self) -> int | None:
+        """Repeats per run that would decide every inconclusive point that repeats can decide."""
+        needed = [f.repeats_needed for f in self.inconclusive if f.repeats_needed is not None]
+        return max(needed) if needed else None
+
+
+def combined_noise_pct(spread_a_pct: float, spread_b_pct: float) -> float:
+    """Noise of a comparison between two points measured once each: the sum of their window spreads.
+
+    Each point's `window_spread_pct` is the range of its steady windows' frames/s (max/min - 1),
+    so its true frames/s may sit anywhere within about that range of the reported figure. A
+    ratio of two such figures can then be off by up to the two ranges together (relative errors
+    add to first order). It covers the variation inside each session only: between fresh
+    sessions, and between runs, a shared machine varies more (use repeats for that).
+    """
+    return spread_a_pct + spread_b_pct
+
+
+def slower_pct(metric: Metric, baseline_value: float, value: float) -> float:
+    """How much worse `value` is than the baseline, in % (negative when better).
+
+    Higher-is-better metrics (frames/s, frames/s per W): the share of the baseline lost.
+    Lower-is-better metrics (ms/frame, p99): the share added to the baseline.
+    """
+    return slower_pct_of_ratio(metric, value / baseline_value)
+
+
+def slower_pct_of_ratio(metric: Metric, ratio: float) -> float:
+    return (1.0 - ratio) * 100.0 if metric.higher_better else (ratio - 1.0) * 100.0
+
+
+def parse_percent(text: str, option: str, low: float = 0.0, high: float = 100.0, example: str = "5%") -> float:
+    """'5%' or '5' -> 5.0, within [low, high). Raises UserError naming the option."""
+    try:
+        value = float(text.strip().rstrip("%"))
+    except ValueError:
+        value = -1.0
+    if not low <= value < high:
+        raise UserError(f"{option} {text}: expected a percentage from {low:g} to below {high:g}, e.g. {example}")
+    return value
+
+
+def parse_threshold(text: str) -> float:
+    return parse_percent(text, "--fail-if-slower")
+
+
+def parse_confidence(text: str) -> float:
+    """'95%' -> 0.95."""
+    return parse_percent(text, "--confidence", 50.0, 100.0, "95%") / 100.0
+
+
+def regression_gate(comparison: Comparison, threshold_pct: float,
+                    confidence: float = DEFAULT_CONFIDENCE) -> GateResult:
+    """Each point of each group against the baseline (see the module's rules). Pipeline points are
+    gated on frames/s where they carry a spread, else listed as not checked."""
+    gate = GateResult(threshold_pct, confidence)
+    for model in comparison.models:
+        _gate_model(gate, model, comparison.metric, comparison.baseline, pipeline=False)
+    for pipeline in comparison.pipelines:
+        _gate_model(gate, pipeline, PIPELINE_METRIC, comparison.baseline, pipeline=True)
+    return gate
+
+
+def self_comparison_gate(comparison: Comparison, threshold_pct: float,
+                         confidence: float = DEFAULT_CONFIDENCE) -> GateResult:
+    """Every input is the baseline run itself: each measured point is checked, and none is slower."""
+    gate = GateResult(threshold_pct, confidence)
+    for model in comparison.models + comparison.pipelines:
+        for point in model.points:
+            cell = point.cells.get(comparison.baseline)
+            if cell is not None and cell.value is not None:
+                gate.checked += 1
+    return gate
+
+
+def _gate_model(gate: GateResult, model: ModelComparison, metric: Metric, baseline: str, pipeline: bool) -> None:
+    for point in model.points:
+        base = point.cells.get(baseline)
+        for group, cell in point.cells.items():
+            if group == baseline or base is None:
+                continue
+            where = f"{model.model} {point_name(point.labels)} on {group}"
+            statistical = _has_repeats(base) and _has_repeats(cell)
+            reason = _not_gatable(base, cell, needs_spread=not statistical)
+            if reason and pipeline and reason.endswith(NO_SPREAD):
+                reason = "pipeline points record no window spread, so their noise is unknown: not gated"
+            if reason:
+                gate.not_checked.append(f"{where}: {reason}")
+                continue
+            gate.checked += 1
+            finding = GateFinding(model=model.model, point=point_name(point.labels), group=group,
+                                  baseline_value=base.value, value=cell.value,
+                                  slower_pct=slower_pct(metric, base.value, cell.value), verdict=NOT_SLOWER,
+                                  marks=tuple(sorted(set(base.marks) | set(cell.marks))),
+                                  metric=metric if pipeline else None)
+            if statistical:
+                _judge_repeats(finding, metric, base, cell, gate)
+            else:
+                _judge_once(finding, base, cell, gate.threshold_pct)
+            gate.findings.append(finding)
+
+
+def _has_repeats(cell: Cell) -> bool:
+    return len(cell.samples) >= MIN_REPEATS
+
+
+def _judge_once(finding: GateFinding, base: Cell, cell: Cell, threshold_pct: float) -> None:
+    """No repeats: slower beyond the threshold and beyond the within-run noise."""
+    finding.noise_pct = combined_noise_pct(base.spread_pct, cell.spread_pct)
+    if finding.slower_pct > threshold_pct:
+        finding.verdict = SLOWER if finding.slower_pct > finding.noise_pct else WITHIN_NOISE
+
+
+def _judge_repeats(finding: GateFinding, metric: Metric, base: Cell, cell: Cell, gate: GateResult) -> None:
+    """Repeats on both sides: where the slowdown's interval lies against the threshold."""
+    ratio = ratio_of_medians_interval(base.samples, cell.samples, gate.confidence)
+    ends = sorted((slower_pct_of_ratio(metric, ratio.low), slower_pct_of_ratio(metric, ratio.high)))
+    estimate, threshold = slower_pct_of_ratio(metric, ratio.estimate), gate.threshold_pct
+    finding.ratio, finding.slower_range = ratio, (ends[0], ends[1])
+    finding.slower_pct = estimate  # of the medians of these samples (the row's own figure may be another median)
+    finding.repeats = (len(base.samples), len(cell.samples))
+    if ends[0] > threshold:
+        finding.verdict = SLOWER
+    elif ends[1] <= threshold:
+        finding.verdict = NOT_SLOWER
+    else:
+        finding.verdict = INCONCLUSIVE
+        above = estimate > threshold  # the side of the interval that crosses the threshold
+        half_width = estimate - ends[0] if above else ends[1] - estimate
+        finding.repeats_needed = repeats_to_resolve(*finding.repeats, half_width, abs(estimate - threshold))
+
+
+def _not_gatable(base: Cell, cell: Cell, needs_spread: bool) -> str | None:
+    for side, c in (("baseline", base), ("new", cell)):
+        invalid = [m for m in c.marks if m != "unstable"]
+        if invalid:
+            return f"{side} point {', '.join(invalid)}"
+        if c.value is None:
+            return f"{side} point has no value"
+        if needs_spread and c.spread_pct is None:
+            return f"{side} point {NO_SPREAD}"
+    return None
