@@ -110,7 +110,7 @@ def test_mobilefacenet_counts_match_section7_exactly():
 
 
 def test_macs_are_per_frame_and_follow_input_shape():
-    flattened = scrfd("10g", None, "flattened")  # H and W symbolic
+    flattened = scrfd("10g", None, "pack")  # H and W symbolic
     with pytest.raises(ValueError, match="input_shape"):
         count_macs(flattened)
     assert count_macs(flattened, (1, 3, 640, 640)) == SECTION7_MACS["10g"]
@@ -163,21 +163,23 @@ def test_scrfd_dynamic_size_interface():
     assert dims(model.graph.output[0]) == ["N", "anchors_8", 1]
 
 
-def test_scrfd_flattened_interface():
-    model = scrfd("10g", 640, "flattened")
+def test_scrfd_pack_interface():
+    """The model-pack form (det_10g.onnx): symbolic H/W but the 640 trace's static 2-D output shapes,
+    numeric names, frames interleaved per cell, Resize sizes computed at run time, opset 11."""
+    model = scrfd("10g", 640, "pack")
     names = [o.name for o in model.graph.output]
-    assert dims(model.graph.input[0]) == [1, 3, 640, 640]
-    assert len(set(names)) == 9 and all(name.isdigit() for name in names)
+    assert dims(model.graph.input[0]) == [1, 3, "?", "?"]
+    assert names == ["448", "471", "494", "451", "474", "497", "454", "477", "500"]
     widths = [1] * 3 + [4] * 3 + [10] * 3
     expected = [[expected_rows(640, s), k] for k, s in zip(widths, (8, 16, 32) * 3)]
     assert [dims(o) for o in model.graph.output] == expected
-    assert list(inferred_output_dims(model).values()) == expected
     perms = [list(n.attribute[0].ints) for n in model.graph.node if n.op_type == "Transpose"]
     assert perms == [[2, 3, 0, 1]] * 9
-    # like the shipped det_10g: symbolic H/W but the 640 trace's static output shapes
-    dynamic = scrfd("10g", None, "flattened")
-    assert dims(dynamic.graph.input[0]) == [1, 3, "?", "?"]
-    assert [dims(o) for o in dynamic.graph.output] == expected
+    assert model.opset_import[0].version == 11
+    resize_sizes = [n.input[3] for n in model.graph.node if n.op_type == "Resize"]
+    concats = {n.output[0] for n in model.graph.node if n.op_type == "Concat"}
+    assert len(resize_sizes) == 2 and set(resize_sizes) <= concats
+    assert [o.shape for o in run(model, np.zeros((1, 3, 320, 320), np.float32))][:3] == [(3200, 1), (800, 1), (200, 1)]
 
 
 @pytest.mark.parametrize("variant, output", [("r50", "683"), ("mbf", "516")])
@@ -196,7 +198,7 @@ def test_iresnet_keeps_preactivation_batchnorms():
 def test_all_models_pass_checker():
     for variant in SCRFD_VARIANTS:
         onnx.checker.check_model(scrfd(variant))
-        onnx.checker.check_model(scrfd(variant, None, "flattened"))
+        onnx.checker.check_model(scrfd(variant, None, "pack"))
     for variant in ARCFACE_VARIANTS:
         onnx.checker.check_model(arcface(variant))
 
@@ -241,7 +243,7 @@ def test_larger_scrfd_run_at_small_input(variant):
 
 def test_flattened_export_interleaves_frames_when_batch_is_patched():
     """Resize uses scales, so a naive batch patch still runs; rows come out (h, w, n, a)."""
-    flattened, batched = scrfd("500m", 128, "flattened"), scrfd("500m", 128)
+    flattened, batched = scrfd("500m", 128, "pack"), scrfd("500m", 128)
     frames = image_batch(2, 128)
     single = run(flattened, frames[:1])
     np.testing.assert_allclose(single[3], run(batched, frames[:1])[3][0], rtol=1e-4, atol=1e-6)  # same weights

@@ -20,6 +20,7 @@ from onnx import helper, numpy_helper, shape_inference
 
 from bench.errors import ModelFileError, UserError
 from bench.fileio import write_atomically
+from bench.models.counting import CountingError, static_shapes
 from bench.models.layout import (
     BATCH_INTERLEAVING_PERM,
     NCHW_TO_NHWC,
@@ -212,7 +213,7 @@ def _rewrite_head_tails(model: onnx.ModelProto, layout: BatchLayout) -> list[str
 def _rewrite_resize_sizes(model: onnx.ModelProto, original: onnx.ModelProto) -> list[str]:
     """Take each batch-1 `sizes` constant from the runtime shape of the tensor it is added to."""
     consts = constant_values(model)
-    static_shapes = _static_shapes(original)
+    known_shapes = _static_shapes(original)
     consumers = consumer_map(model.graph)
     rewrites = []
     for node in list(model.graph.node):
@@ -221,7 +222,7 @@ def _rewrite_resize_sizes(model: onnx.ModelProto, original: onnx.ModelProto) -> 
         sizes = [int(v) for v in consts[node.input[3]].reshape(-1)]
         if sizes[0] != 1:
             continue
-        partner = _added_partner(node.output[0], consumers, static_shapes, sizes)
+        partner = _added_partner(node.output[0], consumers, known_shapes, sizes)
         if partner is None:
             raise UserError(
                 f"Resize '{node.name}' bakes sizes {sizes} and its output is not added to a tensor of that shape;"
@@ -254,24 +255,24 @@ def _batched_output_names(model: onnx.ModelProto, layout: BatchLayout) -> dict[s
     strides = _output_strides(model, layout)
     names = {p.output: f"{OUTPUT_KINDS[p.k]}_{s}" for p, s in zip(layout.output_paths, strides)}
     if len(set(names.values())) != len(names):
-        raise UserError(f"output strides {strides} do not form SCRFD's 8/16/32 levels; nothing written")
+        raise UserError(f"output strides {strides} do not form SCRFD's levels (8/16/32 or 8..128); nothing written")
     return names
 
 
 def _output_strides(model: onnx.ModelProto, layout: BatchLayout) -> list[int]:
     """Stride of each output from the head's feature-map height at a concrete input size."""
-    probe = _copy(model)
-    del probe.graph.value_info[:]  # stale shapes from the export's own size
     size = DEFAULT_SIZE["detector"]
-    image = graph_inputs(probe)[0]
-    for axis, value in ((0, 1), (2, size), (3, size)):
-        _set_dim(image, axis, value)
-    shapes = _static_shapes(probe)
+    try:
+        shapes = static_shapes(model, (1, 3, size, size))
+    except CountingError:
+        shapes = {}
+    levels = len(layout.output_paths) // (3 if len(layout.output_paths) in (9, 15) else 2)
+    fallback = DETECTOR_STRIDES if levels == 3 else [8, 16, 32, 64, 128]
     strides = []
     for index, path in enumerate(layout.output_paths):
         shape = shapes.get(path.transpose.input[0])
-        fallback = DETECTOR_STRIDES[index % len(DETECTOR_STRIDES)]
-        strides.append(size // shape[2] if shape and len(shape) == 4 and shape[2] else fallback)
+        known = shape and len(shape) == 4 and shape[2]
+        strides.append(-(-size // shape[2]) if known else fallback[index % levels])
     return strides
 
 

@@ -59,6 +59,11 @@ def count_macs(model: onnx.ModelProto, input_shape: Sequence[int] | None = None)
     return sum(_node_macs(node, shapes) for node in graph.node if node.op_type in ("Conv", "Gemm", "MatMul"))
 
 
+def static_shapes(model: onnx.ModelProto, input_shape: Sequence[int]) -> dict[str, list[int | None]]:
+    """Every tensor's shape at batch 1 and this input shape, through run-time shape subgraphs."""
+    return _known_shapes(static_shape_graph(_skeleton(model, input_shape)))
+
+
 def static_shape_graph(skeleton: onnx.ModelProto) -> onnx.GraphProto:
     """Shape inference, folding run-time shape subgraphs into constants between rounds."""
     for _ in range(MAX_FOLD_ROUNDS):

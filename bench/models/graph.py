@@ -15,7 +15,10 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17
-IR_VERSION = 8  # opset 17 needs IR >= 8; onnxruntime 1.2x-1.3x load it
+# The IR version each opset needs at least; onnxruntime 1.2x-1.3x load them all. The InsightFace
+# exports are opset 11 / IR 6 (PyTorch 1.6-1.8), which the export-faithful replicas reproduce.
+IR_VERSIONS = {11: 6, 17: 8}
+IR_VERSION = IR_VERSIONS[OPSET]
 
 Dim = int | str | None
 Shape = Sequence[Dim]
@@ -33,7 +36,8 @@ class GraphBuilder:
     """Appends nodes in order, tracks each tensor's channel count and names initializers
     after the torch modules they come from (``<module>.weight``, ``<module>.bias``)."""
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, opset: int = OPSET) -> None:
+        self.opset = opset
         self.rng = np.random.default_rng(seed)
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: dict[str, onnx.TensorProto] = {}
@@ -59,8 +63,8 @@ class GraphBuilder:
         )
         model = helper.make_model(
             graph,
-            opset_imports=[helper.make_opsetid("", OPSET)],
-            ir_version=IR_VERSION,
+            opset_imports=[helper.make_opsetid("", self.opset)],
+            ir_version=IR_VERSIONS[self.opset],
             producer_name="facebench-replica",
         )
         return model
@@ -193,6 +197,44 @@ class GraphBuilder:
             "Resize", [x, "", scales], mode="nearest", coordinate_transformation_mode="asymmetric",
             nearest_mode="floor",
         )  # fmt: skip
+
+    def upsample_to_sizes(self, x: str, sizes: Sequence[int]) -> str:
+        """Nearest Resize to constant `sizes` [1,C,H,W], as the named static export has it (batch 1
+        baked in, reference/models.md section 7)."""
+        sizes_name = self.constant("resize.sizes." + "_".join(map(str, sizes)), np.array(sizes, np.int64))
+        return self._resize(x, sizes_name)
+
+    def upsample_like(self, x: str, like: str) -> str:
+        """Nearest Resize to the run-time size of `like`, as torch 1.6 traced F.interpolate(size=...)
+        in the model-pack exports: sizes = Concat(Shape(x)[0:2], Shape(like)[2], Shape(like)[3])."""
+        height = self.unsqueeze(self.gather(self.shape(like), 2), 0)
+        width = self.unsqueeze(self.gather(self.shape(like), 3), 0)
+        batch_channels = self.slice(self.shape(x), 0, 2)
+        return self._resize(x, self._node("Concat", [batch_channels, height, width], axis=0))
+
+    def _resize(self, x: str, sizes: str) -> str:
+        # Resize-11 needs roi and scales inputs even with sizes: one empty tensor for both.
+        empty = self.constant("resize.empty", np.zeros(0, np.float32)) if self.opset < 13 else ""
+        return self._node(
+            "Resize", [x, empty, empty, sizes], mode="nearest", coordinate_transformation_mode="asymmetric",
+            nearest_mode="floor",
+        )  # fmt: skip
+
+    def shape(self, x: str) -> str:
+        return self._node("Shape", [x])
+
+    def gather(self, x: str, index: int) -> str:
+        return self._node("Gather", [x, self.constant(f"index.{index}", np.array(index, np.int64))], axis=0)
+
+    def unsqueeze(self, x: str, axis: int) -> str:
+        if self.opset < 13:
+            return self._node("Unsqueeze", [x], axes=[axis])
+        return self._node("Unsqueeze", [x, self.constant(f"axes.{axis}", np.array([axis], np.int64))])
+
+    def slice(self, x: str, start: int, end: int) -> str:
+        starts = self.constant(f"slice.{start}", np.array([start], np.int64))
+        ends = self.constant(f"slice.{end}", np.array([end], np.int64))
+        return self._node("Slice", [x, starts, ends, self.constant("slice.0", np.array([0], np.int64))])
 
     def transpose(self, x: str, perm: Sequence[int], out: str | None = None) -> str:
         return self._node("Transpose", [x], out, perm=list(perm))

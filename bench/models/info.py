@@ -93,8 +93,9 @@ def _macs_at(model: onnx.ModelProto, shape: tuple[int, ...]) -> tuple[int | None
 
 def _family(path: Path, layout: BatchLayout) -> str:
     if layout.family not in PREPROCESSING:
-        raise ModelFileError(f"{path}: neither an SCRFD-style detector (6 or 9 outputs) nor an embedder ([N,D] output); "
-                             "facebench benchmarks InsightFace detectors and embedders")
+        found = layout.problems[0] if layout.problems else "no known output layout"
+        raise ModelFileError(f"{path}: neither an SCRFD detector (6/9/10/15 outputs: scores, boxes[, keypoints]) nor an "
+                             f"embedder ([N,D] output): {found}; pass an InsightFace detector or embedder")
     return layout.family
 
 

@@ -18,8 +18,12 @@ from onnx import numpy_helper
 
 NCHW_TO_NHWC = [0, 2, 3, 1]
 BATCH_INTERLEAVING_PERM = [2, 3, 0, 1]  # (N,C,H,W) -> (H,W,N,C): frames interleave per cell
-# Values per anchor in the output order of SCRFD exports: all scores, all boxes, all keypoints.
-DETECTOR_K_PATTERNS = {6: [1, 1, 1, 4, 4, 4], 9: [1, 1, 1, 4, 4, 4, 10, 10, 10]}
+# Values per anchor in the output order of SCRFD exports: all scores, all boxes, all keypoints;
+# 3 strides (8/16/32, 2 anchors) or 5 (8..128, 1 anchor), as insightface's SCRFD decoder reads them.
+DETECTOR_K_PATTERNS = {
+    6: [1] * 3 + [4] * 3, 9: [1] * 3 + [4] * 3 + [10] * 3,
+    10: [1] * 5 + [4] * 5, 15: [1] * 5 + [4] * 5 + [10] * 5,
+}
 OUTPUT_KINDS = {1: "score", 4: "bbox", 10: "kps"}
 
 
@@ -122,8 +126,8 @@ def _classify(model: onnx.ModelProto, consts: dict[str, np.ndarray], layout: Bat
         return "embedder"
     if len(outputs) not in DETECTOR_K_PATTERNS:
         layout.problems.append(
-            f"{len(outputs)} outputs: not a SCRFD detector with 6 or 9 outputs (2 anchors, strides 8/16/32)"
-            " nor an embedder with one output"
+            f"{len(outputs)} outputs: not a SCRFD detector with 6 or 9 outputs (strides 8/16/32) or 10 or 15"
+            " (strides 8..128) nor an embedder with one output"
         )
         return "unknown"
     producers = producer_map(model.graph)

@@ -14,19 +14,25 @@ import onnx
 from bench.models.graph import LINEAR_GAIN, RESIDUAL_SCALE, GraphBuilder
 
 SCRFD_VARIANTS = ("500m", "2.5g", "10g", "34g")
-SCRFD_EXPORTS = ("batched", "flattened")
+# The forms SCRFD files ship in (fixtures/README.md, reference/models.md 6.1 and 4.3):
+#   pack     the InsightFace model packs (det_500m / det_2.5g / det_10g): input [1,3,?,?], batch
+#            flattened into 2-D outputs named by number, Resize sizes computed at run time; opset 11
+#   named    the static named export (scrfd_500m_bnkps.onnx): [1,3,S,S], outputs score_8.. [1,HWA,K],
+#            Reshape [1,-1,K] and Resize sizes [1,C,H,W] constants (batch 1 baked in); opset 11
+#   batched  a dynamic-batch re-export (scrfd_10g_320_batch.onnx): [N,3,S,S], outputs [N,HWA,K]
+SCRFD_EXPORTS = ("pack", "named", "batched")
+EXPORT_OPSET = {"pack": 11, "named": 11, "batched": 17}
 STRIDES = (8, 16, 32)
-ANCHORS_PER_LOCATION = 2
+# insightface's SCRFD decoder: 3 levels with 2 anchors (6 or 9 outputs), or 5 levels with 1 (10 or 15).
+LEVEL_STRIDES = {3: (8, 16, 32), 5: (8, 16, 32, 64, 128)}
+LEVEL_ANCHORS = {3: 2, 5: 1}
 OUTPUT_WIDTHS = {"score": 1, "bbox": 4, "kps": 10}
-# The shipped det_10g.onnx (2021 export) has torch's default numeric output names.
-FLATTENED_OUTPUT_NAMES = {
-    "score": ("448", "471", "494"),
-    "bbox": ("451", "474", "497"),
-    "kps": ("454", "477", "500"),
-}
-# The 2021 export traced a 640 dummy, so its outputs keep 640-sized static shapes even though
+# torch's numeric output names in the shipped packs: (first score, bbox, kps name, step per level).
+PACK_OUTPUT_NUMBERS = {"500m": (443, 446, 449, 25), "default": (448, 451, 454, 23)}
+# The pack exports traced a 640 dummy, so their outputs keep 640-sized static shapes even though
 # the input's H and W are symbolic (ORT then warns at other sizes, section 1.5).
-FLATTENED_TRACE_SIZE = 640
+PACK_TRACE_SIZE = 640
+NAMED_DEFAULT_SIZE = 640
 
 # mmdet initialises the classifier bias to the prior of p = 0.01, so untrained scores sit near
 # 0.01 instead of 0.5 (which would flood decode and NMS with candidates).
@@ -72,71 +78,100 @@ SCRFD_CONFIGS = {
 
 
 def build_scrfd(
-    variant: str, input_size: int | None = 640, *, seed: int = 0, export: str = "batched"
+    variant: str, input_size: int | None = 640, *, seed: int = 0, export: str = "batched",
+    levels: int = 3, kps: bool | None = None,
 ) -> onnx.ModelProto:
-    """Build an SCRFD replica.
+    """Build an SCRFD replica in one of SCRFD_EXPORTS.
 
-    export="batched": input ``input.1`` [N,3,S,S] (H and W symbolic when input_size is None),
-    outputs score_8..kps_32 as [N, HWA, K]. export="flattened": the 2021 det_10g.onnx interface,
-    input [1,3,S,S] and numerically named 2-D outputs [HWA, K] (Transpose [2,3,0,1]).
+    input_size: the square input (None: H and W symbolic, batched only); for the pack form, whose
+    H and W are always symbolic, the size its declared output shapes were traced at.
+    levels: 3 (strides 8/16/32, 2 anchors) or 5 (8..128, 1 anchor, the extra levels max-pooled
+    from the last neck output as mmdet's PAFPN does). kps: keypoint outputs (default: the config's).
     """
+    _check_arguments(variant, input_size, export, levels)
+    config = SCRFD_CONFIGS[variant]
+    strides = LEVEL_STRIDES[levels]
+    use_kps = config.use_kps if kps is None else kps
+    size = input_size or (NAMED_DEFAULT_SIZE if export == "named" else None)
+    b = GraphBuilder(seed, opset=EXPORT_OPSET[export])
+    x = b.add_input("input.1", _input_shape(size, export))
+    features = _backbone(b, x, config)[1:]  # the neck starts at C3 (start_level=1)
+    neck = _pafpn(b, features, config.neck_channels, _upsampler(b, export, size, config.neck_channels))
+    while len(neck) < levels:  # mmdet's extra levels without extra convs: max_pool2d(kernel 1, stride 2)
+        neck.append(b.max_pool(neck[-1], 1, 2))
+    kinds = [kind for kind in OUTPUT_WIDTHS if kind != "kps" or use_kps]
+    outputs = {kind: [] for kind in kinds}
+    for level, (feature, stride) in enumerate(zip(neck, strides)):
+        predictions = _head(b, feature, level, stride, config, LEVEL_ANCHORS[levels], use_kps)
+        for kind in kinds:
+            name = _output_name(variant, kind, level, stride, export)
+            outputs[kind].append(_export_output(b, predictions[kind], kind, name, export))
+    for kind, names in outputs.items():
+        for name, stride in zip(names, strides):
+            b.add_output(name, _output_shape(kind, stride, size, export, LEVEL_ANCHORS[levels]))
+    suffix = "_bnkps" if use_kps else ""
+    return b.build(f"scrfd_{variant}{suffix}")
+
+
+def _check_arguments(variant: str, input_size: int | None, export: str, levels: int) -> None:
     if variant not in SCRFD_CONFIGS:
         raise ValueError(f"unknown SCRFD variant {variant!r}; expected one of {SCRFD_VARIANTS}")
     if export not in SCRFD_EXPORTS:
         raise ValueError(f"unknown export {export!r}; expected one of {SCRFD_EXPORTS}")
+    if levels not in LEVEL_STRIDES:
+        raise ValueError(f"levels must be 3 or 5 (insightface's SCRFD decoder), got {levels}")
     if input_size is not None and (input_size <= 0 or input_size % max(STRIDES)):
         raise ValueError(f"input_size must be a positive multiple of {max(STRIDES)}, got {input_size}")
-    config = SCRFD_CONFIGS[variant]
-    b = GraphBuilder(seed)
-    x = b.add_input("input.1", _input_shape(input_size, export))
-    features = _backbone(b, x, config)[1:]  # the neck starts at C3 (start_level=1)
-    levels = _pafpn(b, features, config.neck_channels)
-    outputs = {kind: [] for kind in OUTPUT_WIDTHS if kind != "kps" or config.use_kps}
-    for level, (feature, stride) in enumerate(zip(levels, STRIDES)):
-        predictions = _head(b, feature, level, stride, config)
-        for kind, tensor in predictions.items():
-            name = _output_name(kind, level, stride, export)
-            outputs[kind].append(_export_output(b, tensor, kind, name, export))
-    for kind, names in outputs.items():
-        for name, stride in zip(names, STRIDES):
-            b.add_output(name, _output_shape(kind, stride, input_size, export))
-    suffix = "_bnkps" if config.use_kps else ""
-    return b.build(f"scrfd_{variant}{suffix}")
 
 
 # ---- interface ---------------------------------------------------------------------------
 
 
 def _input_shape(input_size: int | None, export: str) -> list:
+    if export == "pack":
+        return [1, 3, "?", "?"]
     batch = "N" if export == "batched" else 1
     if input_size is None:
-        side = ("H", "W") if export == "batched" else ("?", "?")
-        return [batch, 3, *side]
+        return [batch, 3, "H", "W"]
     return [batch, 3, input_size, input_size]
 
 
-def _output_name(kind: str, level: int, stride: int, export: str) -> str:
-    return f"{kind}_{stride}" if export == "batched" else FLATTENED_OUTPUT_NAMES[kind][level]
+def _output_name(variant: str, kind: str, level: int, stride: int, export: str) -> str:
+    if export != "pack":
+        return f"{kind}_{stride}"
+    *firsts, step = PACK_OUTPUT_NUMBERS.get(variant, PACK_OUTPUT_NUMBERS["default"])
+    return str(dict(zip(OUTPUT_WIDTHS, firsts))[kind] + step * level)
 
 
-def _output_shape(kind: str, stride: int, input_size: int | None, export: str) -> list:
+def _output_shape(kind: str, stride: int, input_size: int | None, export: str, anchors: int) -> list:
     width = OUTPUT_WIDTHS[kind]
-    if export == "flattened":
-        side = (input_size or FLATTENED_TRACE_SIZE) // stride
-        return [side * side * ANCHORS_PER_LOCATION, width]
+    if export == "pack":
+        side = -(-(input_size or PACK_TRACE_SIZE) // stride)
+        return [side * side * anchors, width]
+    batch = "N" if export == "batched" else 1
     if input_size is None:
-        return ["N", f"anchors_{stride}", width]
-    return ["N", (input_size // stride) ** 2 * ANCHORS_PER_LOCATION, width]
+        return [batch, f"anchors_{stride}", width]
+    return [batch, (-(-input_size // stride)) ** 2 * anchors, width]
 
 
 def _export_output(b: GraphBuilder, x: str, kind: str, name: str, export: str) -> str:
     width = OUTPUT_WIDTHS[kind]
-    if export == "batched":
-        rows = b.reshape(b.transpose(x, [0, 2, 3, 1]), [0, -1, width], out=None if kind == "score" else name)
+    if export == "pack":
+        # (h, w, n, c) rows: frames interleave per cell when N > 1, as in the shipped files.
+        perm, target = [2, 3, 0, 1], [-1, width]
     else:
-        # (h, w, n, c) rows: frames interleave per cell when N > 1, as in the shipped file.
-        rows = b.reshape(b.transpose(x, [2, 3, 0, 1]), [-1, width], out=None if kind == "score" else name)
+        perm, target = [0, 2, 3, 1], [1 if export == "named" else 0, -1, width]
+    rows = b.reshape(b.transpose(x, perm), target, out=None if kind == "score" else name)
     return b.sigmoid(rows, out=name) if kind == "score" else rows
+
+
+def _upsampler(b: GraphBuilder, export: str, size: int | None, channels: int):
+    """(x, like, stride) -> x resized onto `like` (the level at `stride`), each export its own way."""
+    if export == "pack":
+        return lambda x, like, stride: b.upsample_like(x, like)
+    if export == "named":
+        return lambda x, like, stride: b.upsample_to_sizes(x, [1, channels, -(-size // stride), -(-size // stride)])
+    return lambda x, like, stride: b.upsample_nearest(x)
 
 
 # ---- backbones ---------------------------------------------------------------------------
@@ -207,7 +242,7 @@ def _bottleneck(b: GraphBuilder, x: str, planes: int, stride: int, module: str) 
 # ---- neck and head -----------------------------------------------------------------------
 
 
-def _pafpn(b: GraphBuilder, features: list[str], channels: int) -> list[str]:
+def _pafpn(b: GraphBuilder, features: list[str], channels: int, upsample) -> list[str]:
     """PAFPN as wired in section 7: top-down adds, fpn_convs, bottom-up downsample adds (sharing
     the fpn_conv bias of the level they add into), then pafpn_convs on levels 1 and 2."""
 
@@ -216,7 +251,7 @@ def _pafpn(b: GraphBuilder, features: list[str], channels: int) -> list[str]:
 
     laterals = [conv(f, 1, f"neck.lateral_convs.{i}.conv") for i, f in enumerate(features)]
     for i in range(len(laterals) - 1, 0, -1):
-        laterals[i - 1] = b.add(laterals[i - 1], b.upsample_nearest(laterals[i]))
+        laterals[i - 1] = b.add(laterals[i - 1], upsample(laterals[i], laterals[i - 1], STRIDES[i - 1]))
     levels = [conv(lateral, 3, f"neck.fpn_convs.{i}.conv") for i, lateral in enumerate(laterals)]
     for i in range(len(levels) - 1):
         down = conv(levels[i], 3, f"neck.downsample_convs.{i}.conv", 2, bias_of=f"neck.fpn_convs.{i + 1}.conv")
@@ -224,13 +259,15 @@ def _pafpn(b: GraphBuilder, features: list[str], channels: int) -> list[str]:
     return [levels[0]] + [conv(levels[i], 3, f"neck.pafpn_convs.{i - 1}.conv") for i in range(1, len(levels))]
 
 
-def _head(b: GraphBuilder, x: str, level: int, stride: int, config: ScrfdConfig) -> dict[str, str]:
+def _head(
+    b: GraphBuilder, x: str, level: int, stride: int, config: ScrfdConfig, anchors: int, use_kps: bool
+) -> dict[str, str]:
     """One stride's tower and predictors; bbox gets the learnable Scale in NCHW (scale_mode 2)."""
     key = "" if config.strides_share else f".({stride}, {stride})"
     tower = f"bbox_head.cls_stride_convs{key}"
     for index in range(config.stacked_convs):
         x = _tower_conv(b, x, config, f"{tower}.{index}")
-    width = {kind: ANCHORS_PER_LOCATION * k for kind, k in OUTPUT_WIDTHS.items()}
+    width = {kind: anchors * k for kind, k in OUTPUT_WIDTHS.items()}
 
     def predictor(kind: str, bias_init: float = 0.0) -> str:
         return b.conv(
@@ -242,7 +279,7 @@ def _head(b: GraphBuilder, x: str, level: int, stride: int, config: ScrfdConfig)
     if config.scale_mode == 2:
         scale = b.constant(f"bbox_head.scales.{level}.scale", np.array(1.0, np.float32))
         predictions["bbox"] = b.mul(predictions["bbox"], scale)
-    if config.use_kps:
+    if use_kps:
         predictions["kps"] = predictor("kps")
     return predictions
 
