@@ -259,7 +259,8 @@ def consumer_map(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
 
 def constant_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     """Initializers and Constant-node outputs by tensor name."""
-    values = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    values = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer
+              if init.data_location != onnx.TensorProto.EXTERNAL}  # weights left on disk
     for node in model.graph.node:
         if node.op_type == "Constant":
             for attr in node.attribute:

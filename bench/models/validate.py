@@ -28,6 +28,7 @@ def validate_model_file(path: str | Path) -> onnx.ModelProto:
     model = _parse(path)
     _check_opset(path, model)
     _check_external_data(path, model)
+    _load_small_external_tensors(path, model)
     check_image_input(path, model)
     return model
 
@@ -82,6 +83,27 @@ def _check_external_data(path: Path, model: onnx.ModelProto) -> None:
             raise ModelFileError(f"{path}: external data '{location}' points outside the model's folder; refusing to read it")
         if not target.is_file():
             raise ModelFileError(f"{path}: external data file '{location}' is missing; copy it next to the model")
+
+
+# External tensors up to this size are read in: shape constants (Reshape targets, Resize sizes) that
+# inspection and counting need; weights stay on disk, only their dims matter.
+SMALL_EXTERNAL_BYTES = 4096
+
+
+def _load_small_external_tensors(path: Path, model: onnx.ModelProto) -> None:
+    from onnx.external_data_helper import load_external_data_for_tensor
+
+    for tensor in _external_tensors(model):
+        length = next((int(e.value) for e in tensor.external_data if e.key == "length"), None)
+        if length is None or length > SMALL_EXTERNAL_BYTES:
+            continue
+        try:
+            load_external_data_for_tensor(tensor, str(path.parent))
+        except Exception as exc:  # truncated data file
+            raise ModelFileError(f"{path}: external data of tensor {tensor.name} cannot be read ({type(exc).__name__}); "
+                                 "re-copy the model with its data file") from None
+        tensor.data_location = TensorProto.DEFAULT
+        del tensor.external_data[:]
 
 
 def _external_tensors(model: onnx.ModelProto):
