@@ -94,7 +94,7 @@ def _only_the_baseline(comparison, results, baseline: str | None) -> bool:
 def print_self_gate(result, comparison, console) -> int:
     console.print(f"[green]gate passed[/]: every input is the baseline run {comparison.baseline} itself; "
                   f"{result.checked} points checked, 0 slower by more than {result.threshold_pct:g}%",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     return 0
 
 
@@ -103,7 +103,7 @@ def print_gate(result, comparison, console) -> int:
     from bench.report import compare, gate
 
     for line in result.not_checked:
-        console.print(f"[dim]gate: not checked: {line}[/]", highlight=False)
+        console.print(f"[dim]gate: not checked: {line}[/]", highlight=False, soft_wrap=True)
     if result.checked == 0:
         raise UserError(f"the gate could check no point against {comparison.baseline} (every matched point failed, "
                         "was contaminated, failed parity or recorded no spread, as pipeline points do); "
@@ -112,28 +112,28 @@ def print_gate(result, comparison, console) -> int:
     for finding in result.findings:
         if finding.statistical:  # every point: its ratio, interval and verdict
             console.print(f"gate: [{colours[finding.verdict]}]{finding.verdict}[/] {finding.describe(comparison.metric)}",
-                          highlight=False)
+                          highlight=False, soft_wrap=True)
     for finding in result.within_noise:
-        console.print(f"[dim]gate: within noise: {finding.describe(comparison.metric)}[/]", highlight=False)
+        console.print(f"[dim]gate: within noise: {finding.describe(comparison.metric)}[/]", highlight=False, soft_wrap=True)
     pipelines = f"; pipelines on {compare.PIPELINE_METRIC.label}" if comparison.pipelines else ""
     what = f"{result.checked} points checked against {comparison.baseline} ({comparison.metric.label}{pipelines})"
     once = sum(not f.statistical for f in result.findings)
     if once:
         console.print(f"[yellow]gate: {once} of {result.checked} points have no repeats in both runs: their noise is "
                       "within-run only (window spread), not the variation between runs; measure both runs with "
-                      "--repeats 5 for a statistical verdict[/]", highlight=False)
+                      "--repeats 5 for a statistical verdict[/]", highlight=False, soft_wrap=True)
     if result.inconclusive:
         console.print(f"[yellow]gate: {len(result.inconclusive)} points inconclusive at "
                       f"{result.confidence * 100:g}% confidence; {gate.resolve_hint(result.repeats_needed)}[/]",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
     if result.passed:
         console.print(f"[green]gate passed[/]: {what}; none slower by more than {result.threshold_pct:g}% "
-                      f"{_beyond(result)}", highlight=False)
+                      f"{_beyond(result)}", highlight=False, soft_wrap=True)
         return 0
     console.print(f"[red]gate failed[/]: {what}; {len(result.regressions)} slower by more than "
-                  f"{result.threshold_pct:g}% {_beyond(result)}:", highlight=False)
+                  f"{result.threshold_pct:g}% {_beyond(result)}:", highlight=False, soft_wrap=True)
     for finding in result.regressions:
-        console.print(f"  [red]slower[/] {finding.describe(comparison.metric)}", highlight=False)
+        console.print(f"  [red]slower[/] {finding.describe(comparison.metric)}", highlight=False, soft_wrap=True)
     return EXIT_REGRESSION
 
 
