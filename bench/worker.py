@@ -68,7 +68,8 @@ def run_job(job: Job, emit: Emit) -> None:
     for batch in job.batches:
         emit("start", batch)
         base = {"batch": batch, "runtime": job.runtime, "precision": job.precision, "device": runtime.device,
-                "runtime_version": json.dumps(runtime.versions(), sort_keys=True) if ok else None}
+                "runtime_version": json.dumps(runtime.versions(), sort_keys=True) if ok else None,
+                "int8_recipe": int8_recipe(runtime).name if job.precision == "int8" else None}
         limit = reason if not ok else static_skip_reason(runtime, info, job.precision, batch)
         if limit:
             emit("row", {**base, "status": "skipped", "reason": limit})
@@ -106,11 +107,19 @@ def artifact_path(runtime, info: ModelInfo, job: Job) -> str:
     cache = Path(job.cache_dir or ".") / "artifacts"
     if artifact == "ir":
         return str(artifacts.make_openvino_ir(info.path, cache))
-    frames = None
+    frames, recipe = None, None
     if artifact == "int8":
         frames = artifacts.calibration_frames(info.input_shape(1), info.family, artifacts.DEFAULT_CALIBRATION_FRAMES,
                                               images=list(job.images) or None, seed=job.settings.seed)
-    return str(artifacts.make_artifact(info.path, artifact, cache, calibration_frames=frames))
+        recipe = int8_recipe(runtime)
+    return str(artifacts.make_artifact(info.path, artifact, cache, calibration_frames=frames, int8_recipe=recipe))
+
+
+def int8_recipe(runtime):
+    """The INT8 recipe for this runtime's device on this machine (TensorRT and CPUs with VNNI: symmetric)."""
+    from bench.models.precision import host_int8_recipe
+
+    return host_int8_recipe(runtime.device)
 
 
 def measure_point(runtime, info: ModelInfo, job: Job, batch: int, model_path: str) -> dict[str, Any]:
@@ -131,7 +140,7 @@ def measure_point(runtime, info: ModelInfo, job: Job, batch: int, model_path: st
         telemetry = sampler.stop()
         if gpu:  # gpu_* columns, fps_compute; trtexec-style warnings join result.warnings
             telemetry.update(gpu.finish(result))
-        checks = run_checks(session, info, job, batch)
+        checks = run_checks(runtime, session, info, job, batch)
         return point_row(info, session, cold, result, telemetry, checks)
     finally:
         if gpu:
@@ -139,7 +148,7 @@ def measure_point(runtime, info: ModelInfo, job: Job, batch: int, model_path: st
         session.close()
 
 
-def run_checks(session: Session, info: ModelInfo, job: Job, batch: int) -> dict[str, Any]:
+def run_checks(runtime, session: Session, info: ModelInfo, job: Job, batch: int) -> dict[str, Any]:
     """Correctness checks on the loaded session, after (never inside) the timing loop."""
     from bench.checks import point_checks
 
@@ -148,7 +157,13 @@ def run_checks(session: Session, info: ModelInfo, job: Job, batch: int) -> dict[
         fields.update(point_checks.contamination_fields(session.infer, info, batch, job.precision, job.settings.seed))
     if job.checks.parity:
         frames = point_checks.parity_frames(info, tuple(job.images))
-        fields.update(point_checks.parity_fields(session.infer, info, batch, job.precision, frames, job.parity_gates))
+        hint = ""
+        if job.precision == "int8" and runtime.device == "cpu":
+            from bench.models.precision import int8_failure_hint
+
+            hint = int8_failure_hint(int8_recipe(runtime).name)
+        fields.update(point_checks.parity_fields(session.infer, info, batch, job.precision, frames, job.parity_gates,
+                                                 failure_hint=hint))
     return fields
 
 

@@ -91,7 +91,8 @@ def contamination_fields(infer, info: ModelInfo, batch: int, precision: str, see
 
 
 def parity_fields(infer, info: ModelInfo, batch: int, precision: str, frames: np.ndarray,
-                  gate_overrides: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+                  gate_overrides: dict[str, dict[str, float]] | None = None, failure_hint: str = "") -> dict[str, Any]:
+    """Parity fields of the row; `failure_hint` (the likely cause) joins the summary of a failed gate."""
     from bench.checks.parity import ParityGates, check_parity
 
     reference = reference_outputs(info, frames)
@@ -99,7 +100,8 @@ def parity_fields(infer, info: ModelInfo, batch: int, precision: str, frames: np
     gates = ParityGates.with_overrides(gate_overrides or {})
     result = check_parity(reference, candidate, info.family, _GATE_NAMES.get(precision, precision), info.input_hw, gates)
     return {"parity_checked": True, "parity_passed": bool(result.passed),
-            "parity_summary": parity_summary(result), "parity_json": json.dumps(asdict(result), default=float)}
+            "parity_summary": "; ".join(filter(None, [parity_summary(result), "" if result.passed else failure_hint])),
+            "parity_json": json.dumps(asdict(result), default=float)}
 
 
 def parity_summary(result) -> str:

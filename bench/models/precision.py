@@ -7,9 +7,10 @@ converter version, or other calibration frames) never reuses a stale artifact:
 - fp16: weights and compute in FP16, inputs and outputs kept FP32, via
   onnxconverter-common (the maintained converter; TensorRT 11 takes its precision
   from the ONNX, runtimes.md 3.3).
-- int8: QDQ from onnxruntime.quantization.quantize_static, symmetric activations
-  (TensorRT wants zero-point 0), per-channel weights, calibrated on recorded frames;
-  Sigmoid outputs (SCRFD scores) stay float.
+- int8: QDQ from onnxruntime.quantization.quantize_static, per-channel weights,
+  calibrated on recorded frames, Sigmoid outputs (SCRFD scores) kept float, with the
+  recipe chosen for the target (int8_recipe_for): symmetric S8S8 for TensorRT and for
+  CPUs with an INT8 dot product (VNNI, AMX, Arm), U8S8 with 7-bit weights on x86 without.
 - simplified: onnxslim (or onnxsim when that is what is installed).
 - OpenVINO IR: make_openvino_ir, the model as ov.save_model writes it.
 """
@@ -18,10 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,11 +51,12 @@ _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # --------------------------------------------------------------------------- artifacts
 
 def make_artifact(src_path: str | os.PathLike, precision: str, cache_dir: str | os.PathLike,
-                  calibration_frames: np.ndarray | None = None) -> Path:
+                  calibration_frames: np.ndarray | None = None, int8_recipe: "Int8Recipe | None" = None) -> Path:
     """Path to `src_path` converted to `precision`, built into `cache_dir` unless cached.
 
     fp32 is the source itself. For int8 without frames, synthetic face-like frames
-    shaped for the model are used (see calibration_frames).
+    shaped for the model are used (see calibration_frames); without a recipe, the one
+    for this machine's CPU.
     """
     src = Path(src_path)
     if precision not in PRECISIONS:
@@ -64,7 +68,7 @@ def make_artifact(src_path: str | os.PathLike, precision: str, cache_dir: str | 
     if precision == "fp16":
         return make_fp16(src, cache_dir)
     if precision == "int8":
-        return make_int8(src, cache_dir, calibration_frames)
+        return make_int8(src, cache_dir, calibration_frames, int8_recipe)
     return make_simplified(src, cache_dir)
 
 
@@ -85,27 +89,87 @@ def make_fp16(src_path: str | os.PathLike, cache_dir: str | os.PathLike) -> Path
     return _cached(Path(src_path), "fp16", settings, cache_dir, build)
 
 
+@dataclass(frozen=True)
+class Int8Recipe:
+    """How quantize_static makes the INT8 artifact; its fields are part of the cache key."""
+
+    name: str
+    activation_type: str  # "int8" or "uint8"
+    activation_symmetric: bool
+    reduce_range: bool  # 7-bit weights
+    reason: str
+    weight_type: str = "int8"
+    weight_symmetric: bool = True
+    per_channel: bool = True
+    calibrate: str = "MinMax"
+
+
+INT8_RECIPES = {recipe.name: recipe for recipe in (
+    Int8Recipe("s8s8", "int8", True, False,
+               "symmetric INT8: TensorRT needs zero-point 0, and VNNI / AMX / Arm dot products do not saturate"),
+    # ONNX Runtime's guidance for x86 without VNNI: its U8S8 kernels use VPMADDUBSW, whose
+    # int16 pair sums saturate on full-range weights; 7-bit weights keep them in range.
+    Int8Recipe("u8s8-reduce-range", "uint8", False, True,
+               "x86 without VNNI: 7-bit weights keep VPMADDUBSW's int16 sums from saturating"),
+)}
+# CPU features with an INT8 dot product that accumulates in int32 (no int16 saturation).
+INT8_DOT_FEATURES = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"})
+RECIPE_ENV = "FACEBENCH_INT8_RECIPE"
+
+
+def int8_recipe_for(device: str, cpu_features: Collection[str], machine: str) -> Int8Recipe:
+    """The INT8 recipe for a runtime on `device` ("cpu" / "gpu") of this machine.
+
+    $FACEBENCH_INT8_RECIPE (a name in INT8_RECIPES) overrides the choice.
+    """
+    forced = os.environ.get(RECIPE_ENV)
+    if forced:
+        if forced not in INT8_RECIPES:
+            raise UserError(f"{RECIPE_ENV}={forced!r} is not an INT8 recipe; use one of {', '.join(INT8_RECIPES)}")
+        return INT8_RECIPES[forced]
+    x86 = machine.lower() in ("x86_64", "amd64", "i686", "x86")
+    if device == "cpu" and x86 and not INT8_DOT_FEATURES & set(cpu_features):
+        return INT8_RECIPES["u8s8-reduce-range"]
+    return INT8_RECIPES["s8s8"]
+
+
+def host_int8_recipe(device: str = "cpu") -> Int8Recipe:
+    from bench.env import cpu_features
+
+    return int8_recipe_for(device, cpu_features(), platform.machine())
+
+
+def int8_failure_hint(recipe_name: str | None) -> str:
+    """The likely cause when INT8 misses its parity gate on this machine ("" when none is known)."""
+    from bench.env import cpu_features
+
+    if platform.machine().lower() in ("x86_64", "amd64") and not INT8_DOT_FEATURES & set(cpu_features()):
+        return (f"no VNNI: INT8 loses accuracy to saturation on this CPU (recipe {recipe_name or 'unknown'}); "
+                "calibrate on real frames (--images) or run INT8 where VNNI/AMX exists")
+    return ""
+
+
 def make_int8(src_path: str | os.PathLike, cache_dir: str | os.PathLike,
-              calibration_frames: np.ndarray | None = None) -> Path:
-    """QDQ INT8: symmetric activations, per-channel symmetric weights, MinMax calibration."""
+              calibration_frames: np.ndarray | None = None, recipe: Int8Recipe | None = None) -> Path:
+    """QDQ INT8 per `recipe` (default: this CPU's), per-channel weights, MinMax calibration."""
     import onnxruntime
 
     src = Path(src_path)
+    recipe = recipe or host_int8_recipe()
     if calibration_frames is None:
         model = onnx.load(str(src), load_external_data=False)
         family = guess_family(model)
         calibration_frames = calibration_frames_for(model, family, DEFAULT_CALIBRATION_FRAMES)
     frames = np.ascontiguousarray(calibration_frames, dtype=np.float32)
-    settings = {"format": "QDQ", "activation_symmetric": True, "weight_symmetric": True,
-                "per_channel": True, "calibrate": "MinMax", "pre_process": True,
+    settings = {"format": "QDQ", "recipe": asdict(recipe), "pre_process": True,
                 "float_outputs": ["Sigmoid"], "opsets": "used-only",
                 "onnxruntime": onnxruntime.__version__,
                 "frames": hashlib.sha256(frames.tobytes() + str(frames.shape).encode()).hexdigest()[:16]}
 
     def build(src: Path, out: Path) -> None:
-        _quantize_qdq(src, out, frames)
+        _quantize_qdq(src, out, frames, recipe)
 
-    return _cached(src, "int8", settings, cache_dir, build)
+    return _cached(src, f"int8-{recipe.name}", settings, cache_dir, build)
 
 
 def make_simplified(src_path: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
@@ -200,9 +264,10 @@ def _simplifier():
 
 # --------------------------------------------------------------------------- int8
 
-def _quantize_qdq(src: Path, out: Path, frames: np.ndarray) -> None:
+def _quantize_qdq(src: Path, out: Path, frames: np.ndarray, recipe: Int8Recipe) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
     with tempfile.TemporaryDirectory() as tmp:
         # Pre-processing folds constants and infers shapes so that Q/DQ pairs land on
         # the fused graph the runtime will execute.
@@ -211,10 +276,11 @@ def _quantize_qdq(src: Path, out: Path, frames: np.ndarray) -> None:
         model = onnx.load(str(prepared))
         quantize_static(
             str(prepared), str(out), _FrameReader(model, frames),
-            quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+            quant_format=QuantFormat.QDQ, per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
+            activation_type=types[recipe.activation_type], weight_type=types[recipe.weight_type],
+            calibrate_method=getattr(CalibrationMethod, recipe.calibrate),
+            extra_options={"ActivationSymmetric": recipe.activation_symmetric,
+                           "WeightSymmetric": recipe.weight_symmetric,
                            # Scores stay float: the 0.5 threshold should not fall on an 8-bit grid.
                            "OpTypesToExcludeOutputQuantization": ["Sigmoid"]},
         )

@@ -461,6 +461,10 @@ MACHINE_FACTS = {
     "host": "host", "cpu_model": "CPU", "cpu_threads": "CPU threads", "memory_gb": "memory GB", "os": "OS",
     "python_version": "Python", "gpu_name": "GPU", "gpu_driver": "GPU driver", "cuda_version": "CUDA",
     "harness_version": "facebench", "git_commit": "git commit",
+    "cpu_vendor": "CPU vendor", "cpu_family": "CPU family", "cpu_model_number": "CPU model number",
+    "cpu_stepping": "CPU stepping", "cpu_isa": "CPU ISA", "cpu_base_mhz": "CPU base MHz",
+    "cpu_max_mhz": "CPU max MHz", "cpu_sockets": "CPU sockets", "cpu_virtualized": "VM",
+    "lock_sha256": "lock sha256",
 }
 
 
