@@ -103,7 +103,7 @@ def forms(tmp_path_factory) -> dict[str, Form]:
     external = folder / "external"
     external.mkdir()
     onnx.save(build_scrfd("500m", 640, export="pack"), external / "external_data.onnx",
-              save_as_external_data=True, location="external_data.weights", size_threshold=0)
+              save_as_external_data=True, location="external_data.weights")  # onnx's default: tensors over 1 KB
     found["external_data"] = _form_of("external_data", external / "external_data.onnx", SECTION7_MACS_500M)
     for path in _real_files():
         found[f"real:{path.name}"] = _form_of(f"real:{path.name}", path)

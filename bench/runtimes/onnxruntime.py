@@ -6,6 +6,7 @@ onnxruntime is imported lazily so that listing runtimes never needs it.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -76,6 +77,9 @@ class OrtRuntime(Runtime):
             raise ValueError(f"graph_optimization_level '{level}': use one of {', '.join(_LEVELS)}")
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[level])
         options.log_severity_level = 3
+        # The model is passed as bytes (read timed apart); external data resolves beside the file.
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                         str(Path(request.model_path).resolve().parent))
         return options
 
     def providers(self, request: LoadRequest) -> list:
