@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     build = models_sub.add_parser("build", help="build (or find cached) a replica and print its path")
     build.add_argument("name")
     build.add_argument("--input-size", type=int)
+    build.add_argument("--export", default="batched", choices=("batched", "named", "pack"),
+                       help="file form: batched [N,3,S,S]; named static [1,3,S,S]; pack as the model packs ship "
+                            "(det_10g.onnx: [1,3,?,?], flattened numeric outputs)")
     build.set_defaults(handler=cmd_models_build)
     inspect = models_sub.add_parser("inspect", help="interface, params, MACs, FLOPs and ops of a model")
     inspect.add_argument("model", help="built-in name (scrfd_10g@320) or .onnx path")
@@ -430,7 +433,7 @@ def cmd_models_build(args) -> int:
     from bench.models.zoo import build_cached
 
     with console.status(f"building {args.name}"):
-        info = build_cached(args.name, args.input_size)
+        info = build_cached(args.name, args.input_size, export=args.export)
     console.print(f"{info.name}: {info.path} (sha256 {info.sha256[:16]}, {info.file_bytes / 2**20:.1f} MiB)")
     return 0
 

@@ -224,6 +224,7 @@ def test_fix_batch_can_freeze_the_input_size(forms, tmp_path):
 
 # ---- run: batches 1 and 4 on both CPU runtimes ---------------------------------------------
 
+ORIGINALS_IN_SWEEP = ("pack_500m", "named_500m")
 LEAN_MEASURE = """
 [measure]
 warmup_s = 0.05
@@ -238,15 +239,16 @@ stability_pct = 50.0
 
 @pytest.fixture(scope="module")
 def sweep(forms, fixed, tmp_path_factory):
-    """One sweep over every runnable form: the file itself (batch 4 skipped where it needs the fix)
-    and the fixed file."""
+    """One sweep over every form: the fixed file where it needs the fix, else the file itself; and the
+    unfixed originals of the real files and two replicas (batch 1 runs, batch 4 skips with the fix)."""
     folder = tmp_path_factory.mktemp("sweep")
     entries = []
     for name, form in forms.items():
         if form.family == "unknown":
             continue
         size = f"\ninput_size = {RUN_SIZE}" if form.dynamic_hw else ""
-        entries.append(f'[[models]]\npath = "{form.path}"{size}\n')
+        if name not in fixed or name in ORIGINALS_IN_SWEEP or name.startswith("real:"):
+            entries.append(f'[[models]]\npath = "{form.path}"{size}\n')
         if name in fixed:
             entries.append(f'[[models]]\npath = "{fixed[name][0]}"{size}\n')
     suite = folder / "forms.toml"
@@ -271,7 +273,8 @@ def test_run_batches_1_and_4_on_both_cpu_runtimes(forms, fixed, sweep, name):
     for row in batch_safe_rows:
         assert row["contamination_passed"] and row["parity_passed"], row
         assert row["macs_per_frame"] and row["gflops_achieved"] > 0
-    if name in fixed:  # the original runs at batch 1 and is told how to fix batch 4
+    if name in fixed and (name in ORIGINALS_IN_SWEEP or name.startswith("real:")):
+        # the original runs at batch 1 and is told how to fix batch 4
         assert {r["batch"] for r in own if r["status"] == "ok"} == {1}
         assert all("fix-batch" in r["reason"] for r in own if r["batch"] == 4)
 

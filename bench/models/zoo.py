@@ -29,20 +29,20 @@ class Builtin:
     summary: str
     default_size: int | None  # detectors take an input size; embedders are 112x112
 
-    def build(self, input_size: int | None, seed: int) -> onnx.ModelProto:
-        return _BUILDERS[self.name](input_size, seed)
+    def build(self, input_size: int | None, seed: int, export: str = "batched") -> onnx.ModelProto:
+        return _BUILDERS[self.name](input_size, seed, export)
 
 
-def _scrfd(variant: str) -> Callable[[int | None, int], onnx.ModelProto]:
-    def build(size, seed):
+def _scrfd(variant: str) -> Callable[[int | None, int, str], onnx.ModelProto]:
+    def build(size, seed, export):
         from bench.models.scrfd import build_scrfd
 
-        return build_scrfd(variant, size, seed=seed)
+        return build_scrfd(variant, size, seed=seed, export=export)
     return build
 
 
-def _arcface(variant: str) -> Callable[[int | None, int], onnx.ModelProto]:
-    def build(size, seed):
+def _arcface(variant: str) -> Callable[[int | None, int, str], onnx.ModelProto]:
+    def build(size, seed, export):
         from bench.models.arcface import build_arcface
 
         return build_arcface(variant, seed=seed)
@@ -68,9 +68,10 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def _cache_key(builtin: Builtin, input_size: int | None, seed: int) -> str:
+def _cache_key(builtin: Builtin, input_size: int | None, seed: int, export: str = "batched") -> str:
     size = f"-{input_size}" if builtin.family == "detector" else ""
-    return f"{builtin.name}{size}-b{BUILDER_VERSION}-s{seed}"
+    form = "" if export == "batched" else f"-{export}"
+    return f"{builtin.name}{size}{form}-b{BUILDER_VERSION}-s{seed}"
 
 
 def builtin(name: str) -> Builtin:
@@ -79,23 +80,29 @@ def builtin(name: str) -> Builtin:
     return BUILTINS[name]
 
 
-def build_cached(name: str, input_size: int | None = None, seed: int = DEFAULT_SEED) -> ModelInfo:
-    """The replica's file and inspection, building it when missing or corrupt."""
+def build_cached(name: str, input_size: int | None = None, seed: int = DEFAULT_SEED,
+                 export: str = "batched") -> ModelInfo:
+    """The replica's file and inspection, building it when missing or corrupt. `export` picks the
+    form of a detector file (bench.models.scrfd.SCRFD_EXPORTS); embedders are built batched."""
     spec = builtin(name)
+    from bench.models.scrfd import SCRFD_EXPORTS
+
+    if export not in SCRFD_EXPORTS or (export != "batched" and spec.family != "detector"):
+        raise UserError(f"--export {export}: detectors take one of {', '.join(SCRFD_EXPORTS)}; embedders only batched")
     size = (input_size or spec.default_size) if spec.family == "detector" else None
     if size is not None and (size <= 0 or size % 32):
         raise UserError(f"model '{name}@{size}': detector input size must be a positive multiple of 32 (strides up to 32), e.g. 320 or 640")
     if input_size and spec.family == "embedder" and input_size != 112:
         raise UserError(f"model '{name}' is an embedder with a fixed 112x112 input; drop the input size")
     folder = cache_dir() / "models"
-    key = _cache_key(spec, size, seed)
+    key = _cache_key(spec, size, seed, export)
     path, sidecar = folder / f"{key}.onnx", folder / f"{key}.json"
     cached = _read_sidecar(sidecar, path)
     if cached is not None:
         return cached
     folder.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, spec.build(size, seed).SerializeToString())
-    label = f"{name}@{size}" if size else name
+    write_atomically(path, spec.build(size, seed, export).SerializeToString())
+    label = (f"{name}-{export}" if export != "batched" else name) + (f"@{size}" if size else "")
     info = inspect_model(path, name=label, input_size=size, source="builtin")
     write_atomically(sidecar, json.dumps(info.to_dict()).encode())
     return info
