@@ -45,11 +45,15 @@ LOCK_RECORD = "facebench-lock.txt"  # written into the venv by `make`: "<lock fi
 @lru_cache(maxsize=1)
 def _cpuinfo() -> dict[str, str]:
     """The first processor's fields of /proc/cpuinfo ({} where there is none)."""
-    fields: dict[str, str] = {}
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        return parse_cpuinfo(Path("/proc/cpuinfo").read_text())
     except OSError:
-        return fields
+        return {}
+
+
+def parse_cpuinfo(text: str) -> dict[str, str]:
+    """The first processor block of a /proc/cpuinfo text, keys lower-cased."""
+    fields: dict[str, str] = {}
     for line in text.splitlines():
         if not line.strip():
             if fields:
@@ -65,22 +69,22 @@ def cpu_model() -> str:
     return info.get("model name") or info.get("hardware") or platform.processor() or platform.machine()
 
 
-def cpu_features() -> tuple[str, ...]:
-    """The ISA_FEATURES this CPU has, in ISA_FEATURES order."""
-    info = _cpuinfo()
+def cpu_features(info: dict[str, str] | None = None) -> tuple[str, ...]:
+    """The ISA_FEATURES this CPU (or a parse_cpuinfo result) has, in ISA_FEATURES order."""
+    info = _cpuinfo() if info is None else info
     flags = set((info.get("flags") or info.get("features") or "").split())
     return tuple(f for f in ISA_FEATURES if f in flags)
 
 
-def cpu_identity() -> dict[str, object]:
-    """Vendor, family / model / stepping, clocks, sockets and whether this is a VM."""
-    info = _cpuinfo()
+def cpu_identity(info: dict[str, str] | None = None) -> dict[str, object]:
+    """Vendor, family / model / stepping, ISA, clocks, sockets and whether this is a VM."""
+    info = _cpuinfo() if info is None else info
     return {
         "cpu_vendor": info.get("vendor_id") or info.get("cpu implementer"),
         "cpu_family": _int(info.get("cpu family") or info.get("cpu architecture")),
         "cpu_model_number": _int(info.get("model") or info.get("cpu part")),
         "cpu_stepping": _int(info.get("stepping") or info.get("cpu revision")),
-        "cpu_isa": " ".join(cpu_features()),
+        "cpu_isa": " ".join(cpu_features(info)),
         # A VM has no cpufreq; its "cpu MHz" is then the nominal (TSC) clock.
         "cpu_base_mhz": _sysfs_mhz("base_frequency") or _float(info.get("cpu mhz")),
         "cpu_max_mhz": _sysfs_mhz("cpuinfo_max_freq"),

@@ -148,7 +148,18 @@ def _hardware_tag(row) -> str:
     for noise in ("(R)", "(TM)", " Processor", " CPU", " with Radeon Graphics"):
         cpu = str(cpu).replace(noise, "")
     cores = _clean(row.get("cpu_cores"))
-    return f"{' '.join(cpu.split()[:3])}" + (f" {int(cores)}c" if cores else "")
+    isa = _widest_isa(_clean(row.get("cpu_isa")) or "")
+    return f"{' '.join(cpu.split()[:3])}" + (f" {int(cores)}c" if cores else "") + (f" {isa}" if isa else "")
+
+
+# Most capable first: the one that names a CPU's class (two "AMD EPYC 2c" VMs can differ here).
+_ISA_TAGS = (("amx_int8", "amx"), ("avx512_vnni", "avx512-vnni"), ("avx512f", "avx512"), ("avx_vnni", "avx-vnni"),
+             ("avx2", "avx2"), ("i8mm", "i8mm"), ("sve", "sve"), ("asimddp", "neon-dot"), ("asimd", "neon"))
+
+
+def _widest_isa(features: str) -> str:
+    present = set(features.split())
+    return next((tag for feature, tag in _ISA_TAGS if feature in present), "")
 
 
 def _clean(value: Any) -> Any:
