@@ -39,6 +39,8 @@ class ModelRef:
 class Checks:
     contamination: bool = True
     parity: bool = True
+    # GEMM / 3x3-conv probes of each runtime and precision (cached per machine) for "% of peak".
+    peak_probes: bool = True
 
 
 @dataclass

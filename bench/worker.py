@@ -15,6 +15,8 @@ from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+import numpy as np
+
 from bench.fileio import first_line
 from bench.measure.protocol import MeasureSettings, Measurement, make_inputs, measure
 from bench.models.info import ModelInfo
@@ -65,6 +67,7 @@ def run_job(job: Job, emit: Emit) -> None:
             artifact = artifact_path(runtime, info, job)
         except Exception as exc:
             artifact_error = f"building the {job.precision} artifact failed: {first_line(exc)}"
+    peaks = job_peaks(runtime, job, emit) if artifact and job.checks.peak_probes else None
     for batch in job.batches:
         emit("start", batch)
         base = {"batch": batch, "runtime": job.runtime, "precision": job.precision, "device": runtime.device,
@@ -78,7 +81,7 @@ def run_job(job: Job, emit: Emit) -> None:
             emit("row", {**base, "status": "failed", "reason": artifact_error})
             continue
         try:
-            row = measure_point(runtime, info, job, batch, artifact)
+            row = measure_point(runtime, info, job, batch, artifact, peaks)
             emit("row", {**base, **row, "process_start_ms": process_start_ms})
         except Exception as exc:  # one failed point never stops the others
             emit("row", {**base, "status": "failed", "reason": first_line(exc)})
@@ -99,20 +102,27 @@ def unsupported_precision(runtime, precision: str) -> str:
 
 def artifact_path(runtime, info: ModelInfo, job: Job) -> str:
     """The model file this runtime consumes for the job's precision (built and cached on demand)."""
-    artifact = runtime.artifact_for(job.precision)
-    if artifact == "fp32":
-        return info.path
+    frames = None
+    if runtime.artifact_for(job.precision) == "int8":
+        from bench.models.precision import DEFAULT_CALIBRATION_FRAMES, calibration_frames
+
+        frames = calibration_frames(info.input_shape(1), info.family, DEFAULT_CALIBRATION_FRAMES,
+                                    images=list(job.images) or None, seed=job.settings.seed)
+    return build_artifact(runtime, info.path, job.precision, Path(job.cache_dir or ".") / "artifacts", frames)
+
+
+def build_artifact(runtime, source: str, precision: str, cache: Path, calibration_frames=None) -> str:
+    """`source` as the file `runtime` consumes at `precision` (INT8 in the recipe for its device)."""
     from bench.models import precision as artifacts
 
-    cache = Path(job.cache_dir or ".") / "artifacts"
+    artifact = runtime.artifact_for(precision)
+    if artifact == "fp32":
+        return source
     if artifact == "ir":
-        return str(artifacts.make_openvino_ir(info.path, cache))
-    frames, recipe = None, None
-    if artifact == "int8":
-        frames = artifacts.calibration_frames(info.input_shape(1), info.family, artifacts.DEFAULT_CALIBRATION_FRAMES,
-                                              images=list(job.images) or None, seed=job.settings.seed)
-        recipe = int8_recipe(runtime)
-    return str(artifacts.make_artifact(info.path, artifact, cache, calibration_frames=frames, int8_recipe=recipe))
+        return str(artifacts.make_openvino_ir(source, cache))
+    recipe = int8_recipe(runtime) if artifact == "int8" else None
+    return str(artifacts.make_artifact(source, artifact, cache, calibration_frames=calibration_frames,
+                                       int8_recipe=recipe))
 
 
 def int8_recipe(runtime):
@@ -122,7 +132,18 @@ def int8_recipe(runtime):
     return host_int8_recipe(runtime.device)
 
 
-def measure_point(runtime, info: ModelInfo, job: Job, batch: int, model_path: str) -> dict[str, Any]:
+def job_peaks(runtime, job: Job, emit: Emit):
+    """This runtime's probe peaks at the job's precision (cached per machine); None if they cannot be had."""
+    from bench.measure.peaks import peaks_for
+
+    try:
+        return peaks_for(runtime, job.precision, job.options, job.cache_dir or ".")
+    except Exception:  # the points are worth more than their share of peak
+        emit("log", traceback.format_exc())
+        return None
+
+
+def measure_point(runtime, info: ModelInfo, job: Job, batch: int, model_path: str, peaks=None) -> dict[str, Any]:
     shape = info.input_shape(batch)
     request = LoadRequest(model_path=model_path, input_name=info.input_name, input_shape=shape,
                           precision=job.precision, options=job.options, cache_dir=job.cache_dir)
@@ -141,7 +162,8 @@ def measure_point(runtime, info: ModelInfo, job: Job, batch: int, model_path: st
         if gpu:  # gpu_* columns, fps_compute; trtexec-style warnings join result.warnings
             telemetry.update(gpu.finish(result))
         checks = run_checks(runtime, session, info, job, batch)
-        return point_row(info, session, cold, result, telemetry, checks)
+        row = point_row(info, session, cold, result, telemetry, checks)
+        return {**row, **peak_fields(peaks, row, input_bytes=int(np.prod(shape)) * 4)}
     finally:
         if gpu:
             gpu.close()
@@ -193,6 +215,30 @@ def point_row(info: ModelInfo, session: Session, cold: ColdStart, m: Measurement
         "verdict": m.verdict, "warnings": "; ".join(m.warnings) or None,
         **telemetry, **checks,
     }
+
+
+def peak_fields(peaks, row: dict[str, Any], input_bytes: int) -> dict[str, Any]:
+    """The probe figures and this point's share of them; a share above 100% is flagged as nominal."""
+    from bench.measure.peaks import share_of_peak
+
+    if peaks is None:
+        return {}
+    achieved = row.get("gflops_achieved")
+    h2d_gbps = input_bytes / (row["h2d_ms"] * 1e6) if row.get("h2d_ms") else None
+    fields = {
+        "peak_gemm_gflops": peaks.gemm_gflops, "peak_conv_gflops": peaks.conv_gflops,
+        "pct_gemm_peak": share_of_peak(achieved, peaks.gemm_gflops),
+        "pct_conv_peak": share_of_peak(achieved, peaks.conv_gflops),
+        "peak_memory_copy_gbps": peaks.memory_copy_gbps, "peak_h2d_gbps": peaks.h2d_gbps,
+        "h2d_gbps": h2d_gbps, "pct_h2d_peak": share_of_peak(h2d_gbps, peaks.h2d_gbps),
+        "datasheet_peak_tflops": peaks.datasheet_tflops,
+    }
+    above = [name for name in ("gemm", "conv") if (fields[f"pct_{name}_peak"] or 0) > 100]
+    if above:
+        note = (f"nominal {achieved:.0f} GFLOP/s is above the {' and '.join(above)} probe: the runtime does fewer "
+                "multiplies than the nominal count (e.g. Winograd convolution)")
+        fields["warnings"] = "; ".join(filter(None, [row.get("warnings"), note]))
+    return fields
 
 
 def child_main(job_dict: dict, conn, parent_pid: int | None = None) -> None:

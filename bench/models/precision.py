@@ -122,15 +122,23 @@ def int8_recipe_for(device: str, cpu_features: Collection[str], machine: str) ->
 
     $FACEBENCH_INT8_RECIPE (a name in INT8_RECIPES) overrides the choice.
     """
-    forced = os.environ.get(RECIPE_ENV)
+    forced = forced_int8_recipe()
     if forced:
-        if forced not in INT8_RECIPES:
-            raise UserError(f"{RECIPE_ENV}={forced!r} is not an INT8 recipe; use one of {', '.join(INT8_RECIPES)}")
-        return INT8_RECIPES[forced]
+        return forced
     x86 = machine.lower() in ("x86_64", "amd64", "i686", "x86")
     if device == "cpu" and x86 and not INT8_DOT_FEATURES & set(cpu_features):
         return INT8_RECIPES["u8s8-reduce-range"]
     return INT8_RECIPES["s8s8"]
+
+
+def forced_int8_recipe() -> Int8Recipe | None:
+    """The recipe $FACEBENCH_INT8_RECIPE names (None when unset); a wrong name is the user's error."""
+    forced = os.environ.get(RECIPE_ENV)
+    if not forced:
+        return None
+    if forced not in INT8_RECIPES:
+        raise UserError(f"{RECIPE_ENV}={forced!r} is not an INT8 recipe; use one of {', '.join(INT8_RECIPES)}")
+    return INT8_RECIPES[forced]
 
 
 def host_int8_recipe(device: str = "cpu") -> Int8Recipe:

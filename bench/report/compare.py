@@ -65,6 +65,7 @@ METRICS = {
     "ms_per_frame": Metric("ms_per_frame", "ms/frame", False),
     "p99": Metric("p99", "p99 ms", False),
     "fps_per_watt": Metric("fps_per_watt", "frames/s per W", True),
+    "pct_conv_peak": Metric("pct_conv_peak", "% of conv peak", True),
 }
 
 

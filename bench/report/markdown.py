@@ -16,7 +16,7 @@ from bench.report.compare import (
     point_marks,
     value_and_ratio,
 )
-from bench.report.tables import KNEE_PCT, PIPELINE_STAGES
+from bench.report.tables import KNEE_PCT, PIPELINE_STAGES, peak_share_text
 
 
 def build_report(results: Results, comparison: Comparison | None, plots, plots_folder: str) -> str:
@@ -180,7 +180,7 @@ def _sorted(rows, columns):
 def steady_state_table(rows, columns: list[str]) -> list[str]:
     context = {"run_label": "run", "machine_label": "machine"}
     headers = [context[c] for c in columns] + ["runtime", "prec", "batch", "frames/s", "ms/frame", "p50 ms",
-                                               "p99 ms", "GFLOP/s", "verdict", "checks"]
+                                               "p99 ms", "GFLOP/s", "% conv peak", "verdict", "checks"]
     body = []
     for r in _sorted(rows, columns):
         ok = r["status"] == "ok"
@@ -190,9 +190,9 @@ def steady_state_table(rows, columns: list[str]) -> list[str]:
         body.append([*[_md(r[c]) for c in columns], _md(r["runtime"]), _md(r["precision"]), str(r["batch"]), fps,
                      _fmt(r["ms_per_frame"], 3) if ok else "", _fmt(r["lat_p50_ms"], 2) if ok else "",
                      _fmt(r["lat_p99_ms"], 2) if ok else "", _fmt(r["gflops_achieved"]) if ok else "",
-                     _verdict(r), _checks(r) if ok else ""])
+                     peak_share_text(r.get("pct_conv_peak")) if ok else "", _verdict(r), _checks(r) if ok else ""])
     first_number = len(columns) + 2
-    return ["Steady state:", "", *md_table(headers, body, set(range(first_number, first_number + 6)))]
+    return ["Steady state:", "", *md_table(headers, body, set(range(first_number, first_number + 7)))]
 
 
 def cold_start_table(rows, columns: list[str]) -> list[str]:

@@ -72,6 +72,9 @@ def throughput_table(frame: pd.DataFrame, model: str) -> Table:
                             ("ms/frame", "right"), ("p50 ms", "right"), ("p99 ms", "right"),
                             ("x batch 1", "right"), ("GFLOP/s", "right"), ("verdict", "left"), ("checks", "left")):
         table.add_column(column, justify=justify)
+    peaks = "pct_conv_peak" in frame and bool(frame["pct_conv_peak"].notna().any())
+    if peaks:
+        table.add_column("% conv peak", justify="right")
     repeated = _has_repeats(frame)
     if repeated:
         table.add_column("repeats: 95% CI", justify="right")
@@ -90,8 +93,16 @@ def throughput_table(frame: pd.DataFrame, model: str) -> Table:
                           _fmt(row["ms_per_frame"], 3) if ok else "", _fmt(row["lat_p50_ms"], 2) if ok else "",
                           _fmt(row["lat_p99_ms"], 2) if ok else "", _fmt(speedup, 2) if speedup else "",
                           _fmt(row["gflops_achieved"]) if ok else "", _verdict_cell(row), _check_cell(row) if ok else "",
+                          *([peak_share_text(row.get("pct_conv_peak")) if ok else ""] if peaks else []),
                           *([_interval_cell(row)] if repeated else []))
     return table
+
+
+def peak_share_text(pct) -> str:
+    """"52%"; above the probe "105% nominal" (the runtime did fewer multiplies than counted)."""
+    if pct is None or (isinstance(pct, float) and math.isnan(pct)):
+        return ""
+    return f"{pct:.0f}%" + (" nominal" if pct > 100 else "")
 
 
 def _has_repeats(frame: pd.DataFrame) -> bool:
@@ -253,3 +264,18 @@ def print_pipeline_tables(frame: pd.DataFrame, console: Console) -> None:
             if isinstance(row.get("warnings"), str) and row["warnings"]:
                 console.print(f"[dim]note {row['runtime']} batch {row['batch']}: {row['warnings']}[/]", highlight=False)
         console.print()
+
+
+def peaks_table(peaks: list) -> Table:
+    """Probe figures (bench.measure.peaks.Peaks), one row per runtime and precision."""
+    table = Table(title="peaks through each runtime (probe models, default options)", title_justify="left",
+                  caption="GFLOP/s nominal (INT8: GOP/s); memory: one-thread copy; datasheet: NVIDIA dense peak",
+                  caption_justify="left")
+    for column in ("runtime", "prec", "GEMM GFLOP/s", "conv GFLOP/s", "memory GB/s", "H2D GB/s", "D2H GB/s",
+                   "datasheet TFLOP/s", "measured", "errors"):
+        table.add_column(column, justify="left" if column in ("runtime", "prec", "measured", "errors") else "right")
+    for p in peaks:
+        table.add_row(p.runtime, p.precision, _fmt(p.gemm_gflops), _fmt(p.conv_gflops), _fmt(p.memory_copy_gbps),
+                      _fmt(p.h2d_gbps), _fmt(p.d2h_gbps), _fmt(p.datasheet_tflops), p.measured_utc,
+                      "; ".join(p.errors))
+    return table

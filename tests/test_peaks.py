@@ -1,0 +1,132 @@
+"""Peak probes: the probe models, their cache, and every point's share of them, on real runtimes."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import cli, store
+from bench.measure import peaks as peak_module
+from bench.measure.peaks import Peaks, peaks_for, share_of_peak
+from bench.models.counting import count_macs
+from bench.models.probes import PROBES, build_probe
+from bench.runtimes.registry import get_runtime
+from bench.worker import peak_fields
+from tests.conftest import REPO
+
+
+@pytest.mark.parametrize("kind", PROBES)
+def test_probe_models_have_the_macs_they_claim(kind):
+    # The project's own counter (MACs per item of the leading axis) agrees with the closed form.
+    probe = PROBES[kind]
+    assert count_macs(build_probe(kind)) * probe.input_shape[0] == probe.macs > 10**8
+
+
+@pytest.fixture(scope="module")
+def ort_peaks(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("peaks")
+    return cache, peaks_for(get_runtime("ort-cpu"), "fp32", {}, cache)
+
+
+def test_probes_measure_through_the_runtime_and_are_cached(ort_peaks, monkeypatch):
+    cache, first = ort_peaks
+    assert first.errors == [] and first.gemm_gflops > 0 and first.conv_gflops > 0 and first.memory_copy_gbps > 0
+    assert first.h2d_gbps is None and first.datasheet_tflops is None  # CPU: no copies to a device, no datasheet
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("a cached probe was measured again")
+
+    monkeypatch.setattr(peak_module, "measure_peaks", no_measuring)
+    assert peaks_for(get_runtime("ort-cpu"), "fp32", {}, cache) == first
+    assert peaks_for(get_runtime("ort-cpu"), "simplified", {}, cache) == first  # same numbers as FP32
+
+
+def test_cache_key_holds_options_and_refresh_measures_again(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(peak_module, "measure_peaks",
+                        lambda *a: calls.append(a) or Peaks("ort-cpu", "fp32", "cpu", "m", "v", conv_gflops=len(calls)))
+    ort = get_runtime("ort-cpu")
+    assert peaks_for(ort, "fp32", {}, tmp_path).conv_gflops == 1
+    assert peaks_for(ort, "fp32", {}, tmp_path).conv_gflops == 1  # cached
+    assert peaks_for(ort, "fp32", {"intra_op_threads": 1}, tmp_path).conv_gflops == 2  # other options, other peaks
+    assert peaks_for(ort, "int8", {}, tmp_path).conv_gflops == 3
+    assert peaks_for(ort, "fp32", {}, tmp_path, refresh=True).conv_gflops == 4
+    assert peaks_for(ort, "fp32", {}, tmp_path).conv_gflops == 4
+    entry = next(p for p in (tmp_path / "peaks").glob("ort-cpu-fp32-*.json") if Peaks.from_json(p.read_text()).conv_gflops == 4)
+    entry.write_text("{not json")  # damaged: measured again, not an error
+    assert peaks_for(ort, "fp32", {}, tmp_path).conv_gflops == 5
+    assert Peaks.from_json(entry.read_text()).conv_gflops == 5
+
+
+def test_share_of_peak_and_the_nominal_warning():
+    peaks = Peaks("openvino-cpu", "fp32", "cpu", "m", "v", gemm_gflops=200.0, conv_gflops=100.0)
+    below = peak_fields(peaks, {"gflops_achieved": 80.0, "warnings": None}, input_bytes=4)
+    assert below["pct_gemm_peak"] == 40.0 and below["pct_conv_peak"] == 80.0 and "warnings" not in below
+    above = peak_fields(peaks, {"gflops_achieved": 150.0, "warnings": "did not settle"}, input_bytes=4)
+    assert above["pct_conv_peak"] == 150.0
+    assert above["warnings"].startswith("did not settle; nominal 150 GFLOP/s is above the conv probe")
+    assert "Winograd" in above["warnings"]
+    gpu = Peaks("ort-cuda", "fp16", "gpu", "m", "v", h2d_gbps=50.0)
+    assert peak_fields(gpu, {"gflops_achieved": None, "h2d_ms": 0.5}, input_bytes=10**7)["pct_h2d_peak"] == 40.0
+    assert share_of_peak(None, 10.0) is None and share_of_peak(5.0, None) is None and peak_fields(None, {}, 1) == {}
+
+
+def test_datasheet_peak_of_a_known_gpu(monkeypatch):
+    monkeypatch.setattr("bench.env.nvidia_gpu", lambda: {"gpu_name": "NVIDIA H100 80GB HBM3"})
+    assert peak_module.datasheet_tflops("fp16") == 989.4 and peak_module.datasheet_tflops("int8") == 1978.9
+    monkeypatch.setattr("bench.env.nvidia_gpu", lambda: {"gpu_name": "NVIDIA GeForce GTX 480"})
+    assert peak_module.datasheet_tflops("fp16") is None
+
+
+def _quick_suite(tmp_path, probes: bool):
+    text = (REPO / "suites" / "quick.toml").read_text()
+    path = tmp_path / "peaks.toml"
+    path.write_text(text + ("" if probes else "\n[checks]\npeak_probes = false\n") if "[checks]" not in text
+                    else text.replace("[checks]", "[checks]\npeak_probes = " + ("true" if probes else "false")))
+    return path
+
+
+def test_every_point_carries_its_share_of_the_runtimes_peak(tmp_path, capsys):
+    out = tmp_path / "peaks.parquet"
+    code = cli.main(["run", str(_quick_suite(tmp_path, True)), "--runtimes", "ort-cpu", "--models", "arcface_mbf",
+                     "--batches", "1", "--out", str(out)])
+    assert code == 0
+    assert "% conv peak" in capsys.readouterr().out
+    (row,) = store.read_rows(out)
+    assert row["peak_conv_gflops"] > 0 and row["peak_gemm_gflops"] > 0 and row["peak_memory_copy_gbps"] > 0
+    assert row["pct_conv_peak"] == pytest.approx(100 * row["gflops_achieved"] / row["peak_conv_gflops"])
+    assert row["pct_gemm_peak"] == pytest.approx(100 * row["gflops_achieved"] / row["peak_gemm_gflops"])
+    other = tmp_path / "other.parquet"
+    store.write_rows(other, [{**row, "run_id": "other", "pct_conv_peak": row["pct_conv_peak"] / 2}])
+    capsys.readouterr()
+    assert cli.main(["compare", str(out), str(other), "--metric", "pct_conv_peak"]) == 0
+    assert "0.50x" in capsys.readouterr().out
+
+
+def test_probes_can_be_switched_off(tmp_path):
+    out = tmp_path / "nopeaks.parquet"
+    assert cli.main(["run", str(_quick_suite(tmp_path, False)), "--runtimes", "ort-cpu", "--models", "arcface_mbf",
+                     "--batches", "1", "--out", str(out)]) == 0
+    (row,) = store.read_rows(out)
+    assert row["status"] == "ok" and row["peak_conv_gflops"] is None and row["pct_conv_peak"] is None
+
+
+def test_probe_command_measures_again_and_runtimes_shows_them(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FACEBENCH_CACHE", str(tmp_path))
+    assert cli.main(["probe", "--runtimes", "ort-cpu", "--precisions", "fp32"]) == 0
+    first = capsys.readouterr().out
+    assert "ort-cpu" in first and "GEMM GFLOP/s" in first
+    (entry,) = (tmp_path / "peaks").glob("ort-cpu-fp32-*.json")
+    measured = json.loads(entry.read_text())["measured_utc"]
+    assert cli.main(["runtimes", "--probe"]) == 0
+    assert measured in capsys.readouterr().out  # the cached figures, not a new measurement of ort-cpu fp32
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--precisions", "fp64"], "probes exist for fp32, fp16 and int8"),
+    (["--runtimes", "trt-nope"], "unknown runtime"),
+])
+def test_probe_bad_input_is_one_line_exit_2(args, message, capsys):
+    assert cli.main(["probe", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
