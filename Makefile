@@ -14,6 +14,8 @@ ARGS ?=
 # locks/EXTRA-test.txt = the same plus the test tools); `make lock` re-resolves them.
 LOCK_BENCH := locks/$(EXTRA).txt
 LOCK_TEST := locks/$(EXTRA)-test.txt
+# insightface (the tests' reference SCRFD), installed without its dependencies: see the file.
+LOCK_REFERENCE := locks/reference.txt
 UV_VERSION := 0.13.9
 
 .PHONY: bench test quick runtimes clean lock
@@ -36,8 +38,9 @@ $(VENV)/.installed-$(EXTRA): pyproject.toml $(LOCK_BENCH)
 	rm -f $(VENV)/.installed-* && touch $@
 
 # The test lock holds the bench lock's versions, so a test install serves bench too.
-$(VENV)/.installed-$(EXTRA)-test: pyproject.toml $(LOCK_TEST)
+$(VENV)/.installed-$(EXTRA)-test: pyproject.toml $(LOCK_TEST) $(LOCK_REFERENCE)
 	$(call install,$(LOCK_TEST))
+	$(BIN)/python -m pip install -q --no-deps --require-hashes -r $(LOCK_REFERENCE)
 	rm -f $(VENV)/.installed-* && touch $@ $(VENV)/.installed-$(EXTRA)
 
 bench: $(VENV)/.installed-$(EXTRA)
@@ -63,6 +66,8 @@ lock:
 	  $(UV_DIR)/bin/uv pip compile -q pyproject.toml locks/build.in --extra $$extra --extra tools \
 	    --universal --python-version 3.11 --generate-hashes -c locks/$$extra-test.txt -o locks/$$extra.txt || exit 1; \
 	done
+	$(UV_DIR)/bin/uv pip compile -q locks/reference.in --no-deps --universal --python-version 3.11 \
+	  --generate-hashes -o locks/reference.txt
 
 clean:
 	rm -rf $(VENV) build *.egg-info
