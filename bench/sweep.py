@@ -262,7 +262,7 @@ def _series_key(job: Job, batch: int) -> tuple:
 
 # Figures of one repeat that the point's row gives as the median over its repeats.
 REPEAT_FIGURES = ("fps", "ms_per_frame", "lat_mean_ms", "lat_p50_ms", "lat_p90_ms", "lat_p95_ms", "lat_p99_ms",
-                  "gflops_achieved", "fps_compute", "gpu_power_mean_w")
+                  "gflops_achieved", "pct_gemm_peak", "pct_conv_peak", "fps_compute", "gpu_power_mean_w")
 # What each repeat keeps in repeats_json beside those.
 REPEAT_KEPT = ("status", "reason", "timestamp_utc", "fps", "ms_per_frame", "lat_p50_ms", "lat_p99_ms",
                "window_spread_pct", "verdict", "fps_compute", "gpu_power_mean_w")
