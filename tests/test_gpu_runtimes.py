@@ -29,6 +29,7 @@ from bench.measure.cuda_timer import STAGES, ms_to_ns, split_stages
 from bench.measure.protocol import MeasureSettings, make_inputs, measure
 from bench.runtimes import cuda, gpu_cache
 from bench.runtimes.base import ColdStart, LoadRequest, Session, Window
+from bench.runtimes.cuda_session import CudaSession
 from bench.runtimes.ort_gpu import OrtCudaRuntime, OrtTrtRuntime, graph_id_for, ort_gpu_reasons, ort_type_to_numpy
 from bench.runtimes.registry import RUNTIMES, get_runtime
 from bench.runtimes.tensorrt import (TensorRtRuntime, numpy_dtype, precision_flags, precision_from_inspector,
@@ -315,6 +316,46 @@ def test_gpu_point_fields_and_row_through_the_store(tmp_path):
     assert len(gpu_lines) >= 2, console.export_text()
 
 
+class ClockedCudaSession(CudaSession):
+    """CudaSession's own loops with a scripted clock: each compute call takes 1 ms, copies take none."""
+
+    def __init__(self, now_ns: list[int]):
+        self.now_ns, self.computes = now_ns, 0
+        self._stream = SimpleNamespace(synchronize=lambda: None)
+        event = SimpleNamespace(record=lambda stream: None)
+        self._marks = SimpleNamespace(reserve=lambda n: None, events=lambda i: [event] * 4,
+                                      collect=lambda n: ([ms_to_ns(1.0)] * n, {}))
+        self._staged, self._settings = {}, {}
+
+    def _pinned_copy(self, x):
+        return SimpleNamespace(ptr=0)
+
+    def _h2d(self, src_ptr):
+        pass
+
+    def _compute(self):
+        self.computes += 1
+        self.now_ns[0] += ms_to_ns(1.0)
+
+    def _d2h(self):
+        pass
+
+
+def test_cuda_warm_up_skips_the_compute_only_pass_so_windows_get_their_length(monkeypatch):
+    now_ns = [0]
+    monkeypatch.setattr("bench.runtimes.cuda_session.time.perf_counter_ns", lambda: now_ns[0])
+    monkeypatch.setattr("bench.measure.protocol.time.perf_counter", lambda: now_ns[0] / 1e9)
+    session = ClockedCudaSession(now_ns)
+    settings = MeasureSettings(warmup_s=0.0, warmup_min_iterations=5, window_s=0.1, window_min_iterations=5,
+                               stable_windows=3, max_windows=3)
+    m = measure(session, [np.zeros((1, 3, 4, 4), np.float32)], 1, settings)
+    # A compute-only pass inside warm-up would read 2 ms per iteration and size 50-iteration windows.
+    assert m.warmup_iterations == 5 and m.warmup_s == pytest.approx(0.005)
+    assert [w.iterations for w in m.windows] == [100, 100, 100]
+    assert all(w.compute_only_wall_ns == ms_to_ns(100.0) for w in m.windows)
+    assert session.computes == 5 + 3 * 100 * 2 and m.fps == pytest.approx(1000.0)
+
+
 # ============================================================================ NVML aggregation
 
 
@@ -418,7 +459,7 @@ def test_sampler_counts_only_steady_state_windows(monkeypatch):
 
     wrapped = nvml.SteadyStateSampling(Session2(), sampler, batch=2)
     inputs = make_inputs((2, 3, 4, 4), 1, 0)
-    wrapped.run_window(inputs, 1)  # warm-up: not sampled
+    wrapped.warm_up_window(inputs, 1)  # warm-up: not sampled
     wrapped.run_window(inputs, 50)  # two steady windows, each with a compute-only pass
     wrapped.run_window(inputs, 50)
     fields = sampler.stop()

@@ -104,6 +104,8 @@ class ScriptedSession:
         ns = int(latency * 1e9)
         return Window(wall_ns=ns * iterations, latencies_ns=[ns] * iterations, iterations=iterations)
 
+    warm_up_window = run_window
+
 
 @pytest.fixture
 def clock(monkeypatch) -> ScriptedClock:

@@ -62,7 +62,7 @@ def warm_up(session, inputs: list[np.ndarray], settings: MeasureSettings) -> tup
     count = 0
     t0 = time.perf_counter()
     while count < settings.warmup_max_iterations:
-        session.run_window(inputs, 1)
+        session.warm_up_window(inputs, 1)
         count += 1
         elapsed = time.perf_counter() - t0
         if count >= settings.warmup_min_iterations and elapsed >= settings.warmup_s:

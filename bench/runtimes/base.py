@@ -89,6 +89,10 @@ class Session(ABC):
         wall = time.perf_counter_ns() - t0
         return Window(wall_ns=wall, latencies_ns=latencies, iterations=iterations)
 
+    def warm_up_window(self, inputs: list[np.ndarray], iterations: int) -> Window:
+        """Warm-up: the window's timed loop without any extra pass a window adds (GPU: compute-only)."""
+        return self.run_window(inputs, iterations)
+
     def _run_only(self, x: np.ndarray) -> None:
         """The timed call: subclasses override to skip output conversions the loop does not need."""
         self.infer(x)

@@ -71,6 +71,12 @@ class CudaSession(Session):
         return CudaEventTimer(self._stream)
 
     def run_window(self, inputs: list[np.ndarray], iterations: int) -> Window:
+        window = self.warm_up_window(inputs, iterations)
+        window.compute_only_wall_ns = self.compute_only_wall_ns(iterations)
+        return window
+
+    def warm_up_window(self, inputs: list[np.ndarray], iterations: int) -> Window:
+        """The timed loop alone, without the compute-only pass a steady-state window adds."""
         staged = [self._pinned_copy(x) for x in inputs]
         self._marks.reserve(iterations)
         marks, stream, compute, clock = self._marks, self._stream, self._compute, time.perf_counter_ns
@@ -93,8 +99,7 @@ class CudaSession(Session):
         latencies, series = marks.collect(iterations)
         if self.record_enqueue:
             series["enqueue"] = enqueue
-        return Window(wall_ns=wall, latencies_ns=latencies, iterations=iterations, extra_ns=series,
-                      compute_only_wall_ns=self.compute_only_wall_ns(iterations))
+        return Window(wall_ns=wall, latencies_ns=latencies, iterations=iterations, extra_ns=series)
 
     def compute_only_wall_ns(self, iterations: int) -> int:
         """The same iterations with input and output left on the device."""

@@ -272,8 +272,8 @@ class NvmlSampler:
 class SteadyStateSampling:
     """A session as the protocol sees it, sampling NVML only inside steady-state windows.
 
-    Warm-up runs single iterations (bench.measure.protocol.warm_up); windows run more,
-    and a GPU session's window may add a compute-only pass of the same iterations.
+    Warm-up calls `warm_up_window`, which passes straight to the session unsampled;
+    a GPU session's window may add a compute-only pass of the same iterations.
     """
 
     def __init__(self, session, sampler: NvmlSampler, batch: int):
@@ -286,8 +286,6 @@ class SteadyStateSampling:
         return getattr(self._session, name)
 
     def run_window(self, inputs, iterations: int):
-        if iterations <= 1:
-            return self._session.run_window(inputs, iterations)
         if self._started:
             self._sampler.resume()
         else:
