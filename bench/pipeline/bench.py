@@ -19,6 +19,7 @@ import numpy as np
 from bench.errors import UserError
 from bench.measure.protocol import spread_pct
 from bench.models.info import ModelInfo
+from bench.pipeline import outputs
 from bench.pipeline.run import (
     IMAGE_SUFFIXES,
     STAGES,
@@ -53,6 +54,7 @@ class PipelineRequest:
     repeats: int = 1
     queue_depth: int = 2
     seed: int = 0
+    outputs: outputs.OutputRequest = field(default_factory=outputs.OutputRequest)
 
 
 @dataclass
@@ -96,6 +98,7 @@ def prepare(request: PipelineRequest, status: Status = lambda _: None) -> Pipeli
     """Check the request and resolve models and runtime; raises UserError with the fix."""
     _check_numbers(request)
     frame_paths = _frame_paths(request)
+    outputs.check_outputs(request.outputs, request.images)
     runtime = _available_runtime(request.runtime)
     status(f"preparing {request.det}")
     det = _resolve(request.det, "--det", "detector", request.det_size)
@@ -204,31 +207,77 @@ class PipelineOutcome:
     overlapped_fps_runs: list[float] = field(default_factory=list)  # every repeat: the point's noise
 
 
-def run_benchmark(setup: PipelineSetup, status: Status = lambda _: None) -> PipelineOutcome:
-    """Load both models, warm up, then alternate sequential and overlapped runs."""
-    status(f"loading {setup.det.name} (batch {setup.batch}) on {setup.runtime.name}")
-    det = load_session(setup.runtime, setup.det, setup.batch)
-    try:
+@dataclass
+class SessionPair:
+    """The detector and embedder sessions, kept open after the benchmark for the output pass."""
+
+    det: Any = None
+    rec: Any = None
+
+    def load(self, setup: PipelineSetup, status: Status) -> None:
+        status(f"loading {setup.det.name} (batch {setup.batch}) on {setup.runtime.name}")
+        self.det = load_session(setup.runtime, setup.det, setup.batch)
         status(f"loading {setup.rec.name} (batch {setup.rec_batch}) on {setup.runtime.name}")
-        rec = load_session(setup.runtime, setup.rec, setup.rec_batch)
-        try:
-            gpu, notes = _open_gpu_sampler(setup.runtime.uses_cuda)
-            try:
-                best, overlapped_runs = _compare(setup, det.infer, rec.infer, gpu, status)
-            finally:
-                if gpu is not None:
-                    gpu.close()
-            return PipelineOutcome(
-                comparison=OverlapComparison(sequential=best[False].result, overlapped=best[True].result),
-                telemetry={"sequential": best[False].telemetry, "overlapped": best[True].telemetry},
-                settings={"detector": det.describe(), "embedder": rec.describe()},
-                notes=notes,
-                overlapped_fps_runs=overlapped_runs,
-            )
-        finally:
-            rec.close()
+        self.rec = load_session(setup.runtime, setup.rec, setup.rec_batch)
+
+    def close(self) -> None:
+        for session in (self.rec, self.det):
+            if session is not None:
+                session.close()
+        self.det = self.rec = None
+
+    def __enter__(self) -> SessionPair:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def run_benchmark(setup: PipelineSetup, status: Status = lambda _: None,
+                  sessions: SessionPair | None = None) -> PipelineOutcome:
+    """Load both models, warm up, then alternate sequential and overlapped runs.
+
+    Given `sessions`, they stay loaded for the caller (who closes them); else they close here.
+    """
+    if sessions is None:
+        with SessionPair() as own:
+            return run_benchmark(setup, status, own)
+    sessions.load(setup, status)
+    det, rec = sessions.det, sessions.rec
+    gpu, notes = _open_gpu_sampler(setup.runtime.uses_cuda)
+    try:
+        best, overlapped_runs = _compare(setup, det.infer, rec.infer, gpu, status)
     finally:
-        det.close()
+        if gpu is not None:
+            gpu.close()
+    return PipelineOutcome(
+        comparison=OverlapComparison(sequential=best[False].result, overlapped=best[True].result),
+        telemetry={"sequential": best[False].telemetry, "overlapped": best[True].telemetry},
+        settings={"detector": det.describe(), "embedder": rec.describe()},
+        notes=notes,
+        overlapped_fps_runs=overlapped_runs,
+    )
+
+
+def save_outputs(setup: PipelineSetup, sessions: SessionPair, outcome: PipelineOutcome, run_id: str,
+                 status: Status = lambda _: None) -> outputs.OutputSummary:
+    """--save-detections / --save-annotated: one untimed pass over the same frames."""
+    labels = outputs.RunLabels(
+        runtime=setup.runtime.name, precision=PRECISION,
+        precision_effective=outcome.settings.get("detector", {}).get("precision_effective"),
+        detector=setup.det.name, embedder=setup.rec.name, run_id=run_id,
+        fixed_boxes=setup.synthetic_faces is not None)
+    paths = [str(p) for p in setup.frame_paths]
+
+    def run_pass(on_batch) -> None:
+        status(f"saving what the pipeline found: {_frames_label(setup)}")
+        run_pipeline(setup.make_frames(), sessions.det.infer, sessions.rec.infer, det_size=setup.det.input_hw[0],
+                     batch=setup.batch, overlap=False, synthetic_faces=setup.synthetic_faces,
+                     rec_batch=setup.rec_batch, on_batch=on_batch)
+
+    return outputs.save_outputs(setup.request.outputs, run_pass, labels,
+                                sources=(lambda i: paths[i]) if paths else (lambda i: "synthetic"),
+                                max_pictures=None if paths else outputs.SYNTHETIC_PICTURES)
 
 
 def _open_gpu_sampler(uses_cuda: bool):

@@ -28,17 +28,31 @@ def register(subparsers) -> None:
     parser.add_argument("--repeats", type=int, default=3, metavar="N",
                         help="runs of each mode, alternating; the fastest of each counts (default 3)")
     parser.add_argument("--out", help="results file (.parquet) or folder (default: results/)")
+    parser.add_argument("--save-detections", metavar="FILE",
+                        help="after the benchmark, one row per face (source image, frame, box, score, landmarks "
+                             "in original pixels, embedding norm, runtime) to FILE.parquet or FILE.json")
+    parser.add_argument("--save-embeddings", action="store_true",
+                        help="add each face's L2-normalised embedding to --save-detections as a list column")
+    parser.add_argument("--save-annotated", metavar="DIR",
+                        help="after the benchmark, every picture with its boxes, scores and landmarks drawn (PNG) "
+                             "and contact sheets of the aligned 112x112 crops, in DIR")
     parser.set_defaults(handler=cmd_pipeline)
 
 
 def cmd_pipeline(args) -> int:
+    from pathlib import Path
+
     from bench.cli import console, new_results_store
     from bench.pipeline import bench as pipeline_bench
+    from bench.pipeline.outputs import OutputRequest
 
+    wanted = OutputRequest(detections=Path(args.save_detections) if args.save_detections else None,
+                           annotated=Path(args.save_annotated) if args.save_annotated else None,
+                           with_embeddings=args.save_embeddings)
     request = pipeline_bench.PipelineRequest(
         det=args.det, rec=args.rec, runtime=args.runtime, images=args.images, synthetic=args.synthetic,
         det_size=args.det_size, batch=args.batch, rec_batch=args.rec_batch, faces_per_frame=args.faces_per_frame,
-        repeats=args.repeats)
+        repeats=args.repeats, outputs=wanted)
     with console.status("checking the request") as status:
         setup = pipeline_bench.prepare(request, status=status.update)
     for note in setup.notes:
@@ -55,17 +69,50 @@ def _measure_into(results, setup) -> int:
 
     import pandas as pd
 
-    from bench.cli import console, err_console
-    from bench.errors import UserError
+    from bench.cli import console
     from bench.pipeline import bench as pipeline_bench
     from bench.report.tables import print_tables
 
     console.print(f"facebench pipeline: {setup.det.name} + {setup.rec.name} on {setup.runtime.name}, "
                   f"batch {setup.batch} -> {results.path}", highlight=False)
     run_id = uuid.uuid4().hex[:12]
+    with pipeline_bench.SessionPair() as sessions:  # kept open for the output pass
+        outcome = _benchmark(results, setup, sessions, run_id)
+        if isinstance(outcome, int):
+            return outcome
+        results.add(pipeline_bench.ok_row(setup, outcome, run_id))
+        print_tables(pd.DataFrame(results.rows), console)
+        console.print(f"1 pipeline point saved in {results.path}", highlight=False)
+        if setup.request.outputs.wanted:
+            return _save_outputs(setup, sessions, outcome, run_id, results.path)
+    return 0
+
+
+def _save_outputs(setup, sessions, outcome, run_id, results_path) -> int:
+    """The untimed output pass, after the row is on disk (a failed write is a UserError line)."""
+    from bench.cli import console
+    from bench.pipeline import bench as pipeline_bench
+
+    try:
+        with console.status("saving what the pipeline found") as status:
+            summary = pipeline_bench.save_outputs(setup, sessions, outcome, run_id, status=status.update)
+    except KeyboardInterrupt:
+        console.print(f"interrupted while saving detections; the benchmark row is saved in {results_path}")
+        return EXIT_INTERRUPTED
+    for line in summary.lines:
+        console.print(line, highlight=False)
+    return 0
+
+
+def _benchmark(results, setup, sessions, run_id):
+    """The outcome; or an exit status once a failure is recorded (a UserError is recorded and raised)."""
+    from bench.cli import console, err_console
+    from bench.errors import UserError
+    from bench.pipeline import bench as pipeline_bench
+
     try:
         with console.status("starting") as status:
-            outcome = pipeline_bench.run_benchmark(setup, status=status.update)
+            return pipeline_bench.run_benchmark(setup, status=status.update, sessions=sessions)
     except KeyboardInterrupt:
         console.print(f"interrupted: nothing measured was saved in {results.path}")
         return EXIT_INTERRUPTED
@@ -78,7 +125,3 @@ def _measure_into(results, setup) -> int:
         err_console.print(f"facebench: pipeline failed: {row['reason']} (row saved in {results.path})",
                           markup=False, highlight=False)
         return EXIT_FAILED
-    results.add(pipeline_bench.ok_row(setup, outcome, run_id))
-    print_tables(pd.DataFrame(results.rows), console)
-    console.print(f"1 pipeline point saved in {results.path}", highlight=False)
-    return 0

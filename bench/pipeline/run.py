@@ -52,6 +52,7 @@ class PipelineResult:
     embeddings: np.ndarray = field(default_factory=lambda: np.zeros((0, 512), np.float32))
     face_frame: np.ndarray = field(default_factory=lambda: np.zeros(0, np.intp))
     aligned: np.ndarray | None = None  # last batch's aligned crops (K,112,112,3) uint8
+    embedding_norms: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # before normalising
 
     @property
     def frames_per_s(self) -> float:
@@ -105,7 +106,11 @@ class _Batch:
     aligned: np.ndarray | None = None
     face_blob: np.ndarray | None = None
     face_frame: np.ndarray | None = None
-    embeddings: np.ndarray | None = None
+    embeddings: np.ndarray | None = None  # L2-normalised
+    norms: np.ndarray | None = None  # each embedding's L2 norm before normalising: a sanity figure
+
+
+BatchHook = Callable[[_Batch], None]
 
 
 # ---------------------------------------------------------------- frame sources
@@ -210,7 +215,7 @@ def _make_stages(det_infer: Infer, rec_infer: Infer, det_size: int, batch: int,
         return b
 
     def embed(b: _Batch) -> _Batch:
-        b.embeddings = _l2_normalise(_embed_chunks(rec_infer, b.face_blob, rec_batch))
+        b.embeddings, b.norms = _l2_normalise(_embed_chunks(rec_infer, b.face_blob, rec_batch))
         b.face_blob = None
         return b
 
@@ -233,11 +238,12 @@ def _embed_chunks(rec_infer: Infer, blob: np.ndarray, rec_batch: int | None) -> 
     return np.concatenate(out)
 
 
-def _l2_normalise(x: np.ndarray) -> np.ndarray:
+def _l2_normalise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(unit-length rows, each row's norm before)."""
     if x.ndim != 2:
         x = x.reshape(x.shape[0], -1)
     norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norm, np.finfo(np.float32).tiny)
+    return x / np.maximum(norm, np.finfo(np.float32).tiny), norm[:, 0].astype(np.float32)
 
 
 # ---------------------------------------------------------------- runners
@@ -341,12 +347,14 @@ def run_pipeline(
     keep_all: bool = False,
     score_threshold: float = 0.5,
     nms_threshold: float = 0.4,
+    on_batch: BatchHook | None = None,
 ) -> PipelineResult:
     """Run RGB uint8 frames through detection, alignment and embedding; time every stage.
 
     batch frames go to the detector per call (the last batch is zero-padded to
     batch). Faces go to the embedder all at once per detector batch, or in
-    chunks of exactly rec_batch for sessions loaded at a fixed batch.
+    chunks of exactly rec_batch for sessions loaded at a fixed batch. on_batch sees
+    every finished batch (frames, detections, crops, embeddings) in frame order.
     """
     if batch < 1 or queue_depth < 1:
         raise ValueError("batch and queue_depth must be >= 1")
@@ -358,6 +366,8 @@ def run_pipeline(
     def sink(b: _Batch) -> None:
         counts["frames"] += len(b.frames)
         counts["faces"] += len(b.embeddings)
+        if on_batch is not None:
+            on_batch(b)
         if not keep_all:
             kept.clear()
         kept.append(b)
@@ -378,6 +388,7 @@ def run_pipeline(
         embeddings=np.concatenate([b.embeddings for b in kept]) if kept else np.zeros((0, 512), np.float32),
         face_frame=np.concatenate([b.face_frame for b in kept]) if kept else np.zeros(0, np.intp),
         aligned=kept[-1].aligned if kept else None,
+        embedding_norms=np.concatenate([b.norms for b in kept]) if kept else np.zeros(0, np.float32),
     )
 
 
