@@ -293,13 +293,18 @@ def save_outputs(request: OutputRequest, run_pass: Callable[[Callable], None], l
     if pictures is not None:
         _writing(request.annotated, "--save-annotated", pictures.finish)
         summary.pictures, summary.sheets = pictures.pictures, pictures.sheets
-        summary.lines.append(f"{pictures.pictures} annotated pictures and {pictures.sheets} contact sheets of "
-                             f"aligned crops in {request.annotated}")
+        summary.lines.append(f"{_count(pictures.pictures, 'annotated picture')} and "
+                             f"{_count(pictures.sheets, 'contact sheet')} of aligned crops in {request.annotated}")
     if request.detections is not None:
         _writing(request.detections, "--save-detections",
                  lambda: write_detections(request.detections, records, request.with_embeddings))
-        summary.lines.append(f"{len(records)} faces in {summary.frames} frames saved in {request.detections}")
+        summary.lines.append(f"{_count(len(records), 'face')} in {_count(summary.frames, 'frame')} "
+                             f"saved in {request.detections}")
     return summary
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _writing(where: Path, flag: str, action: Callable[[], None]) -> None:
