@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--runtimes", help="comma list, e.g. ort-cpu,openvino-cpu (see facebench runtimes)")
     run.add_argument("--precisions", help="comma list: fp32,fp16,int8,simplified,ir")
     run.add_argument("--batches", help="comma list of batch sizes, e.g. 1,2,4")
+    run.add_argument("--input", metavar="FORMAT", help="comma list of input formats: float-nchw (default), uint8-nchw, "
+                                                       "uint8-nhwc-bgr, uint8-nhwc-rgb (uint8: normalised in the graph)")
     run.add_argument("--out", help="results file (.parquet) or folder (default: results/); a URI (s3://, gs://, "
                                    "file://) gets a copy when the sweep ends, measured locally under results/")
     run.add_argument("--images", metavar="DIR", help="real pictures for INT8 calibration and parity checks")
@@ -136,6 +138,7 @@ def cmd_run(args) -> int:
         precisions=[p.strip() for p in args.precisions.split(",")] if args.precisions else None,
         batches=parse_int_list(args.batches, "batches") if args.batches else None,
         repeats=args.repeats,
+        inputs=[f.strip() for f in args.input.split(",")] if args.input else None,
     )
     run = _Run()
     with _StopOnSignals() as stopper:

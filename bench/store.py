@@ -49,7 +49,8 @@ COLUMNS: dict[str, pa.DataType] = {
     "macs_per_frame": _I, "flops_per_frame": _I,
     "runtime": _S, "device": _S, "runtime_version": _S, "runtime_options_json": _S,
     "threads": _I, "mode": _S, "timer": _S,
-    "precision": _S, "precision_effective": _S, "int8_recipe": _S, "batch": _I,
+    "precision": _S, "precision_effective": _S, "int8_recipe": _S,
+    "input_format": _S, "input_bytes_per_frame": _I, "batch": _I,
     "process_start_ms": _F, "cold_read_ms": _F, "cold_compile_ms": _F,
     "cold_first_infer_ms": _F, "cold_total_ms": _F, "cold_warm_cache_total_ms": _F,
     "warmup_iterations": _I, "warmup_s": _F,
@@ -75,7 +76,9 @@ COLUMNS: dict[str, pa.DataType] = {
     "status": _S, "reason": _S,
 }
 SCHEMA = pa.schema([pa.field(name, dtype) for name, dtype in COLUMNS.items()])
-POINT_KEY = ("model_sha256", "model", "runtime", "precision", "batch", "kind")
+POINT_KEY = ("model_sha256", "model", "runtime", "precision", "input_format", "batch", "kind")
+# Files written before input formats fed normalised float NCHW tensors.
+_FILLS = {"input_format": "float-nchw"}
 STATUSES = ("ok", "skipped", "failed")
 
 
@@ -405,6 +408,8 @@ def _conform(table: pa.Table) -> pa.Table:
     for name, dtype in COLUMNS.items():
         if name in table.column_names:
             arrays.append(table.column(name).cast(dtype))
+        elif name in _FILLS:
+            arrays.append(pa.array([_FILLS[name]] * table.num_rows, dtype))
         else:
             arrays.append(pa.nulls(table.num_rows, dtype))
     return pa.Table.from_arrays(arrays, schema=SCHEMA)
@@ -443,7 +448,7 @@ def point_key(row: dict[str, Any]) -> tuple:
 
 
 _IDENTITY = ("schema_version", "run_id", "timestamp_utc", "suite", "kind", "host", "machine_id", "model",
-             "model_sha256", "runtime", "device", "precision", "batch")
+             "model_sha256", "runtime", "device", "precision", "input_format", "batch")
 
 
 def _storable(row: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from bench.domain import DEFAULT_INPUT_FORMAT, input_format
 from bench.errors import UserError
 from bench.measure.protocol import MeasureSettings
 
@@ -27,6 +28,7 @@ class ModelRef:
     name: str
     input_size: int | None = None
     path: str | None = None
+    inputs: tuple[str, ...] = ()  # input formats for this model; empty: the suite's
 
     @property
     def label(self) -> str:
@@ -49,6 +51,8 @@ class Suite:
     models: list[ModelRef]
     runtimes: list[str]
     precisions: list[str] = field(default_factory=lambda: ["fp32"])
+    # Input formats (bench.domain.INPUT_FORMATS): `input = "uint8-nhwc-bgr"` or a list, per suite or model.
+    inputs: list[str] = field(default_factory=lambda: [DEFAULT_INPUT_FORMAT])
     batches: list[int] = field(default_factory=lambda: list(DEFAULT_BATCHES))
     # Optional narrower batch lists per device ("cpu", "gpu"): big batches on 2 CPU cores
     # cost minutes and show nothing new.
@@ -72,11 +76,14 @@ class Suite:
     def precisions_for(self, runtime: str) -> list[str]:
         return self.precisions_by_runtime.get(runtime, self.precisions)
 
+    def inputs_for(self, model: ModelRef) -> list[str]:
+        return list(model.inputs) or self.inputs
+
 
 _TOP_KEYS = {
     "name", "description", "models", "runtimes", "precisions", "batches", "batches_by_device",
     "precisions_by_runtime", "runtime_options", "measure", "checks", "parity_gates", "point_timeout_s",
-    "allow_large_batch", "repeats",
+    "allow_large_batch", "repeats", "input",
 }
 
 
@@ -103,6 +110,7 @@ def parse_suite(data: dict[str, Any], default_name: str, where: str) -> Suite:
         models=[_model_ref(entry, where) for entry in _typed(data, "models", list, where, [])],
         runtimes=_str_list(data, "runtimes", where, []),
         precisions=_str_list(data, "precisions", where, ["fp32"]),
+        inputs=_input_formats(data, where) or [DEFAULT_INPUT_FORMAT],
         batches=_int_list(data, "batches", where, list(DEFAULT_BATCHES)),
         batches_by_device={k: _int_list({k: v}, k, f"{where} [batches_by_device]", [])
                            for k, v in _typed(data, "batches_by_device", dict, where, {}).items()},
@@ -177,7 +185,7 @@ def _validate_runtimes(suite: Suite, where: str) -> None:
 
 def override(suite: Suite, *, models: list[ModelRef] | None = None, runtimes: list[str] | None = None,
              precisions: list[str] | None = None, batches: list[int] | None = None,
-             repeats: int | None = None) -> Suite:
+             repeats: int | None = None, inputs: list[str] | None = None) -> Suite:
     """Command-line options narrow or replace what the suite says."""
     changes: dict[str, Any] = {}
     if models:
@@ -192,6 +200,9 @@ def override(suite: Suite, *, models: list[ModelRef] | None = None, runtimes: li
         changes["batches_by_device"] = {}
     if repeats is not None:
         changes["repeats"] = repeats
+    if inputs:  # the command line's formats replace the suite's and every model's
+        changes["inputs"] = [input_format(name, "--input").name for name in inputs]
+        changes["models"] = [replace(ref, inputs=()) for ref in changes.get("models", suite.models)]
     updated = replace(suite, **changes)
     validate(updated, "command line")
     return updated
@@ -252,19 +263,29 @@ def _model_ref(entry: Any, where: str) -> ModelRef:
         return parse_model_arg(entry)
     if not isinstance(entry, dict):
         raise UserError(f"{where}: each [[models]] entry must be a table with name or path")
-    unknown = set(entry) - {"name", "input_size", "path"}
+    unknown = set(entry) - {"name", "input_size", "path", "input"}
     if unknown:
-        raise UserError(f"{where} [[models]]: unknown key '{sorted(unknown)[0]}'; use name, input_size or path")
+        raise UserError(f"{where} [[models]]: unknown key '{sorted(unknown)[0]}'; use name, input_size, path or input")
     if "path" not in entry and "name" not in entry:
         raise UserError(f"{where} [[models]]: entry without name or path; give one of them")
     size = entry.get("input_size")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
         raise UserError(f"{where} [[models]] {entry.get('name') or entry['path']}: "
                         "input_size must be a positive integer such as 320")
+    inputs = tuple(_input_formats(entry, f"{where} [[models]] {entry.get('name') or entry['path']}"))
     if "path" in entry:
         return ModelRef(name=entry.get("name") or _file_label(str(entry["path"]), size), path=str(entry["path"]),
-                        input_size=size)
-    return ModelRef(name=entry["name"], input_size=size)
+                        input_size=size, inputs=inputs)
+    return ModelRef(name=entry["name"], input_size=size, inputs=inputs)
+
+
+def _input_formats(table: dict, where: str) -> list[str]:
+    """`input = "FORMAT"` or `input = ["FORMAT", ...]`, each a known input format ([] when absent)."""
+    value = table.get("input", [])
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise UserError(f"{where}: key 'input' must be an input format or a list of them, e.g. input = \"uint8-nhwc-bgr\"")
+    return [input_format(name, f"{where}: input").name for name in names]
 
 
 def _typed(data: dict, key: str, kind, where: str, default):

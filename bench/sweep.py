@@ -22,6 +22,7 @@ import numpy as np
 import psutil
 
 from bench import env
+from bench.domain import DEFAULT_INPUT_FORMAT
 from bench.errors import UserError
 from bench.measure.stats import median_interval
 from bench.models import zoo
@@ -73,21 +74,24 @@ def plan(suite: Suite, previous: dict[tuple, str] | None = None,
         for runtime_name in suite.runtimes:
             device = get_runtime(runtime_name).device
             for precision in suite.precisions_for(runtime_name):
-                batches = [b for b in suite.batches_for(device)
-                           if _to_measure(previous.get((info.sha256, info.name, runtime_name, precision, b)),
-                                          availability, runtime_name, info, precision, b)]
-                if batches:
-                    jobs.append(Job(model=info.to_dict(), runtime=runtime_name, precision=precision,
-                                    batches=batches, settings=suite.measure, checks=suite.checks,
-                                    options=dict(suite.runtime_options.get(runtime_name, {})),
-                                    parity_gates=suite.parity_gates,
-                                    cache_dir=str(zoo.cache_dir())))
+                for input_format in suite.inputs_for(ref):
+                    batches = [b for b in suite.batches_for(device)
+                               if _to_measure(previous.get((info.sha256, info.name, runtime_name, precision,
+                                                            input_format, b)),
+                                              availability, runtime_name, info, precision, b)]
+                    if batches:
+                        jobs.append(Job(model=info.to_dict(), runtime=runtime_name, precision=precision,
+                                        batches=batches, settings=suite.measure, checks=suite.checks,
+                                        options=dict(suite.runtime_options.get(runtime_name, {})),
+                                        parity_gates=suite.parity_gates, input_format=input_format,
+                                        cache_dir=str(zoo.cache_dir())))
     return Plan(jobs, models)
 
 
 def previous_points(rows: list[dict[str, Any]]) -> dict[tuple, str]:
     """The status of every point a results file holds (the newest row of a point wins)."""
-    return {(r["model_sha256"], r["model"], r["runtime"], r["precision"], r["batch"]): r.get("status") for r in rows}
+    return {(r["model_sha256"], r["model"], r["runtime"], r["precision"], r.get("input_format") or DEFAULT_INPUT_FORMAT,
+             r["batch"]): r.get("status") for r in rows}
 
 
 class _Availability:
@@ -228,7 +232,7 @@ class Sweep:
             settled.add(batch)
 
     def _failed(self, job: Job, batch: int, reason: str) -> dict[str, Any]:
-        return {"batch": batch, "runtime": job.runtime, "precision": job.precision,
+        return {"batch": batch, "runtime": job.runtime, "precision": job.precision, "input_format": job.input_format,
                 "device": get_runtime(job.runtime).device, "status": "failed", "reason": reason}
 
     def _record(self, job: Job, point: dict[str, Any]) -> None:
@@ -257,7 +261,7 @@ class Sweep:
 
 
 def _series_key(job: Job, batch: int) -> tuple:
-    return job.model["sha256"], job.model["name"], job.runtime, job.precision, batch
+    return job.model["sha256"], job.model["name"], job.runtime, job.precision, job.input_format, batch
 
 
 # Figures of one repeat that the point's row gives as the median over its repeats.

@@ -15,8 +15,8 @@ from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-import numpy as np
 
+from bench.domain import DEFAULT_INPUT_FORMAT, InputFormat, input_format
 from bench.fileio import first_line
 from bench.measure.protocol import MeasureSettings, Measurement, make_inputs, measure
 from bench.models.info import ModelInfo
@@ -40,12 +40,17 @@ class Job:
     cache_dir: str | None = None
     images: tuple[str, ...] = ()  # real pictures for calibration and parity (--images)
     parity_gates: dict[str, dict[str, float]] = field(default_factory=dict)  # suite overrides
+    input_format: str = DEFAULT_INPUT_FORMAT  # how frames reach the model (bench.domain)
 
     @property
     def info(self) -> ModelInfo:
         data = dict(self.model)
         data["input_hw"] = tuple(data["input_hw"])
         return ModelInfo(**data)
+
+    @property
+    def format(self) -> InputFormat:
+        return input_format(self.input_format)
 
 
 def run_job(job: Job, emit: Emit) -> None:
@@ -72,7 +77,9 @@ def run_job(job: Job, emit: Emit) -> None:
         emit("start", batch)
         base = {"batch": batch, "runtime": job.runtime, "precision": job.precision, "device": runtime.device,
                 "runtime_version": json.dumps(runtime.versions(), sort_keys=True) if ok else None,
-                "int8_recipe": int8_recipe(runtime).name if job.precision == "int8" else None}
+                "int8_recipe": int8_recipe(runtime).name if job.precision == "int8" else None,
+                "input_format": job.input_format,
+                "input_bytes_per_frame": job.format.bytes_per_frame(info.input_hw)}
         limit = reason if not ok else static_skip_reason(runtime, info, job.precision, batch)
         if limit:
             emit("row", {**base, "status": "skipped", "reason": limit})
@@ -108,21 +115,31 @@ def artifact_path(runtime, info: ModelInfo, job: Job) -> str:
 
         frames = calibration_frames(info.input_shape(1), info.family, DEFAULT_CALIBRATION_FRAMES,
                                     images=list(job.images) or None, seed=job.settings.seed)
-    return build_artifact(runtime, info.path, job.precision, Path(job.cache_dir or ".") / "artifacts", frames)
+    return build_artifact(runtime, info.path, job.precision, Path(job.cache_dir or ".") / "artifacts", frames,
+                          with_input=lambda path: with_input_format(path, job.format, info, Path(job.cache_dir or ".")))
 
 
-def build_artifact(runtime, source: str, precision: str, cache: Path, calibration_frames=None) -> str:
-    """`source` as the file `runtime` consumes at `precision` (INT8 in the recipe for its device)."""
+def build_artifact(runtime, source: str, precision: str, cache: Path, calibration_frames=None,
+                   with_input: Callable[[str], str] = lambda path: path) -> str:
+    """`source` as the file `runtime` consumes at `precision` (INT8 in the recipe for its device),
+    taking frames as `with_input` makes it (precision artifacts first, calibrated on float frames)."""
     from bench.models import precision as artifacts
 
     artifact = runtime.artifact_for(precision)
     if artifact == "fp32":
-        return source
+        return with_input(source)
     if artifact == "ir":
-        return str(artifacts.make_openvino_ir(source, cache))
+        return str(artifacts.make_openvino_ir(with_input(source), cache))
     recipe = int8_recipe(runtime) if artifact == "int8" else None
-    return str(artifacts.make_artifact(source, artifact, cache, calibration_frames=calibration_frames,
-                                       int8_recipe=recipe))
+    return with_input(str(artifacts.make_artifact(source, artifact, cache, calibration_frames=calibration_frames,
+                                                  int8_recipe=recipe)))
+
+
+def with_input_format(path: str, fmt: InputFormat, info: ModelInfo, cache_dir: Path) -> str:
+    """`path` taking `fmt` frames, normalised inside the graph as the model's inspection says."""
+    from bench.models.input_artifact import make_input_artifact
+
+    return str(make_input_artifact(path, fmt, info.mean, info.std, cache_dir / "artifacts"))
 
 
 def int8_recipe(runtime):
@@ -144,13 +161,15 @@ def job_peaks(runtime, job: Job, emit: Emit):
 
 
 def measure_point(runtime, info: ModelInfo, job: Job, batch: int, model_path: str, peaks=None) -> dict[str, Any]:
-    shape = info.input_shape(batch)
+    fmt = job.format
+    shape = fmt.shape(batch, info.input_hw)
     request = LoadRequest(model_path=model_path, input_name=info.input_name, input_shape=shape,
-                          precision=job.precision, options=job.options, cache_dir=job.cache_dir)
+                          precision=job.precision, options=job.options, cache_dir=job.cache_dir,
+                          input_dtype=fmt.dtype)
     session, cold = runtime.load(request)
     gpu = None
     try:
-        inputs = make_inputs(shape, job.settings.input_buffers, job.settings.seed, info.mean, info.std)
+        inputs = make_inputs(shape, job.settings.input_buffers, job.settings.seed, info.mean, info.std, fmt.dtype)
         if runtime.uses_cuda:  # NVML beside the CPU sampler, only inside steady-state windows
             from bench.telemetry.nvml import GpuPointTelemetry
 
@@ -163,7 +182,7 @@ def measure_point(runtime, info: ModelInfo, job: Job, batch: int, model_path: st
             telemetry.update(gpu.finish(result))
         checks = run_checks(runtime, session, info, job, batch)
         row = point_row(info, session, cold, result, telemetry, checks)
-        return {**row, **peak_fields(peaks, row, input_bytes=int(np.prod(shape)) * 4)}
+        return {**row, **peak_fields(peaks, row, input_bytes=batch * fmt.bytes_per_frame(info.input_hw))}
     finally:
         if gpu:
             gpu.close()
@@ -175,8 +194,10 @@ def run_checks(runtime, session: Session, info: ModelInfo, job: Job, batch: int)
     from bench.checks import point_checks
 
     fields: dict[str, Any] = {}
+    # The checks speak normalised float frames; a uint8 session gets the same frames' pixels.
+    infer = point_checks.infer_in_format(session.infer, job.format, info)
     if job.checks.contamination:
-        fields.update(point_checks.contamination_fields(session.infer, info, batch, job.precision, job.settings.seed))
+        fields.update(point_checks.contamination_fields(infer, info, batch, job.precision, job.settings.seed))
     if job.checks.parity:
         frames = point_checks.parity_frames(info, tuple(job.images))
         hint = ""
@@ -184,8 +205,8 @@ def run_checks(runtime, session: Session, info: ModelInfo, job: Job, batch: int)
             from bench.models.precision import int8_failure_hint
 
             hint = int8_failure_hint(int8_recipe(runtime).name)
-        fields.update(point_checks.parity_fields(session.infer, info, batch, job.precision, frames, job.parity_gates,
-                                                 failure_hint=hint))
+        gates = point_checks.gates_for_input(job.format, job.parity_gates)
+        fields.update(point_checks.parity_fields(infer, info, batch, job.precision, frames, gates, failure_hint=hint))
     return fields
 
 

@@ -27,11 +27,11 @@ MATCH_IOU = 0.5
 _REL_EPS = 2e-16
 
 # Precisions beyond fp32/fp16/int8 keep the model's numbers in FP32, so they get FP32 gates.
-_FP32_LIKE = ("fp32", "simplified", "openvino_ir")
+FP32_LIKE = ("fp32", "simplified", "openvino_ir")
 
 
 def _per_precision(fp32: float | None, fp16: float | None, int8: float | None) -> dict[str, float | None]:
-    return {**{p: fp32 for p in _FP32_LIKE}, "fp16": fp16, "int8": int8}
+    return {**{p: fp32 for p in FP32_LIKE}, "fp16": fp16, "int8": int8}
 
 
 @dataclass

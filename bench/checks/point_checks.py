@@ -12,9 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from bench.domain import InputFormat
 from bench.models.info import ModelInfo
 
 PARITY_FRAMES = 4
+# A uint8 artifact at FP32 runs the float model's own arithmetic behind the normalisation, so it
+# must agree far tighter than a precision change; a wrong mean, std or channel order falls below.
+UINT8_FP32_COSINE_MIN = 0.99999
 # Suite precision names -> the parity module's gate names.
 _GATE_NAMES = {"ir": "openvino_ir"}
 
@@ -25,6 +29,23 @@ def parity_frames(info: ModelInfo, images: tuple[str, ...] = ()) -> np.ndarray:
 
     pictures = list(images) or _astronaut()
     return calibration_frames(info.input_shape(1), info.family, PARITY_FRAMES, images=pictures or None)
+
+
+def infer_in_format(infer, fmt: InputFormat, info: ModelInfo):
+    """`infer` taking normalised float NCHW frames, fed to a session that takes `fmt` frames."""
+    if fmt.is_float:
+        return infer
+    return lambda frames: infer(fmt.from_normalised(frames, info.mean, info.std))
+
+
+def gates_for_input(fmt: InputFormat, overrides: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """The suite's gate overrides, with the tighter FP32 cosine gate of uint8 inputs beneath them."""
+    if fmt.is_float:
+        return overrides
+    from bench.checks.parity import FP32_LIKE
+
+    strict = {precision: UINT8_FP32_COSINE_MIN for precision in FP32_LIKE}
+    return {**overrides, "cosine_min": {**strict, **overrides.get("cosine_min", {})}}
 
 
 def _astronaut() -> list[np.ndarray]:

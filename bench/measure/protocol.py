@@ -151,11 +151,16 @@ def _summarise(used, all_windows, batch, warm_count, warm_s, verdict) -> Measure
     )
 
 
-def make_inputs(shape: tuple[int, ...], count: int, seed: int, mean: float = 127.5, std: float = 128.0) -> list[np.ndarray]:
-    """Seeded random images normalised as the model expects; made outside any timed loop."""
+def make_inputs(shape: tuple[int, ...], count: int, seed: int, mean: float = 127.5, std: float = 128.0,
+                dtype: str = "float32") -> list[np.ndarray]:
+    """Seeded random images normalised as the model expects (uint8: the raw pixels, for models that
+    normalise inside the graph); made outside any timed loop."""
     rng = np.random.default_rng(seed)
     buffers = []
     for _ in range(count):
-        pixels = rng.integers(0, 256, size=shape, dtype=np.uint8).astype(np.float32)
-        buffers.append(np.ascontiguousarray((pixels - mean) / std, dtype=np.float32))
+        pixels = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        if dtype == "uint8":
+            buffers.append(pixels)
+            continue
+        buffers.append(np.ascontiguousarray((pixels.astype(np.float32) - mean) / std, dtype=np.float32))
     return buffers

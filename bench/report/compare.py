@@ -3,9 +3,9 @@
 Pure functions returning dataclasses; the rich tables live in commands.py, Markdown in markdown.py.
 
 Matching: points are matched only when they measured the same model file (sha256) at the same
-batch size, and, unless precision is what is being compared, the same precision. Each compared
-group (a machine, runtime, precision or run) becomes one column; every other dimension
-(runtime, precision, machine) stays in the row key.
+batch size, and, unless precision (or input format) is what is being compared, the same precision
+(and input format). Each compared group (a machine, runtime, precision, input format or run) becomes
+one column; every other dimension (runtime, precision, input format, machine) stays in the row key.
 
 Pipeline points (facebench pipeline, kind "pipeline") are matched the same way, on the detector
 file, the embedder file (from stages_json) and the pipeline's workload (frame source, faces per
@@ -25,8 +25,9 @@ from bench import store
 from bench.errors import UserError
 from bench.measure.stats import Interval, ratio_of_medians_interval
 
-BY_CHOICES = ("machine", "runtime", "precision", "run")
-GROUP_COLUMN = {"machine": "machine_label", "runtime": "runtime", "precision": "precision", "run": "run_label"}
+BY_CHOICES = ("machine", "runtime", "precision", "input", "run")
+GROUP_COLUMN = {"machine": "machine_label", "runtime": "runtime", "precision": "precision", "input": "input_format",
+                "run": "run_label"}
 CLOCK_STEP_MHZ = 50  # clocks closer than this are the same setting, not a difference
 
 
@@ -234,7 +235,7 @@ PIPELINE_METRIC = METRICS["fps"]  # pipelines record no latency percentiles; fra
 
 
 BASELINE_ALIASES = {"machine": ("machine_label", "host", "machine_id"), "run": ("run_label", "run_id"),
-                    "runtime": ("runtime",), "precision": ("precision",)}
+                    "runtime": ("runtime",), "precision": ("precision",), "input": ("input_format",)}
 
 
 def choose_by(records: list[dict[str, Any]], by: str | None, baseline: str | None, baseline_is_file: bool) -> str:
@@ -245,7 +246,7 @@ def choose_by(records: list[dict[str, Any]], by: str | None, baseline: str | Non
     if baseline_is_file:
         return "run"
     if baseline:
-        for candidate in ("machine", "run", "runtime", "precision"):
+        for candidate in ("machine", "run", "runtime", "precision", "input"):
             if any(r.get(alias) == baseline for r in records for alias in BASELINE_ALIASES[candidate]):
                 return candidate
     for candidate in ("machine", "run"):
@@ -270,7 +271,7 @@ def build_comparison(results: Results, metric: str = "fps", by: str | None = Non
     dims = row_dims(by, several_runs=len({r["run_label"] for r in records}) > len({r["machine_label"] for r in records}))
     models = [_compare_model(rows, rows[0]["model"], by, dims, chosen, base, notes)
               for rows in _by_model(results.records(), notes)]
-    pipeline_dims = [d for d in dims if d != "precision"]  # pipelines run fp32 only
+    pipeline_dims = [d for d in dims if d not in ("precision", "input")]  # pipelines run fp32, float input
     pipelines = [_compare_model(rows, name, by, pipeline_dims, PIPELINE_METRIC, base, notes)
                  for name, rows in _by_pipeline(results.records("pipeline"), notes).items()]
     differences = environment_differences(records, by, groups)
@@ -379,12 +380,13 @@ def row_dims(by: str, several_runs: bool) -> list[str]:
         context = []  # by machine, several runs of one machine share its column: the newest is shown
     else:
         context = ["run" if several_runs else "machine"]
-    return context + [d for d in ("runtime", "precision") if d != by]
+    return context + [d for d in ("runtime", "precision", "input") if d != by]
 
 
 def _compare_model(rows, name: str, by: str, dims: list[str], metric: Metric, base: str,
                    notes: list[str]) -> ModelComparison:
-    label_columns = {"machine": "machine_label", "run": "run_label", "runtime": "runtime", "precision": "precision"}
+    label_columns = {"machine": "machine_label", "run": "run_label", "runtime": "runtime", "precision": "precision",
+                     "input": "input_format"}
     cells: dict[tuple, dict[str, list[dict]]] = {}
     for r in rows:
         key = tuple(r[label_columns[d]] for d in dims) + (int(r["batch"]),)

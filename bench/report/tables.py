@@ -9,6 +9,8 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from bench.domain import DEFAULT_INPUT_FORMAT
+
 KNEE_PCT = 5.0  # the knee: smallest batch within this % of the runtime's best frames/s
 
 
@@ -42,6 +44,23 @@ def _precision_cell(row) -> str:
     return row["precision"]
 
 
+def input_label(row) -> str:
+    """The point's input format where it is not the default float NCHW tensor ("" otherwise)."""
+    fmt = row.get("input_format")
+    return fmt if isinstance(fmt, str) and fmt != DEFAULT_INPUT_FORMAT else ""
+
+
+def _what(row) -> str:
+    """runtime, precision and (non-default) input format of a point, for lines of text."""
+    return " ".join(filter(None, [row["runtime"], row["precision"], input_label(row)]))
+
+
+def _input_formats(frame: pd.DataFrame) -> pd.Series:
+    if "input_format" not in frame:
+        return pd.Series(DEFAULT_INPUT_FORMAT, index=frame.index)
+    return frame["input_format"].fillna(DEFAULT_INPUT_FORMAT)
+
+
 def _verdict_cell(row) -> str:
     if row["status"] != "ok":
         return f"[yellow]{row['status']}[/]" if row["status"] == "skipped" else "[red]failed[/]"
@@ -52,7 +71,7 @@ def point_line(row, position: str = "", checked_earlier: bool = False) -> str:
     """One plain line for a finished point, for logs that cannot show the live bar (CI, `| tee`).
     `checked_earlier`: a later repeat, whose checks ran on the first one."""
     where = f"{position} " if position else ""
-    what = f"{where}{row['model']} {row['runtime']} {row['precision']} batch {row['batch']}"
+    what = f"{where}{row['model']} {_what(row)} batch {row['batch']}"
     if row["status"] != "ok":
         return f"{what}: {row['status']}: {row.get('reason') or '-'}"
     checks = "checks on repeat 1" if checked_earlier else re.sub(r"\[/?[a-z ]*\]", "", _check_cell(row))
@@ -68,7 +87,10 @@ def trustworthy(row) -> bool:
 
 def throughput_table(frame: pd.DataFrame, model: str) -> Table:
     table = Table(title=f"{model}: steady state", title_justify="left")
-    for column, justify in (("runtime", "left"), ("prec", "left"), ("batch", "right"), ("frames/s", "right"),
+    frame = frame.assign(input_format=_input_formats(frame))
+    inputs = bool((frame.input_format != DEFAULT_INPUT_FORMAT).any())  # the column only where it tells something
+    for column, justify in (("runtime", "left"), ("prec", "left"), *([("input", "left")] if inputs else []),
+                            ("batch", "right"), ("frames/s", "right"),
                             ("ms/frame", "right"), ("p50 ms", "right"), ("p99 ms", "right"),
                             ("x batch 1", "right"), ("GFLOP/s", "right"), ("verdict", "left"), ("checks", "left")):
         table.add_column(column, justify=justify)
@@ -79,7 +101,8 @@ def throughput_table(frame: pd.DataFrame, model: str) -> Table:
     if repeated:
         table.add_column("repeats: 95% CI", justify="right")
     # Skipped points are summarised under the tables (one line per reason), not row by row.
-    for (runtime, precision), group in frame[frame.status != "skipped"].groupby(["runtime", "precision"], sort=False):
+    measured = frame[frame.status != "skipped"]
+    for (runtime, _, input_format), group in measured.groupby(["runtime", "precision", "input_format"], sort=False):
         group = group.sort_values("batch")
         base = group[(group.batch == 1) & (group.status == "ok")].fps
         base_fps = float(base.iloc[0]) if len(base) else None
@@ -89,7 +112,7 @@ def throughput_table(frame: pd.DataFrame, model: str) -> Table:
             if ok and not trustworthy(row):
                 fps_text = f"[strike]{fps_text}[/]"
             speedup = row["fps"] / base_fps if ok and base_fps else None
-            table.add_row(runtime, _precision_cell(row), str(row["batch"]), fps_text,
+            table.add_row(runtime, _precision_cell(row), *([input_format] if inputs else []), str(row["batch"]), fps_text,
                           _fmt(row["ms_per_frame"], 3) if ok else "", _fmt(row["lat_p50_ms"], 2) if ok else "",
                           _fmt(row["lat_p99_ms"], 2) if ok else "", _fmt(speedup, 2) if speedup else "",
                           _fmt(row["gflops_achieved"]) if ok else "", _verdict_cell(row), _check_cell(row) if ok else "",
@@ -158,9 +181,11 @@ def best_and_knee(frame: pd.DataFrame) -> str | None:
     if good.empty:
         return None
     best = good.loc[good.fps.idxmax()]
-    same = good[(good.runtime == best.runtime) & (good.precision == best.precision)].sort_values("batch")
+    formats = _input_formats(good)
+    same = good[(good.runtime == best.runtime) & (good.precision == best.precision)
+                & (formats == formats[best.name])].sort_values("batch")
     knee = same[same.fps >= best.fps * (1 - KNEE_PCT / 100)].iloc[0]
-    return (f"best: {best.runtime} {best.precision} batch {best.batch} at {_fmt(best.fps)} frames/s "
+    return (f"best: {_what(best)} batch {best.batch} at {_fmt(best.fps)} frames/s "
             f"(p99 {_fmt(best.lat_p99_ms, 2)} ms); knee: batch {knee.batch} reaches {_fmt(knee.fps)} frames/s "
             f"(within {KNEE_PCT:g}% of best) with p99 {_fmt(knee.lat_p99_ms, 2)} ms")
 
@@ -168,7 +193,7 @@ def best_and_knee(frame: pd.DataFrame) -> str | None:
 def warnings_for(frame: pd.DataFrame) -> list[str]:
     lines = []
     for _, row in frame.iterrows():
-        where = f"{row['runtime']} {row['precision']} batch {row['batch']}"
+        where = f"{_what(row)} batch {row['batch']}"
         if row["status"] == "failed":
             lines.append(f"{where}: failed: {row['reason']}")
         elif row["status"] == "ok" and isinstance(row.get("warnings"), str):

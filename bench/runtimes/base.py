@@ -25,6 +25,7 @@ class LoadRequest:
     input_name: str
     input_shape: tuple[int, ...]  # concrete, batch included
     precision: str = "fp32"
+    input_dtype: str = "float32"  # uint8 for the frame formats (bench.domain.INPUT_FORMATS)
     options: dict[str, Any] = field(default_factory=dict)  # runtime options from the suite
     cache_dir: str | None = None
 

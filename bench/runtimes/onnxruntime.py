@@ -96,7 +96,7 @@ class OrtRuntime(Runtime):
         t2 = time.perf_counter()
         settings = self.describe_session(session, options, request)
         wrapped = self.wrap(session, request, settings)
-        x = np.zeros(request.input_shape, dtype=np.float32)
+        x = np.zeros(request.input_shape, dtype=request.input_dtype)
         t3 = time.perf_counter()
         wrapped.infer(x)
         t4 = time.perf_counter()

@@ -156,7 +156,7 @@ class OpenVinoRuntime(Runtime):
         t2 = time.perf_counter()
         settings = self._effective_settings(compiled, config)
         session = OpenVinoSession(compiled, request.input_name, settings, asynchronous=settings["mode"] == "throughput")
-        x = np.zeros(request.input_shape, dtype=np.float32)
+        x = np.zeros(request.input_shape, dtype=request.input_dtype)
         t3 = time.perf_counter()
         session.infer(x)
         t4 = time.perf_counter()

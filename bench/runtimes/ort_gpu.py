@@ -485,7 +485,7 @@ def _warm_probe(request: LoadRequest, cache_path: str) -> dict[str, Any]:
     model_bytes = Path(request.model_path).read_bytes()
     session, _ = runtime.create_session(request, model_bytes, stream, cache_path)
     t2 = time.perf_counter()
-    session.run(None, {request.input_name: np.zeros(request.input_shape, dtype=np.float32)})
+    session.run(None, {request.input_name: np.zeros(request.input_shape, dtype=request.input_dtype)})
     t3 = time.perf_counter()
     return {"cuda_context_ms": (t1 - t0) * 1e3, "compile_ms": (t2 - t1) * 1e3, "first_infer_ms": (t3 - t2) * 1e3,
             "total_ms": (t3 - t0) * 1e3}
