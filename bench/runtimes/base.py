@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from bench.measure.timers import HostTimer, Timer
+from bench.runtimes.options import RuntimeOptions
 
 
 @dataclass
@@ -26,7 +27,7 @@ class LoadRequest:
     input_shape: tuple[int, ...]  # concrete, batch included
     precision: str = "fp32"
     input_dtype: str = "float32"  # uint8 for the frame formats (bench.domain.INPUT_FORMATS)
-    options: dict[str, Any] = field(default_factory=dict)  # runtime options from the suite
+    options: dict[str, Any] = field(default_factory=dict)  # as the suite set them; Runtime.options() types them
     cache_dir: str | None = None
 
 
@@ -109,7 +110,7 @@ class Runtime(ABC):
     device: str = "cpu"  # cpu | gpu | npu
     precisions: tuple[str, ...] = ("fp32",)
     precision_notes: dict[str, str] = {}  # why a precision is not run here, where a reason helps
-    option_keys: tuple[str, ...] = ()  # what a suite's [runtime_options.NAME] may set
+    Options: type[RuntimeOptions] = RuntimeOptions  # what a suite's [runtime_options.NAME] may set
     uses_cuda = False  # NVML telemetry applies (NVIDIA devices only)
 
     @abstractmethod
@@ -118,6 +119,10 @@ class Runtime(ABC):
 
     def versions(self) -> dict[str, str]:
         return {}
+
+    def options(self, request: LoadRequest):
+        """The request's options, typed (the suite checked them already; direct callers get the same check)."""
+        return self.Options.parse(request.options, self.name)
 
     def artifact_for(self, precision: str) -> str:
         """Which model artifact this runtime consumes for a precision (most: the same name)."""

@@ -6,12 +6,14 @@ onnxruntime is imported lazily so that listing runtimes never needs it.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench.runtimes.base import ColdStart, LoadRequest, Runtime, Session
+from bench.runtimes.options import RuntimeOptions, option
 
 
 def import_onnxruntime():
@@ -22,6 +24,12 @@ def import_onnxruntime():
 
 _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
            "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+@dataclass(frozen=True)
+class OrtCpuOptions(RuntimeOptions):
+    intra_op_threads: int = option(0, int, minimum=0)  # 0: ONNX Runtime's default (physical cores)
+    graph_optimization_level: str = option("all", str, choices=tuple(_LEVELS))
 
 
 class OrtSession(Session):
@@ -49,7 +57,7 @@ class OrtRuntime(Runtime):
     device = "cpu"
     precisions = ("fp32", "fp16", "int8", "simplified")
     provider = "CPUExecutionProvider"
-    option_keys = ("intra_op_threads", "graph_optimization_level")
+    Options = OrtCpuOptions
 
     def available(self) -> tuple[bool, str]:
         try:
@@ -69,13 +77,10 @@ class OrtRuntime(Runtime):
 
     def session_options(self, request: LoadRequest):
         ort = import_onnxruntime()
+        typed = self.options(request)
         options = ort.SessionOptions()
-        threads = int(request.options.get("intra_op_threads", 0))
-        options.intra_op_num_threads = threads
-        level = request.options.get("graph_optimization_level", "all")
-        if level not in _LEVELS:
-            raise ValueError(f"graph_optimization_level '{level}': use one of {', '.join(_LEVELS)}")
-        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[level])
+        options.intra_op_num_threads = typed.intra_op_threads
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[typed.graph_optimization_level])
         options.log_severity_level = 3
         # The model is passed as bytes (read timed apart); external data resolves beside the file.
         options.add_session_config_entry("session.model_external_initializers_file_folder_path",

@@ -9,14 +9,23 @@ one synchronous request.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from bench.runtimes.base import ColdStart, LoadRequest, Runtime, Session, Window
+from bench.runtimes.options import RuntimeOptions, option
 
 # OpenVINO's name for each precision hint we request.
 _HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
+
+
+@dataclass(frozen=True)
+class OpenVinoOptions(RuntimeOptions):
+    mode: str | None = option(None, str, choices=("throughput", "latency"))  # None: the runtime's own mode
+    threads: int | None = option(None, int, minimum=1)  # INFERENCE_NUM_THREADS; None: the plugin decides
+    model_cache: bool = option(False, bool)  # OpenVINO's CACHE_DIR in the run's cache folder
 
 
 def import_openvino():
@@ -101,7 +110,7 @@ class OpenVinoRuntime(Runtime):
     device = "cpu"
     mode = "throughput"
     precisions = ("fp32", "fp16", "int8", "simplified", "ir")
-    option_keys = ("mode", "threads", "model_cache")
+    Options = OpenVinoOptions
 
     def available(self) -> tuple[bool, str]:
         try:
@@ -124,17 +133,15 @@ class OpenVinoRuntime(Runtime):
         return "fp32" if precision == "fp16" else precision
 
     def compile_config(self, core, request: LoadRequest) -> dict[str, Any]:
-        mode = request.options.get("mode", self.mode)
-        if mode not in ("throughput", "latency"):
-            raise ValueError(f"openvino mode '{mode}': use throughput or latency")
-        config: dict[str, Any] = {"PERFORMANCE_HINT": mode.upper()}
+        options = self.options(request)
+        config: dict[str, Any] = {"PERFORMANCE_HINT": (options.mode or self.mode).upper()}
         # Everything but fp16/bf16 asks for f32: int8 keeps f32 for its non-quantised layers, and
         # without a hint AMX / AVX512-BF16 CPUs silently compute in bf16.
         hint = _HINTS.get(request.precision, "f32")
         config["INFERENCE_PRECISION_HINT"] = hint if self._supports(core, hint) else "f32"
-        if "threads" in request.options:
-            config["INFERENCE_NUM_THREADS"] = int(request.options["threads"])
-        if request.cache_dir and request.options.get("model_cache", False):
+        if options.threads is not None:
+            config["INFERENCE_NUM_THREADS"] = options.threads
+        if request.cache_dir and options.model_cache:
             config["CACHE_DIR"] = request.cache_dir
         return config
 

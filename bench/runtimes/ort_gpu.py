@@ -30,6 +30,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -39,11 +40,12 @@ import numpy as np
 from bench.runtimes.base import ColdStart, LoadRequest, Session
 from bench.runtimes.cuda import copy_d2h_async, copy_h2d_async
 from bench.runtimes.cuda_session import BareParts, CudaSession
-from bench.runtimes.onnxruntime import OrtRuntime, import_onnxruntime
+from bench.runtimes.gpu_cache import TrtBuildOptions
+from bench.runtimes.onnxruntime import OrtCpuOptions, OrtRuntime, import_onnxruntime
+from bench.runtimes.options import option
 
 ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 GRAPH_ID_SKIP = "-1"  # gpu_graph_id that disables CUDA-graph capture for one run
-COLD_START_MODES = ("both", "warm")
 TRT_DISTS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-libs", "tensorrt-cu12-libs", "tensorrt-libs")
 
 _ORT_TYPES = {
@@ -101,6 +103,19 @@ def ort_gpu_reasons(provider: str, *, gpu_reason: str | None, ort_gpu_version: s
     if tensorrt_present is False:
         reasons.append("tensorrt not installed (the TensorRT EP loads its libraries); make bench EXTRA=gpu installs it")
     return reasons
+
+
+@dataclass(frozen=True)
+class OrtCudaOptions(OrtCpuOptions):
+    device_id: int = option(0, int, minimum=0)
+    cudnn_conv_algo_search: str = option("EXHAUSTIVE", str, choices=ALGO_SEARCH)
+    use_tf32: bool | None = option(None, bool)  # None: strict FP32 for fp32, on for the others
+    cuda_graph: bool = option(False, bool)
+
+
+@dataclass(frozen=True)
+class OrtTrtOptions(OrtCudaOptions, TrtBuildOptions):
+    pass
 
 
 # --------------------------------------------------------------------------- session
@@ -197,7 +212,7 @@ class _OrtGpuRuntime(OrtRuntime):
     device = "gpu"
     precisions = ("fp32", "fp16", "int8")
     uses_cuda = True
-    option_keys = OrtRuntime.option_keys + ("device_id", "cudnn_conv_algo_search", "use_tf32", "cuda_graph")
+    Options = OrtCudaOptions
     needs_tensorrt = False
 
     def available(self) -> tuple[bool, str]:
@@ -228,17 +243,15 @@ class _OrtGpuRuntime(OrtRuntime):
 
     # -- provider options
     def device_id(self, request: LoadRequest) -> int:
-        return int(request.options.get("device_id", 0))
+        return self.options(request).device_id
 
     def cuda_options(self, request: LoadRequest, stream) -> dict[str, str]:
-        algo = str(request.options.get("cudnn_conv_algo_search", "EXHAUSTIVE")).upper()
-        if algo not in ALGO_SEARCH:
-            raise ValueError(f"cudnn_conv_algo_search '{algo}': use one of {', '.join(ALGO_SEARCH)}")
+        options = self.options(request)
         # Strict FP32 unless asked: TF32 changes FP32 results and speed (ORT's default is on).
-        tf32 = bool(request.options.get("use_tf32", request.precision != "fp32"))
+        tf32 = options.use_tf32 if options.use_tf32 is not None else request.precision != "fp32"
         return {
-            "device_id": str(self.device_id(request)),
-            "cudnn_conv_algo_search": algo,
+            "device_id": str(options.device_id),
+            "cudnn_conv_algo_search": options.cudnn_conv_algo_search,
             "use_tf32": "1" if tf32 else "0",
             "do_copy_in_default_stream": "1",
             "enable_cuda_graph": "1" if self.cuda_graph(request) else "0",
@@ -246,7 +259,7 @@ class _OrtGpuRuntime(OrtRuntime):
         }
 
     def cuda_graph(self, request: LoadRequest) -> bool:
-        return bool(request.options.get("cuda_graph", False))
+        return self.options(request).cuda_graph
 
     def graph_id(self, request: LoadRequest) -> int | None:
         """The CUDA EP's gpu_graph_id run option for this batch shape (None: no CUDA EP graph)."""
@@ -344,8 +357,7 @@ class OrtCudaRuntime(_OrtGpuRuntime):
 
 class OrtTrtRuntime(_OrtGpuRuntime):
     name = "ort-trt"
-    option_keys = _OrtGpuRuntime.option_keys + ("profile", "profile_max_batch", "builder_optimization_level",
-                                                "workspace_mb", "cold_start")
+    Options = OrtTrtOptions
     provider = "TensorrtExecutionProvider"
     needs_tensorrt = True
 
@@ -371,22 +383,23 @@ class OrtTrtRuntime(_OrtGpuRuntime):
     def profile(self, request: LoadRequest):
         from bench.runtimes.gpu_cache import request_profile
 
-        return request_profile(request)
+        return request_profile(request, self.options(request))
 
     def trt_options(self, request: LoadRequest, stream, cache_path: str | None) -> dict[str, str]:
         from bench.runtimes.gpu_cache import ort_profile_options
 
+        typed = self.options(request)
         options = {
-            "device_id": str(self.device_id(request)),
-            "trt_builder_optimization_level": str(int(request.options.get("builder_optimization_level", 3))),
+            "device_id": str(typed.device_id),
+            "trt_builder_optimization_level": str(typed.builder_optimization_level),
             "trt_cuda_graph_enable": _flag(self.cuda_graph(request)),
             "user_compute_stream": str(stream.handle),
         }
         profile = self.profile(request)
         if profile is not None:  # a static input has no profile to give
             options.update(ort_profile_options(request.input_name, profile))
-        if "workspace_mb" in request.options:
-            options["trt_max_workspace_size"] = str(int(request.options["workspace_mb"]) * 2**20)
+        if typed.workspace_mb is not None:
+            options["trt_max_workspace_size"] = str(typed.workspace_mb * 2**20)
         if cache_path:
             options.update({"trt_engine_cache_enable": "True", "trt_engine_cache_path": cache_path,
                             "trt_timing_cache_enable": "True", "trt_timing_cache_path": cache_path})
@@ -406,22 +419,21 @@ class OrtTrtRuntime(_OrtGpuRuntime):
         from bench.runtimes.cuda import device_identity
         from bench.runtimes.gpu_cache import CacheKey, build_options, key_profile
 
-        identity = device_identity(self.device_id(request))
+        options = self.options(request)
+        identity = device_identity(options.device_id)
         return CacheKey(
             runtime=self.name, model_sha256=sha256_file(request.model_path), precision=request.precision,
             profile=key_profile(self.profile(request), request), gpu=identity.label,
             trt_version=str(self.trt_version()),
             ort_version=import_onnxruntime().__version__, cuda_runtime=identity.cuda_runtime,
-            build=build_options({"opt_level": request.options.get("builder_optimization_level", 3),
-                                 "workspace_mb": request.options.get("workspace_mb")}),
+            build=build_options({"opt_level": options.builder_optimization_level,
+                                 "workspace_mb": options.workspace_mb}),
         )
 
     def load_on(self, request: LoadRequest, stream) -> tuple[Session, ColdStart]:
         from bench.runtimes.gpu_cache import cache_folder, cache_root, cached_files, replace_payload
 
-        mode = str(request.options.get("cold_start", "both"))
-        if mode not in COLD_START_MODES:
-            raise ValueError(f"cold_start '{mode}': use one of {', '.join(COLD_START_MODES)}")
+        mode = self.options(request).cold_start
         folder = cache_folder(cache_root(request.cache_dir), self.cache_key(request))
         if mode == "warm":
             hit = bool(cached_files(folder))

@@ -33,10 +33,11 @@ import numpy as np
 from bench.runtimes.base import ColdStart, LoadRequest, Runtime, Session
 from bench.runtimes.cuda import copy_d2h_async, copy_h2d_async
 from bench.runtimes.cuda_session import BareParts, CudaSession
+from bench.runtimes.gpu_cache import TrtBuildOptions
+from bench.runtimes.options import option
 
 ENGINE_FILE = "engine.plan"
 TIMING_FILE = "timing.cache"
-COLD_START_MODES = ("both", "warm")
 TRT_DISTS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-libs", "tensorrt-cu12-libs", "tensorrt-libs")
 
 _TRT_TYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32,
@@ -123,8 +124,14 @@ class BuildResult:
     flags: list[str]
 
 
+@dataclass(frozen=True)
+class TrtOptions(TrtBuildOptions):
+    profiling_verbosity: str = option("detailed", str, choices=("detailed", "layer_names_only", "none"))
+    tf32: bool = option(False, bool)  # fp32 only: TensorRT's TF32 default is off here unless asked
+
+
 def build_engine(trt, logger, model_bytes: bytes, model_path: str, input_name: str, profile,
-                 precision: str, options: dict[str, Any], timing_cache: bytes = b"") -> BuildResult:
+                 precision: str, options: TrtOptions, timing_cache: bytes = b"") -> BuildResult:
     """Parse the ONNX and build a serialized engine with one profile and a timing cache."""
     major = trt_major(trt.__version__)
     t0 = time.perf_counter()
@@ -136,16 +143,15 @@ def build_engine(trt, logger, model_bytes: bytes, model_path: str, input_name: s
         raise RuntimeError(f"TensorRT could not parse {Path(model_path).name}: {errors[0] if errors else 'unknown error'}")
     t1 = time.perf_counter()
     config = builder.create_builder_config()
-    config.builder_optimization_level = int(options.get("builder_optimization_level", 3))
-    if "workspace_mb" in options:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options["workspace_mb"]) * 2**20)
-    verbosity = str(options.get("profiling_verbosity", "detailed")).upper()
-    config.profiling_verbosity = getattr(trt.ProfilingVerbosity, verbosity)
+    config.builder_optimization_level = options.builder_optimization_level
+    if options.workspace_mb is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb * 2**20)
+    config.profiling_verbosity = getattr(trt.ProfilingVerbosity, options.profiling_verbosity.upper())
     flags = [f for f in precision_flags(precision, major) if hasattr(trt.BuilderFlag, f)]
     for flag in flags:
         config.set_flag(getattr(trt.BuilderFlag, flag))
     # Strict FP32 unless asked: TensorRT enables TF32 for FP32 layers by default.
-    if precision == "fp32" and not options.get("tf32", False) and hasattr(trt.BuilderFlag, "TF32"):
+    if precision == "fp32" and not options.tf32 and hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)
     if profile is not None:  # None: a static input, which TensorRT builds without a profile
         optimisation = builder.create_optimization_profile()
@@ -280,8 +286,7 @@ class TensorRtRuntime(Runtime):
     device = "gpu"
     precisions = ("fp32", "fp16", "int8")
     uses_cuda = True
-    option_keys = ("device_id", "builder_optimization_level", "workspace_mb", "profiling_verbosity", "tf32",
-                   "profile", "profile_max_batch", "cold_start", "cuda_graph")
+    Options = TrtOptions
 
     def available(self) -> tuple[bool, str]:
         from bench.runtimes.cuda import cuda_python_reason, join_reasons, module_present, nvidia_gpu_reason
@@ -303,32 +308,31 @@ class TensorRtRuntime(Runtime):
     def profile(self, request: LoadRequest):
         from bench.runtimes.gpu_cache import request_profile
 
-        return request_profile(request)
+        return request_profile(request, self.options(request))
 
     def cache_key(self, trt, request: LoadRequest, identity):
         from bench.models.info import sha256_file
         from bench.runtimes.gpu_cache import CacheKey, build_options, key_profile
 
-        opts = request.options
+        opts = self.options(request)
         return CacheKey(
             runtime=self.name, model_sha256=sha256_file(request.model_path), precision=request.precision,
             profile=key_profile(self.profile(request), request), gpu=identity.label, trt_version=trt.__version__,
             cuda_runtime=identity.cuda_runtime,
-            build=build_options({"opt_level": opts.get("builder_optimization_level", 3),
-                                 "workspace_mb": opts.get("workspace_mb"),
-                                 "tf32": opts.get("tf32", False) if request.precision == "fp32" else None,
-                                 "verbosity": opts.get("profiling_verbosity", "detailed")}),
+            build=build_options({"opt_level": opts.builder_optimization_level,
+                                 "workspace_mb": opts.workspace_mb,
+                                 "tf32": opts.tf32 if request.precision == "fp32" else None,
+                                 "verbosity": opts.profiling_verbosity}),
         )
 
     def load(self, request: LoadRequest) -> tuple[Session, ColdStart]:
         from bench.runtimes.cuda import Stream, device_identity, set_device
         from bench.runtimes.gpu_cache import cache_folder, cache_root
 
-        mode = str(request.options.get("cold_start", "both"))
-        if mode not in COLD_START_MODES:
-            raise ValueError(f"cold_start '{mode}': use one of {', '.join(COLD_START_MODES)}")
+        options = self.options(request)
+        mode = options.cold_start
         trt = import_tensorrt()
-        device_id = int(request.options.get("device_id", 0))
+        device_id = options.device_id
         set_device(device_id)
         identity = device_identity(device_id)
         folder = cache_folder(cache_root(request.cache_dir), self.cache_key(trt, request, identity))
@@ -359,10 +363,10 @@ class TensorRtRuntime(Runtime):
         return {
             "tensorrt": trt.__version__, "precision_requested": request.precision,
             "precision_effective": None, "builder_flags": flags,
-            "tf32": bool(request.options.get("tf32", False)) if request.precision == "fp32" else "TensorRT default",
+            "tf32": self.options(request).tf32 if request.precision == "fp32" else "TensorRT default",
             "profile": ({"min": list(profile.min), "opt": list(profile.opt), "max": list(profile.max)}
                         if profile is not None else "none: static input shape"),
-            "builder_optimization_level": int(request.options.get("builder_optimization_level", 3)),
+            "builder_optimization_level": self.options(request).builder_optimization_level,
             "execution": "execute_async_v3 on a non-blocking stream; pinned host buffers",
             "fps": "end-to-end (H2D + compute + D2H per iteration); fps_compute: device-resident input and output",
         }
@@ -377,7 +381,7 @@ class TensorRtRuntime(Runtime):
         # "both": an honest empty-cache build; "warm" without an engine: reuse a timing cache if one is there.
         timing = (folder / TIMING_FILE).read_bytes() if mode == "warm" and (folder / TIMING_FILE).is_file() else b""
         built = build_engine(trt, logger, model_bytes, request.model_path, request.input_name, self.profile(request),
-                             request.precision, request.options, timing)
+                             request.precision, self.options(request), timing)
         flags = built.flags
         t2 = time.perf_counter()
         runtime = trt.Runtime(logger)
@@ -420,7 +424,7 @@ class TensorRtRuntime(Runtime):
         return session, ColdStart(read_ms=(t1 - t0) * 1e3, compile_ms=(t2 - t1) * 1e3, first_infer_ms=(t4 - t3) * 1e3)
 
     def _maybe_graph(self, session: TensorRtSession, request: LoadRequest) -> None:
-        if not request.options.get("cuda_graph", False):
+        if not self.options(request).cuda_graph:
             session.describe_extra({"cuda_graph": "off"})
             return
         reason = session.enable_cuda_graph()
@@ -444,7 +448,7 @@ def _warm_probe(request: LoadRequest, folder: str) -> dict[str, Any]:
     runtime = TensorRtRuntime()
     runtime.profile(request)  # reads the ONNX once, outside the clock, as the worker did before its own
     t0 = time.perf_counter()
-    set_device(int(request.options.get("device_id", 0)))
+    set_device(runtime.options(request).device_id)
     stream = Stream()
     t1 = time.perf_counter()
     session, cold = runtime._load_engine(trt, trt.Logger(trt.Logger.WARNING), request, Path(folder), stream)
