@@ -168,19 +168,13 @@ def _validate_measure(m: MeasureSettings, where: str) -> None:
 
 
 def _validate_runtimes(suite: Suite, where: str) -> None:
-    """Runtime names everywhere they appear, and each runtime's option keys."""
+    """Runtime names everywhere they appear, and each runtime's options (keys, kinds, values)."""
     from bench.runtimes.registry import get_runtime
 
     for name in [*suite.runtimes, *suite.precisions_by_runtime, *suite.runtime_options]:
         get_runtime(name)
     for name, options in suite.runtime_options.items():
-        if not isinstance(options, dict):
-            raise UserError(f"{where} [runtime_options]: '{name}' must be a table of options, e.g. [runtime_options.{name}]")
-        known = get_runtime(name).option_keys
-        for key in options:
-            if key not in known:
-                raise UserError(f"{where} [runtime_options.{name}]: unknown option '{key}'; "
-                                f"{name} takes {', '.join(known) or 'no options'}")
+        get_runtime(name).Options.parse(options, name, where)  # typed here, so no worker meets a bad value
 
 
 def override(suite: Suite, *, models: list[ModelRef] | None = None, runtimes: list[str] | None = None,

@@ -152,14 +152,19 @@ def test_unknown_parity_gate_is_exit_2(tmp_path):
     assert result.returncode == 2 and "unknown metric 'cosine'" in result.stderr
 
 
-def test_failed_point_is_a_row_and_its_traceback_goes_to_a_log(tmp_path, capsys):
-    suite = tmp_path / "bad-option.toml"
-    suite.write_text("runtimes = ['openvino-cpu']\nbatches = [1]\n[[models]]\nname = 'arcface_mbf'\n"
-                     "[runtime_options.openvino-cpu]\nmode = 'warp'\n")
+def test_failed_point_is_a_row_and_its_traceback_goes_to_a_log(tmp_path, capsys, monkeypatch):
+    from bench.runtimes.openvino import OpenVinoRuntime
+
+    def refuse(self, core, request):  # a plugin that will not compile, past every check at suite load
+        raise RuntimeError("openvino refused to compile (injected)")
+
+    monkeypatch.setattr(OpenVinoRuntime, "compile_config", refuse)  # --inline: the worker runs in this process
+    suite = tmp_path / "refused.toml"
+    suite.write_text("runtimes = ['openvino-cpu']\nbatches = [1]\n[[models]]\nname = 'arcface_mbf'\n")
     out = tmp_path / "failed.parquet"
     assert main(["run", str(suite), "--out", str(out), "--inline"]) == 0  # a failed point is a result, not a crash
     [row] = store.read_rows(out)
-    assert row["status"] == "failed" and "openvino mode 'warp'" in row["reason"]
+    assert row["status"] == "failed" and "openvino refused to compile (injected)" in row["reason"]
     log = tmp_path / "failed.parquet.log"
     assert "Traceback" in log.read_text()
     assert f"tracebacks of failed points: {log}" in " ".join(capsys.readouterr().out.split())

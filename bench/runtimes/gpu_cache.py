@@ -18,9 +18,26 @@ from pathlib import Path
 from typing import Any
 
 from bench.fileio import write_atomically
+from bench.runtimes.options import RuntimeOptions, option
 
 DEFAULT_MAX_BATCH = 64  # the suite's batch ceiling (bench.suite.MAX_BATCH)
 PROFILE_MODES = ("range", "per-batch")
+COLD_START_MODES = ("both", "warm")
+
+
+@dataclass(frozen=True)
+class TrtBuildOptions(RuntimeOptions):
+    """What both TensorRT runtimes (trt, ort-trt) build an engine with."""
+
+    device_id: int = option(0, int, minimum=0)
+    profile: str = option("range", str, choices=PROFILE_MODES)
+    profile_max_batch: int = option(DEFAULT_MAX_BATCH, int, minimum=1)
+    builder_optimization_level: int = option(3, int, minimum=0, maximum=5)
+    workspace_mb: int | None = option(None, int, minimum=1)  # None: TensorRT's default pool
+    cold_start: str = option("both", str, choices=COLD_START_MODES)
+    cuda_graph: bool = option(False, bool)
+
+
 KEY_FILE = "key.json"
 WARM_PROBE_TIMEOUT_S = 900
 
@@ -93,10 +110,10 @@ def fit_profile(profile: ProfileShapes, declared: tuple[int, ...] | None) -> Pro
     return ProfileShapes(pin(profile.min), pin(profile.opt), pin(profile.max))
 
 
-def request_profile(request) -> ProfileShapes | None:
-    """A LoadRequest's profile (options `profile`, `profile_max_batch`), fitted to the model's input."""
-    shapes = profile_shapes(request.input_shape, str(request.options.get("profile", "range")),
-                            int(request.options.get("profile_max_batch", DEFAULT_MAX_BATCH)))
+def request_profile(request, options: TrtBuildOptions | None = None) -> ProfileShapes | None:
+    """A LoadRequest's profile (its runtime's `profile`, `profile_max_batch`), fitted to the model's input."""
+    options = options if options is not None else TrtBuildOptions()
+    shapes = profile_shapes(request.input_shape, options.profile, options.profile_max_batch)
     return fit_profile(shapes, declared_input_dims(str(request.model_path), request.input_name))
 
 
