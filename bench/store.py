@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -77,7 +78,7 @@ COLUMNS: dict[str, pa.DataType] = {
 }
 SCHEMA = pa.schema([pa.field(name, dtype) for name, dtype in COLUMNS.items()])
 POINT_KEY = ("model_sha256", "model", "runtime", "precision", "input_format", "batch", "kind")
-# Files written before input formats fed normalised float NCHW tensors.
+# Rows written before input formats (or without one: pipelines) fed normalised float NCHW tensors.
 _FILLS = {"input_format": "float-nchw"}
 STATUSES = ("ok", "skipped", "failed")
 
@@ -407,7 +408,8 @@ def _conform(table: pa.Table) -> pa.Table:
     arrays = []
     for name, dtype in COLUMNS.items():
         if name in table.column_names:
-            arrays.append(table.column(name).cast(dtype))
+            column = table.column(name).cast(dtype)
+            arrays.append(pc.fill_null(column, _FILLS[name]) if name in _FILLS else column)
         elif name in _FILLS:
             arrays.append(pa.array([_FILLS[name]] * table.num_rows, dtype))
         else:

@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from bench import store
+from bench.domain import DEFAULT_INPUT_FORMAT
 from bench.errors import UserError
 from bench.measure.stats import Interval, ratio_of_medians_interval
 
@@ -409,7 +410,9 @@ def _newest(rows: list[dict[str, Any]], where: str, notes: list[str]) -> dict[st
 
 
 def point_name(labels: dict[str, Any]) -> str:
-    return " ".join(str(v) for k, v in labels.items() if k != "batch") + f" batch {labels['batch']}"
+    """'machine runtime precision [input format] batch N'; the default float input goes unsaid."""
+    said = [str(v) for k, v in labels.items() if k != "batch" and not (k == "input" and v == DEFAULT_INPUT_FORMAT)]
+    return " ".join(said) + f" batch {labels['batch']}"
 
 
 def _compare_point(labels, rows: dict[str, dict[str, Any]], metric: Metric, base: str) -> PointComparison:
