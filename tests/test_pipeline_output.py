@@ -217,11 +217,11 @@ def test_synthetic_run_saves_json_rows_and_four_pictures(tmp_path):
     fixed = synthetic_detections((720, 1280), faces_per_frame)
     np.testing.assert_allclose([[r[k] for k in ("x1", "y1", "x2", "y2")] for r in rows[:2]], fixed.boxes, atol=1e-3)
     assert all(r["fixed_box"] and r["source"] == "synthetic" and r["embedding_norm"] > 0 for r in rows)
-    # Synthetic frames repeat a pool of 4 pictures: those 4 are drawn; all 12 crops are on one sheet.
+    # Synthetic frames repeat a pool of 4 pictures: those 4 are drawn, and their 8 crops on one sheet.
     names = sorted(p.name for p in folder.iterdir())
     assert names == [f"{i:04d}-synthetic.png" for i in range(4)] + ["crops-000.png"]
     sheet = cv2.imread(str(folder / "crops-000.png"))
-    assert sheet.shape == (2 * (ALIGNED_SIZE + 2), 10 * (ALIGNED_SIZE + 2), 3)
+    assert sheet.shape == (ALIGNED_SIZE + 2, 4 * faces_per_frame * (ALIGNED_SIZE + 2), 3)
 
 
 # ---------------------------------------------------------------- bad input
@@ -233,6 +233,8 @@ def test_synthetic_run_saves_json_rows_and_four_pictures(tmp_path):
     ("annotated under a file", ["--save-annotated", "{tmp}/file.txt/pictures"], "cannot write in"),
     ("annotated into the images", ["--save-annotated", "{tmp}/images"], "is the --images folder"),
     ("embeddings alone", ["--save-embeddings"], "--save-detections FILE"),
+    ("detections over the results", ["--out", "{tmp}/same.parquet", "--save-detections", "{tmp}/same.parquet"],
+     "also the --out results file"),
 ])
 def test_unwritable_outputs_are_refused_before_the_benchmark(case, args, message, tmp_path, capsys):
     (tmp_path / "file.txt").write_text("a file, not a folder")
@@ -244,12 +246,12 @@ def test_unwritable_outputs_are_refused_before_the_benchmark(case, args, message
                  *(a.replace("{tmp}", str(tmp_path)) for a in args)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1 and "Traceback" not in err
-    assert not out.exists()  # refused before a results file was made
+    assert not out.exists() and not (tmp_path / "same.parquet").exists()  # refused before any file was made
 
 
 def test_a_write_that_fails_after_the_benchmark_keeps_the_row(tmp_path, capsys, monkeypatch):
     """A folder that breaks after the check (here: never checked) costs the pictures, not the row."""
-    monkeypatch.setattr(outputs, "check_outputs", lambda request, images: None)
+    monkeypatch.setattr(outputs, "check_outputs", lambda *args: None)
     (tmp_path / "file.txt").write_text("a file, not a folder")
     results = tmp_path / "results.parquet"
     code = main(["pipeline", "--synthetic", "2", "--det", "scrfd_500m@320", "--rec", "arcface_mbf",

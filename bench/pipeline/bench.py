@@ -55,6 +55,7 @@ class PipelineRequest:
     queue_depth: int = 2
     seed: int = 0
     outputs: outputs.OutputRequest = field(default_factory=outputs.OutputRequest)
+    out: str | None = None  # the results file or folder (--out), which the outputs must not replace
 
 
 @dataclass
@@ -98,7 +99,7 @@ def prepare(request: PipelineRequest, status: Status = lambda _: None) -> Pipeli
     """Check the request and resolve models and runtime; raises UserError with the fix."""
     _check_numbers(request)
     frame_paths = _frame_paths(request)
-    outputs.check_outputs(request.outputs, request.images)
+    outputs.check_outputs(request.outputs, request.images, request.out)
     runtime = _available_runtime(request.runtime)
     status(f"preparing {request.det}")
     det = _resolve(request.det, "--det", "detector", request.det_size)

@@ -52,7 +52,7 @@ def cmd_pipeline(args) -> int:
     request = pipeline_bench.PipelineRequest(
         det=args.det, rec=args.rec, runtime=args.runtime, images=args.images, synthetic=args.synthetic,
         det_size=args.det_size, batch=args.batch, rec_batch=args.rec_batch, faces_per_frame=args.faces_per_frame,
-        repeats=args.repeats, outputs=wanted)
+        repeats=args.repeats, outputs=wanted, out=args.out)
     with console.status("checking the request") as status:
         setup = pipeline_bench.prepare(request, status=status.update)
     for note in setup.notes:

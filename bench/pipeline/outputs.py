@@ -96,7 +96,7 @@ class OutputSummary:
 # ---------------------------------------------------------------- checks before the benchmark
 
 
-def check_outputs(request: OutputRequest, images_dir: str | None) -> None:
+def check_outputs(request: OutputRequest, images_dir: str | None, results_out: str | None = None) -> None:
     """Refuse outputs that cannot be written, before anything runs (UserError names the fix)."""
     if request.with_embeddings and request.detections is None:
         raise UserError("--save-embeddings adds the embedding column to --save-detections FILE; give that too")
@@ -106,6 +106,8 @@ def check_outputs(request: OutputRequest, images_dir: str | None) -> None:
             raise UserError(f"--save-detections {path}: name the file .parquet or .json")
         if path.is_dir():
             raise UserError(f"--save-detections {path}: is a folder; give a file name ending .parquet or .json")
+        if results_out is not None and Path(results_out).resolve() == path.resolve():
+            raise UserError(f"--save-detections {path} is also the --out results file; give the faces their own file")
         _check_writable_folder(path.parent, f"--save-detections {path}", "choose a writable place for the file")
     if request.annotated is not None:
         folder = request.annotated
@@ -203,11 +205,11 @@ class AnnotatedWriter:
         offset = 0
         for i, (frame, found) in enumerate(zip(batch.frames, batch.detections)):
             index = batch.first + i
-            if self.max_pictures is None or self.pictures < self.max_pictures:
+            drawn = self.max_pictures is None or self.pictures < self.max_pictures
+            if drawn:  # beyond max_pictures the frames repeat pictures already drawn, crops and all
                 self._write(f"{index:04d}-{self.names(index)}.png", draw_faces(frame, found))
                 self.pictures += 1
-            for k in range(len(found)):
-                self._crops.append((batch.aligned[offset + k], f"{index}#{k}"))
+                self._crops.extend((batch.aligned[offset + k], f"{index}#{k}") for k in range(len(found)))
             offset += len(found)
         while len(self._crops) >= SHEET_COLUMNS * SHEET_ROWS:
             self._flush_sheet()
