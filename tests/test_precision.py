@@ -413,3 +413,25 @@ def test_polygraphy_tolerances_per_output():
     error = check_parity(reference, candidate, "embedder", "int8", (1, 4)).outputs[0]
     assert error.max_abs == pytest.approx(0.1, rel=1e-5) and error.min_atol == error.max_abs
     assert error.min_rtol == error.max_rel > 1e10  # 0.01 against an exact 0 reference
+
+
+# --------------------------------------------------------------------------- INT8 on a CPU without VNNI
+
+def test_int8_on_a_cpu_without_vnni_takes_its_recipe_and_names_the_cause_of_a_failure(tmp_path, monkeypatch):
+    # As an AVX2-only host would see it (inline, so the patched fingerprint reaches the worker);
+    # a strict gate makes the INT8 point fail whatever the kernels do.
+    from bench import store
+    from bench.cli import main
+
+    monkeypatch.setattr("bench.env.cpu_features", lambda info=None: ("avx2", "fma", "f16c"))
+    monkeypatch.setattr("bench.models.precision.platform.machine", lambda: "x86_64")
+    suite = tmp_path / "int8.toml"
+    suite.write_text('name = "int8"\nruntimes = ["ort-cpu"]\nprecisions = ["int8"]\nbatches = [1]\n'
+                     '[[models]]\nname = "arcface_mbf"\n'
+                     '[measure]\nwarmup_s = 0.05\nwindow_s = 0.1\nmax_windows = 4\n'
+                     '[checks]\npeak_probes = false\n[parity_gates.cosine_min]\nint8 = 0.999999\n')
+    out = tmp_path / "int8.parquet"
+    assert main(["run", str(suite), "--out", str(out), "--inline"]) == 0
+    (row,) = store.read_rows(out)
+    assert row["int8_recipe"] == "u8s8-reduce-range" and row["parity_passed"] is False
+    assert "no VNNI: INT8 loses accuracy to saturation on this CPU (recipe u8s8-reduce-range)" in row["parity_summary"]
