@@ -583,6 +583,15 @@ def test_cuda_provider_options_are_strict_fp32_and_recorded():
         OrtCudaRuntime().cuda_options(request(cudnn_conv_algo_search="fastest"), STREAM)
 
 
+def test_cudnn_layout_and_workspace_options_reach_the_provider():
+    defaults = OrtCudaRuntime().cuda_options(request(), STREAM)
+    assert defaults["prefer_nhwc"] == "0" and defaults["cudnn_conv_use_max_workspace"] == "1"  # ORT's own defaults
+    tuned = OrtCudaRuntime().cuda_options(request(prefer_nhwc=True, cudnn_conv_use_max_workspace=False), STREAM)
+    assert tuned["prefer_nhwc"] == "1" and tuned["cudnn_conv_use_max_workspace"] == "0"
+    with pytest.raises(ValueError, match="prefer_nhwc"):
+        OrtCudaRuntime().cuda_options(request(prefer_nhwc="yes"), STREAM)
+
+
 class OrtTrtOn(OrtTrtRuntime):
     def __init__(self, version):
         self.version = version
@@ -822,6 +831,7 @@ def test_gpu_ort_cuda_matches_cpu_and_splits_stages(mbf, tmp_path):
         assert_matches_cpu(session, mbf, x)
         settings = session.describe()
         assert settings["use_tf32"] == "0" and settings["cudnn_conv_algo_search"] == "EXHAUSTIVE"
+        assert settings["prefer_nhwc"] == "0" and settings["cudnn_conv_use_max_workspace"] == "1"
         assert "CUDAExecutionProvider" in settings["providers"]
         w = session.run_window([x], 20)
         assert set(w.extra_ns) >= set(STAGES) and len(w.extra_ns["compute"]) == 20
