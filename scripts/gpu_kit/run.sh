@@ -22,19 +22,10 @@ PY=${PY:-python3}
 SITE=/tmp/facebench-site
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 FACEBENCH_CACHE=${FACEBENCH_CACHE:-/tmp/facebench-cache}
-SUMMARY="$OUT/summary.txt"
+export SUMMARY="$OUT/summary.txt" STEP_LOGS="$OUT"
 : > "$SUMMARY"
 
-step() {  # step NAME LIMIT_S COMMAND...: run with a limit, log to OUT/NAME.log, record the outcome
-  local name=$1 limit=$2; shift 2
-  local start=$SECONDS
-  echo "=== $name (limit ${limit}s): $*"
-  timeout --kill-after=10 "$limit" "$@" > "$OUT/$name.log" 2>&1
-  local rc=$?
-  local verdict=ok; [ $rc -eq 124 ] || [ $rc -eq 137 ] && verdict="TIMED OUT"; [ $rc -ne 0 ] && [ "$verdict" = ok ] && verdict="failed (exit $rc)"
-  printf '%-8s %-18s %4ss  %s\n' "$name" "$verdict" "$((SECONDS - start))" "$OUT/$name.log" | tee -a "$SUMMARY"
-  tail -n 5 "$OUT/$name.log"
-}
+source scripts/gpu_kit/steps.sh
 
 if [ "$DRY" = 1 ]; then
   # CPU stand-ins: the same commands, on ort-cpu, with the GPU-only parts skipped or planned.
