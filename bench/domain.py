@@ -53,6 +53,8 @@ INPUT_FORMATS = {f.name: f for f in (
     InputFormat("uint8-nhwc-rgb", "uint8", "nhwc", "rgb"),
 )}
 DEFAULT_INPUT_FORMAT = FLOAT_NCHW.name
+# The options_variant of a point measured with the suite's runtime options as they are (no [sweep_options]).
+DEFAULT_OPTIONS_VARIANT = "default"
 
 
 def input_format(name: str, where: str = "input") -> InputFormat:

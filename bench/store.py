@@ -48,7 +48,7 @@ COLUMNS: dict[str, pa.DataType] = {
     "model": _S, "model_source": _S, "model_path": _S, "model_sha256": _S, "family": _S,
     "input_name": _S, "input_shape": _S, "input_size": _I, "params": _I,
     "macs_per_frame": _I, "flops_per_frame": _I,
-    "runtime": _S, "device": _S, "runtime_version": _S, "runtime_options_json": _S,
+    "runtime": _S, "device": _S, "runtime_version": _S, "runtime_options_json": _S, "options_variant": _S,
     "threads": _I, "mode": _S, "timer": _S,
     "precision": _S, "precision_effective": _S, "int8_recipe": _S,
     "input_format": _S, "input_bytes_per_frame": _I, "batch": _I,
@@ -77,9 +77,9 @@ COLUMNS: dict[str, pa.DataType] = {
     "status": _S, "reason": _S,
 }
 SCHEMA = pa.schema([pa.field(name, dtype) for name, dtype in COLUMNS.items()])
-POINT_KEY = ("model_sha256", "model", "runtime", "precision", "input_format", "batch", "kind")
+POINT_KEY = ("model_sha256", "model", "runtime", "precision", "input_format", "options_variant", "batch", "kind")
 # Rows written before input formats (or without one: pipelines) fed normalised float NCHW tensors.
-_FILLS = {"input_format": "float-nchw"}
+_FILLS = {"input_format": "float-nchw", "options_variant": "default"}  # the latter: no [sweep_options] then
 STATUSES = ("ok", "skipped", "failed")
 
 
@@ -450,7 +450,7 @@ def point_key(row: dict[str, Any]) -> tuple:
 
 
 _IDENTITY = ("schema_version", "run_id", "timestamp_utc", "suite", "kind", "host", "machine_id", "model",
-             "model_sha256", "runtime", "device", "precision", "input_format", "batch")
+             "model_sha256", "runtime", "device", "precision", "input_format", "options_variant", "batch")
 
 
 def _storable(row: dict[str, Any]) -> dict[str, Any]:

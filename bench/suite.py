@@ -4,13 +4,14 @@ Loading validates every key against the schema below and names the offending one
 """
 from __future__ import annotations
 
+import itertools
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from bench.domain import DEFAULT_INPUT_FORMAT, input_format
+from bench.domain import DEFAULT_INPUT_FORMAT, DEFAULT_OPTIONS_VARIANT, input_format
 from bench.errors import UserError
 from bench.measure.protocol import MeasureSettings
 
@@ -59,6 +60,8 @@ class Suite:
     batches_by_device: dict[str, list[int]] = field(default_factory=dict)
     precisions_by_runtime: dict[str, list[str]] = field(default_factory=dict)
     runtime_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # [sweep_options.RUNTIME] key = [value, ...]: every combination is its own point (options_variant).
+    option_sweeps: dict[str, dict[str, list]] = field(default_factory=dict)
     measure: MeasureSettings = field(default_factory=MeasureSettings)
     checks: Checks = field(default_factory=Checks)
     # [parity_gates.METRIC] precision = threshold, over bench.checks.parity.ParityGates defaults
@@ -79,11 +82,27 @@ class Suite:
     def inputs_for(self, model: ModelRef) -> list[str]:
         return list(model.inputs) or self.inputs
 
+    def option_variants(self, runtime: str) -> list[tuple[str, dict[str, Any]]]:
+        """(label, options) for each combination of the runtime's swept options; one
+        (DEFAULT_OPTIONS_VARIANT, its runtime_options) where nothing is swept."""
+        base = dict(self.runtime_options.get(runtime, {}))
+        swept = self.option_sweeps.get(runtime, {})
+        if not swept:
+            return [(DEFAULT_OPTIONS_VARIANT, base)]
+        keys = list(swept)
+        return [(" ".join(f"{k}={_option_text(v)}" for k, v in zip(keys, values)), {**base, **dict(zip(keys, values))})
+                for values in itertools.product(*(swept[k] for k in keys))]
+
+
+
+def _option_text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
 
 _TOP_KEYS = {
     "name", "description", "models", "runtimes", "precisions", "batches", "batches_by_device",
     "precisions_by_runtime", "runtime_options", "measure", "checks", "parity_gates", "point_timeout_s",
-    "allow_large_batch", "repeats", "input",
+    "allow_large_batch", "repeats", "input", "sweep_options",
 }
 
 
@@ -117,6 +136,7 @@ def parse_suite(data: dict[str, Any], default_name: str, where: str) -> Suite:
         precisions_by_runtime={k: _str_list({k: v}, k, f"{where} [precisions_by_runtime]", [])
                                for k, v in _typed(data, "precisions_by_runtime", dict, where, {}).items()},
         runtime_options=_typed(data, "runtime_options", dict, where, {}),
+        option_sweeps=_option_sweeps(_typed(data, "sweep_options", dict, where, {}), where),
         measure=_dataclass_from(MeasureSettings, _typed(data, "measure", dict, where, {}), f"{where} [measure]"),
         checks=_dataclass_from(Checks, _typed(data, "checks", dict, where, {}), f"{where} [checks]"),
         parity_gates=_parity_gates(_typed(data, "parity_gates", dict, where, {}), where),
@@ -171,10 +191,28 @@ def _validate_runtimes(suite: Suite, where: str) -> None:
     """Runtime names everywhere they appear, and each runtime's options (keys, kinds, values)."""
     from bench.runtimes.registry import get_runtime
 
-    for name in [*suite.runtimes, *suite.precisions_by_runtime, *suite.runtime_options]:
+    for name in [*suite.runtimes, *suite.precisions_by_runtime, *suite.runtime_options, *suite.option_sweeps]:
         get_runtime(name)
     for name, options in suite.runtime_options.items():
         get_runtime(name).Options.parse(options, name, where)  # typed here, so no worker meets a bad value
+    for name in suite.option_sweeps:
+        for _, options in suite.option_variants(name):
+            get_runtime(name).Options.parse(options, name, f"{where} [sweep_options]")
+
+
+def _option_sweeps(tables: dict[str, Any], where: str) -> dict[str, dict[str, list]]:
+    """[sweep_options.RUNTIME] tables whose every value is a non-empty list of values to sweep."""
+    sweeps = {}
+    for runtime, table in tables.items():
+        place = f"{where} [sweep_options.{runtime}]"
+        if not isinstance(table, dict):
+            raise UserError(f"{place}: must be a table of option = [values], e.g. prefer_nhwc = [false, true]")
+        for key, values in table.items():
+            if not isinstance(values, list) or not values:
+                raise UserError(f"{place}: '{key}' must be a non-empty list of values to sweep, "
+                                f"e.g. {key} = [{_option_text(values)}]; a single value belongs in [runtime_options.{runtime}]")
+        sweeps[runtime] = dict(table)
+    return sweeps
 
 
 def override(suite: Suite, *, models: list[ModelRef] | None = None, runtimes: list[str] | None = None,

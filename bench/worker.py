@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 
-from bench.domain import DEFAULT_INPUT_FORMAT, InputFormat, input_format
+from bench.domain import DEFAULT_INPUT_FORMAT, DEFAULT_OPTIONS_VARIANT, InputFormat, input_format
 from bench.fileio import first_line
 from bench.measure.protocol import MeasureSettings, Measurement, make_inputs, measure
 from bench.models.info import ModelInfo
@@ -41,6 +41,7 @@ class Job:
     images: tuple[str, ...] = ()  # real pictures for calibration and parity (--images)
     parity_gates: dict[str, dict[str, float]] = field(default_factory=dict)  # suite overrides
     input_format: str = DEFAULT_INPUT_FORMAT  # how frames reach the model (bench.domain)
+    options_variant: str = DEFAULT_OPTIONS_VARIANT  # which combination of [sweep_options] `options` is
 
     @property
     def info(self) -> ModelInfo:
@@ -78,7 +79,7 @@ def run_job(job: Job, emit: Emit) -> None:
         base = {"batch": batch, "runtime": job.runtime, "precision": job.precision, "device": runtime.device,
                 "runtime_version": json.dumps(runtime.versions(), sort_keys=True) if ok else None,
                 "int8_recipe": int8_recipe(runtime).name if job.precision == "int8" else None,
-                "input_format": job.input_format,
+                "input_format": job.input_format, "options_variant": job.options_variant,
                 "input_bytes_per_frame": job.format.bytes_per_frame(info.input_hw)}
         limit = reason if not ok else static_skip_reason(runtime, info, job.precision, batch)
         if limit:

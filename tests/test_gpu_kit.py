@@ -46,3 +46,13 @@ def test_the_kit_suite_loads_and_covers_what_matters():
     assert suite.runtimes == ["ort-cuda"] and suite.precisions == ["fp32", "fp16"]
     assert suite.batches == [1, 8, 32, 64]
     assert {(m.name, m.input_size) for m in suite.models} == {("arcface_r50", None), ("scrfd_10g", 320)}
+    assert [label for label, _ in suite.option_variants("ort-cuda")] == ["prefer_nhwc=false", "prefer_nhwc=true"]
+
+
+def test_the_tuning_suite_sweeps_every_combination_through_the_typed_options():
+    suite = load_suite(str(REPO / "suites" / "gpu-tuning.toml"))
+    variants = dict(suite.option_variants("ort-cuda"))
+    assert len(variants) == 8 and suite.batches == [16, 64] and suite.precisions == ["fp16"]
+    assert variants["prefer_nhwc=true cudnn_conv_algo_search=HEURISTIC cudnn_conv_use_max_workspace=false"] == {
+        "cuda_graph": False, "prefer_nhwc": True, "cudnn_conv_algo_search": "HEURISTIC",
+        "cudnn_conv_use_max_workspace": False}

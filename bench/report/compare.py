@@ -22,13 +22,13 @@ from typing import Any
 import pandas as pd
 
 from bench import store
-from bench.domain import DEFAULT_INPUT_FORMAT
+from bench.domain import DEFAULT_INPUT_FORMAT, DEFAULT_OPTIONS_VARIANT
 from bench.errors import UserError
 from bench.measure.stats import Interval, ratio_of_medians_interval
 
-BY_CHOICES = ("machine", "runtime", "precision", "input", "run")
+BY_CHOICES = ("machine", "runtime", "precision", "input", "options", "run")
 GROUP_COLUMN = {"machine": "machine_label", "runtime": "runtime", "precision": "precision", "input": "input_format",
-                "run": "run_label"}
+                "options": "options_variant", "run": "run_label"}
 CLOCK_STEP_MHZ = 50  # clocks closer than this are the same setting, not a difference
 
 
@@ -236,7 +236,8 @@ PIPELINE_METRIC = METRICS["fps"]  # pipelines record no latency percentiles; fra
 
 
 BASELINE_ALIASES = {"machine": ("machine_label", "host", "machine_id"), "run": ("run_label", "run_id"),
-                    "runtime": ("runtime",), "precision": ("precision",), "input": ("input_format",)}
+                    "runtime": ("runtime",), "precision": ("precision",), "input": ("input_format",),
+                    "options": ("options_variant",)}
 
 
 def choose_by(records: list[dict[str, Any]], by: str | None, baseline: str | None, baseline_is_file: bool) -> str:
@@ -247,7 +248,7 @@ def choose_by(records: list[dict[str, Any]], by: str | None, baseline: str | Non
     if baseline_is_file:
         return "run"
     if baseline:
-        for candidate in ("machine", "run", "runtime", "precision", "input"):
+        for candidate in ("machine", "run", "runtime", "precision", "input", "options"):
             if any(r.get(alias) == baseline for r in records for alias in BASELINE_ALIASES[candidate]):
                 return candidate
     for candidate in ("machine", "run"):
@@ -272,7 +273,7 @@ def build_comparison(results: Results, metric: str = "fps", by: str | None = Non
     dims = row_dims(by, several_runs=len({r["run_label"] for r in records}) > len({r["machine_label"] for r in records}))
     models = [_compare_model(rows, rows[0]["model"], by, dims, chosen, base, notes)
               for rows in _by_model(results.records(), notes)]
-    pipeline_dims = [d for d in dims if d not in ("precision", "input")]  # pipelines run fp32, float input
+    pipeline_dims = [d for d in dims if d not in ("precision", "input", "options")]  # fp32, float input, no sweep
     pipelines = [_compare_model(rows, name, by, pipeline_dims, PIPELINE_METRIC, base, notes)
                  for name, rows in _by_pipeline(results.records("pipeline"), notes).items()]
     differences = environment_differences(records, by, groups)
@@ -381,13 +382,13 @@ def row_dims(by: str, several_runs: bool) -> list[str]:
         context = []  # by machine, several runs of one machine share its column: the newest is shown
     else:
         context = ["run" if several_runs else "machine"]
-    return context + [d for d in ("runtime", "precision", "input") if d != by]
+    return context + [d for d in ("runtime", "precision", "input", "options") if d != by]
 
 
 def _compare_model(rows, name: str, by: str, dims: list[str], metric: Metric, base: str,
                    notes: list[str]) -> ModelComparison:
     label_columns = {"machine": "machine_label", "run": "run_label", "runtime": "runtime", "precision": "precision",
-                     "input": "input_format"}
+                     "input": "input_format", "options": "options_variant"}
     cells: dict[tuple, dict[str, list[dict]]] = {}
     for r in rows:
         key = tuple(r[label_columns[d]] for d in dims) + (int(r["batch"]),)
@@ -411,7 +412,8 @@ def _newest(rows: list[dict[str, Any]], where: str, notes: list[str]) -> dict[st
 
 def point_name(labels: dict[str, Any]) -> str:
     """'machine runtime precision [input format] batch N'; the default float input goes unsaid."""
-    said = [str(v) for k, v in labels.items() if k != "batch" and not (k == "input" and v == DEFAULT_INPUT_FORMAT)]
+    unsaid = {"input": DEFAULT_INPUT_FORMAT, "options": DEFAULT_OPTIONS_VARIANT}
+    said = [str(v) for k, v in labels.items() if k != "batch" and unsaid.get(k) != v]
     return " ".join(said) + f" batch {labels['batch']}"
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from bench.domain import DEFAULT_INPUT_FORMAT
+from bench.domain import DEFAULT_INPUT_FORMAT, DEFAULT_OPTIONS_VARIANT
 
 KNEE_PCT = 5.0  # the knee: smallest batch within this % of the runtime's best frames/s
 
@@ -50,15 +50,25 @@ def input_label(row) -> str:
     return fmt if isinstance(fmt, str) and fmt != DEFAULT_INPUT_FORMAT else ""
 
 
+def options_label(row) -> str:
+    """The point's [sweep_options] combination ("" where the suite swept none)."""
+    variant = row.get("options_variant")
+    return variant if isinstance(variant, str) and variant != DEFAULT_OPTIONS_VARIANT else ""
+
+
 def _what(row) -> str:
-    """runtime, precision and (non-default) input format of a point, for lines of text."""
-    return " ".join(filter(None, [row["runtime"], row["precision"], input_label(row)]))
+    """runtime, precision, (non-default) input format and swept options of a point, for lines of text."""
+    return " ".join(filter(None, [row["runtime"], row["precision"], input_label(row), options_label(row)]))
+
+
+def _filled(frame: pd.DataFrame, column: str, default: str) -> pd.Series:
+    if column not in frame:
+        return pd.Series(default, index=frame.index)
+    return frame[column].fillna(default)
 
 
 def _input_formats(frame: pd.DataFrame) -> pd.Series:
-    if "input_format" not in frame:
-        return pd.Series(DEFAULT_INPUT_FORMAT, index=frame.index)
-    return frame["input_format"].fillna(DEFAULT_INPUT_FORMAT)
+    return _filled(frame, "input_format", DEFAULT_INPUT_FORMAT)
 
 
 def _verdict_cell(row) -> str:
@@ -87,9 +97,13 @@ def trustworthy(row) -> bool:
 
 def throughput_table(frame: pd.DataFrame, model: str) -> Table:
     table = Table(title=f"{model}: steady state", title_justify="left")
-    frame = frame.assign(input_format=_input_formats(frame))
-    inputs = bool((frame.input_format != DEFAULT_INPUT_FORMAT).any())  # the column only where it tells something
+    frame = frame.assign(input_format=_input_formats(frame),
+                         options_variant=_filled(frame, "options_variant", DEFAULT_OPTIONS_VARIANT))
+    # The input and options columns only where they tell something.
+    inputs = bool((frame.input_format != DEFAULT_INPUT_FORMAT).any())
+    swept = bool((frame.options_variant != DEFAULT_OPTIONS_VARIANT).any())
     for column, justify in (("runtime", "left"), ("prec", "left"), *([("input", "left")] if inputs else []),
+                            *([("options", "left")] if swept else []),
                             ("batch", "right"), ("frames/s", "right"),
                             ("ms/frame", "right"), ("p50 ms", "right"), ("p99 ms", "right"),
                             ("x batch 1", "right"), ("GFLOP/s", "right"), ("verdict", "left"), ("checks", "left")):
@@ -102,7 +116,8 @@ def throughput_table(frame: pd.DataFrame, model: str) -> Table:
         table.add_column("repeats: 95% CI", justify="right")
     # Skipped points are summarised under the tables (one line per reason), not row by row.
     measured = frame[frame.status != "skipped"]
-    for (runtime, _, input_format), group in measured.groupby(["runtime", "precision", "input_format"], sort=False):
+    for (runtime, _, input_format, variant), group in measured.groupby(
+            ["runtime", "precision", "input_format", "options_variant"], sort=False):
         group = group.sort_values("batch")
         base = group[(group.batch == 1) & (group.status == "ok")].fps
         base_fps = float(base.iloc[0]) if len(base) else None
@@ -112,7 +127,8 @@ def throughput_table(frame: pd.DataFrame, model: str) -> Table:
             if ok and not trustworthy(row):
                 fps_text = f"[strike]{fps_text}[/]"
             speedup = row["fps"] / base_fps if ok and base_fps else None
-            table.add_row(runtime, _precision_cell(row), *([input_format] if inputs else []), str(row["batch"]), fps_text,
+            table.add_row(runtime, _precision_cell(row), *([input_format] if inputs else []),
+                          *([variant] if swept else []), str(row["batch"]), fps_text,
                           _fmt(row["ms_per_frame"], 3) if ok else "", _fmt(row["lat_p50_ms"], 2) if ok else "",
                           _fmt(row["lat_p99_ms"], 2) if ok else "", _fmt(speedup, 2) if speedup else "",
                           _fmt(row["gflops_achieved"]) if ok else "", _verdict_cell(row), _check_cell(row) if ok else "",
@@ -182,8 +198,9 @@ def best_and_knee(frame: pd.DataFrame) -> str | None:
         return None
     best = good.loc[good.fps.idxmax()]
     formats = _input_formats(good)
+    variants = _filled(good, "options_variant", DEFAULT_OPTIONS_VARIANT)
     same = good[(good.runtime == best.runtime) & (good.precision == best.precision)
-                & (formats == formats[best.name])].sort_values("batch")
+                & (formats == formats[best.name]) & (variants == variants[best.name])].sort_values("batch")
     knee = same[same.fps >= best.fps * (1 - KNEE_PCT / 100)].iloc[0]
     return (f"best: {_what(best)} batch {best.batch} at {_fmt(best.fps)} frames/s "
             f"(p99 {_fmt(best.lat_p99_ms, 2)} ms); knee: batch {knee.batch} reaches {_fmt(knee.fps)} frames/s "
