@@ -1,24 +1,22 @@
-"""Command line: `facebench SUBCOMMAND ...` (also `python -m bench`).
+"""Command line: `facebench SUBCOMMAND ...` (also `python -m bench`): parses arguments and prints.
 
-User errors become one line on stderr and exit status 2, never a traceback.
+User errors become one line on stderr and exit status 2, never a traceback. What happens to a
+run's results file (resume, lock, same-machine check, upload, exit status) is bench.runs.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import json
 import signal
 import sys
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from bench.console import console
 from bench.errors import UserError
+from bench.runs import EXIT_INTERRUPTED, EXIT_USER_ERROR, ignore_stop_signals
 
 # Subcommands that live beside their feature; each module has register(subparsers)
 # and keeps its heavy imports inside the handlers.
@@ -27,12 +25,6 @@ FEATURE_COMMANDS = (
     "bench.report.commands",  # compare, plot, report
     "bench.pipeline.commands",  # pipeline
 )
-EXIT_NOT_SAVED = 1  # measured points that could not be written (full disk, read-only folder)
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
-# Wide enough for the sweep tables when piped to a file or CI log.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,21 +37,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"facebench: error: {exc}", file=sys.stderr)  # one line, never wrapped
         return EXIT_USER_ERROR
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM outside a sweep (which handles its own)
-        _ignore_stop_signals()
+        ignore_stop_signals()
         print("facebench: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
 def _raise_interrupt(signum, frame):
-    _ignore_stop_signals()
+    ignore_stop_signals()
     raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _ignore_stop_signals() -> None:
-    """On the way out after one SIGINT/SIGTERM: a second must not end in a traceback, or in
-    Python's default action once it resets handlers at exit."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args) -> int:
-    with _signals_held():  # a signal inside a native module's initialisation can crash it (seen with onnx)
+    from bench import runs
+
+    with runs.signals_held():  # a signal inside a native module's initialisation can crash it (seen with onnx)
         importlib.import_module("bench.sweep")  # numpy, onnx, pyarrow, psutil: every native module a sweep loads
         from bench.suite import load_suite, override, parse_int_list, parse_model_arg
 
@@ -140,191 +127,42 @@ def cmd_run(args) -> int:
         repeats=args.repeats,
         inputs=[f.strip() for f in args.input.split(",")] if args.input else None,
     )
-    run = _Run()
-    with _StopOnSignals() as stopper:
+    request = runs.RunRequest(out=args.out, resume=args.resume, images=args.images, inline=args.inline,
+                              max_worker_memory_mb=args.max_worker_memory)
+    run = runs.Run()
+    with runs.StopOnSignals() as stopper:
         try:
             interrupted = True
             try:
-                _sweep(args, suite, run)
+                _measure(suite, request, run)
                 stopper.measuring_done()  # from here on a signal interrupts nothing
                 interrupted = False
             except KeyboardInterrupt:
                 pass
-            code = _report_saved(args, run, interrupted)
+            settled = runs.settle(run)
+            _print_settled(args.suite, run, settled, interrupted)
             if not interrupted and run.results.rows:
                 from bench.report.tables import print_tables
                 from bench.store import to_table
 
                 print_tables(to_table(run.results.rows).to_pandas(), console)  # every column, as `show` sees it
-            _upload(args, run)
+            target = runs.upload(args.out, run)
+            if target:
+                console.print(f"copied to {target}", markup=False, soft_wrap=True)
         finally:
             if run.results:
                 run.results.release()
-    return code
+    return runs.exit_code(settled, interrupted)
 
 
-@dataclass
-class _Run:
-    results: Any = None  # bench.store.ResultStore, once the file is chosen
-    runner: Any = None  # bench.sweep.Sweep, once measuring starts
-    log_path: Path | None = None  # tracebacks of failed points, when there were any
+def _measure(suite, request, run) -> None:
+    from bench import runs
 
-
-def _sweep(args, suite, run: _Run) -> None:
-    """Plan (validating every model), open the results file, measure. Fills `run` as it goes."""
-    from bench import sweep
-
-    images = _image_paths(args.images) if args.images else ()
-    if args.resume:
-        run.results = _resumed_store(args.resume)  # before planning: the plan leaves out what it holds
-    previous = sweep.previous_points(run.results.rows) if run.results else {}
     with console.status("preparing models") as status:
-        planned = sweep.plan(suite, previous, on_model=lambda m: status.update(f"preparing {m}"))
-    planned.use_images(images)
-    if run.results is None:
-        run.results = new_results_store(args.out, suite.name)
+        planned = runs.open_run(suite, request, run, on_status=status.update)
     repeats = f" x {suite.repeats} repeats, interleaved" if suite.repeats > 1 else ""
     console.print(f"facebench: {planned.points} points{repeats} ({len(planned.jobs)} workers) -> {run.results.path}")
-    run.runner = sweep.Sweep(suite, run.results, sweep.SweepOptions(inline=args.inline,
-                                                                     max_worker_memory_mb=args.max_worker_memory),
-                             on_log=_traceback_log(run))
     _run_with_progress(run.runner, planned)
-
-
-def _traceback_log(run: _Run):
-    """Tracebacks of failed points go to FILE.log beside the results (the row keeps one line)."""
-    def write(text: str) -> None:
-        path = Path(f"{run.results.path}.log")
-        try:
-            with path.open("a") as handle:
-                handle.write(text.rstrip() + "\n\n")
-            run.log_path = path
-        except OSError:
-            pass  # the log is a convenience; the failed row already says what went wrong
-    return write
-
-
-def _image_paths(folder: str) -> tuple[str, ...]:
-    from bench.models.precision import images_in_folder
-
-    if not Path(folder).is_dir():
-        raise UserError(f"--images {folder}: not a folder; give a folder of .jpg/.png pictures")
-    return tuple(str(p) for p in images_in_folder(folder))
-
-
-@contextlib.contextmanager
-def _signals_held():
-    """Hold SIGINT and SIGTERM back; one that came meanwhile is handled as the block lifts."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-class _StopOnSignals:
-    """While measuring, SIGINT and SIGTERM stop the run as Ctrl-C does; later signals are ignored.
-
-    Stopping is quick (the worker is killed, not awaited; every finished point is already on
-    disk), and a second Ctrl-C must not cut short the report of what was saved. Once measuring
-    is done, a signal has nothing left to stop.
-    """
-
-    def __enter__(self):
-        self._measuring, self._signalled = True, False
-        self._previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def _stop(self, signum, frame):
-        self._signalled = True
-        _ignore_stop_signals()
-        if self._measuring:
-            raise KeyboardInterrupt(f"signal {signum}")
-
-    def measuring_done(self) -> None:
-        self._measuring = False
-
-    def __exit__(self, *exc):
-        if self._signalled:
-            return  # keep ignoring: the process is on its way out (Python would reset a handler to the default on exit)
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def _resumed_store(path: str):
-    """The file to continue: locked for this run, verified, and writable (else UserError)."""
-    from bench import store
-
-    store.read_table(path)  # not there, or not a results file: say so before anything else
-    results = store.ResultStore(path)
-    _writable(path, results.claim)
-    try:
-        table, check = store.read_table(path)  # again, under the lock: the rows to continue from
-        if check.checksum_ok is False:
-            raise UserError(f"{check.note}; refusing to resume it: restore the file or start a new run")
-        results.rows = table.to_pylist()
-        _same_machine(path, results.rows)
-        _writable(path, results.flush)  # fails now, not after the first point, if it cannot be written
-    except BaseException:
-        results.release()
-        raise
-    return results
-
-
-def _same_machine(path: str, rows: list[dict]) -> None:
-    """A results file holds one machine's points: resuming another machine's file would mix them."""
-    from bench import env
-
-    theirs = {r.get("machine_id") for r in rows if r.get("machine_id")}
-    here = env.fingerprint()
-    if theirs and here["machine_id"] not in theirs:
-        other = next(r for r in rows if r.get("machine_id"))
-        hardware = other.get("gpu_name") or other.get("cpu_model") or "unknown hardware"
-        raise UserError(f"{path} was measured on another machine ({other.get('host')}, {hardware}); resuming it here "
-                        "would mix two machines in one file: start a new run with --out and compare the two")
-
-
-def _upload(args, run: _Run) -> None:
-    """--out URI: the local file (already complete on disk) is copied to the bucket or remote folder."""
-    from bench import store
-
-    if not (args.out and store.is_uri(args.out) and run.results and run.results.saved):
-        return
-    target = args.out if args.out.endswith(".parquet") else store.join_location(args.out, Path(run.results.path).name)
-    store.ensure_parent(target)
-    store.write_bytes(target, Path(run.results.path).read_bytes())
-    console.print(f"copied to {target}", markup=False, soft_wrap=True)
-
-
-def new_results_store(out_arg: str | None, suite_name: str):
-    """A fresh results file, locked for this run: --out FILE (replaced if it exists), or a new
-    name in --out FOLDER (results/ by default, and for a URI, which gets a copy at the end)."""
-    from bench import store, sweep
-
-    local = out_arg and not store.is_uri(out_arg)
-    out = Path(out_arg) if local else Path("results")
-    if out.suffix != ".parquet":
-        sweep.check_output_dir(out)
-        results = store.ResultStore(_writable(out, lambda: store.reserve_results_path(out, suite_name)))
-        _writable(out, results.claim)
-        return results
-    sweep.check_output_dir(out.parent)
-    results = store.ResultStore(out)
-    _writable(out, results.claim)  # before touching the file: another run may be writing it
-    try:
-        _writable(out, results.flush)  # an empty file now, so a run stopped early leaves no stale results
-    except BaseException:
-        results.release()
-        raise
-    return results
-
-
-def _writable(where, action):
-    """Run `action`; an OSError (read-only folder, full disk) becomes a one-line UserError."""
-    try:
-        return action()
-    except OSError as exc:
-        raise UserError(f"{where}: cannot write results ({exc.strerror or exc}); choose a writable --out") from None
 
 
 def _run_with_progress(runner, planned) -> None:
@@ -372,30 +210,20 @@ def _warn_unsaved(runner, out) -> None:
                   "measuring on and retrying after each point", markup=False)
 
 
-def _report_saved(args, run: _Run, interrupted: bool) -> int:
-    """Say what is on disk and how to go on; the exit status (see docs/reliability.md)."""
-    results = run.results
-    if results is None:
+def _print_settled(suite_arg: str, run, settled, interrupted: bool) -> None:
+    """Say what is on disk and how to go on."""
+    if settled is None:
         console.print("interrupted before any point was measured; no results file written")
-        return EXIT_INTERRUPTED
-    errors = list(run.runner.save_errors) if run.runner else []
-    if results.pending:
-        try:
-            results.flush()  # one last try: the disk may have room again
-        except OSError as exc:
-            errors.append(f"{results.path}: {exc.strerror or exc}")
-    if results.pending:  # one line, never wrapped
-        print(f"facebench: error: {results.pending} measured points could not be saved ({errors[-1]}); "
-              f"the file keeps the {results.saved} points written before", file=sys.stderr)
+        return
+    if settled.pending:  # one line, never wrapped
+        print(f"facebench: error: {settled.pending} measured points could not be saved ({settled.errors[-1]}); "
+              f"the file keeps the {settled.saved} points written before", file=sys.stderr)
     if run.log_path:
         console.print(f"tracebacks of failed points: {run.log_path}", markup=False, soft_wrap=True)
     prefix = "interrupted: " if interrupted else ""
-    console.print(f"{prefix}{results.saved} points saved in {results.path}", markup=False, soft_wrap=True)
-    if interrupted or results.pending:
-        console.print(f"continue with: facebench run {args.suite} --resume {results.path}", markup=False, soft_wrap=True)
-    if interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_NOT_SAVED if results.pending else 0
+    console.print(f"{prefix}{settled.saved} points saved in {settled.path}", markup=False, soft_wrap=True)
+    if interrupted or settled.pending:
+        console.print(f"continue with: facebench run {suite_arg} --resume {settled.path}", markup=False, soft_wrap=True)
 
 
 def cmd_runtimes(args) -> int:

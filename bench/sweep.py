@@ -1,38 +1,27 @@
-"""The sweep: plan jobs from a suite, run each in a worker process, store every row at once.
+"""The sweep: plan jobs from a suite, hand each to a launcher (bench.launchers), store every row at once.
 
-A worker that dies (signal, abort, time limit, memory limit) costs only the point it
-was measuring: that point becomes a failed row and a new worker takes the rest.
+Repeats run round after round; a point measured more than once is stored as one row
+combined from its repeats.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import multiprocessing as mp
-import os
-import signal
-import threading
-import time
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import psutil
-
 from bench import env
 from bench.domain import DEFAULT_INPUT_FORMAT
-from bench.errors import UserError
 from bench.measure.stats import median_interval
 from bench.models import zoo
 from bench.models.info import ModelInfo
 from bench.runtimes.registry import check_names, get_runtime
 from bench.store import ResultStore
 from bench.suite import Checks, Suite
-from bench.worker import Job, child_main, job_to_dict, run_job, static_skip_reason
-
-POLL_S = 0.2
+from bench.launchers import make_launcher
+from bench.worker import Job, static_skip_reason
 
 
 @dataclass
@@ -133,6 +122,7 @@ class Sweep:
         self.save_errors: list[str] = []
         self.repeat = 0
         self._series: dict[tuple, list[dict[str, Any]]] = {}  # point -> its repeats' rows, in order
+        self.launcher = make_launcher(options.inline, suite.point_timeout_s, options.max_worker_memory_mb)
 
     def run(self, plan_: Plan) -> None:
         """Every job once per repeat, round after round (A, B, C, then A, B, C again), so a slow
@@ -140,10 +130,7 @@ class Sweep:
         for repeat in range(self.suite.repeats):
             self.repeat = repeat
             for job in self._jobs_for_repeat(plan_.jobs):
-                if self.options.inline:
-                    run_job(job, self._inline_emit(job))
-                else:
-                    self._run_isolated(job)
+                self.launcher.run(job, self._emit_for(job))
 
     def _jobs_for_repeat(self, jobs: list[Job]) -> list[Job]:
         """The first repeat measures every point; later ones the points it measured, without the
@@ -158,82 +145,13 @@ class Sweep:
                 later.append(replace(job, batches=batches, checks=Checks(contamination=False, parity=False)))
         return later
 
-    def _inline_emit(self, job: Job):
+    def _emit_for(self, job: Job):
         def emit(kind: str, payload: Any) -> None:
             if kind == "row":
                 self._record(job, payload)
             elif kind == "log":
                 self.on_log(payload)
         return emit
-
-    def _run_isolated(self, job: Job) -> None:
-        remaining = list(job.batches)
-        while remaining:
-            finished = self._run_worker(replace(job, batches=remaining))
-            remaining = [b for b in remaining if b not in finished]
-
-    def _run_worker(self, job: Job) -> set[int]:
-        """Run one worker; return the batches it settled (finished, or failed by a fault)."""
-        ctx = mp.get_context("spawn")
-        reader, writer = ctx.Pipe(duplex=False)
-        process = ctx.Process(target=child_main, args=(job_to_dict(job), writer, os.getpid()), daemon=True)
-        settled: set[int] = set()
-        current, started, fault = None, time.monotonic(), None
-        try:
-            with _start_guarded():
-                process.start()
-            writer.close()  # the worker holds the only writing end: its death reads as end of file
-            while True:
-                if not reader.poll(POLL_S):
-                    fault = fault or self._worker_fault(process, current, started)
-                    if fault and not reader.poll(0):
-                        break
-                    continue  # still working, or gone with messages (or end of file) left to read
-                try:
-                    kind, payload = reader.recv()
-                except (EOFError, OSError):  # gone, possibly halfway through a message
-                    process.join(timeout=5)
-                    fault = fault or _exit_reason(process.exitcode)
-                    break
-                if kind == "start":
-                    current, started = payload, time.monotonic()
-                elif kind == "row":
-                    self._record(job, payload)
-                    settled.add(payload["batch"])
-                    current = None
-                elif kind == "log":
-                    self.on_log(payload)
-                elif kind == "done":
-                    return settled
-            self._fail_unsettled(job, current, settled, fault)
-            return settled
-        finally:
-            _stop(process)
-            reader.close()
-
-    def _worker_fault(self, process, current: int | None, started: float) -> str | None:
-        if not process.is_alive():
-            return _exit_reason(process.exitcode)
-        if current is not None and time.monotonic() - started > self.suite.point_timeout_s:
-            _stop(process)
-            return f"timeout: point exceeded point_timeout_s = {self.suite.point_timeout_s:g} s; worker killed"
-        limit = self.options.max_worker_memory_mb
-        if limit and _rss_mb(process.pid) > limit:
-            _stop(process)
-            return f"out of memory: worker exceeded --max-worker-memory {limit:g} MB; worker killed"
-        return None
-
-    def _fail_unsettled(self, job: Job, current: int | None, settled: set[int], fault: str) -> None:
-        """The point in progress takes the fault; a worker that died between points takes the rest
-        of its job with it, rather than a new worker being started for them again and again."""
-        batches = [current] if current is not None else [b for b in job.batches if b not in settled]
-        for batch in batches:
-            self._record(job, self._failed(job, batch, fault))
-            settled.add(batch)
-
-    def _failed(self, job: Job, batch: int, reason: str) -> dict[str, Any]:
-        return {"batch": batch, "runtime": job.runtime, "precision": job.precision, "input_format": job.input_format,
-                "device": get_runtime(job.runtime).device, "status": "failed", "reason": reason}
 
     def _record(self, job: Job, point: dict[str, Any]) -> None:
         row = {**self.base_row(job.info), **point}
@@ -301,73 +219,3 @@ def combine_repeats(rows: list[dict[str, Any]]) -> dict[str, Any]:
     combined["repeats_json"] = json.dumps(
         [{"repeat": i, **{k: r.get(k) for k in REPEAT_KEPT if r.get(k) is not None}} for i, r in enumerate(rows)])
     return combined
-
-
-def _exit_reason(code: int | None) -> str:
-    if code is None:
-        return "worker vanished"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        hint = " (killed: out of memory?)" if name == "SIGKILL" else ""
-        return f"worker died with {name}{hint}"
-    return f"worker exited with status {code} before finishing the point"
-
-
-def _rss_mb(pid: int) -> float:
-    try:
-        process = psutil.Process(pid)
-        return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20
-    except psutil.Error:
-        return 0.0
-
-
-def _stop(process) -> None:
-    if process.pid is None:  # never started
-        return
-    if process.is_alive():
-        process.kill()
-    process.join(timeout=10)
-
-
-@contextlib.contextmanager
-def _start_guarded():
-    """Start a worker so that no Ctrl-C cuts its start in half.
-
-    SIGINT and SIGTERM wait until the worker holds its job: their Python handlers run in this
-    (main) thread whichever thread the signal lands on, so the handlers are swapped for a recorder
-    and the signals raised again afterwards. And the worker inherits SIGINT blocked, so a Ctrl-C
-    to the process group during its imports leaves it alone (once running it ignores SIGINT:
-    stopping it is the harness's job).
-    """
-    stops = (signal.SIGINT, signal.SIGTERM)
-    swappable = threading.current_thread() is threading.main_thread() and None not in map(signal.getsignal, stops)
-    if not swappable or not hasattr(signal, "pthread_sigmask"):  # not the main thread, or handlers set outside Python
-        yield
-        return
-    from multiprocessing import resource_tracker
-
-    resource_tracker.ensure_running()  # starting it later would unblock SIGINT under us
-    held: list[int] = []
-    handlers = {sig: signal.signal(sig, lambda signum, frame: held.append(signum))
-                for sig in stops}
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a SIGINT pending here reaches the recorder
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-        for signum in dict.fromkeys(held):
-            signal.raise_signal(signum)  # now to the real handler
-
-
-def check_output_dir(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot create the output folder ({exc.strerror}); choose a writable --out") from None
-    if not os.access(path, os.W_OK):
-        raise UserError(f"{path}: output folder is not writable; choose a writable --out or fix its permissions")

@@ -42,7 +42,8 @@ def register(subparsers) -> None:
 def cmd_pipeline(args) -> int:
     from pathlib import Path
 
-    from bench.cli import console, new_results_store
+    from bench.console import console
+    from bench.runs import new_results_store
     from bench.pipeline import bench as pipeline_bench
     from bench.pipeline.outputs import OutputRequest
 
@@ -69,7 +70,7 @@ def _measure_into(results, setup) -> int:
 
     import pandas as pd
 
-    from bench.cli import console
+    from bench.console import console
     from bench.pipeline import bench as pipeline_bench
     from bench.report.tables import print_tables
 
@@ -90,7 +91,7 @@ def _measure_into(results, setup) -> int:
 
 def _save_outputs(setup, sessions, outcome, run_id, results_path) -> int:
     """The untimed output pass, after the row is on disk (a failed write is a UserError line)."""
-    from bench.cli import console
+    from bench.console import console
     from bench.pipeline import bench as pipeline_bench
 
     try:
@@ -106,7 +107,7 @@ def _save_outputs(setup, sessions, outcome, run_id, results_path) -> int:
 
 def _benchmark(results, setup, sessions, run_id):
     """The outcome; or an exit status once a failure is recorded (a UserError is recorded and raised)."""
-    from bench.cli import console, err_console
+    from bench.console import console, err_console
     from bench.errors import UserError
     from bench.pipeline import bench as pipeline_bench
 

@@ -63,7 +63,7 @@ def load_inputs(inputs: list[str], baseline: str | None):
 
 
 def cmd_compare(args) -> int:
-    from bench.cli import console, err_console
+    from bench.console import console, err_console
     from bench.report import compare, gate
 
     threshold = gate.parse_threshold(args.fail_if_slower) if args.fail_if_slower is not None else None
@@ -149,7 +149,7 @@ def _beyond(result) -> str:
 
 
 def cmd_plot(args) -> int:
-    from bench.cli import console
+    from bench.console import console
     from bench.report.compare import load_results
     from bench.report.plots import write_plots
 
@@ -166,7 +166,7 @@ def cmd_plot(args) -> int:
 
 def cmd_report(args) -> int:
     from bench import store
-    from bench.cli import console
+    from bench.console import console
     from bench.report import compare, markdown
     from bench.report.plots import write_plots
 

@@ -1,0 +1,28 @@
+"""Launchers: how a job's points are run, in this process (inline) or in a worker process (process).
+
+One interface: `run(job, emit)` measures every batch of the job and emits ("row", point)
+for each, a failed row where a fault cost a point, and ("log", text) for tracebacks. The
+sweep records what is emitted and never knows which launcher ran it.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+from bench.worker import Job
+
+Emit = Callable[[str, Any], None]
+
+
+class Launcher(Protocol):
+    def run(self, job: Job, emit: Emit) -> None:
+        """Settle every batch of `job`: one emitted row each."""
+
+
+def make_launcher(inline: bool, point_timeout_s: float, max_worker_memory_mb: float | None = None) -> Launcher:
+    if inline:
+        from bench.launchers.inline import InlineLauncher
+
+        return InlineLauncher()
+    from bench.launchers.process import ProcessLauncher
+
+    return ProcessLauncher(point_timeout_s, max_worker_memory_mb)

@@ -1,0 +1,248 @@
+"""A run's lifecycle: open (resume or a new results file, locked), plan, measure, settle, upload.
+
+The CLI parses arguments and prints; everything that decides what happens to the results
+file lives here: the lock, the checks before resuming (checksum, same machine, writable),
+the retry of unsaved points, the copy to a URI and the exit status (docs/reliability.md).
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from bench.errors import UserError
+
+EXIT_NOT_SAVED = 1  # measured points that could not be written (full disk, read-only folder)
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class RunRequest:
+    """What `facebench run` was asked, beyond the suite."""
+
+    out: str | None = None
+    resume: str | None = None
+    images: str | None = None
+    inline: bool = False
+    max_worker_memory_mb: float | None = None
+
+
+@dataclass
+class Run:
+    results: Any = None  # bench.store.ResultStore, once the file is chosen
+    runner: Any = None  # bench.sweep.Sweep, once measuring starts
+    log_path: Path | None = None  # tracebacks of failed points, when there were any
+
+
+@dataclass
+class Settled:
+    """What is on disk once measuring stopped."""
+
+    path: str
+    saved: int
+    pending: int  # measured but not written
+    errors: list[str] = field(default_factory=list)
+
+
+def open_run(suite, request: RunRequest, run: Run, on_status: Callable[[str], None] = lambda _: None):
+    """Resume or open the results file, plan (validating every model) and make the sweep; returns the plan.
+
+    Fills `run` as it goes, so whatever was opened is released even if a later step fails.
+    """
+    from bench import sweep
+
+    images = image_paths(request.images) if request.images else ()
+    if request.resume:
+        run.results = resumed_store(request.resume)  # before planning: the plan leaves out what it holds
+    previous = sweep.previous_points(run.results.rows) if run.results else {}
+    planned = sweep.plan(suite, previous, on_model=lambda m: on_status(f"preparing {m}"))
+    planned.use_images(images)
+    if run.results is None:
+        run.results = new_results_store(request.out, suite.name)
+    run.runner = sweep.Sweep(suite, run.results, sweep.SweepOptions(inline=request.inline,
+                                                                     max_worker_memory_mb=request.max_worker_memory_mb),
+                             on_log=traceback_log(run))
+    return planned
+
+
+def traceback_log(run: Run):
+    """Tracebacks of failed points go to FILE.log beside the results (the row keeps one line)."""
+    def write(text: str) -> None:
+        path = Path(f"{run.results.path}.log")
+        try:
+            with path.open("a") as handle:
+                handle.write(text.rstrip() + "\n\n")
+            run.log_path = path
+        except OSError:
+            pass  # the log is a convenience; the failed row already says what went wrong
+    return write
+
+
+def image_paths(folder: str) -> tuple[str, ...]:
+    from bench.models.precision import images_in_folder
+
+    if not Path(folder).is_dir():
+        raise UserError(f"--images {folder}: not a folder; give a folder of .jpg/.png pictures")
+    return tuple(str(p) for p in images_in_folder(folder))
+
+
+def settle(run: Run) -> Settled | None:
+    """One last try at writing unsaved points (the disk may have room again); None if no file was opened."""
+    results = run.results
+    if results is None:
+        return None
+    errors = list(run.runner.save_errors) if run.runner else []
+    if results.pending:
+        try:
+            results.flush()
+        except OSError as exc:
+            errors.append(f"{results.path}: {exc.strerror or exc}")
+    return Settled(path=str(results.path), saved=results.saved, pending=results.pending, errors=errors)
+
+
+def exit_code(settled: Settled | None, interrupted: bool) -> int:
+    if settled is None or interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_NOT_SAVED if settled.pending else 0
+
+
+def upload(out_arg: str | None, run: Run) -> str | None:
+    """--out URI: the local file (already complete on disk) is copied to the bucket or remote folder; the target."""
+    from bench import store
+
+    if not (out_arg and store.is_uri(out_arg) and run.results and run.results.saved):
+        return None
+    target = out_arg if out_arg.endswith(".parquet") else store.join_location(out_arg, Path(run.results.path).name)
+    store.ensure_parent(target)
+    store.write_bytes(target, Path(run.results.path).read_bytes())
+    return target
+
+
+# --------------------------------------------------------------------------- the results file
+
+
+def resumed_store(path: str):
+    """The file to continue: locked for this run, verified, and writable (else UserError)."""
+    from bench import store
+
+    store.read_table(path)  # not there, or not a results file: say so before anything else
+    results = store.ResultStore(path)
+    writable(path, results.claim)
+    try:
+        table, check = store.read_table(path)  # again, under the lock: the rows to continue from
+        if check.checksum_ok is False:
+            raise UserError(f"{check.note}; refusing to resume it: restore the file or start a new run")
+        results.rows = table.to_pylist()
+        same_machine(path, results.rows)
+        writable(path, results.flush)  # fails now, not after the first point, if it cannot be written
+    except BaseException:
+        results.release()
+        raise
+    return results
+
+
+def same_machine(path: str, rows: list[dict]) -> None:
+    """A results file holds one machine's points: resuming another machine's file would mix them."""
+    from bench import env
+
+    theirs = {r.get("machine_id") for r in rows if r.get("machine_id")}
+    here = env.fingerprint()
+    if theirs and here["machine_id"] not in theirs:
+        other = next(r for r in rows if r.get("machine_id"))
+        hardware = other.get("gpu_name") or other.get("cpu_model") or "unknown hardware"
+        raise UserError(f"{path} was measured on another machine ({other.get('host')}, {hardware}); resuming it here "
+                        "would mix two machines in one file: start a new run with --out and compare the two")
+
+
+def new_results_store(out_arg: str | None, suite_name: str):
+    """A fresh results file, locked for this run: --out FILE (replaced if it exists), or a new
+    name in --out FOLDER (results/ by default, and for a URI, which gets a copy at the end)."""
+    from bench import store
+
+    local = out_arg and not store.is_uri(out_arg)
+    out = Path(out_arg) if local else Path("results")
+    if out.suffix != ".parquet":
+        check_output_dir(out)
+        results = store.ResultStore(writable(out, lambda: store.reserve_results_path(out, suite_name)))
+        writable(out, results.claim)
+        return results
+    check_output_dir(out.parent)
+    results = store.ResultStore(out)
+    writable(out, results.claim)  # before touching the file: another run may be writing it
+    try:
+        writable(out, results.flush)  # an empty file now, so a run stopped early leaves no stale results
+    except BaseException:
+        results.release()
+        raise
+    return results
+
+
+def writable(where, action):
+    """Run `action`; an OSError (read-only folder, full disk) becomes a one-line UserError."""
+    try:
+        return action()
+    except OSError as exc:
+        raise UserError(f"{where}: cannot write results ({exc.strerror or exc}); choose a writable --out") from None
+
+
+def check_output_dir(path: Path) -> None:
+    import os
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot create the output folder ({exc.strerror}); choose a writable --out") from None
+    if not os.access(path, os.W_OK):
+        raise UserError(f"{path}: output folder is not writable; choose a writable --out or fix its permissions")
+
+
+# --------------------------------------------------------------------------- signals
+
+
+def ignore_stop_signals() -> None:
+    """On the way out after one SIGINT/SIGTERM: a second must not end in a traceback, or in
+    Python's default action once it resets handlers at exit."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold SIGINT and SIGTERM back; one that came meanwhile is handled as the block lifts."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class StopOnSignals:
+    """While measuring, SIGINT and SIGTERM stop the run as Ctrl-C does; later signals are ignored.
+
+    Stopping is quick (the worker is killed, not awaited; every finished point is already on
+    disk), and a second Ctrl-C must not cut short the report of what was saved. Once measuring
+    is done, a signal has nothing left to stop.
+    """
+
+    def __enter__(self):
+        self._measuring, self._signalled = True, False
+        self._previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _stop(self, signum, frame):
+        self._signalled = True
+        ignore_stop_signals()
+        if self._measuring:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+    def measuring_done(self) -> None:
+        self._measuring = False
+
+    def __exit__(self, *exc):
+        if self._signalled:
+            return  # keep ignoring: the process is on its way out (Python would reset a handler to the default on exit)
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
