@@ -5,6 +5,7 @@ combined from its repeats.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from dataclasses import dataclass, replace
@@ -13,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 from bench import env
-from bench.domain import DEFAULT_INPUT_FORMAT
+from bench.domain import DEFAULT_INPUT_FORMAT, DEFAULT_OPTIONS_VARIANT
 from bench.measure.stats import median_interval
 from bench.models import zoo
 from bench.models.info import ModelInfo
@@ -62,25 +63,25 @@ def plan(suite: Suite, previous: dict[tuple, str] | None = None,
         models.append(info)
         for runtime_name in suite.runtimes:
             device = get_runtime(runtime_name).device
-            for precision in suite.precisions_for(runtime_name):
-                for input_format in suite.inputs_for(ref):
-                    batches = [b for b in suite.batches_for(device)
-                               if _to_measure(previous.get((info.sha256, info.name, runtime_name, precision,
-                                                            input_format, b)),
-                                              availability, runtime_name, info, precision, b)]
-                    if batches:
-                        jobs.append(Job(model=info.to_dict(), runtime=runtime_name, precision=precision,
-                                        batches=batches, settings=suite.measure, checks=suite.checks,
-                                        options=dict(suite.runtime_options.get(runtime_name, {})),
-                                        parity_gates=suite.parity_gates, input_format=input_format,
-                                        cache_dir=str(zoo.cache_dir())))
+            for precision, input_format, (variant, options) in itertools.product(
+                    suite.precisions_for(runtime_name), suite.inputs_for(ref), suite.option_variants(runtime_name)):
+                batches = [b for b in suite.batches_for(device)
+                           if _to_measure(previous.get((info.sha256, info.name, runtime_name, precision,
+                                                        input_format, variant, b)),
+                                          availability, runtime_name, info, precision, b)]
+                if batches:
+                    jobs.append(Job(model=info.to_dict(), runtime=runtime_name, precision=precision,
+                                    batches=batches, settings=suite.measure, checks=suite.checks,
+                                    options=options, options_variant=variant,
+                                    parity_gates=suite.parity_gates, input_format=input_format,
+                                    cache_dir=str(zoo.cache_dir())))
     return Plan(jobs, models)
 
 
 def previous_points(rows: list[dict[str, Any]]) -> dict[tuple, str]:
     """The status of every point a results file holds (the newest row of a point wins)."""
     return {(r["model_sha256"], r["model"], r["runtime"], r["precision"], r.get("input_format") or DEFAULT_INPUT_FORMAT,
-             r["batch"]): r.get("status") for r in rows}
+             r.get("options_variant") or DEFAULT_OPTIONS_VARIANT, r["batch"]): r.get("status") for r in rows}
 
 
 class _Availability:
@@ -179,7 +180,7 @@ class Sweep:
 
 
 def _series_key(job: Job, batch: int) -> tuple:
-    return job.model["sha256"], job.model["name"], job.runtime, job.precision, job.input_format, batch
+    return job.model["sha256"], job.model["name"], job.runtime, job.precision, job.input_format, job.options_variant, batch
 
 
 # Figures of one repeat that the point's row gives as the median over its repeats.

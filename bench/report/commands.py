@@ -8,7 +8,7 @@ from pathlib import Path
 
 # Kept literal here (not imported from compare.py) so registering the parser imports no pandas.
 METRIC_CHOICES = ("fps", "ms_per_frame", "p99", "fps_per_watt", "pct_conv_peak")
-BY_CHOICES = ("machine", "runtime", "precision", "input", "run")  # input: the input format
+BY_CHOICES = ("machine", "runtime", "precision", "input", "options", "run")  # input: the input format; options: [sweep_options]
 EXIT_REGRESSION = 1
 INPUTS_HELP = "results files, folders, globs or URIs (file://, s3://, gs://)"
 
