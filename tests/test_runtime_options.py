@@ -53,7 +53,7 @@ def test_every_old_option_key_is_still_taken():
                 "profile_max_batch", "cold_start", "cuda_graph"},
     }
     for name, keys in before.items():
-        assert set(get_runtime(name).Options.keys()) == keys, name
+        assert keys <= set(get_runtime(name).Options.keys()), name  # new options may come; none may go
 
 
 def test_choices_are_matched_without_case_and_kept_canonical():
