@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--repeats", type=int, metavar="N",
                      help="measure every point N times, each in a fresh session, interleaved across points; "
                           "the figure is the median with a 95%% interval (what the regression gate needs: 5 is good)")
+    run.add_argument("--concurrency", metavar="N,...",
+                     help="comma list of requests in flight per point, e.g. 1,2,4 (ort-cpu: N sessions, "
+                          "openvino-cpu: N streams and infer requests)")
+    run.add_argument("--full-ladder", action="store_true",
+                     help="measure every batch; by default a series stops at a frames/s plateau ([ladder] in the suite)")
+    run.add_argument("--latency-budget", metavar="[pXX:]MS",
+                     help="answer with the most frames/s whose latency percentile meets it: 30ms (p99), p95:30ms")
     run.add_argument("--inline", action="store_true", help="run everything in this process (debugging)")
     run.add_argument("--max-worker-memory", type=float, metavar="MB", help="kill a worker above this resident memory")
     run.set_defaults(handler=cmd_run)
@@ -84,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = sub.add_parser("show", help="print the tables of existing results files")
     show.add_argument("files", nargs="+")
+    show.add_argument("--latency-budget", metavar="[pXX:]MS",
+                      help="add the best configuration under this latency (30ms: p99; p95:30ms)")
     show.set_defaults(handler=cmd_show)
 
     models = sub.add_parser("models", help="built-in model replicas: list, build, inspect")
@@ -117,6 +126,9 @@ def cmd_run(args) -> int:
     from bench.models.precision import forced_int8_recipe
 
     forced_int8_recipe()  # a wrong FACEBENCH_INT8_RECIPE is one line now, not a failed row per point
+    from bench.report.model import parse_budget
+
+    parse_budget(args.latency_budget)  # named as the user spelt it, before the suite's checks
     suite = load_suite(args.suite)
     suite = override(
         suite,
@@ -126,7 +138,11 @@ def cmd_run(args) -> int:
         batches=parse_int_list(args.batches, "batches") if args.batches else None,
         repeats=args.repeats,
         inputs=[f.strip() for f in args.input.split(",")] if args.input else None,
+        concurrency=parse_int_list(args.concurrency, "concurrency") if args.concurrency else None,
+        full_ladder=args.full_ladder,
+        latency_budget=args.latency_budget,
     )
+    budget = parse_budget(suite.latency_budget, "--latency-budget" if args.latency_budget else f"{args.suite}: latency_budget")
     request = runs.RunRequest(out=args.out, resume=args.resume, images=args.images, inline=args.inline,
                               max_worker_memory_mb=args.max_worker_memory)
     run = runs.Run()
@@ -145,7 +161,7 @@ def cmd_run(args) -> int:
                 from bench.report.tables import print_tables
                 from bench.store import to_table
 
-                print_tables(to_table(run.results.rows).to_pandas(), console)  # every column, as `show` sees it
+                print_tables(to_table(run.results.rows).to_pandas(), console, budget)  # every column, as `show` sees it
             target = runs.upload(args.out, run)
             if target:
                 console.print(f"copied to {target}", markup=False, soft_wrap=True)
@@ -281,8 +297,10 @@ def cmd_show(args) -> int:
     import pandas as pd
 
     from bench import store
+    from bench.report.model import parse_budget
     from bench.report.tables import print_tables
 
+    parse_budget(args.latency_budget)  # a bad budget is one line before any file is read
     frames = []
     for path in args.files:
         table, check = store.read_table(path)
@@ -293,7 +311,7 @@ def cmd_show(args) -> int:
     if frame.empty:
         console.print("no points in these files")
         return 0
-    print_tables(frame, console)
+    print_tables(frame, console, parse_budget(args.latency_budget))
     return 0
 
 

@@ -51,7 +51,7 @@ COLUMNS: dict[str, pa.DataType] = {
     "runtime": _S, "device": _S, "runtime_version": _S, "runtime_options_json": _S, "options_variant": _S,
     "threads": _I, "mode": _S, "timer": _S,
     "precision": _S, "precision_effective": _S, "int8_recipe": _S,
-    "input_format": _S, "input_bytes_per_frame": _I, "batch": _I,
+    "input_format": _S, "input_bytes_per_frame": _I, "batch": _I, "concurrency": _I,
     "process_start_ms": _F, "cold_read_ms": _F, "cold_compile_ms": _F,
     "cold_first_infer_ms": _F, "cold_total_ms": _F, "cold_warm_cache_total_ms": _F,
     "warmup_iterations": _I, "warmup_s": _F,
@@ -77,9 +77,11 @@ COLUMNS: dict[str, pa.DataType] = {
     "status": _S, "reason": _S,
 }
 SCHEMA = pa.schema([pa.field(name, dtype) for name, dtype in COLUMNS.items()])
-POINT_KEY = ("model_sha256", "model", "runtime", "precision", "input_format", "options_variant", "batch", "kind")
+POINT_KEY = ("model_sha256", "model", "runtime", "precision", "input_format", "options_variant", "concurrency", "batch",
+             "kind")
 # Rows written before input formats (or without one: pipelines) fed normalised float NCHW tensors.
-_FILLS = {"input_format": "float-nchw", "options_variant": "default"}  # the latter: no [sweep_options] then
+# Rows written before the concurrency axis (and pipelines) had one request in flight.
+_FILLS = {"input_format": "float-nchw", "options_variant": "default", "concurrency": 1}  # options: no [sweep_options] then
 STATUSES = ("ok", "skipped", "failed")
 
 
@@ -450,7 +452,7 @@ def point_key(row: dict[str, Any]) -> tuple:
 
 
 _IDENTITY = ("schema_version", "run_id", "timestamp_utc", "suite", "kind", "host", "machine_id", "model",
-             "model_sha256", "runtime", "device", "precision", "input_format", "options_variant", "batch")
+             "model_sha256", "runtime", "device", "precision", "input_format", "options_variant", "concurrency", "batch")
 
 
 def _storable(row: dict[str, Any]) -> dict[str, Any]:

@@ -13,11 +13,13 @@ from typing import Any
 
 from bench.domain import DEFAULT_INPUT_FORMAT, DEFAULT_OPTIONS_VARIANT, input_format
 from bench.errors import UserError
+from bench.ladder import LadderRule
 from bench.measure.protocol import MeasureSettings
 
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 MAX_BATCH = 64
 MAX_REPEATS = 100
+MAX_CONCURRENCY = 64
 KNOWN_PRECISIONS = ("fp32", "fp16", "int8", "simplified", "ir")
 DEVICES = ("cpu", "gpu", "npu")
 
@@ -72,6 +74,12 @@ class Suite:
     # Each point measured this many times, each in a fresh session, interleaved across points
     # (A, B, C, then A, B, C again); the point's figure is the median, with a confidence interval.
     repeats: int = 1
+    # Requests in flight per point (a sweep axis like batch): ort-cpu N sessions, openvino-cpu N streams.
+    concurrency: list[int] = field(default_factory=lambda: [1])
+    # Batches climbed adaptively: a series stops at a plateau or a latency ceiling (bench.ladder).
+    ladder: LadderRule = field(default_factory=LadderRule)
+    # "p99:30ms": the report's answer line, the best configuration under it (bench.report.model).
+    latency_budget: str = ""
 
     def batches_for(self, device: str) -> list[int]:
         return self.batches_by_device.get(device, self.batches)
@@ -102,7 +110,7 @@ def _option_text(value: Any) -> str:
 _TOP_KEYS = {
     "name", "description", "models", "runtimes", "precisions", "batches", "batches_by_device",
     "precisions_by_runtime", "runtime_options", "measure", "checks", "parity_gates", "point_timeout_s",
-    "allow_large_batch", "repeats", "input", "sweep_options",
+    "allow_large_batch", "repeats", "input", "sweep_options", "concurrency", "ladder", "latency_budget",
 }
 
 
@@ -143,6 +151,9 @@ def parse_suite(data: dict[str, Any], default_name: str, where: str) -> Suite:
         point_timeout_s=float(_typed(data, "point_timeout_s", (int, float), where, 900.0)),
         allow_large_batch=_typed(data, "allow_large_batch", bool, where, False),
         repeats=_typed(data, "repeats", int, where, 1),
+        concurrency=_int_list(data, "concurrency", where, [1]),
+        ladder=_dataclass_from(LadderRule, _typed(data, "ladder", dict, where, {}), f"{where} [ladder]"),
+        latency_budget=_typed(data, "latency_budget", str, where, ""),
     )
     validate(suite, where)
     return suite
@@ -171,6 +182,19 @@ def validate(suite: Suite, where: str) -> None:
         raise UserError(f"{where}: repeats {suite.repeats} is out of range; use 1..{MAX_REPEATS} (5 is a good gate)")
     if suite.point_timeout_s <= 0:
         raise UserError(f"{where}: point_timeout_s must be positive (seconds)")
+    if not suite.concurrency:
+        raise UserError(f"{where}: concurrency is empty; give requests in flight per point, e.g. concurrency = [1, 2]")
+    for n in suite.concurrency:
+        if not 1 <= n <= MAX_CONCURRENCY:
+            raise UserError(f"{where}: concurrency {n} is out of range; use 1..{MAX_CONCURRENCY} requests in flight")
+    ladder = suite.ladder
+    if ladder.steps < 1 or ladder.plateau_pct < 0 or ladder.latency_ceiling_ms < 0:
+        raise UserError(f"{where} [ladder]: steps must be 1 or more, plateau_pct and latency_ceiling_ms "
+                        "0 or more (e.g. steps = 2, plateau_pct = 5.0)")
+    if suite.latency_budget:
+        from bench.report.model import parse_budget
+
+        parse_budget(suite.latency_budget, f"{where}: latency_budget")
     _validate_measure(suite.measure, where)
     _validate_runtimes(suite, where)
 
@@ -217,7 +241,9 @@ def _option_sweeps(tables: dict[str, Any], where: str) -> dict[str, dict[str, li
 
 def override(suite: Suite, *, models: list[ModelRef] | None = None, runtimes: list[str] | None = None,
              precisions: list[str] | None = None, batches: list[int] | None = None,
-             repeats: int | None = None, inputs: list[str] | None = None) -> Suite:
+             repeats: int | None = None, inputs: list[str] | None = None,
+             concurrency: list[int] | None = None, full_ladder: bool = False,
+             latency_budget: str | None = None) -> Suite:
     """Command-line options narrow or replace what the suite says."""
     changes: dict[str, Any] = {}
     if models:
@@ -235,6 +261,12 @@ def override(suite: Suite, *, models: list[ModelRef] | None = None, runtimes: li
     if inputs:  # the command line's formats replace the suite's and every model's
         changes["inputs"] = [input_format(name, "--input").name for name in inputs]
         changes["models"] = [replace(ref, inputs=()) for ref in changes.get("models", suite.models)]
+    if concurrency:
+        changes["concurrency"] = concurrency
+    if full_ladder:
+        changes["ladder"] = replace(suite.ladder, adaptive=False)
+    if latency_budget:
+        changes["latency_budget"] = latency_budget
     updated = replace(suite, **changes)
     validate(updated, "command line")
     return updated

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 import numpy as np
-from bench import env
+from bench import env, ladder
 from bench.domain import DEFAULT_INPUT_FORMAT, DEFAULT_OPTIONS_VARIANT
 from bench.measure.stats import median_interval
 from bench.models import zoo
@@ -49,10 +49,11 @@ class Plan:
         return self.points * repeats
 
 
-def plan(suite: Suite, previous: dict[tuple, str] | None = None,
+def plan(suite: Suite, previous: dict[tuple, dict[str, Any]] | None = None,
          on_model: Callable[[str], None] = lambda _: None) -> Plan:
-    """Resolve models (building replicas) and list the jobs; `previous` (a resumed file's point
-    statuses, from previous_points) leaves out the points that need no measuring again."""
+    """Resolve models (building replicas) and list the jobs; `previous` (a resumed file's points,
+    from previous_points) leaves out the points that need no measuring again and gives the
+    adaptive ladder the points already measured."""
     check_names(suite.runtimes)
     previous = previous or {}
     availability = _Availability()
@@ -63,25 +64,30 @@ def plan(suite: Suite, previous: dict[tuple, str] | None = None,
         models.append(info)
         for runtime_name in suite.runtimes:
             device = get_runtime(runtime_name).device
-            for precision, input_format, (variant, options) in itertools.product(
-                    suite.precisions_for(runtime_name), suite.inputs_for(ref), suite.option_variants(runtime_name)):
-                batches = [b for b in suite.batches_for(device)
-                           if _to_measure(previous.get((info.sha256, info.name, runtime_name, precision,
-                                                        input_format, variant, b)),
-                                          availability, runtime_name, info, precision, b)]
+            for precision, input_format, (variant, options), concurrency in itertools.product(
+                    suite.precisions_for(runtime_name), suite.inputs_for(ref), suite.option_variants(runtime_name),
+                    suite.concurrency):
+                series = (info.sha256, info.name, runtime_name, precision, input_format, variant, concurrency)
+                before = {b: previous.get((*series, b)) for b in suite.batches_for(device)}
+                batches = [b for b, row in before.items()
+                           if _to_measure(row, availability, runtime_name, info, precision, b, concurrency,
+                                          suite.ladder)]
                 if batches:
                     jobs.append(Job(model=info.to_dict(), runtime=runtime_name, precision=precision,
                                     batches=batches, settings=suite.measure, checks=suite.checks,
                                     options=options, options_variant=variant,
                                     parity_gates=suite.parity_gates, input_format=input_format,
-                                    cache_dir=str(zoo.cache_dir())))
+                                    cache_dir=str(zoo.cache_dir()), concurrency=concurrency,
+                                    ladder=suite.ladder,
+                                    ladder_measured=ladder.points_from_rows(r for r in before.values() if r)))
     return Plan(jobs, models)
 
 
-def previous_points(rows: list[dict[str, Any]]) -> dict[tuple, str]:
-    """The status of every point a results file holds (the newest row of a point wins)."""
+def previous_points(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
+    """Every point a results file holds, by its key (the newest row of a point wins)."""
     return {(r["model_sha256"], r["model"], r["runtime"], r["precision"], r.get("input_format") or DEFAULT_INPUT_FORMAT,
-             r.get("options_variant") or DEFAULT_OPTIONS_VARIANT, r["batch"]): r.get("status") for r in rows}
+             r.get("options_variant") or DEFAULT_OPTIONS_VARIANT, r.get("concurrency") or 1, r["batch"]): r
+            for r in rows}
 
 
 class _Availability:
@@ -99,14 +105,19 @@ class _Availability:
         return self._seen[runtime]
 
 
-def _to_measure(status: str | None, available: _Availability, runtime: str, info, precision: str, batch: int) -> bool:
+def _to_measure(row: dict[str, Any] | None, available: _Availability, runtime: str, info, precision: str,
+                batch: int, concurrency: int, rule: ladder.LadderRule) -> bool:
     """Missing and failed points are measured; ok ones never again; a skipped one only when it
-    would now be measured (its runtime became available and nothing else skips it)."""
+    would now be measured (its runtime became available and nothing else skips it; a ladder
+    skip only under --full-ladder, else the ladder's decision stands)."""
+    status = row.get("status") if row else None
     if status in (None, "failed"):
         return True
     if status != "skipped" or not available(runtime):
         return False
-    return not static_skip_reason(get_runtime(runtime), info, precision, batch)
+    if ladder.is_ladder_skip(row.get("reason")):
+        return not rule.adaptive
+    return not static_skip_reason(get_runtime(runtime), info, precision, batch, concurrency)
 
 
 class Sweep:
@@ -140,10 +151,11 @@ class Sweep:
         if self.repeat == 0:
             return jobs
         later = []
+        # The ladder was decided on the first repeat; later ones measure what it measured, all of it.
         for job in jobs:
             batches = [b for b in job.batches if self._series.get(_series_key(job, b), [{}])[0].get("status") == "ok"]
             if batches:
-                later.append(replace(job, batches=batches, checks=Checks(contamination=False, parity=False)))
+                later.append(replace(job, batches=batches, checks=Checks(contamination=False, parity=False), ladder=None))
         return later
 
     def _emit_for(self, job: Job):
@@ -180,7 +192,8 @@ class Sweep:
 
 
 def _series_key(job: Job, batch: int) -> tuple:
-    return job.model["sha256"], job.model["name"], job.runtime, job.precision, job.input_format, job.options_variant, batch
+    return (job.model["sha256"], job.model["name"], job.runtime, job.precision, job.input_format, job.options_variant,
+            job.concurrency, batch)
 
 
 # Figures of one repeat that the point's row gives as the median over its repeats.

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from bench.domain import DEFAULT_INPUT_FORMAT, DEFAULT_OPTIONS_VARIANT, InputFormat, input_format
 from bench.fileio import first_line
+from bench.ladder import LadderPoint, LadderRule, point_from_row, stop_reason
 from bench.measure.protocol import MeasureSettings, Measurement, make_inputs, measure
 from bench.models.info import ModelInfo
 from bench.runtimes.base import ColdStart, LoadRequest, Session
@@ -42,6 +43,9 @@ class Job:
     parity_gates: dict[str, dict[str, float]] = field(default_factory=dict)  # suite overrides
     input_format: str = DEFAULT_INPUT_FORMAT  # how frames reach the model (bench.domain)
     options_variant: str = DEFAULT_OPTIONS_VARIANT  # which combination of [sweep_options] `options` is
+    concurrency: int = 1  # requests in flight (Runtime.load_concurrent)
+    ladder: LadderRule | None = None  # None: every batch is measured (later repeats, direct callers)
+    ladder_measured: list[LadderPoint] = field(default_factory=list)  # this series' points measured before
 
     @property
     def info(self) -> ModelInfo:
@@ -55,7 +59,8 @@ class Job:
 
 
 def run_job(job: Job, emit: Emit) -> None:
-    """Measure every batch of the job; emit ("start", batch) before and ("row", row) after each."""
+    """Measure every batch of the job, in order; emit ("start", batch) before and ("row", row) after
+    each. Where the adaptive ladder stops (bench.ladder), the batches left become skipped rows."""
     t0 = time.perf_counter()
     runtime = get_runtime(job.runtime)
     try:
@@ -66,7 +71,7 @@ def run_job(job: Job, emit: Emit) -> None:
     info = job.info
     artifact, artifact_error = None, None
     if ok:
-        reason = unsupported_precision(runtime, job.precision)
+        reason = unsupported_precision(runtime, job.precision) or unsupported_concurrency(runtime, job.concurrency)
         ok = not reason
     if ok and any(not static_skip_reason(runtime, info, job.precision, b) for b in job.batches):
         try:
@@ -74,14 +79,17 @@ def run_job(job: Job, emit: Emit) -> None:
         except Exception as exc:
             artifact_error = f"building the {job.precision} artifact failed: {first_line(exc)}"
     peaks = job_peaks(runtime, job, emit) if artifact and job.checks.peak_probes else None
+    measured = list(job.ladder_measured)
     for batch in job.batches:
         emit("start", batch)
         base = {"batch": batch, "runtime": job.runtime, "precision": job.precision, "device": runtime.device,
                 "runtime_version": json.dumps(runtime.versions(), sort_keys=True) if ok else None,
                 "int8_recipe": int8_recipe(runtime).name if job.precision == "int8" else None,
                 "input_format": job.input_format, "options_variant": job.options_variant,
+                "concurrency": job.concurrency,
                 "input_bytes_per_frame": job.format.bytes_per_frame(info.input_hw)}
-        limit = reason if not ok else static_skip_reason(runtime, info, job.precision, batch)
+        limit = reason if not ok else (static_skip_reason(runtime, info, job.precision, batch)
+                                       or stop_reason(job.ladder, measured, batch))
         if limit:
             emit("row", {**base, "status": "skipped", "reason": limit})
             continue
@@ -89,16 +97,24 @@ def run_job(job: Job, emit: Emit) -> None:
             emit("row", {**base, "status": "failed", "reason": artifact_error})
             continue
         try:
-            row = measure_point(runtime, info, job, batch, artifact, peaks)
-            emit("row", {**base, **row, "process_start_ms": process_start_ms})
+            row = {**base, **measure_point(runtime, info, job, batch, artifact, peaks), "process_start_ms": process_start_ms}
+            measured.extend(filter(None, [point_from_row(row)]))
+            emit("row", row)
         except Exception as exc:  # one failed point never stops the others
             emit("row", {**base, "status": "failed", "reason": first_line(exc)})
             emit("log", traceback.format_exc())
 
 
-def static_skip_reason(runtime, info: ModelInfo, precision: str, batch: int) -> str:
+def static_skip_reason(runtime, info: ModelInfo, precision: str, batch: int, concurrency: int = 1) -> str:
     """Why an available runtime skips this point whatever the machine ("" when it measures it)."""
-    return unsupported_precision(runtime, precision) or info.batch_limit_reason(batch) or ""
+    return (unsupported_precision(runtime, precision) or unsupported_concurrency(runtime, concurrency)
+            or info.batch_limit_reason(batch) or "")
+
+
+def unsupported_concurrency(runtime, concurrency: int) -> str:
+    if concurrency == 1 or runtime.concurrent:
+        return ""
+    return f"{runtime.name} runs one request in flight only (concurrency {concurrency} is not implemented for it)"
 
 
 def unsupported_precision(runtime, precision: str) -> str:
@@ -167,14 +183,14 @@ def measure_point(runtime, info: ModelInfo, job: Job, batch: int, model_path: st
     request = LoadRequest(model_path=model_path, input_name=info.input_name, input_shape=shape,
                           precision=job.precision, options=job.options, cache_dir=job.cache_dir,
                           input_dtype=fmt.dtype)
-    session, cold = runtime.load(request)
+    session, cold = runtime.load_concurrent(request, job.concurrency)
     gpu = None
     try:
         inputs = make_inputs(shape, job.settings.input_buffers, job.settings.seed, info.mean, info.std, fmt.dtype)
         if runtime.uses_cuda:  # NVML beside the CPU sampler, only inside steady-state windows
             from bench.telemetry.nvml import GpuPointTelemetry
 
-            gpu = GpuPointTelemetry.open(batch, int(job.options.get("device_id", 0)))
+            gpu = GpuPointTelemetry.open(batch, runtime.options(request).device_id)
         sampler = CpuSampler()
         sampler.start()
         result = measure(gpu.wrap(session) if gpu else session, inputs, batch, job.settings)
@@ -269,6 +285,8 @@ def child_main(job_dict: dict, conn, parent_pid: int | None = None) -> None:
     job_dict = dict(job_dict)
     job_dict["settings"] = MeasureSettings(**job_dict["settings"])
     job_dict["checks"] = Checks(**job_dict["checks"])
+    job_dict["ladder"] = LadderRule(**job_dict["ladder"]) if job_dict.get("ladder") else None
+    job_dict["ladder_measured"] = [LadderPoint(**p) for p in job_dict.get("ladder_measured", [])]
     job = Job(**job_dict)
     run_job(job, lambda kind, payload: conn.send((kind, payload)))
     conn.send(("done", None))

@@ -16,6 +16,7 @@ from typing import Any
 
 import psutil
 
+from bench.ladder import points_from_rows
 from bench.launchers import Emit
 from bench.runtimes.registry import get_runtime
 from bench.worker import Job, child_main, job_to_dict
@@ -29,9 +30,17 @@ class ProcessLauncher:
         self.max_worker_memory_mb = max_worker_memory_mb
 
     def run(self, job: Job, emit: Emit) -> None:
-        remaining = list(job.batches)
+        remaining, rows = list(job.batches), []
+
+        def keep(kind: str, payload: Any) -> None:
+            if kind == "row":
+                rows.append(payload)
+            emit(kind, payload)
+
         while remaining:
-            finished = self._run_worker(replace(job, batches=remaining), emit)
+            # A new worker's ladder goes on from the points the last one measured.
+            measured = [*job.ladder_measured, *points_from_rows(rows)]
+            finished = self._run_worker(replace(job, batches=remaining, ladder_measured=measured), keep)
             remaining = [b for b in remaining if b not in finished]
 
     def _run_worker(self, job: Job, emit: Emit) -> set[int]:
@@ -96,6 +105,7 @@ class ProcessLauncher:
 
 def _failed(job: Job, batch: int, reason: str) -> dict[str, Any]:
     return {"batch": batch, "runtime": job.runtime, "precision": job.precision, "input_format": job.input_format,
+            "options_variant": job.options_variant, "concurrency": job.concurrency,
             "device": get_runtime(job.runtime).device, "status": "failed", "reason": reason}
 
 

@@ -56,9 +56,25 @@ def options_label(row) -> str:
     return variant if isinstance(variant, str) and variant != DEFAULT_OPTIONS_VARIANT else ""
 
 
+def concurrency_of(row) -> int:
+    """Requests in flight (1 for rows written before the concurrency axis)."""
+    value = row.get("concurrency")
+    return 1 if value is None or (isinstance(value, float) and math.isnan(value)) else int(value)
+
+
 def _what(row) -> str:
     """runtime, precision, (non-default) input format and swept options of a point, for lines of text."""
     return " ".join(filter(None, [row["runtime"], row["precision"], input_label(row), options_label(row)]))
+
+
+def describe_point(row) -> str:
+    """A configuration in words: runtime, precision, input, options, batch and (above 1) concurrency."""
+    conc = concurrency_of(row)
+    return f"{_what(row)} batch {row['batch']}" + (f" concurrency {conc}" if conc > 1 else "")
+
+
+def fmt_number(value, digits: int = 1) -> str:
+    return _fmt(value, digits)
 
 
 def _filled(frame: pd.DataFrame, column: str, default: str) -> pd.Series:
@@ -81,7 +97,7 @@ def point_line(row, position: str = "", checked_earlier: bool = False) -> str:
     """One plain line for a finished point, for logs that cannot show the live bar (CI, `| tee`).
     `checked_earlier`: a later repeat, whose checks ran on the first one."""
     where = f"{position} " if position else ""
-    what = f"{where}{row['model']} {_what(row)} batch {row['batch']}"
+    what = f"{where}{row['model']} {describe_point(row)}"
     if row["status"] != "ok":
         return f"{what}: {row['status']}: {row.get('reason') or '-'}"
     checks = "checks on repeat 1" if checked_earlier else re.sub(r"\[/?[a-z ]*\]", "", _check_cell(row))
@@ -95,15 +111,18 @@ def trustworthy(row) -> bool:
             and row.get("contamination_passed") is not False and row.get("parity_passed") is not False)
 
 
-def throughput_table(frame: pd.DataFrame, model: str) -> Table:
+def throughput_table(frame: pd.DataFrame, model: str, budget=None) -> Table:
+    """`budget` (bench.report.model.LatencyBudget): a column marking the points that miss it."""
     table = Table(title=f"{model}: steady state", title_justify="left")
     frame = frame.assign(input_format=_input_formats(frame),
-                         options_variant=_filled(frame, "options_variant", DEFAULT_OPTIONS_VARIANT))
-    # The input and options columns only where they tell something.
+                         options_variant=_filled(frame, "options_variant", DEFAULT_OPTIONS_VARIANT),
+                         concurrency=frame.apply(concurrency_of, axis=1) if len(frame) else 1)
+    # The input, options and concurrency columns only where they tell something.
     inputs = bool((frame.input_format != DEFAULT_INPUT_FORMAT).any())
     swept = bool((frame.options_variant != DEFAULT_OPTIONS_VARIANT).any())
+    concurrent = bool((frame.concurrency != 1).any())
     for column, justify in (("runtime", "left"), ("prec", "left"), *([("input", "left")] if inputs else []),
-                            *([("options", "left")] if swept else []),
+                            *([("options", "left")] if swept else []), *([("conc", "right")] if concurrent else []),
                             ("batch", "right"), ("frames/s", "right"),
                             ("ms/frame", "right"), ("p50 ms", "right"), ("p99 ms", "right"),
                             ("x batch 1", "right"), ("GFLOP/s", "right"), ("verdict", "left"), ("checks", "left")):
@@ -114,10 +133,12 @@ def throughput_table(frame: pd.DataFrame, model: str) -> Table:
     repeated = _has_repeats(frame)
     if repeated:
         table.add_column("repeats: 95% CI", justify="right")
+    if budget is not None:
+        table.add_column(f"{budget.percentile} <= {budget.ms:g} ms", justify="left")
     # Skipped points are summarised under the tables (one line per reason), not row by row.
     measured = frame[frame.status != "skipped"]
-    for (runtime, _, input_format, variant), group in measured.groupby(
-            ["runtime", "precision", "input_format", "options_variant"], sort=False):
+    for (runtime, _, input_format, variant, conc), group in measured.groupby(
+            ["runtime", "precision", "input_format", "options_variant", "concurrency"], sort=False):
         group = group.sort_values("batch")
         base = group[(group.batch == 1) & (group.status == "ok")].fps
         base_fps = float(base.iloc[0]) if len(base) else None
@@ -128,13 +149,18 @@ def throughput_table(frame: pd.DataFrame, model: str) -> Table:
                 fps_text = f"[strike]{fps_text}[/]"
             speedup = row["fps"] / base_fps if ok and base_fps else None
             table.add_row(runtime, _precision_cell(row), *([input_format] if inputs else []),
-                          *([variant] if swept else []), str(row["batch"]), fps_text,
+                          *([variant] if swept else []), *([str(conc)] if concurrent else []), str(row["batch"]), fps_text,
                           _fmt(row["ms_per_frame"], 3) if ok else "", _fmt(row["lat_p50_ms"], 2) if ok else "",
                           _fmt(row["lat_p99_ms"], 2) if ok else "", _fmt(speedup, 2) if speedup else "",
                           _fmt(row["gflops_achieved"]) if ok else "", _verdict_cell(row), _check_cell(row) if ok else "",
                           *([peak_share_text(row.get("pct_conv_peak")) if ok else ""] if peaks else []),
-                          *([_interval_cell(row)] if repeated else []))
+                          *([_interval_cell(row)] if repeated else []),
+                          *([_budget_cell(row, budget) if ok else ""] if budget is not None else []))
     return table
+
+
+def _budget_cell(row, budget) -> str:
+    return "[green]meets[/]" if budget.meets(row) else "[red]misses[/]"
 
 
 def peak_share_text(pct) -> str:
@@ -159,12 +185,15 @@ def _interval_cell(row) -> str:
 def cold_start_table(frame: pd.DataFrame, model: str) -> Table:
     warm = frame.get("cold_warm_cache_total_ms", pd.Series(dtype=float)).notna().any()
     table = Table(title=f"{model}: cold start (ms)", title_justify="left")
-    for column in ("runtime", "prec", "batch", "import", "read", "compile/build", "first infer", "total",
-                   *(["warm caches"] if warm else [])):
+    ok = frame[frame.status == "ok"]
+    ok = ok.assign(concurrency=ok.apply(concurrency_of, axis=1) if len(ok) else 1)
+    concurrent = bool((ok.concurrency != 1).any())  # concurrency N: the first of its N sessions
+    for column in ("runtime", "prec", *(["conc"] if concurrent else []), "batch", "import", "read", "compile/build",
+                   "first infer", "total", *(["warm caches"] if warm else [])):
         table.add_column(column, justify="left" if column in ("runtime", "prec") else "right")
-    ok = frame[frame.status == "ok"].sort_values(["runtime", "precision", "batch"])
-    for _, row in ok.iterrows():
-        table.add_row(row["runtime"], row["precision"], str(row["batch"]), _fmt(row["process_start_ms"]),
+    for _, row in ok.sort_values(["runtime", "precision", "concurrency", "batch"]).iterrows():
+        table.add_row(row["runtime"], row["precision"], *([str(row["concurrency"])] if concurrent else []),
+                      str(row["batch"]), _fmt(row["process_start_ms"]),
                       _fmt(row["cold_read_ms"]), _fmt(row["cold_compile_ms"]), _fmt(row["cold_first_infer_ms"]),
                       _fmt(row["cold_total_ms"]), *([_fmt(row.get("cold_warm_cache_total_ms"))] if warm else []))
     return table
@@ -199,10 +228,12 @@ def best_and_knee(frame: pd.DataFrame) -> str | None:
     best = good.loc[good.fps.idxmax()]
     formats = _input_formats(good)
     variants = _filled(good, "options_variant", DEFAULT_OPTIONS_VARIANT)
+    conc = good.apply(concurrency_of, axis=1)
     same = good[(good.runtime == best.runtime) & (good.precision == best.precision)
-                & (formats == formats[best.name]) & (variants == variants[best.name])].sort_values("batch")
+                & (formats == formats[best.name]) & (variants == variants[best.name])
+                & (conc == conc[best.name])].sort_values("batch")
     knee = same[same.fps >= best.fps * (1 - KNEE_PCT / 100)].iloc[0]
-    return (f"best: {_what(best)} batch {best.batch} at {_fmt(best.fps)} frames/s "
+    return (f"best: {describe_point(best)} at {_fmt(best.fps)} frames/s "
             f"(p99 {_fmt(best.lat_p99_ms, 2)} ms); knee: batch {knee.batch} reaches {_fmt(knee.fps)} frames/s "
             f"(within {KNEE_PCT:g}% of best) with p99 {_fmt(knee.lat_p99_ms, 2)} ms")
 
@@ -210,7 +241,7 @@ def best_and_knee(frame: pd.DataFrame) -> str | None:
 def warnings_for(frame: pd.DataFrame) -> list[str]:
     lines = []
     for _, row in frame.iterrows():
-        where = f"{_what(row)} batch {row['batch']}"
+        where = describe_point(row)
         if row["status"] == "failed":
             lines.append(f"{where}: failed: {row['reason']}")
         elif row["status"] == "ok" and isinstance(row.get("warnings"), str):
@@ -223,7 +254,10 @@ def warnings_for(frame: pd.DataFrame) -> list[str]:
     return lines
 
 
-def print_tables(frame: pd.DataFrame, console: Console | None = None) -> None:
+def print_tables(frame: pd.DataFrame, console: Console | None = None, budget=None) -> None:
+    """`budget`: a bench.report.model.LatencyBudget, its answer line and column (None: neither)."""
+    from bench.report.model import budget_line
+
     console = console or Console()
     pipelines = frame[frame.kind.fillna("model") == "pipeline"]
     frame = frame[frame.kind.fillna("model") == "model"]
@@ -232,7 +266,7 @@ def print_tables(frame: pd.DataFrame, console: Console | None = None) -> None:
     for (model, _), group in frame.groupby(["model", frame.machine_id.fillna("")], sort=False):
         if several_machines:
             model = f"{model} on {group.host.iloc[0]}"
-        console.print(throughput_table(group, model))
+        console.print(throughput_table(group, model, budget))
         if (group.status == "ok").any():
             console.print(cold_start_table(group, model))
         gpu = gpu_table(group, model)
@@ -241,6 +275,8 @@ def print_tables(frame: pd.DataFrame, console: Console | None = None) -> None:
         summary = best_and_knee(group)
         if summary:
             console.print(f"[bold]{model}[/] {summary}")
+        if budget is not None:
+            console.print(f"[bold]{model}[/] {budget_line(group, budget)}")
         for line in warnings_for(group):
             console.print(f"[yellow]warning[/] {model} {line}")
         skipped = group[group.status == "skipped"]

@@ -7,6 +7,8 @@ runtime or device it measures.
 """
 from __future__ import annotations
 
+import itertools
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -103,6 +105,66 @@ class Session(ABC):
         pass
 
 
+class ConcurrentSession(Session):
+    """N sessions of one model, one host thread each, N requests in flight (onnxruntime_perf_test -c).
+
+    A window's iterations are shared out as they come (each thread takes the next one), so the
+    threads finish within one request of each other; frames/s is the aggregate over the window's
+    wall time and each latency is one request's. The runtimes release the GIL while they compute.
+    Checks use the first session (every session computes the same outputs).
+    """
+
+    def __init__(self, sessions: list[Session], settings: dict[str, Any]):
+        self._sessions = sessions
+        self._settings = settings
+
+    def infer(self, x: np.ndarray) -> list[np.ndarray]:
+        return self._sessions[0].infer(x)
+
+    def describe(self) -> dict[str, Any]:
+        return {**self._sessions[0].describe(), **self._settings}
+
+    def effective_precision(self) -> str | None:
+        return self._sessions[0].effective_precision()
+
+    def run_window(self, inputs: list[np.ndarray], iterations: int) -> Window:
+        taken = itertools.count()  # next() on a count is atomic under the GIL
+        latencies: list[list[int]] = [[] for _ in self._sessions]
+        errors: list[BaseException] = []
+        start = threading.Barrier(len(self._sessions) + 1)
+
+        def serve(session: Session, own: list[int]) -> None:
+            start.wait()
+            try:
+                while (i := next(taken)) < iterations:
+                    t0 = time.perf_counter_ns()
+                    session._run_only(inputs[i % len(inputs)])
+                    own.append(time.perf_counter_ns() - t0)
+            except BaseException as exc:  # re-raised in the measuring thread: a failed point
+                errors.append(exc)
+
+        threads = [threading.Thread(target=serve, args=(s, own), daemon=True)
+                   for s, own in zip(self._sessions, latencies)]
+        for thread in threads:
+            thread.start()
+        start.wait()
+        t0 = time.perf_counter_ns()
+        for thread in threads:
+            thread.join()
+        wall = time.perf_counter_ns() - t0
+        if errors:
+            raise errors[0]
+        return Window(wall_ns=wall, latencies_ns=[v for own in latencies for v in own], iterations=iterations)
+
+    def warm_up_window(self, inputs: list[np.ndarray], iterations: int) -> Window:
+        """Every session warms up: at least one request each, all in flight together."""
+        return self.run_window(inputs, max(iterations, len(self._sessions)))
+
+    def close(self) -> None:
+        for session in self._sessions:
+            session.close()
+
+
 class Runtime(ABC):
     """A runtime family member (e.g. ort-cpu, openvino-cpu)."""
 
@@ -112,6 +174,7 @@ class Runtime(ABC):
     precision_notes: dict[str, str] = {}  # why a precision is not run here, where a reason helps
     Options: type[RuntimeOptions] = RuntimeOptions  # what a suite's [runtime_options.NAME] may set
     uses_cuda = False  # NVML telemetry applies (NVIDIA devices only)
+    concurrent = False  # runs more than one request in flight (load_concurrent)
 
     @abstractmethod
     def available(self) -> tuple[bool, str]:
@@ -131,3 +194,9 @@ class Runtime(ABC):
     @abstractmethod
     def load(self, request: LoadRequest) -> tuple[Session, ColdStart]:
         """Load and run the first inference; return the session and the phases it measured."""
+
+    def load_concurrent(self, request: LoadRequest, concurrency: int) -> tuple[Session, ColdStart]:
+        """A session that keeps `concurrency` requests in flight (runtimes with `concurrent` override this)."""
+        if concurrency == 1:
+            return self.load(request)
+        raise NotImplementedError(f"{self.name} runs one request in flight only")

@@ -6,14 +6,20 @@ onnxruntime is imported lazily so that listing runtimes never needs it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.runtimes.base import ColdStart, LoadRequest, Runtime, Session
+from bench.runtimes.base import ColdStart, ConcurrentSession, LoadRequest, Runtime, Session
 from bench.runtimes.options import RuntimeOptions, option
+
+
+def physical_cores() -> int:
+    import psutil
+
+    return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
 
 
 def import_onnxruntime():
@@ -58,6 +64,7 @@ class OrtRuntime(Runtime):
     precisions = ("fp32", "fp16", "int8", "simplified")
     provider = "CPUExecutionProvider"
     Options = OrtCpuOptions
+    concurrent = True
 
     def available(self) -> tuple[bool, str]:
         try:
@@ -107,6 +114,20 @@ class OrtRuntime(Runtime):
         t4 = time.perf_counter()
         cold = ColdStart(read_ms=(t1 - t0) * 1e3, compile_ms=(t2 - t1) * 1e3, first_infer_ms=(t4 - t3) * 1e3)
         return wrapped, cold
+
+    def load_concurrent(self, request: LoadRequest, concurrency: int) -> tuple[Session, ColdStart]:
+        """N sessions, one request each, as onnxruntime_perf_test -c does; ORT's default threads
+        (one per physical core) are divided among them, so N sessions do not oversubscribe the
+        cores. The cold start is the first session's (what each deployed session pays)."""
+        if concurrency == 1 or not self.concurrent:
+            return Runtime.load_concurrent(self, request, concurrency)
+        requested = self.options(request).intra_op_threads
+        per_session = requested or max(1, physical_cores() // concurrency)
+        shared = replace(request, options={**request.options, "intra_op_threads": per_session})
+        loaded = [self.load(shared) for _ in range(concurrency)]
+        settings = {"sessions": concurrency, "intra_op_threads": per_session,
+                    "threads_divided": not requested}
+        return ConcurrentSession([session for session, _ in loaded], settings), loaded[0][1]
 
     def wrap(self, session, request: LoadRequest, settings: dict[str, Any]) -> Session:
         return OrtSession(session, request.input_name, settings)

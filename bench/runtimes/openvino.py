@@ -4,7 +4,8 @@ Each batch size gets a static reshape and its own compile (the CPU plugin optimi
 known shapes better), so compile time is part of every batch's cold start.
 Two modes: THROUGHPUT, driven through an AsyncInferQueue of
 OPTIMAL_NUMBER_OF_INFER_REQUESTS requests as benchmark_app does, and LATENCY with
-one synchronous request.
+one synchronous request. Concurrency N > 1 is a third, "streams": no performance hint,
+NUM_STREAMS = N and N infer requests, as `benchmark_app -hint none -nstreams N -nireq N`.
 """
 from __future__ import annotations
 
@@ -111,6 +112,7 @@ class OpenVinoRuntime(Runtime):
     mode = "throughput"
     precisions = ("fp32", "fp16", "int8", "simplified", "ir")
     Options = OpenVinoOptions
+    concurrent = True
 
     def available(self) -> tuple[bool, str]:
         try:
@@ -152,6 +154,16 @@ class OpenVinoRuntime(Runtime):
         return {"f16": "FP16", "bf16": "BF16"}[hint] in capabilities
 
     def load(self, request: LoadRequest) -> tuple[Session, ColdStart]:
+        return self._load(request, streams=None)
+
+    def load_concurrent(self, request: LoadRequest, concurrency: int) -> tuple[Session, ColdStart]:
+        if concurrency == 1 or not self.concurrent:
+            return super().load_concurrent(request, concurrency)
+        return self._load(request, streams=concurrency)
+
+    def _load(self, request: LoadRequest, streams: int | None) -> tuple[Session, ColdStart]:
+        """`streams`: explicit NUM_STREAMS and one infer request per stream, without a performance
+        hint (the hint would choose the streams itself)."""
         ov = import_openvino()
         core = ov.Core()
         t0 = time.perf_counter()
@@ -159,10 +171,16 @@ class OpenVinoRuntime(Runtime):
         t1 = time.perf_counter()
         model.reshape({request.input_name: ov.PartialShape(list(request.input_shape))})
         config = self.compile_config(core, request)
+        if streams:
+            del config["PERFORMANCE_HINT"]
+            config["NUM_STREAMS"] = streams
         compiled = core.compile_model(model, self.ov_device, config)
         t2 = time.perf_counter()
         settings = self._effective_settings(compiled, config)
-        session = OpenVinoSession(compiled, request.input_name, settings, asynchronous=settings["mode"] == "throughput")
+        if streams:  # every request in flight, one per stream
+            settings.update(mode="streams", performance_hint="none", infer_requests=streams)
+        session = OpenVinoSession(compiled, request.input_name, settings,
+                                  asynchronous=settings["mode"] in ("throughput", "streams"))
         x = np.zeros(request.input_shape, dtype=request.input_dtype)
         t3 = time.perf_counter()
         session.infer(x)
@@ -182,7 +200,7 @@ class OpenVinoRuntime(Runtime):
         if layers.get("i8", 0) + layers.get("u8", 0):
             precision = "int8"  # quantised layers ran in int8; the hint covers the rest
         return {
-            "mode": config["PERFORMANCE_HINT"].lower(),
+            "mode": config.get("PERFORMANCE_HINT", "none").lower(),
             "performance_hint": str(prop("PERFORMANCE_HINT")),
             "infer_requests": int(prop("OPTIMAL_NUMBER_OF_INFER_REQUESTS") or 1),
             "num_streams": str(prop("NUM_STREAMS")),
@@ -224,9 +242,11 @@ class OpenVinoGpuRuntime(OpenVinoRuntime):
     name = "openvino-gpu"
     ov_device = "GPU"
     device = "gpu"
+    concurrent = False  # explicit streams verified on the CPU plugin only
 
 
 class OpenVinoNpuRuntime(OpenVinoRuntime):
     name = "openvino-npu"
     ov_device = "NPU"
     device = "npu"
+    concurrent = False

@@ -214,6 +214,7 @@ class IoBindingSession(CudaSession):
 
 class _OrtGpuRuntime(OrtRuntime):
     device = "gpu"
+    concurrent = False  # N sessions on N CUDA streams: not done yet (issue 16)
     precisions = ("fp32", "fp16", "int8")
     uses_cuda = True
     Options = OrtCudaOptions
