@@ -1,5 +1,10 @@
 """The vocabulary shared by suites, artifacts, measurement, checks and the store.
 
+Precisions: the names a suite may list, their aliases, and the arithmetic each keeps.
+Model families: detector (SCRFD) and embedder (ArcFace), each with InsightFace's
+preprocessing. The batch rule: which batch sizes a suite may ask for. Frames: the one
+generator of seeded random input frames (timed buffers and checks alike).
+
 Input formats: how frames reach the model. `float-nchw` is the normalised FP32 tensor the
 ONNX file takes; the uint8 formats are frames as cameras and decoders deliver them, with the
 model's preprocessing (cast, layout, channel order, mean and std) moved into the graph
@@ -12,6 +17,81 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.errors import UserError
+
+# --------------------------------------------------------------------------- precisions
+
+# What a suite may list: fp32 is the source; the rest are artifacts built from it ("ir": OpenVINO IR).
+PRECISIONS = ("fp32", "fp16", "int8", "simplified", "ir")
+PRECISION_ALIASES = {"openvino_ir": "ir"}  # parity gate tables once named IR so
+# Variants that keep the model's numbers in FP32: they get FP32 tolerances and gates.
+FP32_ARITHMETIC = ("fp32", "simplified", "ir")
+
+
+def canonical_precision(name: str) -> str:
+    """A precision's suite name, aliases resolved (unknown names pass through)."""
+    return PRECISION_ALIASES.get(name, name)
+
+
+def arithmetic(precision: str) -> str:
+    """The arithmetic a precision runs in, lower case: "fp32" for the FP32-keeping variants."""
+    name = canonical_precision(precision.lower())
+    return "fp32" if name in FP32_ARITHMETIC else name
+
+
+# --------------------------------------------------------------------------- model families
+
+@dataclass(frozen=True)
+class Family:
+    """An InsightFace model family: preprocessing is RGB, (pixel - mean) / std (models.md 1.7, 3.4)."""
+
+    name: str
+    mean: float
+    std: float
+    default_size: int  # square input side where the file leaves H and W symbolic
+
+
+DETECTOR = Family("detector", 127.5, 128.0, 640)
+EMBEDDER = Family("embedder", 127.5, 127.5, 112)
+FAMILIES = {f.name: f for f in (DETECTOR, EMBEDDER)}
+_FAMILY_ALIASES = {"scrfd": DETECTOR, "arcface": EMBEDDER, "recognizer": EMBEDDER, "recognition": EMBEDDER}
+
+
+def family(name: str) -> Family:
+    """The family called `name` (or an alias such as scrfd / arcface); anything else is the user's error."""
+    folded = name.lower()
+    found = FAMILIES.get(folded) or _FAMILY_ALIASES.get(folded)
+    if found is None:
+        raise UserError(f"unknown model family {name!r}; expected detector or embedder")
+    return found
+
+
+# --------------------------------------------------------------------------- the batch rule
+
+MAX_BATCH = 64  # larger batches only with the suite's allow_large_batch = true
+
+
+def batch_problem(batch: int, allow_large: bool = False) -> str | None:
+    """Why a suite may not ask for `batch`, or None."""
+    if batch <= 0:
+        return f"batch {batch} is not a positive size; use 1..{MAX_BATCH}"
+    if batch > MAX_BATCH and not allow_large:
+        return f"batch {batch} exceeds {MAX_BATCH}; set allow_large_batch = true to opt in"
+    return None
+
+
+# --------------------------------------------------------------------------- frames
+
+def random_frames(rng: np.random.Generator, count: int, frame_shape: tuple[int, ...],
+                  mean: float = DETECTOR.mean, std: float = DETECTOR.std, dtype: str = "float32") -> np.ndarray:
+    """`count` frames of random uint8 pixels, normalised as (pixel - mean) / std unless `dtype` is uint8
+    (the raw pixels, for models that normalise inside the graph). Never made inside a timed loop."""
+    pixels = rng.integers(0, 256, size=(count, *frame_shape), dtype=np.uint8)
+    if dtype == "uint8":
+        return pixels
+    return np.ascontiguousarray((pixels.astype(np.float32) - mean) / std, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- input formats
 
 
 @dataclass(frozen=True)

@@ -11,16 +11,15 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from bench.domain import DEFAULT_INPUT_FORMAT, DEFAULT_OPTIONS_VARIANT, input_format
+from bench.domain import (DEFAULT_INPUT_FORMAT, DEFAULT_OPTIONS_VARIANT, PRECISIONS, batch_problem,
+                          canonical_precision, input_format)
 from bench.errors import UserError
 from bench.ladder import LadderRule
 from bench.measure.protocol import MeasureSettings
 
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
-MAX_BATCH = 64
 MAX_REPEATS = 100
 MAX_CONCURRENCY = 64
-KNOWN_PRECISIONS = ("fp32", "fp16", "int8", "simplified", "ir")
 DEVICES = ("cpu", "gpu", "npu")
 
 
@@ -167,14 +166,13 @@ def validate(suite: Suite, where: str) -> None:
         raise UserError(f"{where}: no runtimes; add runtimes = [...] or pass --runtimes")
     all_batches = set(suite.batches).union(*suite.batches_by_device.values())
     for batch in sorted(all_batches):
-        if batch <= 0:
-            raise UserError(f"{where}: batch {batch} is not a positive size; use 1..{MAX_BATCH}")
-        if batch > MAX_BATCH and not suite.allow_large_batch:
-            raise UserError(f"{where}: batch {batch} exceeds {MAX_BATCH}; set allow_large_batch = true to opt in")
+        problem = batch_problem(batch, suite.allow_large_batch)
+        if problem:
+            raise UserError(f"{where}: {problem}")
     precisions = set(suite.precisions).union(*suite.precisions_by_runtime.values())
     for precision in sorted(precisions):
-        if precision not in KNOWN_PRECISIONS:
-            raise UserError(f"{where}: unknown precision '{precision}'; use one of {', '.join(KNOWN_PRECISIONS)}")
+        if precision not in PRECISIONS:
+            raise UserError(f"{where}: unknown precision '{precision}'; use one of {', '.join(PRECISIONS)}")
     for device in suite.batches_by_device:
         if device not in DEVICES:
             raise UserError(f"{where} [batches_by_device]: unknown device '{device}'; use {', '.join(DEVICES)}")
@@ -314,11 +312,11 @@ def _parity_gates(tables: dict[str, Any], where: str) -> dict[str, dict[str, flo
         if not isinstance(per_precision, dict):
             raise UserError(f"{where} [parity_gates.{metric}]: give a table of precision = threshold, e.g. fp16 = 0.999")
         for precision, value in per_precision.items():
-            if precision not in (*KNOWN_PRECISIONS, "openvino_ir") or isinstance(value, bool) \
+            if canonical_precision(precision) not in PRECISIONS or isinstance(value, bool) \
                     or not isinstance(value, (int, float)):
                 raise UserError(f"{where} [parity_gates.{metric}]: '{precision} = {value!r}' must name a precision "
-                                f"({', '.join(KNOWN_PRECISIONS)}) and a number")
-        gates[metric] = {("openvino_ir" if p == "ir" else p): float(v) for p, v in per_precision.items()}
+                                f"({', '.join(PRECISIONS)}) and a number")
+        gates[metric] = {canonical_precision(p): float(v) for p, v in per_precision.items()}
     return gates
 
 

@@ -6,15 +6,19 @@ interleave frames, reference/models.md §2) while still running without an error
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
+from bench.checks.compare import Comparison, OutputDiff, Tolerance, compare_outputs, named
+from bench.domain import arithmetic, random_frames
+
 # Largest allowed relative difference, by precision. Batch size changes kernel blocking and
 # accumulation order, so even a correct model differs a little from its batch-1 outputs.
 TOLERANCES = {"fp32": 1e-4, "tf32": 5e-3, "fp16": 1e-2, "bf16": 5e-2, "int8": 5e-2}
-_EPS = 1e-6
+_EPS = 1e-6  # the scale of an all-zero output
 
 Infer = Callable[[np.ndarray], list[np.ndarray]]
 
@@ -27,7 +31,7 @@ class ContaminationResult:
     max_rel_diff: float  # max|a-b| / max(max|b|, eps), worst output
     tolerance: float
     passed: bool
-    note: str = ""
+    note: str = ""  # which output differs and by how much, when one does
 
 
 def check_contamination(
@@ -37,6 +41,7 @@ def check_contamination(
     precision: str = "fp32",
     seed: int = 0,
     infer_alone: Infer | None = None,
+    output_names: Sequence[str] | None = None,
 ) -> ContaminationResult:
     """Compare a known frame's outputs inside a mixed batch with its outputs alone.
 
@@ -44,7 +49,8 @@ def check_contamination(
     on a batch of 1 when given, else `infer` on a batch of copies of the known frame:
     for a model that keeps frames apart every copy equals the batch-1 result.
     Outputs whose dim 0 is not the batch (flattened 2-D detector rows) are split evenly
-    per frame, as a naive consumer would. Runtime errors propagate to the caller.
+    per frame, as a naive consumer would. Outputs are compared by name (`output_names`, the
+    model's; else their positions). Runtime errors propagate to the caller.
     """
     tolerance = tolerance_for(precision)
     if batch <= 1:
@@ -63,36 +69,41 @@ def check_contamination(
         alone, alone_position = infer(np.repeat(known, batch, axis=0)), position
         alone_batch = batch
 
-    worst_abs, worst_rel, notes = 0.0, 0.0, []
-    for index, (got_all, want_all) in enumerate(zip(in_batch, alone)):
-        got = frame_rows(got_all, batch, position)
-        want = frame_rows(want_all, alone_batch, alone_position)
-        if got is None or want is None or got.shape != want.shape:
-            notes.append(f"output {index}: shape {np.shape(got_all)} cannot be split into {batch} frames")
-            worst_abs = worst_rel = float("inf")
-            continue
-        abs_diff, rel_diff = differences(got, want)
-        worst_abs, worst_rel = max(worst_abs, abs_diff), max(worst_rel, rel_diff)
-    passed = worst_rel <= tolerance
-    if not passed and not notes:
-        notes.append(f"frame at position {position} differs from the same frame alone: the batch mixes frames")
-    return ContaminationResult(batch, position, worst_abs, worst_rel, tolerance, passed, "; ".join(notes))
+    comparison = _compare_frame(in_batch, alone, output_names, (batch, position), (alone_batch, alone_position),
+                                Tolerance(atol=tolerance * _EPS, rtol=tolerance))
+    unsplit = [o for o in comparison.outputs if o.problem]
+    if unsplit:
+        note = "; ".join(o.describe() for o in unsplit)
+        return ContaminationResult(batch, position, float("inf"), float("inf"), tolerance, False, note)
+    note = "" if comparison.passed else (f"frame at position {position} differs from the same frame alone: "
+                                         f"the batch mixes frames ({comparison.summary()})")
+    return ContaminationResult(batch, position, comparison.max_abs, comparison.peak_rel, tolerance,
+                               comparison.passed, note)
 
 
-# Artifacts that keep FP32 arithmetic get the FP32 tolerance.
-_FP32_ARTIFACTS = ("simplified", "ir", "openvino_ir")
+def _compare_frame(in_batch: list[np.ndarray], alone: list[np.ndarray], names: Sequence[str] | None,
+                   where: tuple[int, int], where_alone: tuple[int, int], tolerance: Tolerance) -> Comparison:
+    """The known frame's rows of every output, in the batch against alone, by output name."""
+    got, want = named_rows(in_batch, names, *where), named_rows(alone, names, *where_alone)
+    unsplit = [OutputDiff(name, passed=False, problem=f"shape {np.shape(array)} cannot be split into {where[0]} frames")
+               for name, array in {**got, **want}.items() if array is None]
+    if unsplit:
+        return Comparison(unsplit)
+    return compare_outputs(want, got, tolerance)
+
+
+def named_rows(outputs: list[np.ndarray], names: Sequence[str] | None, batch: int,
+               position: int) -> dict[str, np.ndarray | None]:
+    """Each output's rows for the frame at `position`, by output name (None: cannot be split)."""
+    return {name: frame_rows(array, batch, position) for name, array in named(names, outputs).items()}
 
 
 def tolerance_for(precision: str) -> float:
-    key = "fp32" if precision.lower() in _FP32_ARTIFACTS else precision.lower()
+    """Artifacts that keep FP32 arithmetic (simplified, IR) get the FP32 tolerance."""
+    key = arithmetic(precision)
     if key not in TOLERANCES:
         raise ValueError(f"no contamination tolerance for precision {precision!r}; known: {', '.join(TOLERANCES)}")
     return TOLERANCES[key]
-
-
-def random_frames(rng: np.random.Generator, count: int, frame_shape: tuple[int, int, int]) -> np.ndarray:
-    """Frames in the normalised image range that preprocessing produces, about [-1, 1]."""
-    return rng.uniform(-1.0, 1.0, size=(count, *frame_shape)).astype(np.float32)
 
 
 def frame_rows(output: np.ndarray, batch: int, position: int) -> np.ndarray | None:
@@ -108,12 +119,3 @@ def frame_rows(output: np.ndarray, batch: int, position: int) -> np.ndarray | No
         return None
     return output.reshape(batch, output.shape[0] // batch, *output.shape[1:])[position]
 
-
-def differences(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
-    got = got.astype(np.float64)
-    want = want.astype(np.float64)
-    if got.size == 0:
-        return 0.0, 0.0
-    abs_diff = float(np.max(np.abs(got - want)))
-    scale = max(float(np.max(np.abs(want))), _EPS)
-    return abs_diff, abs_diff / scale

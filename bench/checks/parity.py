@@ -8,30 +8,31 @@ this module only compares arrays and never times anything.
   recall, precision and the mean landmark error in input pixels. A replica with
   random weights detects nothing, so recall is undefined (None) and the gate falls
   back to the raw outputs.
-- Every output: max absolute and relative error, Polygraphy's "minimum tolerance
-  that would pass" (atol alone, or rtol alone) and the relative L2 error.
+- Every output, matched by name (bench.checks.compare): max absolute and relative error,
+  Polygraphy's "minimum tolerance that would pass" (atol alone, or rtol alone) and the
+  relative L2 error.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from bench.models.precision import EMBEDDER, normalise_family
+from bench.checks.compare import UNGATED, OutputDiff, compare_outputs, named
+from bench.domain import EMBEDDER, FP32_ARITHMETIC, canonical_precision
+from bench.domain import family as model_family
 from bench.pipeline.decode import Detections, decode_scrfd
 
 SCORE_THRESHOLD = 0.5
 NMS_THRESHOLD = 0.4
 MATCH_IOU = 0.5
-# Polygraphy adds a tiny epsilon where the reference is exactly 0 to keep rtol finite.
-_REL_EPS = 2e-16
 
-# Precisions beyond fp32/fp16/int8 keep the model's numbers in FP32, so they get FP32 gates.
-FP32_LIKE = ("fp32", "simplified", "openvino_ir")
 
 
 def _per_precision(fp32: float | None, fp16: float | None, int8: float | None) -> dict[str, float | None]:
-    return {**{p: fp32 for p in FP32_LIKE}, "fp16": fp16, "int8": int8}
+    """Variants that keep FP32 arithmetic (simplified, IR) get the FP32 gate."""
+    return {**{p: fp32 for p in FP32_ARITHMETIC}, "fp16": fp16, "int8": int8}
 
 
 @dataclass
@@ -57,23 +58,11 @@ class ParityGates:
         """Defaults with a suite's [parity_gates.METRIC] precision = value tables on top."""
         gates = cls()
         for metric, per_precision in overrides.items():
-            getattr(gates, metric).update(per_precision)
+            getattr(gates, metric).update({canonical_precision(p): v for p, v in per_precision.items()})
         return gates
 
     def limit(self, metric: str, precision: str) -> float | None:
-        return getattr(self, metric).get(precision)
-
-
-@dataclass
-class OutputError:
-    """One output's error against the reference, Polygraphy-style."""
-
-    index: int
-    max_abs: float
-    max_rel: float
-    min_atol: float  # smallest atol that passes every element with rtol = 0
-    min_rtol: float  # smallest rtol that passes every element with atol = 0
-    rel_l2: float  # ||candidate - reference|| / ||reference||
+        return getattr(self, metric).get(canonical_precision(precision))
 
 
 @dataclass
@@ -83,7 +72,7 @@ class ParityResult:
     cosine_min: float | None = None
     cosine_mean: float | None = None
     norm_ratio: float | None = None  # mean over frames of ||candidate|| / ||reference||
-    outputs: list[OutputError] = field(default_factory=list)
+    outputs: list[OutputDiff] = field(default_factory=list)  # per output: max_abs, min_atol, min_rtol, rel_l2
     det_recall: float | None = None  # None where the reference has no detection
     det_precision: float | None = None  # None where the candidate has no detection
     landmark_err_px: float | None = None
@@ -94,16 +83,22 @@ class ParityResult:
 
 
 def check_parity(reference_outputs: list[np.ndarray], candidate_outputs: list[np.ndarray], family: str,
-                 precision: str, input_hw: tuple[int, int], gates: ParityGates | None = None) -> ParityResult:
-    """Compare a candidate run with the reference run on the same frames and gate it."""
-    family = normalise_family(family)
+                 precision: str, input_hw: tuple[int, int], gates: ParityGates | None = None,
+                 output_names: Sequence[str] | None = None) -> ParityResult:
+    """Compare a candidate run with the reference run on the same frames and gate it.
+
+    Both lists are in the model's output order; per-output errors pair them by `output_names`.
+    """
+    family = model_family(family).name
     gates = gates or ParityGates()
-    mismatch = _interface_mismatch(reference_outputs, candidate_outputs)
-    if mismatch:
-        return ParityResult(family, precision, passed=False, reason=mismatch)
-    pairs = enumerate(zip(reference_outputs, candidate_outputs))
-    result = ParityResult(family, precision, outputs=[_output_error(i, r, c) for i, (r, c) in pairs])
-    if family == EMBEDDER:
+    if len(reference_outputs) != len(candidate_outputs):
+        reason = f"{len(candidate_outputs)} outputs, reference has {len(reference_outputs)}"
+        return ParityResult(family, precision, passed=False, reason=reason)
+    errors = compare_outputs(named(output_names, reference_outputs), named(output_names, candidate_outputs), UNGATED)
+    if errors.failed:  # only an interface problem fails with no tolerance: shape, NaN, a missing output
+        return ParityResult(family, precision, passed=False, reason=errors.summary())
+    result = ParityResult(family, precision, outputs=errors.outputs)
+    if family == EMBEDDER.name:
         _measure_embeddings(result, reference_outputs[0], candidate_outputs[0])
         failures = _embedder_failures(result, gates)
     else:
@@ -112,29 +107,6 @@ def check_parity(reference_outputs: list[np.ndarray], candidate_outputs: list[np
     result.passed = not failures
     result.reason = "; ".join(failures)
     return result
-
-
-def _interface_mismatch(reference: list[np.ndarray], candidate: list[np.ndarray]) -> str:
-    if len(reference) != len(candidate):
-        return f"{len(candidate)} outputs, reference has {len(reference)}"
-    for i, (r, c) in enumerate(zip(reference, candidate)):
-        if np.shape(r) != np.shape(c):
-            return f"output {i} shape {np.shape(c)}, reference {np.shape(r)}"
-        if not np.all(np.isfinite(c)):
-            return f"output {i} holds NaN or Inf (FP16 overflow?)"
-    return ""
-
-
-def _output_error(index: int, reference: np.ndarray, candidate: np.ndarray) -> OutputError:
-    ref = np.asarray(reference, dtype=np.float64)
-    absdiff = np.abs(np.asarray(candidate, dtype=np.float64) - ref)
-    reldiff = absdiff / np.where(ref == 0, _REL_EPS, np.abs(ref))
-    max_abs = float(absdiff.max(initial=0.0))
-    max_rel = float(reldiff.max(initial=0.0))
-    ref_norm = float(np.linalg.norm(ref))
-    diff_norm = float(np.linalg.norm(absdiff))
-    rel_l2 = diff_norm / ref_norm if ref_norm > 0 else (0.0 if diff_norm == 0 else float("inf"))
-    return OutputError(index, max_abs, max_rel, min_atol=max_abs, min_rtol=max_rel, rel_l2=rel_l2)
 
 
 # --------------------------------------------------------------------------- embedders
@@ -239,7 +211,7 @@ def _raw_output_failures(result: ParityResult, gates: ParityGates) -> list[str]:
     limit = gates.limit("output_rel_l2_max", result.precision)
     if limit is None:
         return []
-    return [f"output {o.index} relative L2 error {o.rel_l2:.3g} > {limit}"
+    return [f"output {o.name!r} relative L2 error {o.rel_l2:.3g} > {limit}"
             for o in result.outputs if o.rel_l2 > limit]
 
 

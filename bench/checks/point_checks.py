@@ -12,15 +12,18 @@ from typing import Any
 
 import numpy as np
 
-from bench.domain import InputFormat
+from bench.domain import FP32_ARITHMETIC, InputFormat
 from bench.models.info import ModelInfo
 
 PARITY_FRAMES = 4
 # A uint8 artifact at FP32 runs the float model's own arithmetic behind the normalisation, so it
 # must agree far tighter than a precision change; a wrong mean, std or channel order falls below.
 UINT8_FP32_COSINE_MIN = 0.99999
-# Suite precision names -> the parity module's gate names.
-_GATE_NAMES = {"ir": "openvino_ir"}
+
+
+def output_names(info: ModelInfo) -> list[str]:
+    """The names a session's outputs (a list in model order) are compared under."""
+    return [name for name, _ in info.outputs]
 
 
 def parity_frames(info: ModelInfo, images: tuple[str, ...] = ()) -> np.ndarray:
@@ -42,9 +45,7 @@ def gates_for_input(fmt: InputFormat, overrides: dict[str, dict[str, float]]) ->
     """The suite's gate overrides, with the tighter FP32 cosine gate of uint8 inputs beneath them."""
     if fmt.is_float:
         return overrides
-    from bench.checks.parity import FP32_LIKE
-
-    strict = {precision: UINT8_FP32_COSINE_MIN for precision in FP32_LIKE}
+    strict = {precision: UINT8_FP32_COSINE_MIN for precision in FP32_ARITHMETIC}
     return {**overrides, "cosine_min": {**strict, **overrides.get("cosine_min", {})}}
 
 
@@ -106,7 +107,8 @@ def candidate_outputs(infer, frames: np.ndarray, batch: int) -> list[np.ndarray]
 def contamination_fields(infer, info: ModelInfo, batch: int, precision: str, seed: int) -> dict[str, Any]:
     from bench.checks.contamination import check_contamination
 
-    result = check_contamination(infer, (3, *info.input_hw), batch, precision, seed=seed)
+    result = check_contamination(infer, (3, *info.input_hw), batch, precision, seed=seed,
+                                 output_names=output_names(info))
     return {"contamination_checked": True, "contamination_passed": bool(result.passed),
             "contamination_max_abs": float(result.max_abs_diff), "contamination_max_rel": float(result.max_rel_diff)}
 
@@ -119,7 +121,8 @@ def parity_fields(infer, info: ModelInfo, batch: int, precision: str, frames: np
     reference = reference_outputs(info, frames)
     candidate = candidate_outputs(infer, frames, batch)
     gates = ParityGates.with_overrides(gate_overrides or {})
-    result = check_parity(reference, candidate, info.family, _GATE_NAMES.get(precision, precision), info.input_hw, gates)
+    result = check_parity(reference, candidate, info.family, precision, info.input_hw, gates,
+                          output_names=output_names(info))
     return {"parity_checked": True, "parity_passed": bool(result.passed),
             "parity_summary": "; ".join(filter(None, [parity_summary(result), "" if result.passed else failure_hint])),
             "parity_json": json.dumps(asdict(result), default=float)}

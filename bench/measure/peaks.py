@@ -112,7 +112,7 @@ def measure_peaks(runtime, precision: str, options: dict[str, Any], cache_dir: P
             peaks.errors.append(f"{kind} probe: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     if runtime.uses_cuda:
         try:
-            peaks.h2d_gbps, peaks.d2h_gbps = pinned_copy_gbps(int(options.get("device_id", 0)))
+            peaks.h2d_gbps, peaks.d2h_gbps = pinned_copy_gbps(runtime.Options.parse(options, runtime.name).device_id)
         except Exception as exc:
             peaks.errors.append(f"copy probe: {type(exc).__name__}: {exc}")
         peaks.datasheet_tflops = datasheet_tflops(precision)
@@ -139,7 +139,7 @@ def _probe_gflops(runtime, kind: str, precision: str, options: dict[str, Any], c
                           options=options, cache_dir=str(cache_dir))
     session, _ = runtime.load(request)
     try:
-        inputs = make_inputs(probe.input_shape, PROBE_SETTINGS.input_buffers, 0, 127.5, 128.0)
+        inputs = make_inputs(probe.input_shape, PROBE_SETTINGS.input_buffers, 0)
         result = measure(session, inputs, 1, PROBE_SETTINGS)  # batch 1: one probe inference per iteration
     finally:
         session.close()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bench.domain import DETECTOR, random_frames
 from bench.measure.stats import LatencyStats, latency_stats
 
 VALID, UNSTABLE = "VALID", "UNSTABLE"
@@ -151,16 +152,8 @@ def _summarise(used, all_windows, batch, warm_count, warm_s, verdict) -> Measure
     )
 
 
-def make_inputs(shape: tuple[int, ...], count: int, seed: int, mean: float = 127.5, std: float = 128.0,
-                dtype: str = "float32") -> list[np.ndarray]:
-    """Seeded random images normalised as the model expects (uint8: the raw pixels, for models that
-    normalise inside the graph); made outside any timed loop."""
+def make_inputs(shape: tuple[int, ...], count: int, seed: int, mean: float = DETECTOR.mean,
+                std: float = DETECTOR.std, dtype: str = "float32") -> list[np.ndarray]:
+    """`count` seeded batches of `shape` (bench.domain.random_frames), the buffers a window rotates through."""
     rng = np.random.default_rng(seed)
-    buffers = []
-    for _ in range(count):
-        pixels = rng.integers(0, 256, size=shape, dtype=np.uint8)
-        if dtype == "uint8":
-            buffers.append(pixels)
-            continue
-        buffers.append(np.ascontiguousarray((pixels.astype(np.float32) - mean) / std, dtype=np.float32))
-    return buffers
+    return [random_frames(rng, shape[0], shape[1:], mean, std, dtype) for _ in range(count)]

@@ -18,6 +18,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference
 
+from bench.checks.compare import Tolerance, compare_outputs, named
+from bench.domain import DETECTOR, EMBEDDER, random_frames
 from bench.errors import ModelFileError, UserError
 from bench.fileio import write_atomically
 from bench.models.counting import CountingError, static_shapes
@@ -35,9 +37,10 @@ from bench.models.layout import (
 
 BATCH_DIM = "N"
 DETECTOR_STRIDES = [8, 16, 32]
-DEFAULT_SIZE = {"detector": 640, "embedder": 112}
+DEFAULT_SIZE = {f.name: f.default_size for f in (DETECTOR, EMBEDDER)}
 # Per-frame outputs of a correct rewrite match the original up to kernel blocking noise.
 VERIFY_TOLERANCE = 1e-4  # of max(1, largest reference value)
+_VERIFY = Tolerance(atol=VERIFY_TOLERANCE, rtol=VERIFY_TOLERANCE)
 
 
 @dataclass
@@ -95,7 +98,7 @@ def fix_batch(
         raise UserError(f"{in_path}: rewrite failed ({first}); nothing written") from exc
     _run_onnx_checks(rewrite.model)
     images, frames_note = _real_frames(images)
-    max_abs, frames, notes = verify_rewrite(original, rewrite.model, layout, input_size, verify_batch, images)
+    max_abs, frames, notes = verify_rewrite(original, rewrite, layout, input_size, verify_batch, images)
     write_atomically(out_path, rewrite.model.SerializeToString())
     notes.append(frames_note)
     if not rewrite.rewrites:
@@ -325,7 +328,7 @@ def _run_onnx_checks(model: onnx.ModelProto) -> None:
 
 def verify_rewrite(
     original: onnx.ModelProto,
-    fixed: onnx.ModelProto,
+    rewrite: Rewrite,
     layout: BatchLayout,
     input_size: int | None,
     batch: int,
@@ -339,12 +342,14 @@ def verify_rewrite(
     """
     native = _square_size(layout.input_shape)
     size = input_size or native or DEFAULT_SIZE[layout.family]
+    fixed = rewrite.model
     if native is None or native == size:
-        max_abs, frames = _compare_per_frame(original, fixed, size, batch, images)
+        max_abs, frames = _compare_per_frame(original, fixed, size, batch, images, rewrite.output_names)
         return max_abs, frames, [f"per-frame outputs match the original at {size}x{size}"]
-    same_size = rewrite_batch(original, None).model
-    abs_native, frames_native = _compare_per_frame(original, same_size, native, batch, images)
-    abs_new, frames_new = _compare_per_frame(fixed, fixed, size, batch, images)
+    same_size = rewrite_batch(original, None)
+    abs_native, frames_native = _compare_per_frame(original, same_size.model, native, batch, images,
+                                                   same_size.output_names)
+    abs_new, frames_new = _compare_per_frame(fixed, fixed, size, batch, images, {})
     return max(abs_native, abs_new), frames_native + frames_new, [
         f"per-frame outputs match the original at its {native}x{native}",
         f"at {size}x{size} (which the original cannot run) batch {batch} matches batch 1 frame by frame",
@@ -352,14 +357,18 @@ def verify_rewrite(
 
 
 def _compare_per_frame(
-    reference: onnx.ModelProto, candidate: onnx.ModelProto, size: int, batch: int, images: list[np.ndarray] | None
+    reference: onnx.ModelProto, candidate: onnx.ModelProto, size: int, batch: int, images: list[np.ndarray] | None,
+    renamed: dict[str, str],
 ) -> tuple[float, int]:
+    """Largest difference over every frame and output; `renamed` maps reference output names to the candidate's."""
     ref_session = _ort_session(reference, "the original model")
     cand_session = _ort_session(candidate, "the rewritten model")
+    ref_names = [renamed.get(o.name, o.name) for o in ref_session.get_outputs()]
+    cand_names = [o.name for o in cand_session.get_outputs()]
     worst, frames = 0.0, 0
     for frames_batch in _verification_batches(size, batch, images):
         try:
-            batched = cand_session.run(None, {cand_session.get_inputs()[0].name: frames_batch})
+            batched = named(cand_names, cand_session.run(None, {cand_session.get_inputs()[0].name: frames_batch}))
         except Exception as exc:
             first = str(exc).strip().splitlines()[0]
             raise UserError(
@@ -367,30 +376,30 @@ def _compare_per_frame(
                 " does not rewrite; nothing written"
             ) from exc
         for i in range(batch):
-            alone = ref_session.run(None, {ref_session.get_inputs()[0].name: frames_batch[i : i + 1]})
+            alone = named(ref_names, ref_session.run(None, {ref_session.get_inputs()[0].name: frames_batch[i : i + 1]}))
             worst = max(worst, _frame_difference(batched, alone, i))
             frames += 1
     return worst, frames
 
 
-def _frame_difference(batched: list[np.ndarray], alone: list[np.ndarray], index: int) -> float:
-    worst = 0.0
-    for out_index, (got_all, want) in enumerate(zip(batched, alone)):
-        got = got_all[index]
-        if got.size != want.size:
+def _frame_difference(batched: dict[str, np.ndarray], alone: dict[str, np.ndarray], index: int) -> float:
+    """Frame `index` of the batch against the frame alone, output by output (by name)."""
+    got = {name: array[index] for name, array in batched.items()}
+    want = {}
+    for name, array in alone.items():
+        if name in got and got[name].size != array.size:
             raise UserError(
-                f"output {out_index} of frame {index} has {got.size} values in the batch but {want.size} alone;"
+                f"output {name!r} of frame {index} has {got[name].size} values in the batch but {array.size} alone;"
                 " the rewrite changed the layout; nothing written"
             )
-        diff = float(np.max(np.abs(got.astype(np.float64) - want.reshape(got.shape)))) if got.size else 0.0
-        scale = max(1.0, float(np.max(np.abs(want)))) if want.size else 1.0
-        if diff > VERIFY_TOLERANCE * scale:
-            raise UserError(
-                f"frame {index} differs from the same frame alone by {diff:.3g} on output {out_index};"
-                " the rewrite does not keep frames apart; nothing written"
-            )
-        worst = max(worst, diff)
-    return worst
+        want[name] = array.reshape(got[name].shape) if name in got else array
+    comparison = compare_outputs(want, got, _VERIFY)
+    if not comparison.passed:
+        raise UserError(
+            f"frame {index} differs from the same frame alone ({comparison.summary()});"
+            " the rewrite does not keep frames apart; nothing written"
+        )
+    return comparison.max_abs
 
 
 def _real_frames(images: list[np.ndarray] | None) -> tuple[list[np.ndarray], str]:
@@ -407,18 +416,18 @@ def _real_frames(images: list[np.ndarray] | None) -> tuple[list[np.ndarray], str
 def _verification_batches(size: int, batch: int, images: list[np.ndarray] | None) -> list[np.ndarray]:
     """One batch of random frames, then the real frames, padded with random ones."""
     rng = np.random.default_rng(0)
-    batches = [_random_frames(rng, batch, size)]
+    batches = [random_frames(rng, batch, (3, size, size))]
     real = [prepare_frame(image, size) for image in images or []]
     for start in range(0, len(real), batch):
         chunk = real[start : start + batch]
-        padding = _random_frames(rng, batch - len(chunk), size)
+        padding = random_frames(rng, batch - len(chunk), (3, size, size))
         batches.append(np.concatenate([np.stack(chunk), padding]) if len(padding) else np.stack(chunk))
     return batches
 
 
 def prepare_frame(image: np.ndarray, size: int) -> np.ndarray:
     """A real frame as model input: CHW float frames pass through; HWC RGB pixels are
-    nearest-resized to size x size and normalised as SCRFD does, (x - 127.5) / 128."""
+    nearest-resized to size x size and normalised as SCRFD does (bench.domain.DETECTOR's mean and std)."""
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[0] == 3 and image.dtype.kind == "f":
         if image.shape[1:] != (size, size):
@@ -429,11 +438,7 @@ def prepare_frame(image: np.ndarray, size: int) -> np.ndarray:
     rows = np.arange(size) * image.shape[0] // size
     cols = np.arange(size) * image.shape[1] // size
     resized = image[rows][:, cols].astype(np.float32)
-    return ((resized - 127.5) / 128.0).transpose(2, 0, 1).copy()
-
-
-def _random_frames(rng: np.random.Generator, count: int, size: int) -> np.ndarray:
-    return rng.uniform(-1.0, 1.0, size=(count, 3, size, size)).astype(np.float32)
+    return ((resized - DETECTOR.mean) / DETECTOR.std).transpose(2, 0, 1).copy()
 
 
 def _ort_session(model: onnx.ModelProto, role: str):

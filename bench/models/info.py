@@ -6,16 +6,12 @@ from pathlib import Path
 
 import onnx
 
+from bench.domain import FAMILIES
 from bench.errors import ModelFileError
 from bench.fileio import sha256_file
 from bench.models.counting import CountingError, count_macs, count_params, op_counts
 from bench.models.layout import BatchLayout, analyze_batch_layout
 from bench.models.validate import check_image_input, validate_model_file
-
-# InsightFace preprocessing per family (models.md 1.7 and 3.4): RGB, (x - mean) / std.
-PREPROCESSING = {"detector": (127.5, 128.0), "embedder": (127.5, 127.5)}
-DEFAULT_DETECTOR_SIZE = 640
-EMBEDDER_SIZE = 112
 
 
 @dataclass
@@ -70,7 +66,7 @@ def inspect_model(path: str | Path, name: str | None = None, input_size: int | N
     input_value = check_image_input(path, model)
     dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in input_value.type.tensor_type.shape.dim]
     hw = _input_hw(path, family, dims, input_size)
-    mean, std = PREPROCESSING[family]
+    mean, std = FAMILIES[family].mean, FAMILIES[family].std
     macs, macs_note = _macs_at(model, (1, 3, *hw))
     return ModelInfo(
         name=name or path.stem, path=str(path), source=source, sha256=sha256 or sha256_file(path),
@@ -92,7 +88,7 @@ def _macs_at(model: onnx.ModelProto, shape: tuple[int, ...]) -> tuple[int | None
 
 
 def _family(path: Path, layout: BatchLayout) -> str:
-    if layout.family not in PREPROCESSING:
+    if layout.family not in FAMILIES:
         found = layout.problems[0] if layout.problems else "no known output layout"
         raise ModelFileError(f"{path}: neither an SCRFD detector (6/9/10/15 outputs: scores, boxes[, keypoints]) nor an "
                              f"embedder ([N,D] output): {found}; pass an InsightFace detector or embedder")
@@ -106,7 +102,7 @@ def _input_hw(path: Path, family: str, dims: list, input_size: int | None) -> tu
             raise ModelFileError(f"{path}: input size is fixed at {fixed[0]}x{fixed[1]}, not {input_size}; "
                                  "drop input_size or re-export with dynamic H/W")
         return fixed[0], fixed[1]
-    size = input_size or (DEFAULT_DETECTOR_SIZE if family == "detector" else EMBEDDER_SIZE)
+    size = input_size or FAMILIES[family].default_size
     return size, size
 
 

@@ -31,19 +31,17 @@ import numpy as np
 import onnx
 import onnx.version_converter
 
+from bench.domain import EMBEDDER, Family
+from bench.domain import family as model_family
 from bench.errors import ModelFileError, UserError
 from bench.fileio import sha256_file
-from bench.pipeline.preprocess import DET_MEAN, DET_STD, REC_MEAN, REC_STD, resize_bilinear, to_blob
+from bench.models.layout import analyze_batch_layout
+from bench.pipeline.preprocess import resize_bilinear, to_blob
 
+# The precisions make_artifact builds (OpenVINO IR has its own maker, make_openvino_ir).
 PRECISIONS = ("fp32", "fp16", "int8", "simplified")
 
-DETECTOR, EMBEDDER = "detector", "embedder"
-_FAMILY_ALIASES = {"detector": DETECTOR, "scrfd": DETECTOR, "embedder": EMBEDDER, "arcface": EMBEDDER,
-                   "recognizer": EMBEDDER, "recognition": EMBEDDER}
-
 DEFAULT_CALIBRATION_FRAMES = 32
-# Sizes used when the model leaves H and W symbolic.
-_DEFAULT_HW = {DETECTOR: (640, 640), EMBEDDER: (112, 112)}
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -166,8 +164,7 @@ def make_int8(src_path: str | os.PathLike, cache_dir: str | os.PathLike,
     recipe = recipe or host_int8_recipe()
     if calibration_frames is None:
         model = onnx.load(str(src), load_external_data=False)
-        family = guess_family(model)
-        calibration_frames = calibration_frames_for(model, family, DEFAULT_CALIBRATION_FRAMES)
+        calibration_frames = calibration_frames_for(model, guess_family(model), DEFAULT_CALIBRATION_FRAMES)
     frames = np.ascontiguousarray(calibration_frames, dtype=np.float32)
     settings = {"format": "QDQ", "recipe": asdict(recipe), "pre_process": True,
                 "float_outputs": ["Sigmoid"], "opsets": "used-only",
@@ -352,25 +349,19 @@ def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
 # --------------------------------------------------------------------------- calibration frames
 
 def guess_family(model: onnx.ModelProto) -> str:
-    """SCRFD exports have 6, 9, 10 or 15 outputs; ArcFace one embedding."""
-    return DETECTOR if len(model.graph.output) >= 6 else EMBEDDER
+    """The family bench.models.layout finds; a graph it cannot place (a probe) calibrates as an embedder."""
+    found = analyze_batch_layout(model).family
+    return found if found != "unknown" else EMBEDDER.name
 
 
 def calibration_frames_for(model: onnx.ModelProto, family: str, n: int,
                            images: Sequence | None = None, seed: int = 0) -> np.ndarray:
     """calibration_frames shaped for `model`'s input (symbolic H/W get family defaults)."""
     dims = _graph_inputs(model)[0].type.tensor_type.shape.dim
-    default_h, default_w = _DEFAULT_HW[normalise_family(family)]
-    h = dims[2].dim_value or default_h
-    w = dims[3].dim_value or default_w
+    default_size = model_family(family).default_size
+    h = dims[2].dim_value or default_size
+    w = dims[3].dim_value or default_size
     return calibration_frames((1, 3, h, w), family, n, images=images, seed=seed)
-
-
-def normalise_family(family: str) -> str:
-    try:
-        return _FAMILY_ALIASES[family.lower()]
-    except KeyError:
-        raise UserError(f"unknown model family {family!r}; expected detector or embedder") from None
 
 
 def calibration_frames(input_shape: Sequence[int], family: str, n: int,
@@ -383,7 +374,7 @@ def calibration_frames(input_shape: Sequence[int], family: str, n: int,
     skin-toned faces with eyes, brows, nose, mouth and hair, never white noise,
     because calibration ranges from noise would not match what real frames excite.
     """
-    family = normalise_family(family)
+    family = model_family(family)
     h, w = int(input_shape[-2]), int(input_shape[-1])
     rng = np.random.default_rng(seed)
     if images is not None and len(images):
@@ -392,8 +383,7 @@ def calibration_frames(input_shape: Sequence[int], family: str, n: int,
                     for i in range(n)]
     else:
         pictures = [_synthetic_picture(rng, h, w, family) for _ in range(n)]
-    mean, std = (DET_MEAN, DET_STD) if family == DETECTOR else (REC_MEAN, REC_STD)
-    return to_blob(np.stack(pictures), mean, std)
+    return to_blob(np.stack(pictures), family.mean, family.std)
 
 
 def images_in_folder(folder: str | os.PathLike) -> list[Path]:
@@ -439,8 +429,8 @@ def _augment(image: np.ndarray, rng: np.random.Generator, vary: bool) -> np.ndar
     return crop[:, ::-1] if rng.random() < 0.5 else crop
 
 
-def _fit(image: np.ndarray, h: int, w: int, family: str) -> np.ndarray:
-    if family == EMBEDDER:  # centre square, then the full 112x112 (aligned crops are square)
+def _fit(image: np.ndarray, h: int, w: int, family: Family) -> np.ndarray:
+    if family is EMBEDDER:  # centre square, then the full 112x112 (aligned crops are square)
         ih, iw = image.shape[:2]
         side = min(ih, iw)
         y, x = (ih - side) // 2, (iw - side) // 2
@@ -465,9 +455,9 @@ _TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366]
                       [41.5493, 92.3655], [70.7299, 92.2041]]) / 112.0
 
 
-def _synthetic_picture(rng: np.random.Generator, h: int, w: int, family: str) -> np.ndarray:
+def _synthetic_picture(rng: np.random.Generator, h: int, w: int, family: Family) -> np.ndarray:
     canvas = _background(rng, h, w)
-    if family == EMBEDDER:  # one aligned face filling the crop, as after norm_crop
+    if family is EMBEDDER:  # one aligned face filling the crop, as after norm_crop
         _draw_face(canvas, rng, x0=0.0, y0=0.0, size=float(min(h, w)))
     else:  # a few faces at detector scales (16 px to half the frame)
         for _ in range(rng.integers(1, 5)):

@@ -15,8 +15,7 @@ try:  # OpenCV's resize is several times faster than the numpy fallback.
 except ImportError:  # pragma: no cover - depends on the environment
     cv2 = None
 
-DET_MEAN, DET_STD = 127.5, 128.0
-REC_MEAN, REC_STD = 127.5, 127.5
+# mean and std per family: bench.domain.DETECTOR / EMBEDDER
 
 
 def letterbox_shape(h: int, w: int, size: int) -> tuple[int, int, float]:

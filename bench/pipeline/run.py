@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.domain import DETECTOR, EMBEDDER, random_frames
 from bench.errors import UserError
 from bench.pipeline.align import ALIGNED_SIZE, ARCFACE_TEMPLATE, align_faces
 from bench.pipeline.decode import Detections, decode_scrfd
-from bench.pipeline.preprocess import DET_MEAN, DET_STD, REC_MEAN, REC_STD, letterbox_batch, to_blob
+from bench.pipeline.preprocess import letterbox_batch, to_blob
 
 try:
     import cv2
@@ -120,7 +121,7 @@ def synthetic_frames(n: int, seed: int = 0, height: int = 720, width: int = 1280
                      pool: int = 4) -> Iterator[np.ndarray]:
     """n RGB uint8 frames cycling through a small pool, so making them costs nothing per frame."""
     rng = np.random.default_rng(seed)
-    frames = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(min(pool, n))]
+    frames = list(random_frames(rng, min(pool, n), (height, width, 3), dtype="uint8"))
     return (frames[i % len(frames)] for i in range(n))
 
 
@@ -183,7 +184,7 @@ def _make_stages(det_infer: Infer, rec_infer: Infer, det_size: int, batch: int,
     def preprocess(b: _Batch) -> _Batch:
         # Zero canvases fill a short last batch: a session loaded at a fixed batch needs a full one.
         canvases, b.scales = letterbox_batch(b.frames, det_size, rows=batch)
-        b.blob = to_blob(canvases, DET_MEAN, DET_STD)
+        b.blob = to_blob(canvases, DETECTOR.mean, DETECTOR.std)
         return b
 
     def detect(b: _Batch) -> _Batch:
@@ -211,7 +212,7 @@ def _make_stages(det_infer: Infer, rec_infer: Infer, det_size: int, batch: int,
                 owners.append(np.full(len(found), b.first + i, np.intp))
         b.aligned = np.concatenate(crops) if crops else np.zeros((0, ALIGNED_SIZE, ALIGNED_SIZE, 3), np.uint8)
         b.face_frame = np.concatenate(owners) if owners else np.zeros(0, np.intp)
-        b.face_blob = to_blob(b.aligned, REC_MEAN, REC_STD)
+        b.face_blob = to_blob(b.aligned, EMBEDDER.mean, EMBEDDER.std)
         return b
 
     def embed(b: _Batch) -> _Batch:

@@ -20,7 +20,7 @@ from typing import Any
 from bench.fileio import write_atomically
 from bench.runtimes.options import RuntimeOptions, option
 
-DEFAULT_MAX_BATCH = 64  # the suite's batch ceiling (bench.suite.MAX_BATCH)
+DEFAULT_MAX_BATCH = 64  # the suite's batch ceiling (bench.domain.MAX_BATCH)
 PROFILE_MODES = ("range", "per-batch")
 COLD_START_MODES = ("both", "warm")
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.domain import PRECISIONS
 from bench.runtimes.base import ColdStart, LoadRequest, Runtime, Session, Window
 from bench.runtimes.options import RuntimeOptions, option
 
@@ -110,7 +111,7 @@ class OpenVinoRuntime(Runtime):
     ov_device = "CPU"
     device = "cpu"
     mode = "throughput"
-    precisions = ("fp32", "fp16", "int8", "simplified", "ir")
+    precisions = PRECISIONS
     Options = OpenVinoOptions
     concurrent = True
 

@@ -1,0 +1,162 @@
+"""The shared vocabulary (bench.domain) and the one output comparator (bench.checks.compare),
+on real ONNX Runtime sessions of small hand-built models."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from bench.checks.compare import Tolerance, compare_outputs, named
+from bench.checks.contamination import check_contamination
+from bench.checks.parity import ParityGates, check_parity
+from bench.domain import (DETECTOR, EMBEDDER, INPUT_FORMATS, MAX_BATCH, PRECISIONS, arithmetic, batch_problem,
+                          canonical_precision, family, random_frames)
+from bench.errors import UserError
+from bench.measure.protocol import make_inputs
+from bench.runtimes.registry import RUNTIMES, get_runtime
+from bench.suite import parse_suite
+
+ort = pytest.importorskip("onnxruntime")
+
+
+def two_output_model(order: tuple[str, str]):
+    """x [N,4] -> "doubled" = 2x and "negated" = -x, declared in `order`."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
+    nodes = [helper.make_node("Mul", ["x", "two"], ["doubled"]), helper.make_node("Neg", ["x"], ["negated"])]
+    outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", 4]) for name in order]
+    graph = helper.make_graph(nodes, "two_outputs", [x], outputs, initializer=[two])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def session(model):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def run_named(sess, x) -> dict[str, np.ndarray]:
+    return named([o.name for o in sess.get_outputs()], sess.run(None, {"x": x}))
+
+
+X = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+
+
+def test_outputs_match_by_name_and_a_swapped_order_is_caught():
+    reference = session(two_output_model(("doubled", "negated")))
+    swapped = session(two_output_model(("negated", "doubled")))
+    assert compare_outputs(run_named(reference, X), run_named(swapped, X)).passed  # same outputs, other order
+
+    # A consumer that pairs the swapped session's list with the reference's names (by position) is wrong:
+    by_position = named([o.name for o in reference.get_outputs()], swapped.run(None, {"x": X}))
+    result = compare_outputs(run_named(reference, X), by_position)
+    assert not result.passed
+    assert {o.name for o in result.failed} == {"doubled", "negated"}
+    assert "output 'doubled': max |diff|" in result.summary()
+
+
+def test_tolerances_per_output():
+    reference = run_named(session(two_output_model(("doubled", "negated"))), X)
+    noisy = dict(reference, negated=reference["negated"] + np.float32(1e-3))
+    strict = compare_outputs(reference, noisy, Tolerance(atol=1e-5, rtol=1e-5))
+    assert [o.name for o in strict.failed] == ["negated"]
+    assert strict.failed[0].max_abs == pytest.approx(1e-3, rel=1e-3)
+    loose = compare_outputs(reference, noisy, Tolerance(atol=1e-5, rtol=1e-5), {"negated": Tolerance(atol=2e-3)})
+    assert loose.passed
+    # the override is only for the output it names
+    both = dict(noisy, doubled=reference["doubled"] + np.float32(1e-3))
+    assert [o.name for o in compare_outputs(reference, both, Tolerance(1e-5, 1e-5),
+                                            {"negated": Tolerance(atol=2e-3)}).failed] == ["doubled"]
+
+
+def test_missing_shape_and_nan_outputs_fail_with_the_reason():
+    reference = run_named(session(two_output_model(("doubled", "negated"))), X)
+    result = compare_outputs(reference, {"doubled": reference["doubled"][:2]})
+    assert {o.name: o.problem for o in result.failed} == {
+        "doubled": "shape (2, 4), reference (3, 4)", "negated": "missing from the candidate"}
+    nan = dict(reference, negated=np.full((3, 4), np.nan, np.float32))
+    assert "NaN" in compare_outputs(reference, nan).summary()
+
+
+def test_relative_tolerance_is_of_the_output_peak():
+    reference = {"scores": np.array([1e-7, 100.0])}
+    candidate = {"scores": np.array([2e-7, 100.0])}  # elementwise relative error 100%, of the peak 1e-9
+    diff = compare_outputs(reference, candidate, Tolerance(atol=0.0, rtol=1e-6)).outputs[0]
+    assert diff.passed and diff.max_rel == pytest.approx(1.0) and diff.peak_rel == pytest.approx(1e-9)
+
+
+def batch_mixing_model():
+    """x [N,3,2,2] -> "clean" = 2x and "mixed" = x - mean over the batch (BN in training mode)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 2, 2])
+    two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
+    nodes = [helper.make_node("Mul", ["x", "two"], ["clean"]),
+             helper.make_node("ReduceMean", ["x"], ["mean"], axes=[0], keepdims=1),
+             helper.make_node("Sub", ["x", "mean"], ["mixed"])]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("clean", "mixed")]
+    graph = helper.make_graph(nodes, "mixing", [x], outputs, initializer=[two])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_contamination_names_the_output_that_mixes_frames():
+    sess = session(batch_mixing_model())
+    result = check_contamination(lambda x: sess.run(None, {"x": x}), (3, 2, 2), 4,
+                                 output_names=[o.name for o in sess.get_outputs()])
+    assert not result.passed
+    assert "output 'mixed'" in result.note and "'clean'" not in result.note
+
+
+def test_parity_per_output_errors_carry_names():
+    reference = [np.ones((2, 8), np.float32)]
+    candidate = [np.ones((2, 8), np.float32) * np.float32(1.001)]
+    result = check_parity(reference, candidate, "arcface", "openvino_ir", (112, 112), output_names=["fc1"])
+    assert result.outputs[0].name == "fc1" and result.outputs[0].min_atol == pytest.approx(1e-3, rel=1e-3)
+    assert result.passed  # cosine is 1: the norm changed, not the direction
+    bad = check_parity(reference, [np.full((2, 8), np.nan, np.float32)], "embedder", "fp32", (112, 112),
+                       output_names=["fc1"])
+    assert not bad.passed and "output 'fc1'" in bad.reason
+
+
+def test_precision_vocabulary_and_the_ir_alias():
+    assert canonical_precision("openvino_ir") == "ir" and canonical_precision("fp16") == "fp16"
+    assert [arithmetic(p) for p in PRECISIONS] == ["fp32", "fp16", "int8", "fp32", "fp32"]
+    assert arithmetic("OPENVINO_IR") == "fp32"
+    gates = ParityGates.with_overrides({"cosine_min": {"openvino_ir": 0.5}})
+    assert gates.limit("cosine_min", "ir") == 0.5 == gates.limit("cosine_min", "openvino_ir")
+    assert gates.limit("cosine_min", "simplified") == gates.limit("cosine_min", "fp32")
+    # a suite may name the IR's gate either way; both land on "ir"
+    for name in ("ir", "openvino_ir"):
+        suite = parse_suite({"models": ["scrfd_500m"], "runtimes": ["ort-cpu"], "parity_gates": {"cosine_min": {name: 0.9}}}, "s", "s")
+        assert suite.parity_gates == {"cosine_min": {"ir": 0.9}}
+
+
+def test_families_and_their_preprocessing():
+    assert family("scrfd") is DETECTOR and family("ArcFace") is EMBEDDER
+    assert (DETECTOR.mean, DETECTOR.std, DETECTOR.default_size) == (127.5, 128.0, 640)
+    assert (EMBEDDER.mean, EMBEDDER.std, EMBEDDER.default_size) == (127.5, 127.5, 112)
+    with pytest.raises(UserError, match="unknown model family"):
+        family("segmenter")
+
+
+def test_batch_rule():
+    assert batch_problem(1) is None and batch_problem(MAX_BATCH) is None
+    assert "not a positive size" in batch_problem(0)
+    assert "allow_large_batch" in batch_problem(MAX_BATCH + 1) and batch_problem(MAX_BATCH + 1, True) is None
+
+
+def test_one_input_generator_for_timed_buffers_and_every_format():
+    shape = (2, 3, 4, 4)
+    buffers = make_inputs(shape, 2, seed=7, mean=EMBEDDER.mean, std=EMBEDDER.std)
+    rng = np.random.default_rng(7)
+    assert all(np.array_equal(b, random_frames(rng, 2, shape[1:], EMBEDDER.mean, EMBEDDER.std)) for b in buffers)
+    pixels = random_frames(np.random.default_rng(3), 2, (3, 4, 4), dtype="uint8")
+    frames = random_frames(np.random.default_rng(3), 2, (3, 4, 4))
+    assert frames.dtype == np.float32 and np.abs(frames).max() <= 1.0
+    # the float frames are exactly those pixels, normalised: every uint8 format recovers them
+    assert np.array_equal(INPUT_FORMATS["uint8-nchw"].from_normalised(frames, DETECTOR.mean, DETECTOR.std), pixels)
+
+
+def test_every_cuda_runtime_types_its_device_id():
+    """The worker and the peak probes read device_id through the runtime's typed options."""
+    for runtime in map(get_runtime, RUNTIMES):
+        if runtime.uses_cuda:
+            assert runtime.Options.parse({"device_id": 1}, runtime.name).device_id == 1
