@@ -184,3 +184,20 @@ def test_concurrency_1_and_2_give_valid_points(tmp_path, capsys, runtime):
     else:  # explicit streams and one infer request per stream, no hint
         assert rows[2]["mode"] == "streams" and settings["num_streams"] == "2" and settings["infer_requests"] == 2
         assert rows[1]["mode"] == "throughput"  # concurrency 1 keeps the hint
+
+
+def test_compare_and_report_give_each_machines_best_under_the_budget(tmp_path, capsys):
+    fast, slow = tmp_path / "fast.parquet", tmp_path / "slow.parquet"
+    store.write_rows(fast, [{**recorded_row("ort-cpu", 1, 100.0, 12.0), "host": "fast", "machine_id": "f"},
+                            {**recorded_row("ort-cpu", 1, 300.0, 25.0, concurrency=2), "host": "fast", "machine_id": "f"}])
+    store.write_rows(slow, [{**recorded_row("ort-cpu", 1, 50.0, 24.0), "host": "slow", "machine_id": "s"},
+                            {**recorded_row("ort-cpu", 4, 90.0, 60.0, concurrency=2), "host": "slow", "machine_id": "s"}])
+    assert cli.main(["compare", str(fast), str(slow), "--latency-budget", "30ms"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "fast: under budget p99 <= 30 ms: ort-cpu fp32 batch 1 concurrency 2 at 300.0 frames/s" in out
+    assert "slow: under budget p99 <= 30 ms: ort-cpu fp32 batch 1 at 50.0 frames/s" in out
+    assert cli.main(["compare", str(fast), "--by", "concurrency", "--baseline", "1"]) == 0  # concurrency as a group
+    assert "300.0 (3.00x)" in capsys.readouterr().out
+    report = tmp_path / "report.md"
+    assert cli.main(["report", str(fast), "--out", str(report), "--no-plots", "--latency-budget", "p99:10ms"]) == 0
+    assert "**Best under p99 <= 10 ms:** no configuration meets the budget" in report.read_text()

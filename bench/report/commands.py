@@ -8,7 +8,7 @@ from pathlib import Path
 
 # Kept literal here (not imported from compare.py) so registering the parser imports no pandas.
 METRIC_CHOICES = ("fps", "ms_per_frame", "p99", "fps_per_watt", "pct_conv_peak")
-BY_CHOICES = ("machine", "runtime", "precision", "input", "options", "run")  # input: the input format; options: [sweep_options]
+BY_CHOICES = ("machine", "runtime", "precision", "input", "options", "concurrency", "run")  # input: the input format; options: [sweep_options]
 EXIT_REGRESSION = 1
 INPUTS_HELP = "results files, folders, globs or URIs (file://, s3://, gs://)"
 
@@ -48,6 +48,8 @@ def _add_comparison_options(parser) -> None:
     parser.add_argument("--baseline", metavar="FILE_OR_NAME",
                         help="results file, or a machine, runtime, precision or run name (default: the first group)")
     parser.add_argument("--metric", choices=METRIC_CHOICES, default="fps", help="what to compare (default fps)")
+    parser.add_argument("--latency-budget", metavar="[pXX:]MS",
+                        help="each group's best configuration whose latency percentile meets it (30ms: p99; p95:30ms)")
     parser.add_argument("--by", choices=BY_CHOICES,
                         help="one column per ... (default: run when --baseline is a file, else machine, run or "
                              "runtime, whichever varies)")
@@ -66,14 +68,19 @@ def cmd_compare(args) -> int:
     from bench.console import console, err_console
     from bench.report import compare, gate
 
+    from bench.report.model import parse_budget
+
     threshold = gate.parse_threshold(args.fail_if_slower) if args.fail_if_slower is not None else None
     confidence = gate.parse_confidence(args.confidence)
+    budget = parse_budget(args.latency_budget)
     results = load_inputs(args.inputs, args.baseline)
     comparison = compare.build_comparison(results, args.metric, args.by, args.baseline)
     itself = threshold is not None and _only_the_baseline(comparison, results, args.baseline)
     if not itself:
         compare.require_comparable(comparison)
     print_comparison(comparison, console)
+    if budget is not None:
+        print_budget_answers(results, comparison, budget, console)
     for note in comparison.notes:
         err_console.print(f"facebench: note: {note}", markup=False, highlight=False)
     if threshold is None:
@@ -170,6 +177,9 @@ def cmd_report(args) -> int:
     from bench.report import compare, markdown
     from bench.report.plots import write_plots
 
+    from bench.report.model import parse_budget
+
+    budget = parse_budget(args.latency_budget)
     results = load_inputs(args.inputs, args.baseline)
     _require_points(results, kind=None)
     comparison = compare.build_comparison(results, args.metric, args.by, args.baseline)
@@ -181,7 +191,7 @@ def cmd_report(args) -> int:
     plots_name = f"{Path(store.location_name(args.out)).stem}-plots"
     plotted = not args.no_plots and results.records()  # pipeline points have no plots
     written = write_plots(results, store.sibling_location(args.out, plots_name)) if plotted else None
-    text = markdown.build_report(results, comparison, written, plots_name)
+    text = markdown.build_report(results, comparison, written, plots_name, budget)
     store.write_bytes(args.out, text.encode())
     plots_text = f"{len(written.plots)} plots in {plots_name}/" if written else "no plots"
     console.print(f"report written to {args.out} ({plots_text})", highlight=False)
@@ -217,6 +227,16 @@ def print_comparison(comparison, console) -> None:
                   f"{pipelines} and the ratio to {comparison.baseline}; bold green: best trustworthy cell of the row; "
                   f"marked cells (unstable, contaminated, parity failed) are not quoted as best[/]", highlight=False)
     console.print(f"[dim]{interval_note(comparison)}[/]", highlight=False)
+
+
+def print_budget_answers(results, comparison, budget, console) -> None:
+    """Each group's (machine's, by default) best configuration under the budget, side by side."""
+    from bench.report.compare import GROUP_COLUMN
+    from bench.report.model import budget_answers
+
+    frame = results.frame[results.frame["kind"].fillna("model") == "model"]
+    for model, group, line in budget_answers(frame, budget, GROUP_COLUMN[comparison.by]):
+        console.print(f"[bold]{model}[/] {group}: {line}", highlight=False)
 
 
 def interval_note(comparison) -> str:

@@ -26,9 +26,9 @@ from bench.domain import DEFAULT_INPUT_FORMAT, DEFAULT_OPTIONS_VARIANT
 from bench.errors import UserError
 from bench.measure.stats import Interval, ratio_of_medians_interval
 
-BY_CHOICES = ("machine", "runtime", "precision", "input", "options", "run")
+BY_CHOICES = ("machine", "runtime", "precision", "input", "options", "concurrency", "run")
 GROUP_COLUMN = {"machine": "machine_label", "runtime": "runtime", "precision": "precision", "input": "input_format",
-                "options": "options_variant", "run": "run_label"}
+                "options": "options_variant", "concurrency": "concurrency_label", "run": "run_label"}
 CLOCK_STEP_MHZ = 50  # clocks closer than this are the same setting, not a difference
 
 
@@ -104,6 +104,8 @@ def load_results(inputs: list[str]) -> Results:
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if not frame.empty:
         frame["run_label"] = frame["source"].map(_run_labels(files))
+        # Text, so that --baseline 2 names a group; rows before the axis had one request in flight.
+        frame["concurrency_label"] = frame["concurrency"].fillna(1).astype(int).astype(str)
         frame["machine_label"] = _machine_labels(frame)
     return Results(frame, files, notes)
 
@@ -237,7 +239,7 @@ PIPELINE_METRIC = METRICS["fps"]  # pipelines record no latency percentiles; fra
 
 BASELINE_ALIASES = {"machine": ("machine_label", "host", "machine_id"), "run": ("run_label", "run_id"),
                     "runtime": ("runtime",), "precision": ("precision",), "input": ("input_format",),
-                    "options": ("options_variant",)}
+                    "options": ("options_variant",), "concurrency": ("concurrency_label",)}
 
 
 def choose_by(records: list[dict[str, Any]], by: str | None, baseline: str | None, baseline_is_file: bool) -> str:
@@ -248,7 +250,7 @@ def choose_by(records: list[dict[str, Any]], by: str | None, baseline: str | Non
     if baseline_is_file:
         return "run"
     if baseline:
-        for candidate in ("machine", "run", "runtime", "precision", "input", "options"):
+        for candidate in ("machine", "run", "runtime", "precision", "input", "options", "concurrency"):
             if any(r.get(alias) == baseline for r in records for alias in BASELINE_ALIASES[candidate]):
                 return candidate
     for candidate in ("machine", "run"):
@@ -273,7 +275,7 @@ def build_comparison(results: Results, metric: str = "fps", by: str | None = Non
     dims = row_dims(by, several_runs=len({r["run_label"] for r in records}) > len({r["machine_label"] for r in records}))
     models = [_compare_model(rows, rows[0]["model"], by, dims, chosen, base, notes)
               for rows in _by_model(results.records(), notes)]
-    pipeline_dims = [d for d in dims if d not in ("precision", "input", "options")]  # fp32, float input, no sweep
+    pipeline_dims = [d for d in dims if d not in ("precision", "input", "options", "concurrency")]  # fp32, float input, no sweep
     pipelines = [_compare_model(rows, name, by, pipeline_dims, PIPELINE_METRIC, base, notes)
                  for name, rows in _by_pipeline(results.records("pipeline"), notes).items()]
     differences = environment_differences(records, by, groups)
@@ -382,13 +384,13 @@ def row_dims(by: str, several_runs: bool) -> list[str]:
         context = []  # by machine, several runs of one machine share its column: the newest is shown
     else:
         context = ["run" if several_runs else "machine"]
-    return context + [d for d in ("runtime", "precision", "input", "options") if d != by]
+    return context + [d for d in ("runtime", "precision", "input", "options", "concurrency") if d != by]
 
 
 def _compare_model(rows, name: str, by: str, dims: list[str], metric: Metric, base: str,
                    notes: list[str]) -> ModelComparison:
     label_columns = {"machine": "machine_label", "run": "run_label", "runtime": "runtime", "precision": "precision",
-                     "input": "input_format", "options": "options_variant"}
+                     "input": "input_format", "options": "options_variant", "concurrency": "concurrency_label"}
     cells: dict[tuple, dict[str, list[dict]]] = {}
     for r in rows:
         key = tuple(r[label_columns[d]] for d in dims) + (int(r["batch"]),)
@@ -412,7 +414,7 @@ def _newest(rows: list[dict[str, Any]], where: str, notes: list[str]) -> dict[st
 
 def point_name(labels: dict[str, Any]) -> str:
     """'machine runtime precision [input format] batch N'; the default float input goes unsaid."""
-    unsaid = {"input": DEFAULT_INPUT_FORMAT, "options": DEFAULT_OPTIONS_VARIANT}
+    unsaid = {"input": DEFAULT_INPUT_FORMAT, "options": DEFAULT_OPTIONS_VARIANT, "concurrency": "1"}
     said = [str(v) for k, v in labels.items() if k != "batch" and unsaid.get(k) != v]
     return " ".join(said) + f" batch {labels['batch']}"
 

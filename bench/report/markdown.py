@@ -16,11 +16,12 @@ from bench.report.compare import (
     point_marks,
     value_and_ratio,
 )
-from bench.report.tables import KNEE_PCT, PIPELINE_STAGES, peak_share_text
+from bench.report.tables import KNEE_PCT, PIPELINE_STAGES, concurrency_of, peak_share_text
 
 
-def build_report(results: Results, comparison: Comparison | None, plots, plots_folder: str) -> str:
-    """The whole report as Markdown; plot images are linked relative to the report (plots_folder/NAME)."""
+def build_report(results: Results, comparison: Comparison | None, plots, plots_folder: str, budget=None) -> str:
+    """The whole report as Markdown; plot images are linked relative to the report (plots_folder/NAME).
+    `budget` (bench.report.model.LatencyBudget): each model's best configuration under it."""
     rows, pipelines, every = results.records(), results.records("pipeline"), results.records(kind=None)
     of_which = f" ({len(pipelines)} pipeline)" if pipelines else ""
     lines = ["# facebench report", "",
@@ -31,7 +32,7 @@ def build_report(results: Results, comparison: Comparison | None, plots, plots_f
     if comparison is not None:
         lines += comparison_section(comparison)
     for model_rows in _by_model(rows).values():
-        lines += model_section(model_rows, rows, plots, plots_folder)
+        lines += model_section(model_rows, rows, plots, plots_folder, budget)
     lines += pipeline_section(pipelines)
     lines += warnings_section(every, results.notes + (comparison.notes if comparison else []))
     return "\n".join(lines).rstrip() + "\n"
@@ -125,7 +126,7 @@ def _comparison_cell(metric, cell, is_baseline: bool) -> str:
     return text
 
 
-def model_section(model_rows, all_rows, plots, plots_folder: str) -> list[str]:
+def model_section(model_rows, all_rows, plots, plots_folder: str, budget=None) -> list[str]:
     first = model_rows[0]
     flops = first.get("flops_per_frame")
     facts = [first.get("family") or "model", f"input {first.get('input_shape')}",
@@ -136,6 +137,13 @@ def model_section(model_rows, all_rows, plots, plots_folder: str) -> list[str]:
         best = best_configuration(rows)
         where = f" on {' '.join(context)}" if context else ""
         lines += [f"**Best configuration{_md(where)}:** {best or 'no trustworthy point (see warnings)'}", ""]
+        if budget is not None:
+            import pandas as pd
+
+            from bench.report.model import budget_line
+
+            answer = budget_line(pd.DataFrame(rows), budget).removeprefix(f"under budget {budget.label}: ")
+            lines += [f"**Best under {_md(budget.label)}{_md(where)}:** {_md(answer)}", ""]
     lines += steady_state_table(model_rows, columns)
     lines += cold_start_table(model_rows, columns)
     if plots:
@@ -164,35 +172,40 @@ def best_configuration(rows) -> str | None:
     if not good:
         return None
     best = max(good, key=lambda r: r["fps"])
-    same = sorted((r for r in good if r["runtime"] == best["runtime"] and r["precision"] == best["precision"]),
-                  key=lambda r: r["batch"])
+    same = sorted((r for r in good if r["runtime"] == best["runtime"] and r["precision"] == best["precision"]
+                   and concurrency_of(r) == concurrency_of(best)), key=lambda r: r["batch"])
     knee = next(r for r in same if r["fps"] >= best["fps"] * (1 - KNEE_PCT / 100))
-    return (f"{best['runtime']} {best['precision']} batch {best['batch']} at {_fmt(best['fps'])} frames/s "
+    conc = f" concurrency {concurrency_of(best)}" if concurrency_of(best) > 1 else ""
+    return (f"{best['runtime']} {best['precision']} batch {best['batch']}{conc} at {_fmt(best['fps'])} frames/s "
             f"(p99 {_fmt(best['lat_p99_ms'], 2)} ms); knee: batch {knee['batch']} reaches {_fmt(knee['fps'])} "
             f"frames/s (within {KNEE_PCT:g}% of best) with p99 {_fmt(knee['lat_p99_ms'], 2)} ms")
 
 
 def _sorted(rows, columns):
     order = {key: i for i, key in reversed(list(enumerate((r["runtime"], r["precision"]) for r in rows)))}
-    return sorted(rows, key=lambda r: (*[str(r[c]) for c in columns], order[(r["runtime"], r["precision"])], r["batch"]))
+    return sorted(rows, key=lambda r: (*[str(r[c]) for c in columns], order[(r["runtime"], r["precision"])],
+                                       concurrency_of(r), r["batch"]))
 
 
 def steady_state_table(rows, columns: list[str]) -> list[str]:
     context = {"run_label": "run", "machine_label": "machine"}
-    headers = [context[c] for c in columns] + ["runtime", "prec", "batch", "frames/s", "ms/frame", "p50 ms",
-                                               "p99 ms", "GFLOP/s", "% conv peak", "verdict", "checks"]
+    concurrent = any(concurrency_of(r) != 1 for r in rows)  # the column only where the suite swept it
+    headers = [context[c] for c in columns] + ["runtime", "prec", *(["conc"] if concurrent else []), "batch",
+                                               "frames/s", "ms/frame", "p50 ms", "p99 ms", "GFLOP/s", "% conv peak",
+                                               "verdict", "checks"]
     body = []
     for r in _sorted(rows, columns):
         ok = r["status"] == "ok"
         fps = _fmt(r["fps"]) if ok else _md((r.get("reason") or "")[:80])
         if ok and point_marks(r):
             fps = f"~~{fps}~~" if set(point_marks(r)) - {"unstable"} else f"_{fps}_"
-        body.append([*[_md(r[c]) for c in columns], _md(r["runtime"]), _md(r["precision"]), str(r["batch"]), fps,
+        body.append([*[_md(r[c]) for c in columns], _md(r["runtime"]), _md(r["precision"]),
+                     *([str(concurrency_of(r))] if concurrent else []), str(r["batch"]), fps,
                      _fmt(r["ms_per_frame"], 3) if ok else "", _fmt(r["lat_p50_ms"], 2) if ok else "",
                      _fmt(r["lat_p99_ms"], 2) if ok else "", _fmt(r["gflops_achieved"]) if ok else "",
                      peak_share_text(r.get("pct_conv_peak")) if ok else "", _verdict(r), _checks(r) if ok else ""])
     first_number = len(columns) + 2
-    return ["Steady state:", "", *md_table(headers, body, set(range(first_number, first_number + 7)))]
+    return ["Steady state:", "", *md_table(headers, body, set(range(first_number, first_number + 7 + concurrent)))]
 
 
 def cold_start_table(rows, columns: list[str]) -> list[str]:

@@ -73,3 +73,11 @@ def budget_line(frame: pd.DataFrame, budget: LatencyBudget) -> str:
         return f"under budget {budget.label}: no configuration meets the budget{closest}"
     return (f"under budget {budget.label}: {describe_point(best)} at {fmt_number(best.fps)} frames/s "
             f"({budget.percentile} {fmt_number(best[budget.column], 2)} ms)")
+
+
+def budget_answers(frame: pd.DataFrame, budget: LatencyBudget, group_column: str) -> list[tuple[str, str, str]]:
+    """(model, group, answer line) per model and group (e.g. machine_label): compare's side by side."""
+    answers = []
+    for (model, group), rows in frame.groupby(["model", group_column], sort=False):
+        answers.append((str(model), str(group), budget_line(rows, budget)))
+    return answers
