@@ -203,6 +203,8 @@ def _validate_measure(m: MeasureSettings, where: str) -> None:
     for key in positive:
         if getattr(m, key) <= 0:
             raise UserError(f"{where} [measure]: {key} must be positive")
+    if m.input_pool_mb < 0:
+        raise UserError(f"{where} [measure]: input_pool_mb cannot be negative (0: input_buffers buffers)")
     if m.warmup_s < 0:
         raise UserError(f"{where} [measure]: warmup_s cannot be negative")
     if m.max_windows < m.stable_windows:

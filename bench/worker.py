@@ -19,7 +19,7 @@ from typing import Any, Callable
 from bench.domain import DEFAULT_INPUT_FORMAT, DEFAULT_OPTIONS_VARIANT, InputFormat, input_format
 from bench.fileio import first_line
 from bench.ladder import LadderPoint, LadderRule, point_from_row, stop_reason
-from bench.measure.protocol import MeasureSettings, Measurement, make_inputs, measure
+from bench.measure.protocol import MeasureSettings, Measurement, input_buffer_count, make_inputs, measure
 from bench.models.info import ModelInfo
 from bench.runtimes.base import ColdStart, LoadRequest, Session
 from bench.runtimes.registry import get_runtime
@@ -186,7 +186,9 @@ def measure_point(runtime, info: ModelInfo, job: Job, batch: int, model_path: st
     session, cold = runtime.load_concurrent(request, job.concurrency)
     gpu = None
     try:
-        inputs = make_inputs(shape, job.settings.input_buffers, job.settings.seed, info.mean, info.std, fmt.dtype)
+        batch_bytes = batch * fmt.bytes_per_frame(info.input_hw)
+        buffers = input_buffer_count(job.settings, batch_bytes)
+        inputs = make_inputs(shape, buffers, job.settings.seed, info.mean, info.std, fmt.dtype)
         if runtime.uses_cuda:  # NVML beside the CPU sampler, only inside steady-state windows
             from bench.telemetry.nvml import GpuPointTelemetry
 
@@ -199,7 +201,8 @@ def measure_point(runtime, info: ModelInfo, job: Job, batch: int, model_path: st
             telemetry.update(gpu.finish(result))
         checks = run_checks(runtime, session, info, job, batch)
         row = point_row(info, session, cold, result, telemetry, checks)
-        return {**row, **peak_fields(peaks, row, input_bytes=batch * fmt.bytes_per_frame(info.input_hw))}
+        return {**row, "input_buffers": buffers, "input_pool_bytes": buffers * batch_bytes,
+                **peak_fields(peaks, row, input_bytes=batch_bytes)}
     finally:
         if gpu:
             gpu.close()

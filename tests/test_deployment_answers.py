@@ -168,7 +168,8 @@ def test_a_bad_ladder_table_is_one_line_exit_2(tmp_path, capsys):
 @pytest.mark.parametrize("runtime", ["ort-cpu", "openvino-cpu"])
 def test_concurrency_1_and_2_give_valid_points(tmp_path, capsys, runtime):
     suite = tmp_path / "conc.toml"
-    suite.write_text("concurrency = [1, 2]\n" + SUITE)  # a top-level key, before the tables
+    # A top-level key, before the tables; and an input pool of 1 MiB: 7 frames of 3x112x112 float32.
+    suite.write_text("concurrency = [1, 2]\n" + SUITE.replace("max_windows = 4\n", "max_windows = 4\ninput_pool_mb = 1.0\n"))
     out = tmp_path / "conc.parquet"
     assert cli.main(["run", str(suite), "--runtimes", runtime, "--batches", "1", "--out", str(out), "--inline"]) == 0
     assert "conc" in capsys.readouterr().out  # the table groups by it
@@ -177,6 +178,7 @@ def test_concurrency_1_and_2_give_valid_points(tmp_path, capsys, runtime):
     for row in rows.values():
         assert row["status"] == "ok" and row["fps"] > 0 and row["iterations"] >= row["windows"] > 0
         assert row["lat_p99_ms"] >= row["lat_p50_ms"] > 0
+        assert (row["input_buffers"], row["input_pool_bytes"]) == (7, 7 * 3 * 112 * 112 * 4)
     settings = json.loads(rows[2]["runtime_options_json"])
     if runtime == "ort-cpu":  # two sessions, ORT's default threads divided between them, recorded
         assert settings["sessions"] == 2 and settings["threads_divided"] is True

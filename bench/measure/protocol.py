@@ -33,6 +33,9 @@ class MeasureSettings:
     max_windows: int = 10
     stability_pct: float = 10.0
     input_buffers: int = 4
+    # Total size of the rotated inputs in MiB (LoadGen's performance sample count): more buffers than
+    # input_buffers where needed, so that inputs can be kept out of the last-level cache. 0: input_buffers.
+    input_pool_mb: float = 0.0
     seed: int = 0
 
 
@@ -150,6 +153,12 @@ def _summarise(used, all_windows, batch, warm_count, warm_s, verdict) -> Measure
         fps=batch * iterations / wall_s, window_spread_pct=spread_pct([_window_fps(w, batch) for w in used]),
         latency=stats, verdict=verdict, warnings=warnings, extra_ms=extra,
     )
+
+
+def input_buffer_count(settings: MeasureSettings, bytes_per_batch: int) -> int:
+    """input_buffers, or as many batches as fill input_pool_mb when that is more."""
+    pool = math.ceil(settings.input_pool_mb * 2**20 / max(bytes_per_batch, 1)) if settings.input_pool_mb > 0 else 0
+    return max(settings.input_buffers, pool)
 
 
 def make_inputs(shape: tuple[int, ...], count: int, seed: int, mean: float = DETECTOR.mean,
