@@ -1,0 +1,87 @@
+"""Concurrency against the runtimes' own tools, alternating in one run.
+
+1. openvino-cpu with explicit streams (facebench concurrency N: NUM_STREAMS = N, N infer requests,
+   no hint) against `benchmark_app -hint none -nstreams N -nireq N` on the same file and shape;
+   the ratio facebench / benchmark_app should be >= 0.97.
+2. ort-cpu concurrency N against concurrency 1 (N sessions, intra-op threads divided).
+
+Each round measures every point once (A, B, C, then again), through the sweep's worker code,
+so a shared machine's drift spreads over all of them. Prints each round and the medians.
+
+Usage: python scripts/bench_concurrency.py [--model arcface_r50] [--batch 8] [--streams 2] [--rounds 3] [--time-s 5]
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.measure.protocol import MeasureSettings
+from bench.models import zoo
+from bench.suite import Checks, parse_model_arg
+from bench.worker import Job, run_job
+
+
+def facebench_fps(info, runtime: str, batch: int, concurrency: int, settings: MeasureSettings) -> float:
+    job = Job(model=info.to_dict(), runtime=runtime, precision="fp32", batches=[batch], settings=settings,
+              checks=Checks(contamination=False, parity=False, peak_probes=False), concurrency=concurrency,
+              cache_dir=str(zoo.cache_dir()))
+    rows = []
+    run_job(job, lambda kind, payload: rows.append(payload) if kind == "row" else None)
+    row = rows[0]
+    if row["status"] != "ok":
+        sys.exit(f"{runtime} concurrency {concurrency}: {row['status']}: {row.get('reason')}")
+    return row["fps"]
+
+
+def benchmark_app_fps(path: str, input_name: str, shape: list[int], streams: int, seconds: float) -> float:
+    beside = Path(sys.executable).parent / "benchmark_app"  # the venv's, when it is not on PATH
+    tool = shutil.which("benchmark_app") or (str(beside) if beside.exists() else None) \
+        or sys.exit("benchmark_app not found (it comes with the openvino wheel)")
+    shape_text = f"{input_name}[{','.join(map(str, shape))}]"
+    out = subprocess.run([tool, "-m", path, "-d", "CPU", "-shape", shape_text, "-hint", "none",
+                          "-nstreams", str(streams), "-nireq", str(streams), "-t", str(max(1, round(seconds))), "-infer_precision", "f32"],
+                         capture_output=True, text=True, check=True).stdout
+    # benchmark_app's throughput counts frames (requests x batch).
+    return float(re.search(r"Throughput:\s+([\d.]+)\s+FPS", out).group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="arcface_r50")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--streams", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--time-s", type=float, default=5.0)
+    args = parser.parse_args()
+    info = zoo.resolve(parse_model_arg(args.model))
+    settings = MeasureSettings(warmup_s=1.0, window_s=args.time_s / 3, window_min_iterations=3)
+    shape = list(info.input_shape(args.batch))
+    points = {
+        f"openvino-cpu streams {args.streams} (facebench)":
+            lambda: facebench_fps(info, "openvino-cpu", args.batch, args.streams, settings),
+        f"benchmark_app -hint none -nstreams {args.streams} -nireq {args.streams}":
+            lambda: benchmark_app_fps(info.path, info.input_name, shape, args.streams, args.time_s),
+        "ort-cpu concurrency 1": lambda: facebench_fps(info, "ort-cpu", args.batch, 1, settings),
+        f"ort-cpu concurrency {args.streams}": lambda: facebench_fps(info, "ort-cpu", args.batch, args.streams, settings),
+    }
+    results: dict[str, list[float]] = {name: [] for name in points}
+    for round_ in range(args.rounds):
+        for name, measure in points.items():
+            results[name].append(measure())
+            print(f"round {round_ + 1} {name}: {results[name][-1]:.1f} frames/s", flush=True)
+    medians = {name: statistics.median(values) for name, values in results.items()}
+    names = list(points)
+    print(f"\n{args.model} batch {args.batch}, medians of {args.rounds} rounds:")
+    for name in names:
+        print(f"  {name}: {medians[name]:.1f} frames/s")
+    print(f"  openvino streams / benchmark_app: {medians[names[0]] / medians[names[1]]:.3f}")
+    print(f"  ort-cpu concurrency {args.streams} / 1: {medians[names[3]] / medians[names[2]]:.3f}")
+
+
+if __name__ == "__main__":
+    main()
