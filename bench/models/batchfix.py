@@ -334,7 +334,8 @@ def verify_rewrite(
     batch: int,
     images: list[np.ndarray] | None,
 ) -> tuple[float, int, list[str]]:
-    """Each frame of a batch through `fixed` against that frame alone through `original`.
+    """Each frame of a batch through the rewritten model against that frame alone through `original`,
+    outputs paired by name (the rewrite may rename them: `rewrite.output_names`).
 
     When --input-size moves a fixed-size original to a size it cannot run, the chain is:
     the same rewrite at the original size against the original, then the fixed model's
