@@ -123,10 +123,14 @@ def int8_recipe_for(device: str, cpu_features: Collection[str], machine: str) ->
     forced = forced_int8_recipe()
     if forced:
         return forced
-    x86 = machine.lower() in ("x86_64", "amd64", "i686", "x86")
-    if device == "cpu" and x86 and not INT8_DOT_FEATURES & set(cpu_features):
+    if device == "cpu" and saturating_int8_cpu(cpu_features, machine):
         return INT8_RECIPES["u8s8-reduce-range"]
     return INT8_RECIPES["s8s8"]
+
+
+def saturating_int8_cpu(cpu_features: Collection[str], machine: str) -> bool:
+    """x86 without an int32-accumulating INT8 dot product: its U8S8 kernels sum pairs in int16."""
+    return machine.lower() in ("x86_64", "amd64", "i686", "x86") and not INT8_DOT_FEATURES & set(cpu_features)
 
 
 def forced_int8_recipe() -> Int8Recipe | None:
@@ -149,7 +153,7 @@ def int8_failure_hint(recipe_name: str | None) -> str:
     """The likely cause when INT8 misses its parity gate on this machine ("" when none is known)."""
     from bench.env import cpu_features
 
-    if platform.machine().lower() in ("x86_64", "amd64") and not INT8_DOT_FEATURES & set(cpu_features()):
+    if saturating_int8_cpu(cpu_features(), platform.machine()):
         return (f"no VNNI: INT8 loses accuracy to saturation on this CPU (recipe {recipe_name or 'unknown'}); "
                 "calibrate on real frames (--images) or run INT8 where VNNI/AMX exists")
     return ""
