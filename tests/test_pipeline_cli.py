@@ -144,6 +144,7 @@ def test_flattened_detector_layout_works_at_batch_1(real_scrfd_path, astronaut_f
     ("zero batch", ["--synthetic", "2", "--batch", "0"], "--batch 0"),
     ("negative batch", ["--synthetic", "2", "--batch", "-3"], "--batch -3"),
     ("odd det size", ["--synthetic", "2", "--det-size", "300"], "multiple of 32"),
+    ("unknown input format", ["--synthetic", "2", "--input", "uint8-hwc"], "--input: unknown input format"),
 ])
 def test_bad_input_is_one_line_and_exit_2(case, args, message, tmp_path, capsys):
     (tmp_path / "empty").mkdir()

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.domain import DEFAULT_INPUT_FORMAT, InputFormat, input_format
 from bench.errors import UserError
 from bench.measure.protocol import spread_pct
 from bench.models.info import ModelInfo
@@ -54,6 +55,7 @@ class PipelineRequest:
     repeats: int = 1
     queue_depth: int = 2
     seed: int = 0
+    input_format: str = DEFAULT_INPUT_FORMAT  # how frames reach both models (bench.domain.INPUT_FORMATS)
     outputs: outputs.OutputRequest = field(default_factory=outputs.OutputRequest)
     out: str | None = None  # the results file or folder (--out), which the outputs must not replace
 
@@ -71,6 +73,10 @@ class PipelineSetup:
     synthetic_faces: int | None  # None: use what the detector finds
     frame_paths: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def format(self) -> InputFormat:
+        return input_format(self.request.input_format, "--input")
 
     @property
     def source(self) -> str:
@@ -98,6 +104,7 @@ class ModeRun:
 def prepare(request: PipelineRequest, status: Status = lambda _: None) -> PipelineSetup:
     """Check the request and resolve models and runtime; raises UserError with the fix."""
     _check_numbers(request)
+    input_format(request.input_format, "--input")  # an unknown format is refused before anything loads
     frame_paths = _frame_paths(request)
     outputs.check_outputs(request.outputs, request.images, request.out)
     runtime = _available_runtime(request.runtime)
@@ -189,12 +196,16 @@ def _runnable_batch(info: ModelInfo, batch: int, role: str, notes: list[str]) ->
 # ---------------------------------------------------------------- running
 
 
-def load_session(runtime, info: ModelInfo, batch: int):
+def load_session(runtime, info: ModelInfo, batch: int, fmt: InputFormat):
+    """`info` on `runtime`, taking `fmt` batches (a uint8 format loads the artifact that normalises)."""
     from bench.models import zoo
+    from bench.models.input_artifact import make_input_artifact
     from bench.runtimes.base import LoadRequest
 
-    request = LoadRequest(model_path=info.path, input_name=info.input_name, input_shape=info.input_shape(batch),
-                          precision=PRECISION, cache_dir=str(zoo.cache_dir()))
+    path = make_input_artifact(info.path, fmt, info.mean, info.std, zoo.cache_dir() / "artifacts")
+    request = LoadRequest(model_path=str(path), input_name=info.input_name,
+                          input_shape=fmt.shape(batch, info.input_hw), precision=PRECISION,
+                          input_dtype=fmt.dtype, cache_dir=str(zoo.cache_dir()))
     session, _cold = runtime.load(request)
     return session
 
@@ -217,9 +228,9 @@ class SessionPair:
 
     def load(self, setup: PipelineSetup, status: Status) -> None:
         status(f"loading {setup.det.name} (batch {setup.batch}) on {setup.runtime.name}")
-        self.det = load_session(setup.runtime, setup.det, setup.batch)
+        self.det = load_session(setup.runtime, setup.det, setup.batch, setup.format)
         status(f"loading {setup.rec.name} (batch {setup.rec_batch}) on {setup.runtime.name}")
-        self.rec = load_session(setup.runtime, setup.rec, setup.rec_batch)
+        self.rec = load_session(setup.runtime, setup.rec, setup.rec_batch, setup.format)
 
     def close(self) -> None:
         for session in (self.rec, self.det):
@@ -274,7 +285,7 @@ def save_outputs(setup: PipelineSetup, sessions: SessionPair, outcome: PipelineO
         status(f"saving what the pipeline found: {_frames_label(setup)}")
         run_pipeline(setup.make_frames(), sessions.det.infer, sessions.rec.infer, det_size=setup.det.input_hw[0],
                      batch=setup.batch, overlap=False, synthetic_faces=setup.synthetic_faces,
-                     rec_batch=setup.rec_batch, on_batch=on_batch)
+                     rec_batch=setup.rec_batch, on_batch=on_batch, input_format=setup.format)
 
     return outputs.save_outputs(setup.request.outputs, run_pass, labels,
                                 sources=(lambda i: paths[i]) if paths else (lambda i: "synthetic"),
@@ -294,7 +305,7 @@ def _open_gpu_sampler(uses_cuda: bool):
 def _compare(setup: PipelineSetup, det_infer, rec_infer, gpu, status: Status) -> tuple[dict[bool, ModeRun], list[float]]:
     """compare_overlap with samplers around every run, so utilisation belongs to one mode."""
     kwargs = dict(det_size=setup.det.input_hw[0], batch=setup.batch, synthetic_faces=setup.synthetic_faces,
-                  rec_batch=setup.rec_batch, queue_depth=setup.request.queue_depth)
+                  rec_batch=setup.rec_batch, queue_depth=setup.request.queue_depth, input_format=setup.format)
     status("warming up")
     run_pipeline(itertools.islice(setup.make_frames(), setup.batch), det_infer, rec_infer, overlap=False, **kwargs)
     # Modes alternate so warm-up and background load fall on both alike; each keeps its fastest run.
@@ -350,11 +361,12 @@ def base_row(setup: PipelineSetup, run_id: str) -> dict[str, Any]:
         **env.fingerprint(),
         "model": det.name, "model_source": det.source, "model_path": det.path,
         "model_sha256": det.sha256, "family": det.family, "input_name": det.input_name,
-        "input_shape": ",".join(str(d) for d in det.input_shape(setup.batch)), "input_size": det.input_hw[0],
+        "input_shape": ",".join(str(d) for d in setup.format.shape(setup.batch, det.input_hw)), "input_size": det.input_hw[0],
         "params": det.params, "macs_per_frame": det.macs_per_frame, "flops_per_frame": det.flops_per_frame,
         "runtime": setup.runtime.name, "device": setup.runtime.device,
         "runtime_version": json.dumps(setup.runtime.versions(), sort_keys=True),
         "precision": PRECISION, "batch": setup.batch, "timer": "host",
+        "input_format": setup.format.name, "input_bytes_per_frame": setup.format.bytes_per_frame(det.input_hw),
         "warnings": "; ".join(setup.notes) or None,
     }
 
@@ -424,6 +436,16 @@ def pipeline_config(setup: PipelineSetup) -> dict[str, Any]:
         "batch": setup.batch, "requested_batch": setup.request.batch,
         "rec_batch": setup.rec_batch, "queue_depth": setup.request.queue_depth,
         "synthetic_faces_per_frame": setup.synthetic_faces, "repeats": setup.request.repeats,
+        **input_summary(setup),
         "embedder": {"model": setup.rec.name, "sha256": setup.rec.sha256, "path": setup.rec.path,
                      "params": setup.rec.params, "macs_per_frame": setup.rec.macs_per_frame},
     }
+
+
+def input_summary(setup: PipelineSetup) -> dict[str, Any]:
+    """What the models are fed and where normalisation runs: on the host (inside decode/resize and
+    alignment) for float-nchw, inside both models' graphs (the detector and embedder stages) for uint8."""
+    fmt = setup.format
+    return {"input_format": fmt.name, "normalisation": "host" if fmt.is_float else "model",
+            "detector_bytes_per_frame": fmt.bytes_per_frame(setup.det.input_hw),
+            "embedder_bytes_per_face": fmt.bytes_per_frame(setup.rec.input_hw)}

@@ -27,6 +27,10 @@ def register(subparsers) -> None:
                              "replica detectors (default 4)")
     parser.add_argument("--repeats", type=int, default=3, metavar="N",
                         help="runs of each mode, alternating; the fastest of each counts (default 3)")
+    parser.add_argument("--input", default="float-nchw", metavar="FORMAT",
+                        help="how frames reach both models: float-nchw (normalised on the host, the default) or "
+                             "uint8-nchw / uint8-nhwc-bgr / uint8-nhwc-rgb (8-bit frames into artifacts that "
+                             "normalise inside the graph)")
     parser.add_argument("--out", help="results file (.parquet) or folder (default: results/)")
     parser.add_argument("--save-detections", metavar="FILE",
                         help="after the benchmark, one row per face (source image, frame, box, score, landmarks "
@@ -53,7 +57,7 @@ def cmd_pipeline(args) -> int:
     request = pipeline_bench.PipelineRequest(
         det=args.det, rec=args.rec, runtime=args.runtime, images=args.images, synthetic=args.synthetic,
         det_size=args.det_size, batch=args.batch, rec_batch=args.rec_batch, faces_per_frame=args.faces_per_frame,
-        repeats=args.repeats, outputs=wanted, out=args.out)
+        repeats=args.repeats, input_format=args.input, outputs=wanted, out=args.out)
     with console.status("checking the request") as status:
         setup = pipeline_bench.prepare(request, status=status.update)
     for note in setup.notes:

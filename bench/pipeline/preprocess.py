@@ -1,14 +1,18 @@
-"""Frame preprocessing: letterbox into the detector square and NCHW float blobs.
+"""Frame preprocessing: letterbox into the detector square and the models' input batches.
 
 Matches insightface (models.md 1.7, 3.4): aspect-preserving resize pasted
 top-left on a zero canvas, then (RGB - mean) * (1 / std) like
-cv2.dnn.blobFromImage. Frames are RGB uint8 throughout.
+cv2.dnn.blobFromImage. Frames are RGB uint8 throughout; for a uint8 input
+format the batch stays 8-bit (only laid out as the format says) and the model's
+artifact normalises it (bench.models.input_artifact).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
+
+from bench.domain import InputFormat
 
 try:  # OpenCV's resize is several times faster than the numpy fallback.
     import cv2
@@ -81,6 +85,17 @@ def to_blob(images: np.ndarray | Sequence[np.ndarray], mean: float, std: float) 
     np.subtract(batch.transpose(0, 3, 1, 2), np.float32(mean), out=blob, dtype=np.float32)
     blob *= np.float32(1.0 / std)
     return blob
+
+
+def model_batch(images: np.ndarray, fmt: InputFormat, mean: float, std: float) -> np.ndarray:
+    """(N,H,W,3) uint8 RGB -> the batch a model taking `fmt` is fed: the normalised float blob,
+    or the same 8-bit pixels in the format's layout and channel order (no copy for NHWC RGB)."""
+    if fmt.is_float:
+        return to_blob(images, mean, std)
+    pixels = images[..., ::-1] if fmt.channels == "bgr" else images
+    if fmt.layout == "nchw":
+        pixels = pixels.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(pixels, dtype=np.uint8)
 
 
 def letterbox_batch(frames: Sequence[np.ndarray], size: int,

@@ -1,7 +1,8 @@
 """The staged face pipeline: frames -> SCRFD -> NMS -> alignment -> ArcFace embeddings.
 
-Runtime-agnostic: the detector and embedder are plain callables taking a float32
-NCHW batch and returning outputs in model order (a runtime Session's `infer`).
+Runtime-agnostic: the detector and embedder are plain callables taking a batch in
+the pipeline's input format (float32 NCHW by default, or uint8 frames for a model
+that normalises them itself) and returning outputs in model order (a Session's `infer`).
 Five stages, each timed on its own: decode/resize (pulling frames, letterbox,
 blob), detector, decode+NMS, alignment (warp + embedder blob), embedder.
 With overlap every stage runs in its own thread joined by bounded queues, so a
@@ -21,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.domain import DETECTOR, EMBEDDER, random_frames
+from bench.domain import DETECTOR, EMBEDDER, FLOAT_NCHW, InputFormat, random_frames
 from bench.errors import UserError
 from bench.pipeline.align import ALIGNED_SIZE, ARCFACE_TEMPLATE, align_faces
 from bench.pipeline.decode import Detections, decode_scrfd
-from bench.pipeline.preprocess import letterbox_batch, to_blob
+from bench.pipeline.preprocess import letterbox_batch, model_batch
 
 try:
     import cv2
@@ -180,11 +181,12 @@ def box_landmarks(boxes: np.ndarray) -> np.ndarray:
 
 def _make_stages(det_infer: Infer, rec_infer: Infer, det_size: int, batch: int,
                  synthetic_faces: int | None, rec_batch: int | None,
-                 score_threshold: float, nms_threshold: float) -> list[Callable[[_Batch], _Batch]]:
+                 score_threshold: float, nms_threshold: float,
+                 fmt: InputFormat = FLOAT_NCHW) -> list[Callable[[_Batch], _Batch]]:
     def preprocess(b: _Batch) -> _Batch:
         # Zero canvases fill a short last batch: a session loaded at a fixed batch needs a full one.
         canvases, b.scales = letterbox_batch(b.frames, det_size, rows=batch)
-        b.blob = to_blob(canvases, DETECTOR.mean, DETECTOR.std)
+        b.blob = model_batch(canvases, fmt, DETECTOR.mean, DETECTOR.std)
         return b
 
     def detect(b: _Batch) -> _Batch:
@@ -212,7 +214,7 @@ def _make_stages(det_infer: Infer, rec_infer: Infer, det_size: int, batch: int,
                 owners.append(np.full(len(found), b.first + i, np.intp))
         b.aligned = np.concatenate(crops) if crops else np.zeros((0, ALIGNED_SIZE, ALIGNED_SIZE, 3), np.uint8)
         b.face_frame = np.concatenate(owners) if owners else np.zeros(0, np.intp)
-        b.face_blob = to_blob(b.aligned, EMBEDDER.mean, EMBEDDER.std)
+        b.face_blob = model_batch(b.aligned, fmt, EMBEDDER.mean, EMBEDDER.std)
         return b
 
     def embed(b: _Batch) -> _Batch:
@@ -234,7 +236,7 @@ def _embed_chunks(rec_infer: Infer, blob: np.ndarray, rec_batch: int | None) -> 
         chunk = blob[start:start + rec_batch]
         real = len(chunk)
         if real < rec_batch:
-            chunk = np.concatenate([chunk, np.zeros((rec_batch - real,) + chunk.shape[1:], np.float32)])
+            chunk = np.concatenate([chunk, np.zeros((rec_batch - real,) + chunk.shape[1:], chunk.dtype)])
         out.append(np.asarray(rec_infer(chunk)[0], np.float32)[:real])
     return np.concatenate(out)
 
@@ -349,18 +351,20 @@ def run_pipeline(
     score_threshold: float = 0.5,
     nms_threshold: float = 0.4,
     on_batch: BatchHook | None = None,
+    input_format: InputFormat = FLOAT_NCHW,
 ) -> PipelineResult:
     """Run RGB uint8 frames through detection, alignment and embedding; time every stage.
 
     batch frames go to the detector per call (the last batch is zero-padded to
     batch). Faces go to the embedder all at once per detector batch, or in
-    chunks of exactly rec_batch for sessions loaded at a fixed batch. on_batch sees
+    chunks of exactly rec_batch for sessions loaded at a fixed batch. Both models are
+    fed input_format batches (uint8 ones carry the pixels; the models normalise). on_batch sees
     every finished batch (frames, detections, crops, embeddings) in frame order.
     """
     if batch < 1 or queue_depth < 1:
         raise ValueError("batch and queue_depth must be >= 1")
     stages = _make_stages(det_infer, rec_infer, det_size, batch, synthetic_faces, rec_batch,
-                          score_threshold, nms_threshold)
+                          score_threshold, nms_threshold, input_format)
     kept: list[_Batch] = []
     counts = {"frames": 0, "faces": 0}
 

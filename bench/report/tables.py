@@ -313,17 +313,22 @@ def pipeline_table(frame: pd.DataFrame, title: str) -> Table:
                           "of the time with the stages run one after another",
                   caption_justify="left")
     show_gpu = frame.get("gpu_util_mean", pd.Series(dtype=float)).notna().any()
-    columns = ["runtime", "batch", "frames", "faces", "frames/s", "faces/s", "seq frames/s", "gain",
-               *PIPELINE_STAGES.values(), *(["GPU util %"] if show_gpu else [])]
+    formats = _input_formats(frame)
+    show_input = bool((formats != DEFAULT_INPUT_FORMAT).any())  # uint8: normalisation inside the models
+    columns = ["runtime", "batch", *(["input"] if show_input else []), "frames", "faces", "frames/s", "faces/s",
+               "seq frames/s", "gain", *PIPELINE_STAGES.values(), *(["GPU util %"] if show_gpu else [])]
+    if show_input:
+        table.caption += "; input uint8-*: normalisation runs inside the detector and embedder, not decode/align"
     for column in columns:
         table.add_column(column, justify="left" if column == "runtime" else "right")
-    for _, row in frame.sort_values(["runtime", "batch"]).iterrows():
+    for index, row in frame.sort_values(["runtime", "batch"]).iterrows():
+        lead = [row["runtime"], str(row["batch"]), *([formats[index]] if show_input else [])]
         if row["status"] != "ok":
-            table.add_row(row["runtime"], str(row["batch"]), "", "", f"[red]failed[/] {(row.get('reason') or '')[:60]}",
-                          *[""] * (len(columns) - 5))
+            table.add_row(*lead, "", "", f"[red]failed[/] {(row.get('reason') or '')[:60]}",
+                          *[""] * (len(columns) - len(lead) - 3))
             continue
         stages = _stages(row)
-        cells = [row["runtime"], str(row["batch"]), str(int(row["frames_total"])), str(int(row["faces_total"])),
+        cells = [*lead, str(int(row["frames_total"])), str(int(row["faces_total"])),
                  _fmt(row["fps"]), _fmt(row["faces_per_s"]), _fmt(stages.get("sequential_fps")),
                  f"x{_fmt(stages.get('overlap_gain'), 2)}", *(_stage_cell(stages, n) for n in PIPELINE_STAGES)]
         if show_gpu:
