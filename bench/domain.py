@@ -88,7 +88,7 @@ def random_frames(rng: np.random.Generator, count: int, frame_shape: tuple[int, 
     pixels = rng.integers(0, 256, size=(count, *frame_shape), dtype=np.uint8)
     if dtype == "uint8":
         return pixels
-    return np.ascontiguousarray((pixels.astype(np.float32) - mean) / std, dtype=np.float32)
+    return np.ascontiguousarray((pixels.astype(np.float32) - mean) / std, dtype=dtype)  # float32 or float16
 
 
 # --------------------------------------------------------------------------- input formats
@@ -103,7 +103,13 @@ class InputFormat:
 
     @property
     def is_float(self) -> bool:
+        """The ONNX file's own input: no artifact."""
         return self.dtype == "float32"
+
+    @property
+    def carries_pixels(self) -> bool:
+        """8-bit frames, normalised inside the artifact (FP16 I/O frames arrive normalised)."""
+        return self.dtype == "uint8"
 
     def shape(self, batch: int, hw: tuple[int, int]) -> tuple[int, int, int, int]:
         return (batch, 3, *hw) if self.layout == "nchw" else (batch, *hw, 3)
@@ -117,6 +123,8 @@ class InputFormat:
         as this format carries them (exact for frames made from uint8 pictures)."""
         if self.is_float:
             return frames
+        if not self.carries_pixels:  # fp16-nchw: the same normalised tensor, in float16
+            return np.ascontiguousarray(frames, dtype=self.dtype)
         pixels = np.clip(np.rint(frames.astype(np.float64) * std + mean), 0, 255).astype(np.uint8)
         if self.channels == "bgr":
             pixels = pixels[:, ::-1]
@@ -131,6 +139,7 @@ INPUT_FORMATS = {f.name: f for f in (
     InputFormat("uint8-nchw", "uint8", "nchw", "rgb"),
     InputFormat("uint8-nhwc-bgr", "uint8", "nhwc", "bgr"),  # OpenCV's decode
     InputFormat("uint8-nhwc-rgb", "uint8", "nhwc", "rgb"),
+    InputFormat("fp16-nchw", "float16", "nchw", "rgb"),  # FP16 I/O: float16 inputs and outputs, FP16 compute
 )}
 DEFAULT_INPUT_FORMAT = FLOAT_NCHW.name
 # The options_variant of a point measured with the suite's runtime options as they are (no [sweep_options]).

@@ -31,7 +31,7 @@ from bench.models.scrfd import build_scrfd  # noqa: E402
 from bench.suite import override, parse_suite  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 
-UINT8_FORMATS = [name for name in INPUT_FORMATS if name != FLOAT_NCHW.name]
+UINT8_FORMATS = [name for name, fmt in INPUT_FORMATS.items() if fmt.carries_pixels]
 DET_SIZE = 96
 
 

@@ -17,7 +17,7 @@ from bench.pipeline.run import run_pipeline, synthetic_frames
 ort = pytest.importorskip("onnxruntime")
 skdata = pytest.importorskip("skimage.data")
 
-UINT8_FORMATS = [name for name, fmt in INPUT_FORMATS.items() if not fmt.is_float]
+UINT8_FORMATS = [name for name, fmt in INPUT_FORMATS.items() if fmt.carries_pixels]
 
 
 def ort_infer(path):

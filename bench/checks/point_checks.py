@@ -43,7 +43,7 @@ def infer_in_format(infer, fmt: InputFormat, info: ModelInfo):
 
 def gates_for_input(fmt: InputFormat, overrides: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
     """The suite's gate overrides, with the tighter FP32 cosine gate of uint8 inputs beneath them."""
-    if fmt.is_float:
+    if not fmt.carries_pixels:  # float inputs, and FP16 I/O (FP16 arithmetic, its own gates)
         return overrides
     strict = {precision: UINT8_FP32_COSINE_MIN for precision in FP32_ARITHMETIC}
     return {**overrides, "cosine_min": {**strict, **overrides.get("cosine_min", {})}}

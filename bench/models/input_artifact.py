@@ -15,7 +15,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from bench.domain import InputFormat
-from bench.models.precision import _cached
+from bench.models.precision import _cached, make_fp16
 
 _NORMALISED = "facebench_normalised_input"  # the original input, now computed inside the graph
 BUILDER_VERSION = 1
@@ -27,6 +27,8 @@ def make_input_artifact(src_path: str | os.PathLike, fmt: InputFormat, mean: flo
     src = Path(src_path)
     if fmt.is_float:
         return src
+    if not fmt.carries_pixels:  # fp16-nchw: FP16 I/O, the normalised tensor as float16 in and out
+        return make_fp16(src, cache_dir, keep_io_types=False)
     settings = {"format": fmt.name, "mean": float(mean), "std": float(std), "builder": BUILDER_VERSION,
                 "onnx": onnx.__version__}
 

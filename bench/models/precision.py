@@ -70,21 +70,22 @@ def make_artifact(src_path: str | os.PathLike, precision: str, cache_dir: str | 
     return make_simplified(src, cache_dir)
 
 
-def make_fp16(src_path: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
-    """FP16 weights and compute with FP32 inputs and outputs (Casts at the edges)."""
+def make_fp16(src_path: str | os.PathLike, cache_dir: str | os.PathLike, keep_io_types: bool = True) -> Path:
+    """FP16 weights and compute with FP32 inputs and outputs (Casts at the edges); with
+    keep_io_types=False the graph's inputs and outputs are float16 too (FP16 I/O)."""
     from onnxconverter_common import __version__ as converter_version
     from onnxconverter_common import float16
 
-    settings = {"converter": "onnxconverter-common", "version": converter_version, "keep_io_types": True}
+    settings = {"converter": "onnxconverter-common", "version": converter_version, "keep_io_types": keep_io_types}
 
     def build(src: Path, out: Path) -> None:
         with warnings.catch_warnings():
             # It warns for every weight below FP16's range that it flushes to +-1e-7: expected.
             warnings.filterwarnings("ignore", message=".*will be truncated to.*")
-            model = float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+            model = float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=keep_io_types)
         onnx.save(model, str(out))
 
-    return _cached(Path(src_path), "fp16", settings, cache_dir, build)
+    return _cached(Path(src_path), "fp16" if keep_io_types else "fp16-io", settings, cache_dir, build)
 
 
 @dataclass(frozen=True)

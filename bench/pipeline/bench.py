@@ -446,6 +446,6 @@ def input_summary(setup: PipelineSetup) -> dict[str, Any]:
     """What the models are fed and where normalisation runs: on the host (inside decode/resize and
     alignment) for float-nchw, inside both models' graphs (the detector and embedder stages) for uint8."""
     fmt = setup.format
-    return {"input_format": fmt.name, "normalisation": "host" if fmt.is_float else "model",
+    return {"input_format": fmt.name, "normalisation": "model" if fmt.carries_pixels else "host",
             "detector_bytes_per_frame": fmt.bytes_per_frame(setup.det.input_hw),
             "embedder_bytes_per_face": fmt.bytes_per_frame(setup.rec.input_hw)}

@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     parser.add_argument("--input", default="float-nchw", metavar="FORMAT",
                         help="how frames reach both models: float-nchw (normalised on the host, the default) or "
                              "uint8-nchw / uint8-nhwc-bgr / uint8-nhwc-rgb (8-bit frames into artifacts that "
-                             "normalise inside the graph)")
+                             "normalise inside the graph), or fp16-nchw (FP16 I/O: float16 in and out, FP16 compute)")
     parser.add_argument("--out", help="results file (.parquet) or folder (default: results/)")
     parser.add_argument("--save-detections", metavar="FILE",
                         help="after the benchmark, one row per face (source image, frame, box, score, landmarks "

@@ -90,8 +90,9 @@ def to_blob(images: np.ndarray | Sequence[np.ndarray], mean: float, std: float) 
 def model_batch(images: np.ndarray, fmt: InputFormat, mean: float, std: float) -> np.ndarray:
     """(N,H,W,3) uint8 RGB -> the batch a model taking `fmt` is fed: the normalised float blob,
     or the same 8-bit pixels in the format's layout and channel order (no copy for NHWC RGB)."""
-    if fmt.is_float:
-        return to_blob(images, mean, std)
+    if not fmt.carries_pixels:  # float-nchw, or fp16-nchw (FP16 I/O: normalised here, then halved)
+        blob = to_blob(images, mean, std)
+        return blob if fmt.is_float else blob.astype(fmt.dtype)
     pixels = images[..., ::-1] if fmt.channels == "bgr" else images
     if fmt.layout == "nchw":
         pixels = pixels.transpose(0, 3, 1, 2)

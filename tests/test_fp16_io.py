@@ -1,0 +1,49 @@
+"""fp16-nchw: FP16 I/O artifacts (float16 inputs and outputs at the graph boundary), parity-checked on ORT CPU."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.domain import DETECTOR, input_format
+from bench.models import zoo
+from bench.models.input_artifact import make_input_artifact
+from bench.pipeline.run import run_pipeline
+
+ort = pytest.importorskip("onnxruntime")
+skdata = pytest.importorskip("skimage.data")
+FP16 = input_format("fp16-nchw")
+
+
+def session(path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_fp16_io_halves_the_bytes_per_frame():
+    assert FP16.bytes_per_frame((640, 640)) * 2 == input_format("float-nchw").bytes_per_frame((640, 640))
+
+
+@pytest.mark.parametrize("name,size,worst", [("scrfd_500m", 320, 1e-2), ("arcface_mbf", None, 1e-2)])
+def test_fp16_io_artifact_is_float16_at_the_boundary_and_matches_the_float_model(name, size, worst, tmp_path):
+    info = zoo.build_cached(name, size) if size else zoo.build_cached(name)
+    fp16 = session(make_input_artifact(info.path, FP16, info.mean, info.std, tmp_path))
+    assert {i.type for i in fp16.get_inputs()} == {o.type for o in fp16.get_outputs()} == {"tensor(float16)"}
+    frames = np.random.default_rng(0).integers(0, 256, info.input_shape(2), dtype=np.uint8)
+    normalised = ((frames - np.float32(info.mean)) / np.float32(info.std)).astype(np.float32)
+    reference = session(info.path)
+    want = reference.run(None, {reference.get_inputs()[0].name: normalised})
+    got = fp16.run(None, {fp16.get_inputs()[0].name: FP16.from_normalised(normalised, info.mean, info.std)})
+    for mine, theirs in zip(got, want, strict=True):
+        assert mine.dtype == np.float16
+        assert np.linalg.norm(mine.astype(np.float64) - theirs) / np.linalg.norm(theirs) < worst
+
+
+def test_pipeline_finds_the_astronaut_through_fp16_io(real_scrfd_path, tmp_path):
+    fp16 = session(make_input_artifact(real_scrfd_path, FP16, DETECTOR.mean, DETECTOR.std, tmp_path))
+    reference = session(real_scrfd_path)
+    embed = lambda x: [np.ones((len(x), 512), np.float32)]  # noqa: E731
+    run = lambda s, fmt: run_pipeline([skdata.astronaut()], lambda x: s.run(None, {"input.1": x}), embed,  # noqa: E731
+                                      det_size=640, batch=1, overlap=False, input_format=fmt).detections[0]
+    want, got = run(reference, input_format("float-nchw")), run(fp16, FP16)
+    assert len(got) == len(want) == 1
+    np.testing.assert_allclose(got.boxes, want.boxes, atol=1.0)
+    np.testing.assert_allclose(got.kps, want.kps, atol=1.0)
