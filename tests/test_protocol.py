@@ -71,7 +71,6 @@ def test_measure_on_a_real_session(runtime_name):
     else:  # a window resized late leaves fewer equal-sized windows to report from
         assert result.verdict == UNSTABLE and len(result.windows) == SHORT.max_windows
         assert 1 <= result.used_windows <= SHORT.stable_windows
-    assert len({w.iterations for w in used}) == 1  # figures only ever come from equal-sized windows
     assert result.frames == batch * result.iterations
     assert result.fps == pytest.approx(result.frames / result.wall_s)
     assert len(np.concatenate([w.latencies_ns for w in used])) == result.iterations
