@@ -173,6 +173,7 @@ def validate(suite: Suite, where: str) -> None:
     for precision in sorted(precisions):
         if precision not in PRECISIONS:
             raise UserError(f"{where}: unknown precision '{precision}'; use one of {', '.join(PRECISIONS)}")
+    _check_fp16_io(suite, where)
     for device in suite.batches_by_device:
         if device not in DEVICES:
             raise UserError(f"{where} [batches_by_device]: unknown device '{device}'; use {', '.join(DEVICES)}")
@@ -209,6 +210,19 @@ def _validate_measure(m: MeasureSettings, where: str) -> None:
         raise UserError(f"{where} [measure]: warmup_s cannot be negative")
     if m.max_windows < m.stable_windows:
         raise UserError(f"{where} [measure]: max_windows ({m.max_windows}) must be at least stable_windows ({m.stable_windows})")
+
+
+def _check_fp16_io(suite: Suite, where: str) -> None:
+    """fp16-nchw is the FP32 model converted to FP16 with FP16 I/O: over an fp16 or int8 artifact
+    it cannot be built, so the combination is refused here rather than failed at every point."""
+    formats = set(suite.inputs).union(*(ref.inputs for ref in suite.models))
+    if "fp16-nchw" not in formats:
+        return
+    clashing = sorted({p for r in suite.runtimes for p in suite.precisions_for(r)} & {"fp16", "int8"})
+    if clashing:
+        raise UserError(f"{where}: input fp16-nchw already computes in FP16 from the FP32 model and cannot be combined "
+                        f"with precision {', '.join(clashing)}; measure it with precisions = [\"fp32\"] "
+                        "(a suite of its own, or --precisions fp32)")
 
 
 def _validate_runtimes(suite: Suite, where: str) -> None:

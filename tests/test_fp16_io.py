@@ -47,3 +47,15 @@ def test_pipeline_finds_the_astronaut_through_fp16_io(real_scrfd_path, tmp_path)
     assert len(got) == len(want) == 1
     np.testing.assert_allclose(got.boxes, want.boxes, atol=1.0)
     np.testing.assert_allclose(got.kps, want.kps, atol=1.0)
+
+
+def test_fp16_io_over_an_fp16_or_int8_artifact_is_refused_at_load(tmp_path, capsys):
+    from bench import cli
+
+    suite = tmp_path / "fp16io.toml"
+    suite.write_text('name = "fp16io"\nruntimes = ["ort-cpu"]\nprecisions = ["fp32", "int8"]\n'
+                     'input = ["float-nchw", "fp16-nchw"]\nbatches = [1]\n[[models]]\nname = "arcface_mbf"\n')
+    assert cli.main(["run", str(suite), "--out", str(tmp_path / "x.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert "fp16-nchw" in err and "precision int8" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.parquet").exists()
