@@ -220,6 +220,9 @@ def gpu_table(frame: pd.DataFrame, model: str) -> Table | None:
     return table
 
 
+NO_BEST = "best: none, no point is VALID, clean and parity ok (see the warnings)"
+
+
 def best_and_knee(frame: pd.DataFrame) -> str | None:
     """The best runtime and batch for a model, and the knee of that runtime's curve."""
     good = frame[frame.apply(trustworthy, axis=1)] if len(frame) else frame
@@ -272,9 +275,8 @@ def print_tables(frame: pd.DataFrame, console: Console | None = None, budget=Non
         gpu = gpu_table(group, model)
         if gpu is not None:
             console.print(gpu)
-        summary = best_and_knee(group)
-        if summary:
-            console.print(f"[bold]{model}[/] {summary}")
+        summary = best_and_knee(group) or NO_BEST
+        console.print(f"[bold]{model}[/] {summary}")
         if budget is not None:
             console.print(f"[bold]{model}[/] {budget_line(group, budget)}")
         for line in warnings_for(group):
