@@ -13,6 +13,7 @@ import pytest
 
 from bench import store
 from bench.cli import main
+from bench.domain import DEFAULT_INPUT_FORMAT, input_format
 from bench.models import zoo
 from bench.pipeline import bench as pipeline_bench
 from bench.pipeline import outputs
@@ -61,7 +62,7 @@ def insightface_detect(model_path, size: int, threshold: float, nms: float):
 
 def facebench_detect(info, threshold: float, nms: float):
     """facebench's pipeline (ORT CPU session, letterbox, decode, NMS) on the astronaut: (boxes, scores, kps)."""
-    session = pipeline_bench.load_session(get_runtime("ort-cpu"), info, 1)
+    session = pipeline_bench.load_session(get_runtime("ort-cpu"), info, 1, input_format(DEFAULT_INPUT_FORMAT))
     try:
         result = run_pipeline([skdata.astronaut()], session.infer, lambda x: [np.ones((len(x), 512), np.float32)],
                               det_size=info.input_hw[0], batch=1, overlap=False, keep_all=True,
