@@ -47,7 +47,7 @@ COLUMNS: dict[str, pa.DataType] = {
     "lock_file": _S, "lock_sha256": _S,
     "model": _S, "model_source": _S, "model_path": _S, "model_sha256": _S, "family": _S,
     "input_name": _S, "input_shape": _S, "input_size": _I, "params": _I,
-    "macs_per_frame": _I, "flops_per_frame": _I,
+    "macs_per_frame": _I, "flops_per_frame": _I, "macs_note": _S,
     "runtime": _S, "device": _S, "runtime_version": _S, "runtime_options_json": _S, "options_variant": _S,
     "threads": _I, "mode": _S, "timer": _S,
     "precision": _S, "precision_effective": _S, "int8_recipe": _S,

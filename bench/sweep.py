@@ -188,6 +188,7 @@ class Sweep:
             "model_sha256": info.sha256, "family": info.family, "input_name": info.input_name,
             "input_shape": ",".join(str(d) for d in info.input_dims), "input_size": info.input_hw[0],
             "params": info.params, "macs_per_frame": info.macs_per_frame, "flops_per_frame": info.flops_per_frame,
+            "macs_note": info.macs_note,
         }
 
 

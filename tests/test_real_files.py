@@ -371,3 +371,43 @@ def test_real_weights_find_the_one_astronaut_where_insightface_does(fixture, tmp
                  "--runtime", "ort-cpu", "--repeats", "1", "--out", str(out)]) == 0
     row = store.read_rows(out)[0]
     assert (row["frames_total"], row["faces_total"]) == (1, 1) and row["macs_per_frame"] == SECTION7_MACS_500M[640]
+
+
+def _model_with_data_dependent_shapes(path):
+    """An embedder whose Conv input size depends on the input's values (Resize scales computed from
+    them): no shape inference can know it, so its MACs cannot be counted."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("ReduceMax", ["input"], ["peak"], keepdims=0),
+        helper.make_node("Mul", ["peak", "zero"], ["nothing"]),
+        helper.make_node("Add", ["ones", "nothing"], ["scales"]),  # [1,1,1,1] at run time, unknown before
+        helper.make_node("Resize", ["input", "", "scales"], ["resized"], mode="nearest"),
+        helper.make_node("Conv", ["resized", "w"], ["features"], kernel_shape=[3, 3]),
+        helper.make_node("GlobalAveragePool", ["features"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["embedding"]),
+    ]
+    inits = [numpy_helper.from_array(np.float32(0), "zero"), numpy_helper.from_array(np.ones(4, np.float32), "ones"),
+             numpy_helper.from_array(rng.standard_normal((16, 3, 3, 3)).astype(np.float32), "w")]
+    graph = helper.make_graph(nodes, "data_dependent", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 112, 112])],
+                              [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", 16])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_macs_that_cannot_be_derived_are_null_with_the_reason_and_the_point_still_runs(tmp_path):
+    path = _model_with_data_dependent_shapes(tmp_path / "data_dependent.onnx")
+    info = zoo.resolve(parse_model_arg(str(path)))
+    assert info.macs_per_frame is None and "MACs unknown at 112x112" in info.macs_note
+    suite = tmp_path / "dd.toml"
+    suite.write_text('name = "dd"\nruntimes = ["ort-cpu"]\nbatches = [1]\n[measure]\nwarmup_s = 0.05\n'
+                     'window_s = 0.1\nmax_windows = 3\n[checks]\nparity = false\npeak_probes = false\n'
+                     f'[[models]]\npath = "{path}"\n')
+    out = tmp_path / "dd.parquet"
+    assert main(["run", str(suite), "--out", str(out)]) == 0
+    (row,) = store.read_rows(out)
+    assert row["status"] == "ok" and row["fps"] > 0
+    assert row["macs_per_frame"] is None and row["gflops_achieved"] is None and "MACs unknown" in row["macs_note"]
