@@ -12,7 +12,7 @@ import io
 import json
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,19 @@ class OutputRequest:
 
 
 @dataclass
+class RunLabels:
+    """The columns every face of one run shares."""
+
+    runtime: str
+    precision: str
+    precision_effective: str | None
+    detector: str
+    embedder: str
+    run_id: str
+    fixed_boxes: bool  # True: stand-in boxes (synthetic frames, replica detector), not detections
+
+
+@dataclass
 class FaceRecord:
     """One row of --save-detections: a face, where it is (original image pixels) and what made it."""
 
@@ -56,32 +69,14 @@ class FaceRecord:
     score: float
     landmarks: dict[str, float | None]  # left_eye_x, left_eye_y, ... (None: the detector has no keypoints)
     embedding_norm: float  # L2 norm of the aligned crop's embedding before normalising
-    fixed_box: bool  # True: a stand-in box (synthetic frames, replica detector), not a detection
-    runtime: str
-    precision: str
-    precision_effective: str | None
-    detector: str
-    embedder: str
-    run_id: str
+    labels: RunLabels
     embedding: list[float] | None = None  # the L2-normalised embedding, with --save-embeddings
 
     def flat(self, with_embedding: bool) -> dict:
         """One flat row in the file's column order (column_types)."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)} | self.landmarks
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("landmarks", "labels")}
+        values |= self.landmarks | asdict(self.labels) | {"fixed_box": self.labels.fixed_boxes}
         return {name: values[name] for name in column_types(with_embedding)}
-
-
-@dataclass
-class RunLabels:
-    """The columns every face of one run shares."""
-
-    runtime: str
-    precision: str
-    precision_effective: str | None
-    detector: str
-    embedder: str
-    run_id: str
-    fixed_boxes: bool
 
 
 @dataclass
@@ -141,10 +136,7 @@ def face_records(batch, labels: RunLabels, sources: Callable[[int], str], with_e
             records.append(FaceRecord(
                 source=sources(frame), frame=frame, face=k, x1=x1, y1=y1, x2=x2, y2=y2,
                 score=float(found.scores[k]), landmarks=_landmark_columns(found.kps, k),
-                embedding_norm=float(batch.norms[offset + k]), fixed_box=labels.fixed_boxes,
-                runtime=labels.runtime, precision=labels.precision,
-                precision_effective=labels.precision_effective, detector=labels.detector,
-                embedder=labels.embedder, run_id=labels.run_id,
+                embedding_norm=float(batch.norms[offset + k]), labels=labels,
                 embedding=[float(v) for v in batch.embeddings[offset + k]] if with_embeddings else None))
         offset += len(found)
     return records
