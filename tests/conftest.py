@@ -23,3 +23,12 @@ def _isolated_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FACEBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "facebench-cache"))
         yield
+
+
+def tiny_suite(name: str, batches: list[int], model: str = "arcface_mbf", checks: str = "parity = false",
+               extra: str = "") -> str:
+    """A suite TOML that measures in a blink: one model on ort-cpu, short windows, no peak probes.
+    `checks`: the [checks] lines; `extra`: more TOML after them."""
+    return (f'name = "{name}"\nruntimes = ["ort-cpu"]\nbatches = {batches}\n[[models]]\nname = "{model}"\n'
+            "[measure]\nwarmup_s = 0.05\nwindow_s = 0.1\nmax_windows = 4\n"
+            f"[checks]\n{checks}\npeak_probes = false\n{extra}")

@@ -9,24 +9,12 @@ import json
 
 import pytest
 
+from tests.conftest import tiny_suite
 from bench import cli, store
 from bench.ladder import LadderPoint, LadderRule, is_ladder_skip, stop_reason
 from bench.report.model import LatencyBudget, best_under_budget, budget_line, parse_budget
 
-SUITE = '''name = "answers"
-runtimes = ["ort-cpu"]
-batches = [1, 2, 4, 8]
-[[models]]
-name = "arcface_mbf"
-[measure]
-warmup_s = 0.05
-window_s = 0.1
-max_windows = 4
-[checks]
-parity = false
-contamination = false
-peak_probes = false
-'''
+SUITE = tiny_suite("answers", [1, 2, 4, 8], checks="parity = false\ncontamination = false")
 
 
 def write_suite(tmp_path, extra: str = "", name: str = "answers.toml") -> str:

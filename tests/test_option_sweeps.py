@@ -4,22 +4,9 @@ from __future__ import annotations
 import pytest
 
 from bench import cli, store
+from tests.conftest import tiny_suite
 
-SWEEP = '''name = "sweep"
-runtimes = ["ort-cpu"]
-batches = [1]
-[[models]]
-name = "arcface_mbf"
-[measure]
-warmup_s = 0.05
-window_s = 0.1
-max_windows = 4
-[checks]
-parity = false
-peak_probes = false
-[runtime_options.ort-cpu]
-graph_optimization_level = "all"
-'''
+SWEEP = tiny_suite("sweep", [1], extra='[runtime_options.ort-cpu]\ngraph_optimization_level = "all"\n')
 
 
 def write(tmp_path, extra: str):
