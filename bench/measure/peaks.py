@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from bench.fileio import first_line
 from bench.measure.protocol import MeasureSettings, make_inputs, measure
 from bench.models.probes import PROBES, build_probe
 from bench.runtimes.base import LoadRequest
@@ -109,12 +110,12 @@ def measure_peaks(runtime, precision: str, options: dict[str, Any], cache_dir: P
         try:
             setattr(peaks, f"{kind}_gflops", _probe_gflops(runtime, kind, precision, options, cache_dir))
         except Exception as exc:  # a probe that cannot run leaves its figure empty, never the sweep
-            peaks.errors.append(f"{kind} probe: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            peaks.errors.append(f"{kind} probe: {first_line(exc)}")
     if runtime.uses_cuda:
         try:
             peaks.h2d_gbps, peaks.d2h_gbps = pinned_copy_gbps(runtime.Options.parse(options, runtime.name).device_id)
         except Exception as exc:
-            peaks.errors.append(f"copy probe: {type(exc).__name__}: {exc}")
+            peaks.errors.append(f"copy probe: {first_line(exc)}")
         peaks.datasheet_tflops = datasheet_tflops(precision)
     elif runtime.device == "cpu":
         peaks.memory_copy_gbps = memory_copy_gbps()
