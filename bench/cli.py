@@ -158,10 +158,12 @@ def cmd_run(args) -> int:
             settled = runs.settle(run)
             _print_settled(args.suite, run, settled, interrupted)
             if not interrupted and run.results.rows:
+                from bench.report.model import build_report_model
                 from bench.report.tables import print_tables
                 from bench.store import to_table
 
-                print_tables(to_table(run.results.rows).to_pandas(), console, budget)  # every column, as `show` sees it
+                rows = to_table(run.results.rows).to_pylist()  # every column, as `show` sees it
+                print_tables(build_report_model(rows, budget, ["machine_id"]), console)
             target = runs.upload(args.out, run)
             if target:
                 console.print(f"copied to {target}", markup=False, soft_wrap=True)
@@ -294,24 +296,21 @@ def _peaks_table(names: list[str], precisions: list[str], refresh: bool):
 
 
 def cmd_show(args) -> int:
-    import pandas as pd
-
     from bench import store
-    from bench.report.model import parse_budget
+    from bench.report.model import build_report_model, parse_budget
     from bench.report.tables import print_tables
 
-    parse_budget(args.latency_budget)  # a bad budget is one line before any file is read
-    frames = []
+    budget = parse_budget(args.latency_budget)  # a bad budget is one line before any file is read
+    rows = []
     for path in args.files:
         table, check = store.read_table(path)
         if check.note:
             print(f"facebench: warning: {check.note}", file=sys.stderr)  # one line, never wrapped
-        frames.append(table.to_pandas())
-    frame = pd.concat(frames, ignore_index=True)
-    if frame.empty:
+        rows += table.to_pylist()
+    if not rows:
         console.print("no points in these files")
         return 0
-    print_tables(frame, console, parse_budget(args.latency_budget))
+    print_tables(build_report_model(rows, budget, ["machine_id"]), console)
     return 0
 
 

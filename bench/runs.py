@@ -7,12 +7,19 @@ the retry of unsaved points, the copy to a URI and the exit status (docs/reliabi
 from __future__ import annotations
 
 import contextlib
+import itertools
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from bench.errors import UserError
+
+if TYPE_CHECKING:
+    from bench.ladder import LadderRule
+    from bench.models.info import ModelInfo
+    from bench.suite import Suite
+    from bench.worker import Job
 
 EXIT_NOT_SAVED = 1  # measured points that could not be written (full disk, read-only folder)
 EXIT_USER_ERROR = 2
@@ -57,8 +64,8 @@ def open_run(suite, request: RunRequest, run: Run, on_status: Callable[[str], No
     images = image_paths(request.images) if request.images else ()
     if request.resume:
         run.results = resumed_store(request.resume)  # before planning: the plan leaves out what it holds
-    previous = sweep.previous_points(run.results.rows) if run.results else {}
-    planned = sweep.plan(suite, previous, on_model=lambda m: on_status(f"preparing {m}"))
+    previous = previous_points(run.results.rows) if run.results else {}
+    planned = plan(suite, previous, on_model=lambda m: on_status(f"preparing {m}"))
     planned.use_images(images)
     if run.results is None:
         run.results = new_results_store(request.out, suite.name)
@@ -119,6 +126,111 @@ def upload(out_arg: str | None, run: Run) -> str | None:
     store.ensure_parent(target)
     store.write_bytes(target, Path(run.results.path).read_bytes())
     return target
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass
+class Plan:
+    jobs: list[Job]
+    models: list[ModelInfo]
+
+    def use_images(self, images: tuple[str, ...]) -> None:
+        """Real pictures for every job's INT8 calibration and parity frames."""
+        self.jobs = [replace(job, images=images) for job in self.jobs]
+
+    @property
+    def points(self) -> int:
+        return sum(len(j.batches) for j in self.jobs)
+
+    def measurements(self, repeats: int) -> int:
+        """Points times repeats: what a progress bar counts (later repeats of a failed point are not run)."""
+        return self.points * repeats
+
+
+def plan(suite: Suite, previous: dict[tuple, dict[str, Any]] | None = None,
+         on_model: Callable[[str], None] = lambda _: None) -> Plan:
+    """Resolve models (building replicas) and list the jobs; `previous` (a resumed file's points,
+    from previous_points) leaves out the points that need no measuring again and gives the
+    adaptive ladder the points already measured."""
+    from bench import ladder
+    from bench.models import zoo
+    from bench.runtimes.registry import check_names, get_runtime
+    from bench.worker import Job
+
+    check_names(suite.runtimes)
+    previous = previous or {}
+    availability = _Availability()
+    models, jobs = [], []
+    for ref in suite.models:
+        on_model(ref.label)
+        info = zoo.resolve(ref)
+        models.append(info)
+        for runtime_name in suite.runtimes:
+            device = get_runtime(runtime_name).device
+            for precision, input_format, (variant, options), concurrency in itertools.product(
+                    suite.precisions_for(runtime_name), suite.inputs_for(ref), suite.option_variants(runtime_name),
+                    suite.concurrency):
+                series = (info.sha256, info.name, runtime_name, precision, input_format, variant, concurrency)
+                before = {b: previous.get((*series, b)) for b in suite.batches_for(device)}
+                batches = [b for b, row in before.items()
+                           if _to_measure(row, availability, runtime_name, info, precision, b, concurrency,
+                                          suite.ladder)]
+                if batches:
+                    jobs.append(Job(model=info, runtime=runtime_name, precision=precision,
+                                    batches=batches, settings=suite.measure, checks=suite.checks,
+                                    options=options, options_variant=variant,
+                                    parity_gates=suite.parity_gates, input_format=input_format,
+                                    cache_dir=str(zoo.cache_dir()), concurrency=concurrency,
+                                    ladder=suite.ladder,
+                                    ladder_measured=ladder.points_from_rows(r for r in before.values() if r)))
+    return Plan(jobs, models)
+
+
+def previous_points(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
+    """Every point a results file holds, by its key (the newest row of a point wins)."""
+    from bench.domain import DEFAULT_INPUT_FORMAT, DEFAULT_OPTIONS_VARIANT
+
+    return {(r["model_sha256"], r["model"], r["runtime"], r["precision"], r.get("input_format") or DEFAULT_INPUT_FORMAT,
+             r.get("options_variant") or DEFAULT_OPTIONS_VARIANT, r.get("concurrency") or 1, r["batch"]): r
+            for r in rows}
+
+
+class _Availability:
+    """Runtime availability, asked once per runtime while planning."""
+
+    def __init__(self):
+        self._seen: dict[str, bool] = {}
+
+    def __call__(self, runtime: str) -> bool:
+        from bench.runtimes.registry import get_runtime
+
+        if runtime not in self._seen:
+            try:
+                self._seen[runtime] = get_runtime(runtime).available()[0]
+            except Exception:  # a broken install: the worker will say why
+                self._seen[runtime] = False
+        return self._seen[runtime]
+
+
+def _to_measure(row: dict[str, Any] | None, available: _Availability, runtime: str, info, precision: str,
+                batch: int, concurrency: int, rule: LadderRule) -> bool:
+    """Missing and failed points are measured; ok ones never again; a skipped one only when it
+    would now be measured (its runtime became available and nothing else skips it; a ladder
+    skip only under --full-ladder, else the ladder's decision stands)."""
+    from bench import ladder
+    from bench.runtimes.registry import get_runtime
+    from bench.worker import static_skip_reason
+
+    status = row.get("status") if row else None
+    if status in (None, "failed"):
+        return True
+    if status != "skipped" or not available(runtime):
+        return False
+    if ladder.is_ladder_skip(row.get("reason")):
+        return not rule.adaptive
+    return not static_skip_reason(get_runtime(runtime), info, precision, batch, concurrency)
 
 
 # --------------------------------------------------------------------------- the results file

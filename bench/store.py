@@ -1,11 +1,13 @@
 """The result store: the one owner of the Parquet schema.
 
-One row per point. Every write rewrites the whole file atomically (temporary file in
-the same folder, fsync, rename), so a reader never sees half a file and an interrupted
-run keeps every finished point. docs/results-schema.md documents the columns.
+One row per point, flattened from its bench.results.PointResult here and nowhere else
+(`flatten`); a point measured several times is one row combined from its repeats. Every write
+rewrites the whole file atomically (temporary file in the same folder, fsync, rename), so a
+reader never sees half a file and an interrupted run keeps every finished point. docs/results-schema.md documents the columns.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fnmatch
 import glob
@@ -21,15 +23,18 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from bench.errors import UserError
+from bench.measure.stats import median_interval
+from bench.results import PointResult
 
 SCHEMA_VERSION = 1
 
@@ -70,6 +75,7 @@ COLUMNS: dict[str, pa.DataType] = {
     "contamination_checked": _B, "contamination_passed": _B,
     "contamination_max_abs": _F, "contamination_max_rel": _F,
     "parity_checked": _B, "parity_passed": _B, "parity_summary": _S, "parity_json": _S,
+    "parity_metric": _S, "parity_value": _F, "parity_gate": _F, "parity_direction": _S,
     "cpu_percent": _F, "peak_rss_mb": _F,
     "gpu_util_mean": _F, "gpu_mem_util_mean": _F, "gpu_mem_peak_mb": _F,
     "gpu_power_mean_w": _F, "gpu_energy_mj_per_frame": _F, "gpu_sm_clock_mean_mhz": _F,
@@ -84,6 +90,74 @@ POINT_KEY = ("model_sha256", "model", "runtime", "precision", "input_format", "o
 # Rows written before the concurrency axis (and pipelines) had one request in flight.
 _FILLS = {"input_format": "float-nchw", "options_variant": "default", "concurrency": 1}  # options: no [sweep_options] then
 STATUSES = ("ok", "skipped", "failed")
+
+
+def flatten(result: PointResult) -> dict[str, Any]:
+    """The point's row: every column of the schema, null where the result has no figure."""
+    row: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "status": result.status, "reason": result.reason,
+                           "process_start_ms": result.process_start_ms}
+    if result.environment:
+        env = result.environment
+        row.update(run_id=env.run_id, suite=env.suite, timestamp_utc=env.timestamp_utc, **env.machine)
+    row.update(_fields(result.model))
+    point = result.point
+    row.update(_fields(point, leave=("runtime_versions",)),
+               runtime_version=_json(point.runtime_versions) if point.runtime_versions is not None else None)
+    if result.session:
+        row.update(_fields(result.session, leave=("options",)), runtime_options_json=_json(result.session.options))
+    if result.cold_start:
+        cold = result.cold_start
+        row.update(cold_read_ms=cold.read_ms, cold_compile_ms=cold.compile_ms, cold_first_infer_ms=cold.first_infer_ms,
+                   cold_total_ms=cold.total_ms, cold_warm_cache_total_ms=cold.warm_cache_total_ms)
+    for part in (result.inputs, result.cpu):
+        if part:
+            row.update(_fields(part))
+    if result.steady:
+        row.update(_fields(result.steady, leave=("latency", "warnings")))
+        if result.steady.latency:
+            row.update({f"lat_{name}": value for name, value in _fields(result.steady.latency).items()})
+    if result.gpu:
+        row.update(_fields(result.gpu, leave=("warnings",)))
+    if result.peaks:
+        row.update(_fields(result.peaks, leave=("note",)))
+    if result.contamination:
+        check = result.contamination
+        row.update(contamination_checked=True, contamination_passed=bool(check.passed),
+                   contamination_max_abs=float(check.max_abs_diff), contamination_max_rel=float(check.max_rel_diff))
+    if result.parity:
+        row.update(_parity_fields(result.parity))
+    if result.pipeline:
+        row.update(_fields(result.pipeline, leave=("stages",)), stages_json=_json(result.pipeline.stages))
+    row["warnings"] = "; ".join(result.warnings) or None
+    unknown = set(row) - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"fields not in the results schema: {sorted(unknown)}")
+    return {name: row.get(name) for name in COLUMNS}
+
+
+def _fields(part, leave: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A part's fields by name (not recursing, unlike dataclasses.asdict), less those in `leave`."""
+    return {f.name: getattr(part, f.name) for f in dataclasses.fields(part) if f.name not in leave}
+
+
+def _parity_fields(parity) -> dict[str, Any]:
+    deciding = parity.deciding
+    return {"parity_checked": True, "parity_passed": bool(parity.passed), "parity_summary": parity.summary(),
+            "parity_json": _json(dataclasses.asdict(parity)),
+            "parity_metric": deciding.metric if deciding else None,
+            "parity_value": float(deciding.value) if deciding else None,
+            "parity_gate": float(deciding.gate) if deciding and deciding.gate is not None else None,
+            "parity_direction": deciding.direction if deciding else None}
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=_plain)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as numbers; anything else JSON cannot hold (paths, enums) as text."""
+    item = getattr(value, "item", None)
+    return item() if callable(item) else str(value)
 
 
 def rows_checksum(table: pa.Table) -> str:
@@ -466,6 +540,45 @@ def _storable(row: dict[str, Any]) -> dict[str, Any]:
         return {**kept, "status": "failed", "reason": f"result row could not be stored: {_first_line(exc)}"}
 
 
+# Figures of one repeat that the point's row gives as the median over its repeats.
+REPEAT_FIGURES = ("fps", "ms_per_frame", "lat_mean_ms", "lat_p50_ms", "lat_p90_ms", "lat_p95_ms", "lat_p99_ms",
+                  "gflops_achieved", "pct_gemm_peak", "pct_conv_peak", "fps_compute", "gpu_power_mean_w")
+# What each repeat keeps in repeats_json beside those.
+REPEAT_KEPT = ("status", "reason", "timestamp_utc", "fps", "ms_per_frame", "lat_p50_ms", "lat_p99_ms",
+               "window_spread_pct", "verdict", "fps_compute", "gpu_power_mean_w")
+CHECK_PREFIXES = ("contamination_", "parity_")
+
+
+def combine_repeats(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One point's row from its repeats' rows (in the order measured).
+
+    Its figures are the medians over the repeats that finished, with a bootstrap interval of the
+    median frames/s; every other column comes from the repeat nearest the median (so frames,
+    iterations and wall time belong together), the checks from the first repeat (the only one
+    that runs them). Each repeat's own figures stay in repeats_json, failed repeats included.
+    """
+    ok = [r for r in rows if r["status"] == "ok"]
+    if not ok:
+        return rows[0]
+    fps = [r["fps"] for r in ok]
+    interval = median_interval(fps)
+    combined = dict(min(ok, key=lambda r: abs(r["fps"] - interval.estimate)))
+    combined.update({k: v for k, v in rows[0].items() if k.startswith(CHECK_PREFIXES)})
+    for column in REPEAT_FIGURES:
+        values = [r[column] for r in ok if r.get(column) is not None]
+        if values:
+            combined[column] = float(np.median(values))
+    valid = sum(r.get("verdict") == "VALID" for r in ok)
+    combined["verdict"] = "VALID" if 2 * valid > len(ok) else "UNSTABLE"  # most repeats settled
+    combined["timestamp_utc"] = rows[-1]["timestamp_utc"]
+    combined["repeats"] = len(ok)
+    if len(ok) >= 2:
+        combined["fps_ci_low"], combined["fps_ci_high"] = interval.low, interval.high
+    combined["repeats_json"] = json.dumps(
+        [{"repeat": i, **{k: r.get(k) for k in REPEAT_KEPT if r.get(k) is not None}} for i, r in enumerate(rows)])
+    return combined
+
+
 class ResultStore:
     """Rows of one run, rewritten to disk after every point.
 
@@ -480,9 +593,16 @@ class ResultStore:
         self.pending = 0  # points added since then
         self._lock: WriterLock | None = None
 
-    def add(self, row: dict[str, Any], replaces_ok: bool = False) -> None:
-        """`replaces_ok`: the row supersedes the point's ok row too (a repeat folded into the point)."""
-        row = _storable({"schema_version": SCHEMA_VERSION, **row})
+    def add(self, result: PointResult) -> None:
+        self._put(flatten(result), replaces_ok=False)
+
+    def add_repeats(self, repeats: Sequence[PointResult]) -> None:
+        """A point of a run with repeats, from the repeats measured so far (in order): one row
+        combined from them, which replaces the row of fewer repeats."""
+        self._put(combine_repeats([flatten(r) for r in repeats]), replaces_ok=len(repeats) > 1)
+
+    def _put(self, row: dict[str, Any], replaces_ok: bool) -> None:
+        row = _storable(row)
         key = point_key(row)
         # A point measured again (a resumed run retrying a failed point, or one skipped while its
         # runtime was unavailable) replaces its earlier row.

@@ -1,27 +1,28 @@
 """Worker: one (model, runtime, precision) and all its batch sizes, usually in a child process.
 
 The worker measures; it never writes results. Each finished point goes back to the
-sweep as a row (a dict of schema columns) through `emit`, so whatever happens to
-the worker later, the sweep already holds the points it finished.
+sweep as a bench.results.PointResult through `emit` (through the pipe as it is), so
+whatever happens to the worker later, the sweep already holds the points it finished.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
 import traceback
 from pathlib import Path
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 
 from bench.domain import DEFAULT_INPUT_FORMAT, DEFAULT_OPTIONS_VARIANT, InputFormat, input_format
 from bench.fileio import first_line
-from bench.ladder import LadderPoint, LadderRule, point_from_row, stop_reason
-from bench.measure.protocol import MeasureSettings, Measurement, input_buffer_count, make_inputs, measure
+from bench.ladder import LadderPoint, LadderRule, stop_reason
+from bench.measure.cold_start import ColdStartTimer
+from bench.measure.protocol import MeasureSettings, input_buffer_count, make_inputs, measure
 from bench.models.info import ModelInfo
-from bench.runtimes.base import ColdStart, LoadRequest, Session
+from bench.results import InputPool, ModelFacts, PeakShares, PointIdentity, PointResult, SessionSettings, SteadyState
+from bench.runtimes.base import LoadRequest, Session
 from bench.runtimes.registry import get_runtime
 from bench.suite import Checks
 from bench.telemetry.cpu import CpuSampler
@@ -31,7 +32,7 @@ Emit = Callable[[str, Any], None]
 
 @dataclass
 class Job:
-    model: dict  # ModelInfo.to_dict(), so the job pickles and crosses process boundaries
+    model: ModelInfo
     runtime: str
     precision: str
     batches: list[int]
@@ -48,19 +49,13 @@ class Job:
     ladder_measured: list[LadderPoint] = field(default_factory=list)  # this series' points measured before
 
     @property
-    def info(self) -> ModelInfo:
-        data = dict(self.model)
-        data["input_hw"] = tuple(data["input_hw"])
-        return ModelInfo(**data)
-
-    @property
     def format(self) -> InputFormat:
         return input_format(self.input_format)
 
 
 def run_job(job: Job, emit: Emit) -> None:
-    """Measure every batch of the job, in order; emit ("start", batch) before and ("row", row) after
-    each. Where the adaptive ladder stops (bench.ladder), the batches left become skipped rows."""
+    """Measure every batch of the job, in order; emit ("start", batch) before and ("result", PointResult)
+    after each. Where the adaptive ladder stops (bench.ladder), the batches left become skipped points."""
     t0 = time.perf_counter()
     runtime = get_runtime(job.runtime)
     try:
@@ -68,7 +63,7 @@ def run_job(job: Job, emit: Emit) -> None:
     except Exception as exc:  # a broken install is a skipped runtime, not a dead worker
         ok, reason = False, f"availability check failed: {first_line(exc)}"
     process_start_ms = (time.perf_counter() - t0) * 1e3
-    info = job.info
+    info = job.model
     artifact, artifact_error = None, None
     if ok:
         reason = unsupported_precision(runtime, job.precision) or unsupported_concurrency(runtime, job.concurrency)
@@ -82,27 +77,31 @@ def run_job(job: Job, emit: Emit) -> None:
     measured = list(job.ladder_measured)
     for batch in job.batches:
         emit("start", batch)
-        base = {"batch": batch, "runtime": job.runtime, "precision": job.precision, "device": runtime.device,
-                "runtime_version": json.dumps(runtime.versions(), sort_keys=True) if ok else None,
-                "int8_recipe": int8_recipe(runtime).name if job.precision == "int8" else None,
-                "input_format": job.input_format, "options_variant": job.options_variant,
-                "concurrency": job.concurrency,
-                "input_bytes_per_frame": job.format.bytes_per_frame(info.input_hw)}
+        point, model = point_identity(job, runtime, batch, available=ok), ModelFacts.of(info)
         limit = reason if not ok else (static_skip_reason(runtime, info, job.precision, batch)
                                        or stop_reason(job.ladder, measured, batch))
         if limit:
-            emit("row", {**base, "status": "skipped", "reason": limit})
+            emit("result", PointResult.skipped(point, model, limit))
             continue
         if artifact_error:
-            emit("row", {**base, "status": "failed", "reason": artifact_error})
+            emit("result", PointResult.failed(point, model, artifact_error))
             continue
         try:
-            row = {**base, **measure_point(runtime, info, job, batch, artifact, peaks), "process_start_ms": process_start_ms}
-            measured.extend(filter(None, [point_from_row(row)]))
-            emit("row", row)
+            result = measure_point(runtime, info, job, batch, artifact, peaks)
+            result.process_start_ms = process_start_ms
+            measured.extend(filter(None, [result.ladder_point()]))
+            emit("result", result)
         except Exception as exc:  # one failed point never stops the others
-            emit("row", {**base, "status": "failed", "reason": first_line(exc)})
+            emit("result", PointResult.failed(point, model, first_line(exc)))
             emit("log", traceback.format_exc())
+
+
+def point_identity(job: Job, runtime, batch: int, available: bool = True) -> PointIdentity:
+    return PointIdentity(runtime=job.runtime, precision=job.precision, batch=batch, device=runtime.device,
+                         input_format=job.input_format, options_variant=job.options_variant,
+                         concurrency=job.concurrency, runtime_versions=runtime.versions() if available else None,
+                         int8_recipe=int8_recipe(runtime).name if job.precision == "int8" else None,
+                         input_bytes_per_frame=job.format.bytes_per_frame(job.model.input_hw))
 
 
 def static_skip_reason(runtime, info: ModelInfo, precision: str, batch: int, concurrency: int = 1) -> str:
@@ -177,47 +176,51 @@ def job_peaks(runtime, job: Job, emit: Emit):
         return None
 
 
-def measure_point(runtime, info: ModelInfo, job: Job, batch: int, model_path: str, peaks=None) -> dict[str, Any]:
+def measure_point(runtime, info: ModelInfo, job: Job, batch: int, model_path: str, peaks=None) -> PointResult:
     fmt = job.format
     shape = fmt.shape(batch, info.input_hw)
     request = LoadRequest(model_path=model_path, input_name=info.input_name, input_shape=shape,
                           precision=job.precision, options=job.options, cache_dir=job.cache_dir,
                           input_dtype=fmt.dtype)
-    session, cold = runtime.load_concurrent(request, job.concurrency)
+    phases = ColdStartTimer()
+    session = runtime.load_concurrent(request, job.concurrency, phases)
+    cold = phases.result()
     gpu = None
     try:
         batch_bytes = batch * fmt.bytes_per_frame(info.input_hw)
         buffers = input_buffer_count(job.settings, batch_bytes)
         inputs = make_inputs(shape, buffers, job.settings.seed, info.mean, info.std, fmt.dtype)
-        if runtime.uses_cuda:  # NVML beside the CPU sampler, only inside steady-state windows
+        cpu = CpuSampler()
+        if runtime.uses_cuda:  # NVML beside the CPU sampler, both on the steady-state windows only
             from bench.telemetry.nvml import GpuPointTelemetry
 
             gpu = GpuPointTelemetry.open(batch, runtime.options(request).device_id)
-        sampler = CpuSampler()
-        sampler.start()
-        result = measure(gpu.wrap(session) if gpu else session, inputs, batch, job.settings)
-        telemetry = sampler.stop()
-        if gpu:  # gpu_* columns, fps_compute; trtexec-style warnings join result.warnings
-            telemetry.update(gpu.finish(result))
-        checks = run_checks(runtime, session, info, job, batch)
-        row = point_row(info, session, cold, result, telemetry, checks)
-        return {**row, "input_buffers": buffers, "input_pool_bytes": buffers * batch_bytes,
-                **peak_fields(peaks, row, input_bytes=batch_bytes)}
+        result = measure(session, inputs, batch, job.settings, [cpu, gpu] if gpu else [cpu])
+        telemetry = cpu.figures(result)
+        gpu_telemetry = gpu.figures(result) if gpu else None  # NVML figures, fps_compute, trtexec-style warnings
+        contamination, parity = run_checks(runtime, session, info, job, batch)
+        steady = SteadyState.of(result, info.flops_per_frame)
+        settings = SessionSettings.of(session.describe(), session.timer_kind, session.effective_precision())
+        return PointResult(point_identity(job, runtime, batch), ModelFacts.of(info), session=settings,
+                           cold_start=cold, inputs=InputPool(buffers, buffers * batch_bytes), steady=steady,
+                           cpu=telemetry, gpu=gpu_telemetry, contamination=contamination, parity=parity,
+                           peaks=peak_shares(peaks, steady, input_bytes=batch_bytes))
     finally:
         if gpu:
             gpu.close()
         session.close()
 
 
-def run_checks(runtime, session: Session, info: ModelInfo, job: Job, batch: int) -> dict[str, Any]:
-    """Correctness checks on the loaded session, after (never inside) the timing loop."""
+def run_checks(runtime, session: Session, info: ModelInfo, job: Job, batch: int):
+    """(contamination, parity) results of the loaded session, None where not asked; after (never
+    inside) the timing loop."""
     from bench.checks import point_checks
 
-    fields: dict[str, Any] = {}
+    contamination = parity = None
     # The checks speak normalised float frames; a uint8 session gets the same frames' pixels.
     infer = point_checks.infer_in_format(session.infer, job.format, info)
     if job.checks.contamination:
-        fields.update(point_checks.contamination_fields(infer, info, batch, job.precision, job.settings.seed))
+        contamination = point_checks.contamination_check(infer, info, batch, job.precision, job.settings.seed)
     if job.checks.parity:
         frames = point_checks.parity_frames(info, tuple(job.images))
         hint = ""
@@ -226,71 +229,34 @@ def run_checks(runtime, session: Session, info: ModelInfo, job: Job, batch: int)
 
             hint = int8_failure_hint(int8_recipe(runtime).name)
         gates = point_checks.gates_for_input(job.format, job.parity_gates)
-        fields.update(point_checks.parity_fields(infer, info, batch, job.precision, frames, gates, failure_hint=hint))
-    return fields
+        parity = point_checks.parity_check(infer, info, batch, job.precision, frames, gates, failure_hint=hint)
+    return contamination, parity
 
 
-def point_row(info: ModelInfo, session: Session, cold: ColdStart, m: Measurement,
-              telemetry: dict[str, Any], checks: dict[str, Any]) -> dict[str, Any]:
-    settings = session.describe()
-    lat = m.latency
-    threads = settings.get("intra_op_threads", settings.get("inference_num_threads"))
-    return {
-        "status": "ok", "reason": None,
-        "runtime_options_json": json.dumps(settings, sort_keys=True, default=str),
-        "threads": threads if isinstance(threads, int) else None,
-        "mode": settings.get("mode"), "timer": session.timer_kind,
-        "precision_effective": session.effective_precision(),
-        "cold_read_ms": cold.read_ms, "cold_compile_ms": cold.compile_ms,
-        "cold_first_infer_ms": cold.first_infer_ms, "cold_total_ms": cold.total_ms,
-        "cold_warm_cache_total_ms": cold.warm_cache_total_ms,
-        "warmup_iterations": m.warmup_iterations, "warmup_s": m.warmup_s,
-        "iterations": m.iterations, "frames": m.frames, "windows": len(m.windows), "wall_s": m.wall_s,
-        "fps": m.fps, "ms_per_frame": m.ms_per_frame, "window_spread_pct": m.window_spread_pct,
-        "lat_mean_ms": lat.mean_ms, "lat_p50_ms": lat.p50_ms, "lat_p90_ms": lat.p90_ms,
-        "lat_p95_ms": lat.p95_ms, "lat_p99_ms": lat.p99_ms, "lat_min_ms": lat.min_ms,
-        "lat_max_ms": lat.max_ms, "lat_cov_pct": lat.cov_pct,
-        "h2d_ms": m.extra_ms.get("h2d"), "compute_ms": m.extra_ms.get("compute"),
-        "d2h_ms": m.extra_ms.get("d2h"), "enqueue_ms": m.extra_ms.get("enqueue"),
-        "gflops_achieved": m.fps * info.flops_per_frame / 1e9 if info.flops_per_frame is not None else None,
-        "verdict": m.verdict, "warnings": "; ".join(m.warnings) or None,
-        **telemetry, **checks,
-    }
-
-
-def peak_fields(peaks, row: dict[str, Any], input_bytes: int) -> dict[str, Any]:
+def peak_shares(peaks, steady: SteadyState, input_bytes: int) -> PeakShares | None:
     """The probe figures and this point's share of them; a share above 100% is flagged as nominal."""
     from bench.measure.peaks import share_of_peak
 
     if peaks is None:
-        return {}
-    achieved = row.get("gflops_achieved")
-    h2d_gbps = input_bytes / (row["h2d_ms"] * 1e6) if row.get("h2d_ms") else None
-    fields = {
-        "peak_gemm_gflops": peaks.gemm_gflops, "peak_conv_gflops": peaks.conv_gflops,
-        "pct_gemm_peak": share_of_peak(achieved, peaks.gemm_gflops),
-        "pct_conv_peak": share_of_peak(achieved, peaks.conv_gflops),
-        "peak_memory_copy_gbps": peaks.memory_copy_gbps, "peak_h2d_gbps": peaks.h2d_gbps,
-        "h2d_gbps": h2d_gbps, "pct_h2d_peak": share_of_peak(h2d_gbps, peaks.h2d_gbps),
-        "datasheet_peak_tflops": peaks.datasheet_tflops,
-    }
-    above = [name for name in ("gemm", "conv") if (fields[f"pct_{name}_peak"] or 0) > 100]
+        return None
+    achieved = steady.gflops_achieved
+    h2d_gbps = input_bytes / (steady.h2d_ms * 1e6) if steady.h2d_ms else None
+    shares = PeakShares(
+        peak_gemm_gflops=peaks.gemm_gflops, peak_conv_gflops=peaks.conv_gflops,
+        pct_gemm_peak=share_of_peak(achieved, peaks.gemm_gflops), pct_conv_peak=share_of_peak(achieved, peaks.conv_gflops),
+        peak_memory_copy_gbps=peaks.memory_copy_gbps, peak_h2d_gbps=peaks.h2d_gbps,
+        h2d_gbps=h2d_gbps, pct_h2d_peak=share_of_peak(h2d_gbps, peaks.h2d_gbps),
+        datasheet_peak_tflops=peaks.datasheet_tflops)
+    above = [name for name, share in (("gemm", shares.pct_gemm_peak), ("conv", shares.pct_conv_peak)) if (share or 0) > 100]
     if above:
-        note = (f"nominal {achieved:.0f} GFLOP/s is above the {' and '.join(above)} probe: the runtime does fewer "
-                "multiplies than the nominal count (e.g. Winograd convolution)")
-        fields["warnings"] = "; ".join(filter(None, [row.get("warnings"), note]))
-    return fields
+        shares.note = (f"nominal {achieved:.0f} GFLOP/s is above the {' and '.join(above)} probe: the runtime does "
+                       "fewer multiplies than the nominal count (e.g. Winograd convolution)")
+    return shares
 
 
-def child_main(job_dict: dict, conn, parent_pid: int | None = None) -> None:
+def child_main(job: Job, conn, parent_pid: int | None = None) -> None:
     """Entry point of a spawned worker process; messages go back through `conn`, a Pipe's writing end."""
     _follow_parent(parent_pid)
-    job_dict = dict(job_dict)
-    job_dict["settings"] = MeasureSettings(**job_dict["settings"])
-    job_dict["checks"] = Checks(**job_dict["checks"])
-    job_dict["ladder"] = LadderRule(**job_dict["ladder"]) if job_dict.get("ladder") else None
-    job_dict["ladder_measured"] = [LadderPoint(**p) for p in job_dict.get("ladder_measured", [])]
-    job = Job(**job_dict)
     run_job(job, lambda kind, payload: conn.send((kind, payload)))
     conn.send(("done", None))
 
@@ -313,7 +279,3 @@ def _follow_parent(parent_pid: int | None) -> None:
         return
     if parent_pid and os.getppid() != parent_pid:
         os._exit(1)  # the harness died before the line above took effect
-
-
-def job_to_dict(job: Job) -> dict:
-    return asdict(job)

@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench import store
 from bench.measure.protocol import MeasureSettings
 from bench.models import zoo
 from bench.suite import Checks, parse_model_arg
@@ -27,12 +28,12 @@ from bench.worker import Job, run_job
 
 
 def facebench_fps(info, runtime: str, batch: int, concurrency: int, settings: MeasureSettings) -> float:
-    job = Job(model=info.to_dict(), runtime=runtime, precision="fp32", batches=[batch], settings=settings,
+    job = Job(model=info, runtime=runtime, precision="fp32", batches=[batch], settings=settings,
               checks=Checks(contamination=False, parity=False, peak_probes=False), concurrency=concurrency,
               cache_dir=str(zoo.cache_dir()))
-    rows = []
-    run_job(job, lambda kind, payload: rows.append(payload) if kind == "row" else None)
-    row = rows[0]
+    results = []
+    run_job(job, lambda kind, payload: results.append(payload) if kind == "result" else None)
+    row = store.flatten(results[0])
     if row["status"] != "ok":
         sys.exit(f"{runtime} concurrency {concurrency}: {row['status']}: {row.get('reason')}")
     return row["fps"]

@@ -5,8 +5,8 @@ For `trt` the bare compute call is `context.execute_async_v3(stream)`; for `ort-
 same stream. For each batch the two loops alternate (harness, bare, harness, bare, ...)
 and the median frames/s of each is compared:
 
-- compute-only: the session's compute_only_wall_ns vs `for _: launch()`;
-- end-to-end: the session's run_window (CUDA events around H2D, compute, D2H) vs a bare
+- compute-only: the CUDA loop's compute-only pass vs `for _: launch()`;
+- end-to-end: the CUDA loop's window (CUDA events around H2D, compute, D2H) vs a bare
   `memcpyAsync H2D; launch; memcpyAsync D2H` loop without events.
 
 The gate (issue 5): harness frames/s within --tolerance (3%) of the bare loop, for both.
@@ -25,7 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.measure.protocol import make_inputs  # noqa: E402
+from bench.measure.loops import CudaEventLoop  # noqa: E402
+from bench.measure.protocol import make_inputs, steady_window  # noqa: E402
 from bench.models import zoo  # noqa: E402
 from bench.models.precision import make_artifact  # noqa: E402
 from bench.runtimes.base import LoadRequest  # noqa: E402
@@ -61,8 +62,8 @@ def bare_end_to_end_fps(parts, host_ptr: int, iterations: int, batch: int) -> fl
     return batch * iterations / ((time.perf_counter_ns() - t0) / 1e9)
 
 
-def iterations_for(session, inputs, batch: int, seconds: float) -> int:
-    window = session.warm_up_window(inputs, 20)  # the timed loop alone: no compute-only pass
+def iterations_for(loop: CudaEventLoop, seconds: float) -> int:
+    window = loop.window(20)  # the timed loop alone: no compute-only pass
     per_iteration_s = window.wall_ns / 1e9 / window.iterations
     return max(20, int(seconds / max(per_iteration_s, 1e-7)))
 
@@ -80,15 +81,17 @@ def compare_batch(runtime, model: str, batch: int, precision: str, repeats: int,
     shape = info.input_shape(batch)
     request = LoadRequest(model_path=model_file(runtime, info, precision), input_name=info.input_name, input_shape=shape,
                           precision=precision, options=OPTIONS[runtime.name], cache_dir=str(zoo.cache_dir()))
-    session, _ = runtime.load(request)
+    session = runtime.load(request)
+    loop = None
     try:
         inputs = make_inputs(shape, 4, 0, info.mean, info.std)
-        n = iterations_for(session, inputs, batch, seconds)
+        loop = CudaEventLoop(session, inputs)  # the loop measure() drives a CUDA session with
+        n = iterations_for(loop, seconds)
         parts = session.parts()
-        host_ptr = session._pinned_copy(inputs[0]).ptr  # the same pinned input the harness uses
+        host_ptr = session.stage(inputs[0]).ptr  # a pinned input like the ones the harness uses
         harness_e2e, harness_compute, bare_e2e, bare_compute = [], [], [], []
         for _ in range(repeats):
-            window = session.run_window(inputs, n)
+            window = steady_window(loop, n)
             harness_e2e.append(batch * n / (window.wall_ns / 1e9))
             harness_compute.append(batch * n / (window.compute_only_wall_ns / 1e9))
             bare_e2e.append(bare_end_to_end_fps(parts, host_ptr, n, batch))
@@ -98,6 +101,8 @@ def compare_batch(runtime, model: str, batch: int, precision: str, repeats: int,
                 "harness_compute": med(harness_compute), "bare_compute": med(bare_compute),
                 "harness_e2e": med(harness_e2e), "bare_e2e": med(bare_e2e)}
     finally:
+        if loop is not None:
+            loop.close()
         session.close()
 
 

@@ -14,6 +14,7 @@ import argparse
 import statistics
 from dataclasses import replace
 
+from bench import store
 from bench.measure.protocol import MeasureSettings
 from bench.models import zoo
 from bench.suite import Checks, parse_model_arg
@@ -21,9 +22,9 @@ from bench.worker import Job, run_job
 
 
 def measure_point(job: Job) -> dict:
-    rows = []
-    run_job(job, lambda kind, payload: rows.append(payload) if kind == "row" else None)
-    return rows[0]
+    results = []
+    run_job(job, lambda kind, payload: results.append(payload) if kind == "result" else None)
+    return store.flatten(results[0])
 
 
 def main() -> None:
@@ -42,14 +43,14 @@ def main() -> None:
         info = zoo.resolve(parse_model_arg(text))
         for runtime in args.runtimes.split(","):
             for fmt in args.formats.split(","):
-                jobs.append(Job(model=info.to_dict(), runtime=runtime, precision="fp32", batches=[args.batch],
+                jobs.append(Job(model=info, runtime=runtime, precision="fp32", batches=[args.batch],
                                 settings=settings, checks=Checks(peak_probes=False), input_format=fmt,
                                 cache_dir=str(zoo.cache_dir())))
     fps: dict[tuple, list[float]] = {}
     checks: dict[tuple, str] = {}
     for round_no in range(args.rounds):
         for job in jobs:
-            key = (job.model["name"], job.runtime, job.input_format)
+            key = (job.model.name, job.runtime, job.input_format)
             row = measure_point(job if round_no == 0 else replace(job, checks=Checks(False, False, False)))
             if row["status"] != "ok":
                 raise SystemExit(f"{key}: {row['status']}: {row.get('reason')}")

@@ -28,7 +28,7 @@ from bench.runtimes.registry import get_runtime
 def facebench_fps(runtime_name: str, info, batch: int, seconds: float) -> float:
     runtime = get_runtime(runtime_name)
     shape = info.input_shape(batch)
-    session, _ = runtime.load(LoadRequest(info.path, info.input_name, shape, "fp32"))
+    session = runtime.load(LoadRequest(info.path, info.input_name, shape, "fp32"))
     try:
         settings = MeasureSettings(warmup_s=1.0, window_s=seconds / 3, window_min_iterations=3, max_windows=3)
         return measure(session, make_inputs(shape, 4, 0, info.mean, info.std), batch, settings).fps

@@ -14,7 +14,7 @@ The same pairs are also judged by the rule without repeats (each run's first rep
 = the two points' window spreads), which is what the gate did before repeats.
 
 Usage: python scripts/gate_false_alarms.py [--pairs 10] [--repeats 5] [--threshold 5] [--convs 8,20]
-        [--runtime ort-cpu] [--batch 1] [--out gate-runs/]
+        [--runtime ort-cpu] [--batch 1] [--out gate-runs/] [--inline]
 Prints each pair's verdicts and the rates; paste them into the README.
 """
 from __future__ import annotations
@@ -84,9 +84,9 @@ def slowed_copy(source: Path, convs: int, out: Path) -> Path:
     return path
 
 
-def run_sweep(suite: Path, out: Path, repeats: int) -> Path:
-    result = subprocess.run([sys.executable, "-m", "bench", "run", str(suite), "--repeats", str(repeats),
-                             "--out", str(out), "--inline"], cwd=REPO, capture_output=True, text=True)
+def run_sweep(suite: Path, out: Path, repeats: int, inline: bool) -> Path:
+    command = [sys.executable, "-m", "bench", "run", str(suite), "--repeats", str(repeats), "--out", str(out)]
+    result = subprocess.run(command + (["--inline"] if inline else []), cwd=REPO, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"facebench run failed ({result.returncode}): {result.stderr.strip()[-500:]}")
     return out
@@ -128,6 +128,8 @@ def main() -> None:
     parser.add_argument("--runtime", default="ort-cpu")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--out", default="gate-runs")
+    parser.add_argument("--inline", action="store_true",
+                        help="measure in the harness process (default: a worker process per repeat, as `facebench run`)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -144,8 +146,8 @@ def main() -> None:
     scratch = out / "scratch"
     scratch.mkdir(exist_ok=True)
     for pair in range(args.pairs):
-        base_path = run_sweep(suite, out / f"pair{pair}-a.parquet", args.repeats)
-        new_path = run_sweep(suite, out / f"pair{pair}-b.parquet", args.repeats)
+        base_path = run_sweep(suite, out / f"pair{pair}-a.parquet", args.repeats, args.inline)
+        new_path = run_sweep(suite, out / f"pair{pair}-b.parquet", args.repeats, args.inline)
         base_rows = [r for r in store.read_rows(base_path) if r["model"] == MODEL and r["status"] == "ok"]
         original = base_rows[0]
         cases = {"same": rows_of(new_path, MODEL, original)}
@@ -163,7 +165,7 @@ def main() -> None:
         print(" | ".join(line), flush=True)
 
     print(f"\n{args.pairs} pairs, {args.repeats} repeats, threshold {args.threshold:g}%, {args.runtime} "
-          f"{MODEL} batch {args.batch}")
+          f"{MODEL} batch {args.batch}, {'inline' if args.inline else 'worker processes'}")
     for c, values in ratios.items():
         print(f"slowed copy with {c} extra convs: median ratio {statistics.median(values):.3f} "
               f"({(1 - statistics.median(values)) * 100:.1f}% slower)")

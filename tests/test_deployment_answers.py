@@ -12,7 +12,8 @@ import pytest
 from tests.conftest import tiny_suite
 from bench import cli, store
 from bench.ladder import LadderPoint, LadderRule, is_ladder_skip, stop_reason
-from bench.report.model import LatencyBudget, best_under_budget, budget_line, parse_budget
+from bench.report.model import LatencyBudget, build_report_model, parse_budget
+from bench.report.text import budget_line
 
 SUITE = tiny_suite("answers", [1, 2, 4, 8], checks="parity = false\ncontamination = false")
 
@@ -64,32 +65,36 @@ def recorded_row(runtime, batch, fps, p99, p95=None, verdict="VALID", concurrenc
             "lat_p95_ms": p95 if p95 is not None else p99, "lat_p50_ms": p99 / 2}
 
 
-def stored_frame(tmp_path, rows):
+def stored_rows(tmp_path, rows):
     path = tmp_path / "recorded.parquet"
     store.write_rows(path, rows)
-    table, _ = store.read_table(path)
-    return table.to_pandas()
+    return store.read_rows(path)
+
+
+def answer(rows, budget):
+    [summary] = build_report_model(rows, budget).models
+    return summary.budget
 
 
 def test_the_budget_picks_the_fastest_point_within_it(tmp_path):
-    frame = stored_frame(tmp_path, [
+    rows = stored_rows(tmp_path, [
         recorded_row("ort-cpu", 1, 100.0, 12.0),
         recorded_row("ort-cpu", 4, 180.0, 28.0, concurrency=2),  # the answer
         recorded_row("openvino-cpu", 8, 300.0, 45.0, p95=29.0),  # faster, but its p99 is over
         recorded_row("openvino-cpu", 2, 250.0, 20.0, verdict="UNSTABLE"),  # within, but not a valid figure
     ])
-    best = best_under_budget(frame, LatencyBudget("p99", 30.0))
-    assert (best.runtime, best.batch, best.concurrency) == ("ort-cpu", 4, 2)
-    assert budget_line(frame, parse_budget("30ms")) == \
+    best = answer(rows, LatencyBudget("p99", 30.0)).best
+    assert (best.series.runtime, best.batch, best.series.concurrency) == ("ort-cpu", 4, 2)
+    assert budget_line(answer(rows, parse_budget("30ms"))) == \
         "under budget p99 <= 30 ms: ort-cpu fp32 batch 4 concurrency 2 at 180.0 frames/s (p99 28.00 ms)"
-    assert best_under_budget(frame, parse_budget("p95:30ms")).runtime == "openvino-cpu"  # p95 29 meets it
+    assert answer(rows, parse_budget("p95:30ms")).best.series.runtime == "openvino-cpu"  # p95 29 meets it
 
 
 def test_no_configuration_meeting_the_budget_is_said_plainly(tmp_path, capsys):
     rows = [recorded_row("ort-cpu", 1, 100.0, 12.0), recorded_row("ort-cpu", 2, 150.0, 25.0)]
-    frame = stored_frame(tmp_path, rows)
-    assert best_under_budget(frame, parse_budget("p99:5ms")) is None
-    assert budget_line(frame, parse_budget("p99:5ms")) == \
+    stored = stored_rows(tmp_path, rows)
+    assert answer(stored, parse_budget("p99:5ms")).best is None
+    assert budget_line(answer(stored, parse_budget("p99:5ms"))) == \
         "under budget p99 <= 5 ms: no configuration meets the budget (the lowest p99 is 12.00 ms)"
     assert cli.main(["show", str(tmp_path / "recorded.parquet"), "--latency-budget", "5ms"]) == 0
     out = " ".join(capsys.readouterr().out.split())

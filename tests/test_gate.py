@@ -20,7 +20,7 @@ import pytest
 from bench import cli, store
 from bench.measure.stats import median_interval, ratio_of_medians_interval, repeats_to_resolve
 from bench.report import compare, gate
-from bench.sweep import combine_repeats
+from bench.store import combine_repeats
 
 REPO = Path(__file__).resolve().parents[1]
 

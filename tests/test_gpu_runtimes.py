@@ -25,11 +25,11 @@ import pytest
 from bench import store
 from bench.fileio import write_atomically
 from bench.measure import gpu_warnings as gw
-from bench.measure.cuda_timer import STAGES, ms_to_ns, split_stages
-from bench.measure.protocol import MeasureSettings, make_inputs, measure
+from bench.measure.cold_start import ColdStart, ColdStartTimer
+from bench.measure.loops import STAGES, CudaEventLoop, Window, ms_to_ns, split_stages
+from bench.measure.protocol import MeasureSettings, make_inputs, measure, steady_window
 from bench.runtimes import cuda, gpu_cache
-from bench.runtimes.base import ColdStart, LoadRequest, Session, Window
-from bench.runtimes.cuda_session import CudaSession
+from bench.runtimes.base import CUDA, LoadRequest, Session
 from bench.runtimes.ort_gpu import OrtCudaRuntime, OrtTrtRuntime, graph_id_for, ort_gpu_reasons, ort_type_to_numpy
 from bench.runtimes.registry import RUNTIMES, get_runtime
 from bench.runtimes.tensorrt import (TensorRtRuntime, numpy_dtype, precision_flags, precision_from_inspector,
@@ -160,26 +160,24 @@ def test_batch_1_export_gets_no_trt_profile(tmp_path):
 
 PROBES = {
     "chatty_probe": """
-import sys
-from bench.runtimes.gpu_cache import probe_main
-
-def probe(request, ms):
+def probe(request, phases, ms):
     print("{ a library's chatter, not JSON", flush=True)
-    return {"total_ms": float(ms) * request.input_shape[0]}
-
-sys.exit(probe_main(sys.argv, "chatty_probe", probe))
+    phases.record("compile", float(ms) * request.input_shape[0])
 """,
     "crashing_probe": """
 import os
-from bench.runtimes.gpu_cache import PROBE_TAG
+from bench.measure.cold_start import PROBE_TAG
 
-print(PROBE_TAG + '{"total_ms": 7.0}', flush=True)
-os.abort()  # as a CUDA teardown might, after the figure is out
+def probe(request, phases):
+    print(PROBE_TAG + '{"total_ms": 7.0}', flush=True)
+    os.abort()  # as a CUDA teardown might, after the figure is out
 """,
     "silent_probe": """
 import sys
-print("cannot load libnvinfer.so.11", file=sys.stderr)
-sys.exit(3)
+
+def probe(request, phases):
+    print("cannot load libnvinfer.so.11", file=sys.stderr)
+    sys.exit(3)
 """,
 }
 
@@ -189,10 +187,28 @@ def test_warm_probe_runner_keeps_the_result_and_names_failures(tmp_path, monkeyp
         (tmp_path / f"{name}.py").write_text(text)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     request = LoadRequest(model_path="m.onnx", input_name="input.1", input_shape=(2, 3, 112, 112))
-    assert gpu_cache.run_warm_probe("chatty_probe", request, ms="21") == {"total_ms": 42.0}
-    assert gpu_cache.run_warm_probe("crashing_probe", request) == {"total_ms": 7.0}
-    failed = gpu_cache.run_warm_probe("silent_probe", request)
+    timer = ColdStartTimer()
+    assert timer.fresh_process("chatty_probe:probe", request, ms="21") == {"compile_ms": 42.0, "total_ms": 42.0}
+    assert timer.fresh_process("crashing_probe:probe", request) == {"total_ms": 7.0}
+    failed = timer.fresh_process("silent_probe:probe", request)
     assert failed == {"total_ms": None, "note": "warm-cache probe failed: cannot load libnvinfer.so.11"}
+    from bench.runtimes.base import UNTIMED
+
+    assert UNTIMED.fresh_process("chatty_probe:probe", request)["total_ms"] is None  # no clock: no probe process
+
+
+def test_cold_start_timer_adds_phases_and_keeps_the_fields():
+    timer = ColdStartTimer()
+    for phase in ("read", "compile", "compile", "first_infer"):
+        with timer(phase):
+            with timer("parse"):  # a finer name nested inside, reported apart
+                pass
+    timer.record("warm_cache_total", 12.5)
+    cold = timer.result()
+    assert cold.read_ms > 0 and cold.compile_ms > timer.ms("parse") / 4 and cold.first_infer_ms > 0
+    assert cold.warm_cache_total_ms == 12.5 and cold.total_ms == pytest.approx(timer.total_ms())
+    assert set(timer.figures_ms()) == {"read_ms", "compile_ms", "first_infer_ms", "parse_ms", "warm_cache_total_ms",
+                                       "total_ms"}
 
 
 # ============================================================================ trtexec warnings
@@ -261,99 +277,151 @@ def test_merge_prefers_the_compute_cov_rule_on_gpu():
     assert gw.merge_warnings(protocol, []) == protocol
 
 
-class RecordedGpuSession(Session):
-    """Replays recorded per-iteration GPU timings through the real measurement protocol."""
+class SimulatedEvent:
+    """A CUDA event on a SimulatedCudaSteps stream: it fires when the stream reaches it."""
 
-    timer_kind = "cuda-event"
+    def __init__(self):
+        self.t_ns = 0
+
+    def record(self, stream) -> None:
+        self.t_ns = stream.tail_ns = max(stream.tail_ns, stream.host_ns)
+
+    def elapsed_ms(self, end) -> float:
+        return (end.t_ns - self.t_ns) / 1e6
+
+    def close(self) -> None:
+        pass
+
+
+class SimulatedCudaSteps(Session):
+    """The CUDA step contract on a simulated stream, a CPU-side step provider (no GPU): every copy and
+    compute queues its milliseconds of GPU work behind the last, compute costs the host `enqueue_ms`,
+    synchronize() moves the host clock to the end of the queue. `clock()` is that host clock."""
+
+    loop = CUDA
+    record_enqueue = True
+
+    def __init__(self, h2d_ms=0.4, compute_ms=lambda i: 2.0 + 0.001 * (i % 3), d2h_ms=2.5, enqueue_ms=1.9):
+        self.h2d_ms, self.compute_ms, self.d2h_ms, self.enqueue_ms = h2d_ms, compute_ms, d2h_ms, enqueue_ms
+        self.host_ns = self.tail_ns = 0
+        self.computes, self.staged = 0, []
+        self.stream = self
+
+    def clock(self) -> int:
+        return self.host_ns
+
+    def _queue(self, ms: float) -> None:
+        self.tail_ns = max(self.tail_ns, self.host_ns) + ms_to_ns(ms)
+
+    def stage(self, x):
+        self.staged.append(x)
+        return x
+
+    def h2d(self, staged) -> None:
+        self._queue(self.h2d_ms)
+
+    def compute(self) -> None:
+        self._queue(self.compute_ms(self.computes))
+        self.computes += 1
+        self.host_ns += ms_to_ns(self.enqueue_ms)
+
+    def d2h(self) -> None:
+        self._queue(self.d2h_ms)
+
+    def synchronize(self) -> None:
+        self.host_ns = max(self.host_ns, self.tail_ns)
+
+    def new_event(self) -> SimulatedEvent:
+        return SimulatedEvent()
 
     def infer(self, x):
         return [x.sum(axis=(1, 2, 3))]
 
-    def run_window(self, inputs, iterations):
-        compute = [2.0 + 0.001 * (i % 3) for i in range(iterations)]
-        w = window([0.4] * iterations, compute, [2.5] * iterations, enqueue=[1.9] * iterations,
-                   compute_only_wall_ns=ms_to_ns(2.0) * iterations)
-        return w
+
+@pytest.fixture
+def simulated(monkeypatch) -> SimulatedCudaSteps:
+    """Simulated CUDA steps whose host clock is the one the protocol and the loops read."""
+    steps = SimulatedCudaSteps()
+    monkeypatch.setattr("bench.measure.loops.time.perf_counter_ns", steps.clock)
+    monkeypatch.setattr("bench.measure.protocol.time.perf_counter", lambda: steps.clock() / 1e9)
+    return steps
 
 
-def test_gpu_point_fields_and_row_through_the_store(tmp_path):
+def test_gpu_point_fields_and_row_through_the_store(tmp_path, simulated):
     settings = MeasureSettings(warmup_s=0.0, warmup_min_iterations=2, window_s=0.0, window_min_iterations=20,
                                stable_windows=3, max_windows=4)
     inputs = make_inputs((4, 3, 8, 8), 2, 0)
-    m = measure(RecordedGpuSession(), inputs, 4, settings)
     telemetry = nvml.GpuPointTelemetry(4, None, "no NVIDIA GPU (nvidia-smi not found)")  # as without NVML
-    fields = telemetry.finish(m)
-    assert fields["fps_compute"] == pytest.approx(4 / 0.002)
+    m = measure(simulated, inputs, 4, settings, [telemetry])
+    gpu = telemetry.figures(m)
+    assert gpu.fps_compute == pytest.approx(4 / 0.002, rel=1e-3)  # compute alone: about 2 ms a batch
+    assert len(simulated.staged) == len(inputs)  # staged once for the whole point
     assert m.extra_ms["compute"] == pytest.approx(2.001)
-    joined = "; ".join(m.warnings)
+    joined = "; ".join(gpu.warnings)
     assert "enqueue-bound" in joined and "device-to-host" in joined and "no GPU telemetry" in joined
-    from bench.worker import point_row
     from bench.models.info import ModelInfo
+    from bench.results import ModelFacts, PointIdentity, PointResult, SessionSettings, SteadyState
 
     info = ModelInfo(name="x", path="x.onnx", source="file", sha256="0" * 64, file_bytes=1, family="embedder",
                      input_name="input", input_dims=[1, 3, 8, 8], input_hw=(8, 8), mean=0.0, std=1.0, params=1,
                      macs_per_frame=1, op_counts={}, outputs=[], batch_fixed=False, flattened_outputs=False)
     cold = ColdStart(read_ms=1.0, compile_ms=100.0, first_infer_ms=5.0, warm_cache_total_ms=20.0)
-    row = point_row(info, RecordedGpuSession(), cold, m, {**fields, "gpu_util_mean": 97.0}, {})
+    gpu.gpu_util_mean = 97.0
+    session = simulated
+    result = PointResult(PointIdentity("trt", "fp32", 4, device="gpu"), ModelFacts.of(info), cold_start=cold,
+                         session=SessionSettings.of(session.describe(), session.timer_kind, None),
+                         steady=SteadyState.of(m, info.flops_per_frame), gpu=gpu)
+    row = store.flatten(result)
     assert row["cold_warm_cache_total_ms"] == 20.0 and row["cold_total_ms"] == pytest.approx(106.0)
     assert row["h2d_ms"] == pytest.approx(0.4) and row["d2h_ms"] == pytest.approx(2.5)
     assert row["enqueue_ms"] == pytest.approx(1.9) and row["timer"] == "cuda-event"
     path = tmp_path / "gpu.parquet"
-    store.write_rows(path, [{"schema_version": store.SCHEMA_VERSION, "model": "x", **row}])
+    store.write_rows(path, [row])
     [back] = store.read_rows(path)
-    assert back["fps_compute"] == pytest.approx(2000.0) and back["gpu_util_mean"] == 97.0
+    assert back["fps_compute"] == pytest.approx(2000.0, rel=1e-3) and back["gpu_util_mean"] == 97.0
     assert "enqueue-bound" in back["warnings"]
     # Read back by pandas, missing text cells (no clock events) are NaN: the GPU table still renders.
     from rich.console import Console
 
+    from bench.report.model import build_report_model
     from bench.report.tables import print_tables
 
     frame = store.read_table(path)[0].to_pandas()
     assert frame.gpu_clock_events.isna().all()
     console = Console(record=True, width=250)
-    print_tables(frame.assign(runtime="trt", precision="fp32", device="gpu", status="ok"), console)
-    gpu_lines = [line for line in console.export_text().splitlines() if "compute f/s" in line or "2,000" in line]
+    rows = frame.assign(runtime="trt", precision="fp32", device="gpu", status="ok").to_dict("records")
+    print_tables(build_report_model(rows, context=["machine_id"]), console)
+    gpu_lines = [line for line in console.export_text().splitlines() if "compute f/s" in line or "0.400" in line]
     assert len(gpu_lines) >= 2, console.export_text()
 
 
-class ClockedCudaSession(CudaSession):
-    """CudaSession's own loops with a scripted clock: each compute call takes 1 ms, copies take none."""
-
-    def __init__(self, now_ns: list[int]):
-        self.now_ns, self.computes = now_ns, 0
-        self._stream = SimpleNamespace(synchronize=lambda: None)
-        event = SimpleNamespace(record=lambda stream: None)
-        self._marks = SimpleNamespace(reserve=lambda n: None, events=lambda i: [event] * 4,
-                                      collect=lambda n: ([ms_to_ns(1.0)] * n, {}))
-        self._staged, self._settings = {}, {}
-
-    def _pinned_copy(self, x):
-        return SimpleNamespace(ptr=0)
-
-    def _h2d(self, src_ptr):
-        pass
-
-    def _compute(self):
-        self.computes += 1
-        self.now_ns[0] += ms_to_ns(1.0)
-
-    def _d2h(self):
-        pass
-
-
-def test_cuda_warm_up_skips_the_compute_only_pass_so_windows_get_their_length(monkeypatch):
-    now_ns = [0]
-    monkeypatch.setattr("bench.runtimes.cuda_session.time.perf_counter_ns", lambda: now_ns[0])
-    monkeypatch.setattr("bench.measure.protocol.time.perf_counter", lambda: now_ns[0] / 1e9)
-    session = ClockedCudaSession(now_ns)
+def test_cuda_warm_up_skips_the_compute_only_pass_so_windows_get_their_length(simulated):
+    simulated.h2d_ms = simulated.d2h_ms = simulated.enqueue_ms = 0.0
+    simulated.compute_ms = lambda i: 1.0  # each compute takes 1 ms, copies take none
     settings = MeasureSettings(warmup_s=0.0, warmup_min_iterations=5, window_s=0.1, window_min_iterations=5,
                                stable_windows=3, max_windows=3)
-    m = measure(session, [np.zeros((1, 3, 4, 4), np.float32)], 1, settings)
+    m = measure(simulated, [np.zeros((1, 3, 4, 4), np.float32)], 1, settings)
     # A compute-only pass inside warm-up would read 2 ms per iteration and size 50-iteration windows.
     assert m.warmup_iterations == 5 and m.warmup_s == pytest.approx(0.005)
     assert [w.iterations for w in m.windows] == [100, 100, 100]
     assert all(w.compute_only_wall_ns == ms_to_ns(100.0) for w in m.windows)
-    assert session.computes == 5 + 3 * 100 * 2 and m.fps == pytest.approx(1000.0)
+    assert simulated.computes == 5 + 3 * 100 * 2 and m.fps == pytest.approx(1000.0)
+
+
+def test_threaded_loop_runs_each_cuda_member_on_its_own_stream(simulated):
+    from bench.runtimes.base import SessionGroup
+
+    members = [simulated, SimulatedCudaSteps(compute_ms=lambda i: 1.0, enqueue_ms=0.5)]
+    group = SessionGroup(members, {"streams": 2})
+    inputs = make_inputs((1, 3, 4, 4), 2, 0)
+    m = measure(group, inputs, 1, MeasureSettings(warmup_s=0.0, warmup_min_iterations=2, window_s=0.0,
+                                                 window_min_iterations=9, stable_windows=1, max_windows=1))
+    [window] = m.windows
+    # 9 iterations shared 5 + 4 (warm-up: one each, twice); every latency from its own stream's events
+    assert members[1].computes == 2 + 4 and simulated.computes == 2 + 5
+    assert window.iterations == 9 and len(window.latencies_ns) == 9 and set(window.extra_ns) == {*STAGES, "enqueue"}
+    assert sorted(window.latencies_ns) == [ms_to_ns(3.9)] * 4 + [ms_to_ns(4.9 + d) for d in (0, 0, 0.001, 0.002, 0.002)]
+    assert window.compute_only_wall_ns is None and all(len(m.staged) == 2 for m in members)
 
 
 # ============================================================================ NVML aggregation
@@ -368,7 +436,8 @@ def test_aggregate_samples_gives_the_schema_columns():
     samples = [sample(0.0, util=80, used_mb=900, power_w=200, clock=1900, temp=55),
                sample(0.1, util=100, used_mb=1500, power_w=300, clock=1980, temp=61, events=0x4),
                sample(0.2, util=90, used_mb=1200, power_w=250, clock=1950, temp=58, events=0x10)]
-    fields = nvml.aggregate_samples(samples, energy_start_mj=10_000.0, energy_end_mj=10_500.0, frames=1000)
+    telemetry = nvml.aggregate_samples(samples, energy_start_mj=10_000.0, energy_end_mj=10_500.0, frames=1000)
+    fields = {k: v for k, v in store.flatten(gpu_point(telemetry)).items() if k.startswith("gpu_") and v is not None}
     assert set(fields) == {c for c in store.COLUMNS if c.startswith("gpu_")} - {"gpu_name", "gpu_driver"}
     assert fields["gpu_util_mean"] == pytest.approx(90.0)
     assert fields["gpu_mem_util_mean"] == pytest.approx(40.0)
@@ -381,11 +450,17 @@ def test_aggregate_samples_gives_the_schema_columns():
     assert fields["gpu_clock_events"] == "sw_power_cap,sync_boost"
 
 
+def gpu_point(telemetry):
+    from bench.results import ModelFacts, PointIdentity, PointResult
+
+    return PointResult(PointIdentity("trt", "fp32", 1, device="gpu"), ModelFacts("m", "0" * 64), gpu=telemetry)
+
+
 def test_aggregate_without_readings_or_frames_is_empty_not_wrong():
-    fields = nvml.aggregate_samples([nvml.NvmlSample(t_s=0.0)], None, None, 100)
-    assert all(v is None for v in fields.values())
-    assert nvml.aggregate_samples([sample(0)], 500.0, 100.0, 10)["gpu_energy_mj_per_frame"] is None  # counter reset
-    assert nvml.aggregate_samples([sample(0)], 0.0, 100.0, 0)["gpu_energy_mj_per_frame"] is None
+    telemetry = nvml.aggregate_samples([nvml.NvmlSample(t_s=0.0)], None, None, 100)
+    assert all(v is None for v in vars(telemetry).values() if not isinstance(v, list))
+    assert nvml.aggregate_samples([sample(0)], 500.0, 100.0, 10).gpu_energy_mj_per_frame is None  # counter reset
+    assert nvml.aggregate_samples([sample(0)], 0.0, 100.0, 0).gpu_energy_mj_per_frame is None
 
 
 def test_reason_names_cover_every_bit():
@@ -453,23 +528,18 @@ def test_sampler_counts_only_steady_state_windows(monkeypatch):
     recorded = RecordedNvml()
     sampler = nvml.NvmlSampler(0, interval_s=0.01, nvml=recorded)
     assert sampler.matched_by.startswith("index 0")
-
-    class Session2(RecordedGpuSession):
-        pass
-
-    wrapped = nvml.SteadyStateSampling(Session2(), sampler, batch=2)
-    inputs = make_inputs((2, 3, 4, 4), 1, 0)
-    wrapped.warm_up_window(inputs, 1)  # warm-up: not sampled
-    wrapped.run_window(inputs, 50)  # two steady windows, each with a compute-only pass
-    wrapped.run_window(inputs, 50)
-    fields = sampler.stop()
+    telemetry = nvml.GpuPointTelemetry(2, sampler)
+    settings = MeasureSettings(warmup_s=0.0, warmup_min_iterations=3, window_s=0.0, window_min_iterations=50,
+                               stable_windows=2, max_windows=2)
+    m = measure(SimulatedCudaSteps(), make_inputs((2, 3, 4, 4), 1, 0), 2, settings, [telemetry])
+    assert len(m.windows) == 2 and m.warmup_iterations == 3  # warm-up: not sampled (it read no energy)
+    fields = telemetry.figures(m)
     # energy: (1400 - 1000) + (2500 - 2000) mJ over 2 windows x 50 iterations x 2 passes x batch 2
-    assert fields["gpu_energy_mj_per_frame"] == pytest.approx(900.0 / 400)
-    assert fields["gpu_util_mean"] == 95 and fields["gpu_mem_peak_mb"] == 2048 and fields["gpu_temp_max_c"] == 64
-    assert fields["gpu_power_mean_w"] == 300 and fields["gpu_sm_clock_min_mhz"] == 1755
-    assert fields["gpu_clock_events"] is None and sampler.warnings == []
-    assert wrapped.timer_kind == "cuda-event"  # the protocol still sees the session's attributes
-    sampler.close()
+    assert fields.gpu_energy_mj_per_frame == pytest.approx(900.0 / 400)
+    assert fields.gpu_util_mean == 95 and fields.gpu_mem_peak_mb == 2048 and fields.gpu_temp_max_c == 64
+    assert fields.gpu_power_mean_w == 300 and fields.gpu_sm_clock_min_mhz == 1755
+    assert fields.gpu_clock_events is None and sampler.warnings == []
+    telemetry.close()
     assert recorded.shut
 
 
@@ -611,6 +681,29 @@ def test_trt_ep_options_profile_caches_and_precision_flags():
     providers = OrtTrtOn("11.4.0").gpu_providers(request(cuda_graph=True), STREAM, None)
     assert [p for p, _ in providers] == ["TensorrtExecutionProvider", "CUDAExecutionProvider"]
     assert providers[0][1]["trt_cuda_graph_enable"] == "True" and providers[1][1]["enable_cuda_graph"] == "0"
+
+
+def test_gpu_concurrency_is_lifted_for_ort_cuda_and_trt_only():
+    from bench.worker import unsupported_concurrency
+
+    assert unsupported_concurrency(OrtCudaRuntime(), 4) == "" and unsupported_concurrency(TensorRtRuntime(), 4) == ""
+    assert "not implemented" in unsupported_concurrency(OrtTrtRuntime(), 2)
+    assert unsupported_concurrency(OrtTrtRuntime(), 1) == ""
+
+
+def test_trt_gives_every_context_its_own_profile_and_keys_the_engine_by_their_count():
+    from bench.models import zoo
+    from bench.runtimes.tensorrt import context_profiles
+
+    dynamic = gpu_cache.profile_shapes((4, 3, 112, 112))
+    assert context_profiles(dynamic, 1) == [0] and context_profiles(dynamic, 3) == [0, 1, 2]
+    assert context_profiles(None, 3) == [None, None, None]  # a static input: no profile to select
+    info = zoo.build_cached("arcface_mbf")
+    req = LoadRequest(model_path=info.path, input_name=info.input_name, input_shape=info.input_shape(4))
+    trt, identity = SimpleNamespace(__version__="10.16.0"), cuda.DeviceIdentity(0, "GPU", "GPU-x", "0", "9.0", "13.0")
+    one, two = (TensorRtRuntime().cache_key(trt, req, identity, contexts=n) for n in (1, 2))
+    assert dict(two.build)["profiles"] == "2" and "profiles" not in dict(one.build)  # single-context keys as before
+    assert one.digest() != two.digest() and two.digest() == TensorRtRuntime().cache_key(trt, req, identity, 2).digest()
 
 
 # ============================================================================ availability
@@ -759,30 +852,40 @@ def loaded(runtime, info, batch, tmp_path, precision="fp32", **options):
     """(session, cold start) of `runtime` on `info` at `batch`, closed afterwards."""
     req = LoadRequest(model_path=info.path, input_name=info.input_name, input_shape=info.input_shape(batch),
                       precision=precision, options=options, cache_dir=str(tmp_path))
-    session, cold = runtime.load(req)
+    phases = ColdStartTimer()
+    session = runtime.load(req, phases)
     try:
-        yield session, cold
+        yield session, phases.result()
     finally:
         session.close()
+
+
+def cuda_window(session, inputs, iterations: int) -> Window:
+    """One steady-state window of the CUDA loop (with its compute-only pass) on a loaded session."""
+    loop = CudaEventLoop(session, inputs)
+    try:
+        return steady_window(loop, iterations)
+    finally:
+        loop.close()
 
 
 @pytest.mark.gpu
 def test_gpu_cuda_pinned_copy_roundtrip_and_event_timer():
     need()
-    from bench.measure.cuda_timer import CudaEventTimer
-
     stream = cuda.Stream()
     src = cuda.PinnedBuffer((1 << 20,), np.float32)
     dst = cuda.PinnedBuffer((1 << 20,), np.float32)
     device = cuda.DeviceBuffer(src.nbytes)
     src.array[:] = np.arange(src.array.size, dtype=np.float32)
-    timer = CudaEventTimer(stream)
-    timer.start()
+    start, end = cuda.Event(), cuda.Event()
+    start.record(stream)
     cuda.copy_h2d_async(device.ptr, src.ptr, src.nbytes, stream)
     cuda.copy_d2h_async(dst.ptr, device.ptr, src.nbytes, stream)
-    elapsed = timer.stop()
+    end.record(stream)
+    end.synchronize()
+    elapsed = start.elapsed_ms(end)
     assert np.array_equal(src.array, dst.array) and elapsed > 0
-    for item in (timer, src, dst, device, stream):
+    for item in (start, end, src, dst, device, stream):
         item.close()
 
 
@@ -813,14 +916,16 @@ def test_gpu_nvml_matches_the_cuda_device_and_samples():
     assert sampler.matched_by == f"uuid {identity.uuid}"
     uuid = sampler._nvml.nvmlDeviceGetUUID(sampler._handle)
     assert (uuid.decode() if isinstance(uuid, bytes) else uuid) == identity.uuid
-    sampler.start()
+    sampler.window_started()
     import time
 
     time.sleep(0.5)
-    fields = sampler.stop(frames=100)
+    sampler.window_stopped()
+    sampler.add_frames(100)
+    fields = sampler.figures()
     sampler.close()
-    assert fields["gpu_sm_clock_mean_mhz"] and fields["gpu_mem_peak_mb"] > 0
-    assert fields["gpu_temp_max_c"] is not None
+    assert fields.gpu_sm_clock_mean_mhz and fields.gpu_mem_peak_mb > 0
+    assert fields.gpu_temp_max_c is not None
 
 
 @pytest.mark.gpu
@@ -833,7 +938,7 @@ def test_gpu_ort_cuda_matches_cpu_and_splits_stages(mbf, tmp_path):
         assert settings["use_tf32"] == "0" and settings["cudnn_conv_algo_search"] == "EXHAUSTIVE"
         assert settings["prefer_nhwc"] == "0" and settings["cudnn_conv_use_max_workspace"] == "1"
         assert "CUDAExecutionProvider" in settings["providers"]
-        w = session.run_window([x], 20)
+        w = cuda_window(session, [x], 20)
         assert set(w.extra_ns) >= set(STAGES) and len(w.extra_ns["compute"]) == 20
         assert w.compute_only_wall_ns > 0 and cold.first_infer_ms > 0
 
@@ -843,7 +948,7 @@ def test_gpu_ort_cuda_graph_gives_the_same_outputs(mbf, tmp_path):
     need("ort-cuda")
     x = make_inputs(mbf.input_shape(2), 1, 1, mbf.mean, mbf.std)[0]
     with loaded(OrtCudaRuntime(), mbf, 2, tmp_path, cuda_graph=True) as (session, _):
-        session.run_window([x], 5)  # capture, then replays
+        cuda_window(session, [x], 5)  # capture, then replays
         assert_matches_cpu(session, mbf, x)
         assert session.describe()["graph_id"] == 2
 
@@ -887,7 +992,7 @@ def test_gpu_trt_builds_caches_and_matches_cpu(mbf, tmp_path):
         assert cold.warm_cache_total_ms is not None and cold.compile_ms > 0
         x = make_inputs(mbf.input_shape(4), 1, 0, mbf.mean, mbf.std)[0]
         assert_matches_cpu(session, mbf, x)
-        w = session.run_window([x], 20)
+        w = cuda_window(session, [x], 20)
         assert set(w.extra_ns) == {*STAGES, "enqueue"} and w.compute_only_wall_ns > 0
         assert all(lat > 0 for lat in w.latencies_ns)
     with loaded(TensorRtRuntime(), mbf, 4, tmp_path, cold_start="warm") as (warm, cold2):
@@ -912,12 +1017,48 @@ def test_gpu_trt_point_row_has_gpu_columns(mbf, tmp_path):
     from bench.worker import Job, measure_point
 
     settings = MeasureSettings(warmup_s=0.2, window_s=0.2, window_min_iterations=5, max_windows=5)
-    job = Job(model=mbf.to_dict(), runtime="trt", precision="fp32", batches=[2], settings=settings,
+    job = Job(model=mbf, runtime="trt", precision="fp32", batches=[2], settings=settings,
               checks=Checks(contamination=True, parity=False), cache_dir=str(tmp_path))
-    row = measure_point(TensorRtRuntime(), mbf, job, 2, mbf.path)
+    row = store.flatten(measure_point(TensorRtRuntime(), mbf, job, 2, mbf.path))
     assert row["fps"] > 0 and row["fps_compute"] >= row["fps"] * 0.5
     assert row["h2d_ms"] > 0 and row["compute_ms"] > 0 and row["enqueue_ms"] > 0
     assert row["cold_warm_cache_total_ms"] > 0 and row["contamination_passed"]
     if not nvml.nvml_reason():
         assert row["gpu_sm_clock_mean_mhz"] > 0 and row["gpu_energy_mj_per_frame"] is not None
         assert not math.isnan(row["gpu_util_mean"])
+
+
+@pytest.mark.gpu
+def test_gpu_ort_cuda_two_sessions_on_two_streams(mbf, tmp_path):
+    need("ort-cuda")
+    req = LoadRequest(model_path=mbf.path, input_name=mbf.input_name, input_shape=mbf.input_shape(2),
+                      options={}, cache_dir=str(tmp_path))
+    group = OrtCudaRuntime().load_concurrent(req, 2, ColdStartTimer())
+    try:
+        assert group.describe()["streams"] == 2 and len({m.stream.handle for m in group.members}) == 2
+        m = measure(group, make_inputs(mbf.input_shape(2), 2, 0, mbf.mean, mbf.std), 2,
+                    MeasureSettings(warmup_s=0.1, window_s=0.1, max_windows=3))
+        assert m.fps > 0 and all(len(w.latencies_ns) == w.iterations for w in m.windows)
+        assert_matches_cpu(group, mbf, make_inputs(mbf.input_shape(2), 1, 1, mbf.mean, mbf.std)[0])
+    finally:
+        group.close()
+
+
+@pytest.mark.gpu
+def test_gpu_trt_two_contexts_on_two_streams(mbf, tmp_path):
+    need("trt")
+    req = LoadRequest(model_path=mbf.path, input_name=mbf.input_name, input_shape=mbf.input_shape(2),
+                      options={}, cache_dir=str(tmp_path))
+    phases = ColdStartTimer()
+    group = TensorRtRuntime().load_concurrent(req, 2, phases)
+    try:
+        settings = group.describe()
+        assert settings["contexts"] == 2 and settings["context_profiles"] == [0, 1]
+        assert len({m.stream.handle for m in group.members}) == 2 and phases.result().compile_ms > 0
+        x = make_inputs(mbf.input_shape(2), 1, 0, mbf.mean, mbf.std)[0]
+        for member in group.members:  # each context on its own profile computes the same outputs
+            assert_matches_cpu(member, mbf, x)
+        m = measure(group, [x], 2, MeasureSettings(warmup_s=0.1, window_s=0.1, max_windows=3))
+        assert m.fps > 0 and set(m.windows[-1].extra_ns) == {*STAGES, "enqueue"}
+    finally:
+        group.close()

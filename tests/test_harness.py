@@ -12,7 +12,8 @@ import pytest
 
 from bench import store
 from bench.cli import main
-from bench.report.tables import NO_BEST, trustworthy
+from bench.report.model import point_of
+from bench.report.text import NO_BEST
 from tests.conftest import REPO
 
 QUICK = str(REPO / "suites" / "quick.toml")
@@ -64,7 +65,7 @@ def test_quick_suite_prints_tables(quick_run):
     for model, rows in frame.groupby("model"):
         assert text.count(f"{model} best:") == 1
         answer = text[text.index(f"{model} best:"):][:250]  # the answer line and a little after
-        if rows.apply(trustworthy, axis=1).any():
+        if any(point_of(row).trustworthy for row in rows.to_dict("records")):
             assert "knee: batch" in answer and not answer.startswith(f"{model} {NO_BEST}")
         else:
             assert answer.startswith(f"{model} {NO_BEST}")

@@ -58,7 +58,7 @@ def embedder(tmp_path_factory) -> Path:
 
 def parity(infer, info, fmt, frames, precision="fp32"):
     gates = point_checks.gates_for_input(fmt, {})
-    return point_checks.parity_fields(point_checks.infer_in_format(infer, fmt, info), info, 2, precision, frames, gates)
+    return point_checks.parity_check(point_checks.infer_in_format(infer, fmt, info), info, 2, precision, frames, gates)
 
 
 @pytest.mark.parametrize("name", UINT8_FORMATS)
@@ -70,17 +70,18 @@ def test_uint8_artifact_matches_the_float_model_on_the_same_frames(embedder, tmp
     graph_input = onnx.load(str(artifact)).graph.input[0]
     assert graph_input.type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert [d.dim_value for d in graph_input.type.tensor_type.shape.dim][1:] == list(fmt.shape(1, (112, 112))[1:])
-    fields = parity(runner(artifact), info, fmt, point_checks.parity_frames(info))
-    assert fields["parity_passed"], fields["parity_summary"]
-    assert float(fields["parity_summary"].split()[2]) >= point_checks.UINT8_FP32_COSINE_MIN
+    result = parity(runner(artifact), info, fmt, point_checks.parity_frames(info))
+    assert result.passed, result.summary()
+    assert result.cosine_min >= point_checks.UINT8_FP32_COSINE_MIN
+    assert (result.deciding.metric, result.deciding.gate) == ("cosine_min", point_checks.UINT8_FP32_COSINE_MIN)
 
 
 def test_frames_in_the_wrong_channel_order_fail_the_uint8_gate(embedder, tmp_path):
     """An RGB artifact fed BGR frames (a missing flip) must not pass: the gate can fail."""
     info = inspect_model(embedder)
     rgb_artifact = make_input_artifact(embedder, input_format("uint8-nhwc-rgb"), info.mean, info.std, tmp_path)
-    fields = parity(ort_infer(rgb_artifact), info, input_format("uint8-nhwc-bgr"), point_checks.parity_frames(info))
-    assert fields["parity_passed"] is False
+    result = parity(ort_infer(rgb_artifact), info, input_format("uint8-nhwc-bgr"), point_checks.parity_frames(info))
+    assert result.passed is False and result.deciding.value < result.deciding.gate
 
 
 def test_contamination_check_sees_through_the_uint8_input(tmp_path):
@@ -92,7 +93,7 @@ def test_contamination_check_sees_through_the_uint8_input(tmp_path):
         info = inspect_model(tmp_path / f"{name}.onnx")
         artifact = make_input_artifact(tmp_path / f"{name}.onnx", fmt, info.mean, info.std, tmp_path / "cache")
         infer = point_checks.infer_in_format(ort_infer(artifact), fmt, info)
-        results[name] = point_checks.contamination_fields(infer, info, 2, "fp32", seed=0)["contamination_passed"]
+        results[name] = point_checks.contamination_check(infer, info, 2, "fp32", seed=0).passed
     assert results == {"batched": True, "naive": False}
 
 
@@ -109,8 +110,8 @@ def test_artifacts_are_cached_per_format_and_combine_with_fp16(embedder, tmp_pat
 
     fp16_uint8 = make_input_artifact(make_fp16(embedder, tmp_path), bgr, info.mean, info.std, tmp_path)
     assert onnx.load(str(fp16_uint8)).graph.node[0].op_type == "Cast"
-    fields = parity(ort_infer(fp16_uint8), info, bgr, point_checks.parity_frames(info), precision="fp16")
-    assert fields["parity_passed"], fields["parity_summary"]
+    result = parity(ort_infer(fp16_uint8), info, bgr, point_checks.parity_frames(info), precision="fp16")
+    assert result.passed, result.summary()
 
 
 def test_make_inputs_gives_uint8_frames_in_the_formats_shape():

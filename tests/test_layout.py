@@ -24,3 +24,9 @@ def test_nothing_imports_the_cli():
                  and "bench.cli" in imported_modules(p)]
     assert offenders == []
 
+
+def test_models_never_import_the_pipeline():
+    # Calibration pictures and the pipeline share bench.images; the pipeline sits above the models.
+    offenders = [str(p.relative_to(REPO)) for p in (REPO / "bench" / "models").rglob("*.py")
+                 if any(name.startswith("bench.pipeline") for name in imported_modules(p))]
+    assert offenders == []

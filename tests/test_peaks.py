@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -11,7 +12,8 @@ from bench.measure.peaks import Peaks, peaks_for, share_of_peak
 from bench.models.counting import count_macs
 from bench.models.probes import PROBES, build_probe
 from bench.runtimes.registry import get_runtime
-from bench.worker import peak_fields
+from bench.results import SteadyState
+from bench.worker import peak_shares
 from tests.conftest import REPO
 
 
@@ -60,15 +62,15 @@ def test_cache_key_holds_options_and_refresh_measures_again(tmp_path, monkeypatc
 
 def test_share_of_peak_and_the_nominal_warning():
     peaks = Peaks("openvino-cpu", "fp32", "cpu", "m", "v", gemm_gflops=200.0, conv_gflops=100.0)
-    below = peak_fields(peaks, {"gflops_achieved": 80.0, "warnings": None}, input_bytes=4)
-    assert below["pct_gemm_peak"] == 40.0 and below["pct_conv_peak"] == 80.0 and "warnings" not in below
-    above = peak_fields(peaks, {"gflops_achieved": 150.0, "warnings": "did not settle"}, input_bytes=4)
-    assert above["pct_conv_peak"] == 150.0
-    assert above["warnings"].startswith("did not settle; nominal 150 GFLOP/s is above the conv probe")
-    assert "Winograd" in above["warnings"]
+    steady = SteadyState(fps=1.0, frames=1, wall_s=1.0)
+    below = peak_shares(peaks, replace(steady, gflops_achieved=80.0), input_bytes=4)
+    assert below.pct_gemm_peak == 40.0 and below.pct_conv_peak == 80.0 and below.note is None
+    above = peak_shares(peaks, replace(steady, gflops_achieved=150.0), input_bytes=4)
+    assert above.pct_conv_peak == 150.0
+    assert above.note.startswith("nominal 150 GFLOP/s is above the conv probe") and "Winograd" in above.note
     gpu = Peaks("ort-cuda", "fp16", "gpu", "m", "v", h2d_gbps=50.0)
-    assert peak_fields(gpu, {"gflops_achieved": None, "h2d_ms": 0.5}, input_bytes=10**7)["pct_h2d_peak"] == 40.0
-    assert share_of_peak(None, 10.0) is None and share_of_peak(5.0, None) is None and peak_fields(None, {}, 1) == {}
+    assert peak_shares(gpu, replace(steady, h2d_ms=0.5), input_bytes=10**7).pct_h2d_peak == 40.0
+    assert share_of_peak(None, 10.0) is None and share_of_peak(5.0, None) is None and peak_shares(None, steady, 1) is None
 
 
 def test_datasheet_peak_of_a_known_gpu(monkeypatch):

@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from bench.pipeline import align, preprocess
+from bench.pipeline import align
 from bench.pipeline.align import (
     ARCFACE_TEMPLATE,
     align_faces,
@@ -18,7 +18,8 @@ from bench.pipeline.align import (
     warp_affine_numpy,
 )
 from bench.pipeline.decode import Detections, decode_scrfd, nms
-from bench.pipeline.preprocess import letterbox, letterbox_shape, to_blob
+from bench.images import resize_bilinear_numpy, to_blob
+from bench.pipeline.preprocess import letterbox, letterbox_shape
 from bench.pipeline.run import (
     STAGES,
     compare_overlap,
@@ -131,7 +132,7 @@ def test_numpy_resize_agrees_with_opencv():
     cv2 = pytest.importorskip("cv2")
     img = np.random.default_rng(1).integers(0, 256, (90, 160, 3), dtype=np.uint8)
     for new_h, new_w in ((45, 80), (131, 233)):
-        ours = preprocess.resize_bilinear_numpy(img, new_h, new_w).astype(int)
+        ours = resize_bilinear_numpy(img, new_h, new_w).astype(int)
         theirs = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR).astype(int)
         assert np.abs(ours - theirs).max() <= 1
 
@@ -463,7 +464,7 @@ def test_numpy_fallbacks_without_opencv(monkeypatch):
     kps = np.array(REFERENCE_KPS) - [100, 0]
     with_cv2 = align_faces(img, [kps]).astype(int), letterbox(img, 320)[0].astype(int)
     monkeypatch.setattr(align, "cv2", None)
-    monkeypatch.setattr(preprocess, "cv2", None)
+    monkeypatch.setattr("bench.images.cv2", None)
     without = align_faces(img, [kps]).astype(int), letterbox(img, 320)[0].astype(int)
     for a, b in zip(with_cv2, without):
         assert np.abs(a - b).max() <= 2 and np.abs(a - b).mean() < 0.2

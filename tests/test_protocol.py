@@ -8,9 +8,11 @@ import pytest
 from bench import store
 from bench.measure.protocol import (UNSTABLE, VALID, MeasureSettings, _stable, make_inputs, measure,
                                     resize_window, spread_pct, window_iterations)
+from bench.measure.cold_start import ColdStartTimer
+from bench.measure.loops import Window
 from bench.measure.stats import latency_stats, nearest_rank
 from bench.models import zoo
-from bench.runtimes.base import LoadRequest, Window
+from bench.runtimes.base import LoadRequest, Session
 from bench.runtimes.registry import get_runtime
 
 SHORT = MeasureSettings(warmup_s=0.05, warmup_min_iterations=2, window_s=0.1, window_min_iterations=3, max_windows=6)
@@ -56,13 +58,20 @@ def test_window_sizing_from_warm_up_and_resizing_of_short_windows():
 def test_measure_on_a_real_session(runtime_name):
     info = zoo.build_cached("scrfd_500m", 160)
     batch = 2
-    session, cold = get_runtime(runtime_name).load(
-        LoadRequest(info.path, info.input_name, info.input_shape(batch), "fp32"))
+    phases = ColdStartTimer()
+    session = get_runtime(runtime_name).load(LoadRequest(info.path, info.input_name, info.input_shape(batch), "fp32"),
+                                             phases)
+    counter = WindowCounter()
     try:
-        result = measure(session, make_inputs(info.input_shape(batch), 3, 0, info.mean, info.std), batch, SHORT)
+        result = measure(session, make_inputs(info.input_shape(batch), 3, 0, info.mean, info.std), batch, SHORT,
+                         [counter])
     finally:
         session.close()
-    assert cold.compile_ms > 0 and cold.first_infer_ms > 0
+    cold = phases.result()
+    assert cold.read_ms > 0 and cold.compile_ms > 0 and cold.first_infer_ms > 0 and cold.warm_cache_total_ms is None
+    assert session.loop == ("requests" if runtime_name == "openvino-cpu" else "host")
+    # The samplers heard every steady-state window, and only those (warm-up ran first, unheard).
+    assert counter.started == counter.stopped == len(result.windows) and counter.windows == result.windows
     assert 3 <= len(result.windows) <= SHORT.max_windows
     # Which verdict depends on the machine's noise; that it matches the windows does not.
     used = result.windows[-result.used_windows:]
@@ -79,38 +88,80 @@ def test_measure_on_a_real_session(runtime_name):
         assert any("did not settle" in w for w in result.warnings)
 
 
-class ScriptedClock:
-    """time.perf_counter for the protocol, advanced only by the scripted session."""
+class WindowCounter:
+    """A sampler that counts the hook calls it hears (bench.telemetry.base.Sampler)."""
 
     def __init__(self):
-        self.now_s = 0.0
+        self.started, self.stopped, self.windows = 0, 0, []
 
-    def __call__(self) -> float:
-        return self.now_s
+    def window_started(self):
+        self.started += 1
+
+    def window_stopped(self, window):
+        self.stopped += 1
+        self.windows.append(window)
+
+    def figures(self, measurement):
+        return {}
 
 
-class ScriptedSession:
-    """A session whose per-iteration latency comes from a script: call n of run_window gets latency_s(n, iterations)."""
+def test_threaded_loop_serves_n_real_sessions():
+    info = zoo.build_cached("arcface_mbf")
+    runtime = get_runtime("ort-cpu")
+    phases = ColdStartTimer()
+    group = runtime.load_concurrent(LoadRequest(info.path, info.input_name, info.input_shape(1), "fp32"), 2, phases)
+    try:
+        assert group.loop == "group" and len(group.members) == 2 and group.describe()["sessions"] == 2
+        result = measure(group, make_inputs(info.input_shape(1), 2, 0, info.mean, info.std), 1, SHORT)
+    finally:
+        group.close()
+    assert phases.result().compile_ms > 0  # the first member's cold start, timed once
+    for window in result.windows:  # each request's own latency, every iteration served once
+        assert len(window.latencies_ns) == window.iterations and min(window.latencies_ns) > 0
+    assert result.warmup_iterations >= SHORT.warmup_min_iterations
 
-    timer_kind = "host"
+
+class ScriptedClock:
+    """The host clock for the protocol and its loops, advanced only by the scripted session (integer ns)."""
+
+    def __init__(self):
+        self.now_ns = 0
+
+    def seconds(self) -> float:
+        return self.now_ns / 1e9
+
+    def ns(self) -> int:
+        return self.now_ns
+
+
+class ScriptedSession(Session):
+    """Host-loop steps whose latency comes from a script: latency_s(window) for each run in steady-state
+    window `window` (0, 1, ...), latency_s(None) in warm-up; it hears the windows as a sampler does."""
 
     def __init__(self, clock: ScriptedClock, latency_s):
-        self.clock, self.latency_s, self.calls = clock, latency_s, []
+        self.clock, self.latency_s, self.window_index, self.calls = clock, latency_s, None, []
 
-    def run_window(self, inputs, iterations: int) -> Window:
-        latency = self.latency_s(len(self.calls), iterations)
-        self.calls.append(iterations)
-        self.clock.now_s += latency * iterations
-        ns = int(latency * 1e9)
-        return Window(wall_ns=ns * iterations, latencies_ns=[ns] * iterations, iterations=iterations)
+    def infer(self, x):
+        return [x]
 
-    warm_up_window = run_window
+    def run(self, x) -> None:
+        self.clock.now_ns += int(round(self.latency_s(self.window_index) * 1e9))
+
+    def window_started(self):
+        self.window_index = 0 if self.window_index is None else self.window_index + 1
+
+    def window_stopped(self, window):
+        self.calls.append(window.iterations)
+
+    def figures(self, measurement):
+        return {}
 
 
 @pytest.fixture
 def clock(monkeypatch) -> ScriptedClock:
     fake = ScriptedClock()
-    monkeypatch.setattr("bench.measure.protocol.time.perf_counter", fake)
+    monkeypatch.setattr("bench.measure.protocol.time.perf_counter", fake.seconds)
+    monkeypatch.setattr("bench.measure.loops.time.perf_counter_ns", fake.ns)
     return fake
 
 
@@ -118,12 +169,16 @@ SCRIPTED = MeasureSettings(warmup_s=0.05, warmup_min_iterations=5, window_s=1.0,
                            max_windows=6)
 
 
+def scripted_measure(session: ScriptedSession, batch: int):
+    return measure(session, [np.zeros(1, np.float32)], batch, SCRIPTED, [session])
+
+
 def test_scripted_async_session_gets_its_windows_resized_then_settles(clock):
     # Serial warm-up at 10 ms, windows overlapping requests at 1 ms: the first window (sized from
     # the warm-up) lasts 0.1 s, so it is resized to 1000 iterations and only equal windows count.
-    session = ScriptedSession(clock, lambda call, n: 0.010 if n == 1 else 0.001)
-    result = measure(session, [np.zeros(1, np.float32)], 2, SCRIPTED)
-    assert session.calls == [1] * 5 + [100, 1000, 1000, 1000]
+    session = ScriptedSession(clock, lambda window: 0.010 if window is None else 0.001)
+    result = scripted_measure(session, 2)
+    assert session.calls == [100, 1000, 1000, 1000]
     assert result.verdict == VALID and result.warmup_iterations == 5
     assert result.iterations == 3000 and result.wall_s == pytest.approx(3.0)
     assert result.fps == pytest.approx(2000.0) and result.window_spread_pct == pytest.approx(0.0)
@@ -132,9 +187,9 @@ def test_scripted_async_session_gets_its_windows_resized_then_settles(clock):
 
 def test_scripted_session_that_never_settles_is_unstable_at_max_windows(clock):
     # Windows alternate between 10 ms and 13 ms per iteration: 30% apart, never within 10%.
-    session = ScriptedSession(clock, lambda call, n: 0.010 if n == 1 or call % 2 else 0.013)
-    result = measure(session, [np.zeros(1, np.float32)], 1, SCRIPTED)
-    assert len(result.windows) == SCRIPTED.max_windows == len(session.calls) - SCRIPTED.warmup_min_iterations
+    session = ScriptedSession(clock, lambda window: 0.010 if window is None or window % 2 == 0 else 0.013)
+    result = scripted_measure(session, 1)
+    assert len(result.windows) == SCRIPTED.max_windows == len(session.calls)
     assert result.verdict == UNSTABLE and result.used_windows == 3
     assert result.window_spread_pct == pytest.approx(30.0)
     assert any("did not settle" in w and "after 6 windows" in w for w in result.warnings)
@@ -142,8 +197,8 @@ def test_scripted_session_that_never_settles_is_unstable_at_max_windows(clock):
 
 def test_scripted_session_settling_late_uses_only_the_last_windows(clock):
     # Two slow windows (a cold cache), then steady: VALID on windows 3-5, the slow ones left out.
-    session = ScriptedSession(clock, lambda call, n: 0.010 if n == 1 else (0.020 if call < 7 else 0.010))
-    result = measure(session, [np.zeros(1, np.float32)], 1, SCRIPTED)
+    session = ScriptedSession(clock, lambda window: 0.010 if window is None else (0.020 if window < 2 else 0.010))
+    result = scripted_measure(session, 1)
     assert result.verdict == VALID and len(result.windows) == 5
     assert result.fps == pytest.approx(100.0) and result.latency.max_ms == pytest.approx(10.0)
 
@@ -163,9 +218,15 @@ def test_older_schema_file_is_upgraded_and_its_checksum_still_holds(tmp_path):
 
 
 def test_a_row_the_schema_cannot_hold_becomes_a_failed_point(tmp_path):
+    from bench.results import ModelFacts, PointIdentity, PointResult, SteadyState
+
     results = store.ResultStore(tmp_path / "rows.parquet")
-    results.add({"model": "m", "runtime": "ort-cpu", "precision": "fp32", "batch": 1, "status": "ok", "fps": "fast"})
-    results.add({"model": "m", "runtime": "ort-cpu", "precision": "fp32", "batch": 2, "status": "ok", "fps": 5.0})
+
+    def point(batch, fps):
+        return PointResult(PointIdentity("ort-cpu", "fp32", batch), ModelFacts("m", "0" * 64),
+                           steady=SteadyState(fps=fps, frames=batch, wall_s=1.0))
+    results.add(point(1, "fast"))
+    results.add(point(2, 5.0))
     rows = {r["batch"]: r for r in store.read_rows(results.path)}
     assert rows[1]["status"] == "failed" and "could not be stored" in rows[1]["reason"]
     assert rows[2]["status"] == "ok" and rows[2]["fps"] == 5.0  # later points still land on disk

@@ -103,8 +103,8 @@ def test_the_typed_options_reach_the_runtime(tmp_path):
                                   ("openvino-cpu", {"mode": "latency", "threads": 1},
                                    {"mode": "latency", "inference_num_threads": 1})]:
         runtime = get_runtime(name)
-        session, _ = runtime.load(LoadRequest(model_path=model, input_name="input.1", input_shape=(1, 3, 112, 112),
-                                              options=options))
+        session = runtime.load(LoadRequest(model_path=model, input_name="input.1", input_shape=(1, 3, 112, 112),
+                                           options=options))
         try:
             described = session.describe()
             assert {k: described[k] for k in wanted} == wanted, name

@@ -76,7 +76,7 @@ def _check_one(runtime, info, batch: int, precision: str) -> list[str]:
     request = LoadRequest(model_path=info.path, input_name=info.input_name, input_shape=info.input_shape(batch),
                           precision=precision)
     try:
-        session, _ = runtime.load(request)
+        session = runtime.load(request)
         try:
             result = check_contamination(session.infer, (3, *info.input_hw), batch, precision)
         finally:

@@ -80,6 +80,51 @@ class ParityResult:
     candidate_detections: int | None = None
     passed: bool = False
     reason: str = ""  # why it failed; empty when it passed
+    deciding: GateCheck | None = None  # None where the interface failed before any figure
+    hint: str = ""  # the likely cause of a failed gate (e.g. an INT8 recipe on this CPU)
+
+    def summary(self) -> str:
+        """One short line for the tables: the figures that decide each family's gate, and why it failed."""
+        if self.cosine_min is not None:
+            text = f"cos min {self.cosine_min:.5f}"
+        elif self.det_recall is not None:
+            text = f"recall {self.det_recall:.3f}, lmk {self.landmark_err_px or 0:.2f}px"
+        else:
+            worst = max((o.rel_l2 for o in self.outputs), default=0.0)
+            text = f"rel L2 {worst:.2e}"
+        if self.passed:
+            return text
+        return "; ".join(filter(None, [f"{text}: {self.reason}", self.hint]))
+
+
+@dataclass
+class GateCheck:
+    """One figure against its gate: `metric` is the gate's name (ParityGates, [parity_gates])."""
+
+    metric: str
+    value: float
+    gate: float | None  # None: the metric is not gated at this precision
+    direction: str  # "min": the value must reach the gate; "max": it must not exceed it
+    output: str | None = None  # the output a per-output gate measured
+
+    @property
+    def passed(self) -> bool:
+        if self.gate is None:
+            return True
+        return self.value >= self.gate if self.direction == "min" else self.value <= self.gate
+
+    @property
+    def margin(self) -> float:
+        """How far inside its gate the value is, relative to the gate (negative: failed)."""
+        if self.gate is None:
+            return float("inf")
+        inside = self.value - self.gate if self.direction == "min" else self.gate - self.value
+        return inside / max(abs(self.gate), 1e-12)
+
+
+def deciding_check(checks: Sequence[GateCheck]) -> GateCheck | None:
+    """The figure nearest its gate, or furthest past it: the one that decided pass or fail."""
+    return min(checks, key=lambda c: c.margin, default=None)
 
 
 def check_parity(reference_outputs: list[np.ndarray], candidate_outputs: list[np.ndarray], family: str,
@@ -100,12 +145,14 @@ def check_parity(reference_outputs: list[np.ndarray], candidate_outputs: list[np
     result = ParityResult(family, precision, outputs=errors.outputs)
     if family == EMBEDDER.name:
         _measure_embeddings(result, reference_outputs[0], candidate_outputs[0])
-        failures = _embedder_failures(result, gates)
+        checks = _embedder_checks(result, gates)
     else:
         _measure_detections(result, reference_outputs, candidate_outputs, input_hw)
-        failures = _detector_failures(result, gates)
+        checks = _detector_checks(result, gates)
+    failures = [_failure(check) for check in checks if not check.passed]
     result.passed = not failures
     result.reason = "; ".join(failures)
+    result.deciding = deciding_check(checks)
     return result
 
 
@@ -121,11 +168,8 @@ def _measure_embeddings(result: ParityResult, reference: np.ndarray, candidate: 
     result.norm_ratio = float(np.mean(cand_norm / np.maximum(ref_norm, np.finfo(np.float64).tiny)))
 
 
-def _embedder_failures(result: ParityResult, gates: ParityGates) -> list[str]:
-    limit = gates.limit("cosine_min", result.precision)
-    if limit is not None and result.cosine_min < limit:
-        return [f"cosine min {result.cosine_min:.6f} < {limit}"]
-    return []
+def _embedder_checks(result: ParityResult, gates: ParityGates) -> list[GateCheck]:
+    return [GateCheck("cosine_min", result.cosine_min, gates.limit("cosine_min", result.precision), "min")]
 
 
 # --------------------------------------------------------------------------- detectors
@@ -184,35 +228,39 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
 
 
-def _detector_failures(result: ParityResult, gates: ParityGates) -> list[str]:
+# Not a suite gate: a reference that saw no face anywhere allows the candidate none.
+NO_FACE_DETECTIONS = "candidate_detections_max"
+
+
+def _detector_checks(result: ParityResult, gates: ParityGates) -> list[GateCheck]:
     if result.ref_detections:
-        return _detection_failures(result, gates)
-    failures = []
-    if result.candidate_detections:  # the reference saw no face anywhere
-        failures.append(f"{result.candidate_detections} detections where the reference has none")
-    return failures + _raw_output_failures(result, gates)
+        return _detection_checks(result, gates)
+    checks = [GateCheck(NO_FACE_DETECTIONS, result.candidate_detections, 0, "max")] if result.candidate_detections else []
+    rel_l2 = gates.limit("output_rel_l2_max", result.precision)
+    if rel_l2 is None:
+        return checks
+    return checks + [GateCheck("output_rel_l2_max", o.rel_l2, rel_l2, "max", o.name) for o in result.outputs]
 
 
-def _detection_failures(result: ParityResult, gates: ParityGates) -> list[str]:
-    failures = []
-    checks = [("det_recall_min", result.det_recall, "recall"),
-              ("det_precision_min", result.det_precision, "precision")]
-    for metric, value, label in checks:
-        limit = gates.limit(metric, result.precision)
-        if limit is not None and value is not None and value < limit:
-            failures.append(f"detection {label} {_fmt(value)} < {limit}")
-    limit = gates.limit("landmark_err_max_px", result.precision)
-    if limit is not None and result.landmark_err_px is not None and result.landmark_err_px > limit:
-        failures.append(f"landmark error {result.landmark_err_px:.3f} px > {limit}")
-    return failures
+def _detection_checks(result: ParityResult, gates: ParityGates) -> list[GateCheck]:
+    figures = [("det_recall_min", result.det_recall, "min"), ("det_precision_min", result.det_precision, "min"),
+               ("landmark_err_max_px", result.landmark_err_px, "max")]
+    return [GateCheck(metric, value, gates.limit(metric, result.precision), direction)
+            for metric, value, direction in figures if value is not None]
 
 
-def _raw_output_failures(result: ParityResult, gates: ParityGates) -> list[str]:
-    limit = gates.limit("output_rel_l2_max", result.precision)
-    if limit is None:
-        return []
-    return [f"output {o.name!r} relative L2 error {o.rel_l2:.3g} > {limit}"
-            for o in result.outputs if o.rel_l2 > limit]
+def _failure(check: GateCheck) -> str:
+    """Why `check` failed, in the words of the summary."""
+    if check.metric == "cosine_min":
+        return f"cosine min {check.value:.6f} < {check.gate}"
+    if check.metric in ("det_recall_min", "det_precision_min"):
+        label = "recall" if check.metric == "det_recall_min" else "precision"
+        return f"detection {label} {_fmt(check.value)} < {check.gate}"
+    if check.metric == "landmark_err_max_px":
+        return f"landmark error {check.value:.3f} px > {check.gate}"
+    if check.metric == NO_FACE_DETECTIONS:
+        return f"{check.value} detections where the reference has none"
+    return f"output {check.output!r} relative L2 error {check.value:.3g} > {check.gate}"
 
 
 def _fmt(value: float | None) -> str:

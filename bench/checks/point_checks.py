@@ -5,10 +5,7 @@ Parity: the session's outputs vs ONNX Runtime CPU on the FP32 source model, same
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
 
@@ -104,18 +101,17 @@ def candidate_outputs(infer, frames: np.ndarray, batch: int) -> list[np.ndarray]
     return stack_frames(chunks, valid)
 
 
-def contamination_fields(infer, info: ModelInfo, batch: int, precision: str, seed: int) -> dict[str, Any]:
+def contamination_check(infer, info: ModelInfo, batch: int, precision: str, seed: int):
+    """bench.checks.contamination.ContaminationResult for the point (outputs paired by name)."""
     from bench.checks.contamination import check_contamination
 
-    result = check_contamination(infer, (3, *info.input_hw), batch, precision, seed=seed,
-                                 output_names=output_names(info))
-    return {"contamination_checked": True, "contamination_passed": bool(result.passed),
-            "contamination_max_abs": float(result.max_abs_diff), "contamination_max_rel": float(result.max_rel_diff)}
+    return check_contamination(infer, (3, *info.input_hw), batch, precision, seed=seed,
+                               output_names=output_names(info))
 
 
-def parity_fields(infer, info: ModelInfo, batch: int, precision: str, frames: np.ndarray,
-                  gate_overrides: dict[str, dict[str, float]] | None = None, failure_hint: str = "") -> dict[str, Any]:
-    """Parity fields of the row; `failure_hint` (the likely cause) joins the summary of a failed gate."""
+def parity_check(infer, info: ModelInfo, batch: int, precision: str, frames: np.ndarray,
+                 gate_overrides: dict[str, dict[str, float]] | None = None, failure_hint: str = ""):
+    """bench.checks.parity.ParityResult for the point; `failure_hint` (the likely cause) joins a failed gate's summary."""
     from bench.checks.parity import ParityGates, check_parity
 
     reference = reference_outputs(info, frames)
@@ -123,18 +119,5 @@ def parity_fields(infer, info: ModelInfo, batch: int, precision: str, frames: np
     gates = ParityGates.with_overrides(gate_overrides or {})
     result = check_parity(reference, candidate, info.family, precision, info.input_hw, gates,
                           output_names=output_names(info))
-    return {"parity_checked": True, "parity_passed": bool(result.passed),
-            "parity_summary": "; ".join(filter(None, [parity_summary(result), "" if result.passed else failure_hint])),
-            "parity_json": json.dumps(asdict(result), default=float)}
-
-
-def parity_summary(result) -> str:
-    """One short line for the tables: the figure that decides each family's gate."""
-    if result.cosine_min is not None:
-        text = f"cos min {result.cosine_min:.5f}"
-    elif result.det_recall is not None:
-        text = f"recall {result.det_recall:.3f}, lmk {result.landmark_err_px or 0:.2f}px"
-    else:
-        worst = max((o.rel_l2 for o in result.outputs), default=0.0)
-        text = f"rel L2 {worst:.2e}"
-    return text if result.passed else f"{text}: {result.reason}"
+    result.hint = "" if result.passed else failure_hint
+    return result

@@ -6,7 +6,7 @@ from typing import Any
 from bench.launchers import Emit
 from bench.worker import Job, run_job
 
-PASSED_ON = ("row", "log")  # the worker's "start" / "done" only matter to a process monitor
+PASSED_ON = ("result", "log")  # the worker's "start" / "done" only matter to a process monitor
 
 
 class InlineLauncher:

@@ -16,10 +16,10 @@ from typing import Any
 
 import psutil
 
-from bench.ladder import points_from_rows
 from bench.launchers import Emit
+from bench.results import ModelFacts, PointResult
 from bench.runtimes.registry import get_runtime
-from bench.worker import Job, child_main, job_to_dict
+from bench.worker import Job, child_main, point_identity
 
 POLL_S = 0.2
 
@@ -30,16 +30,16 @@ class ProcessLauncher:
         self.max_worker_memory_mb = max_worker_memory_mb
 
     def run(self, job: Job, emit: Emit) -> None:
-        remaining, rows = list(job.batches), []
+        remaining, results = list(job.batches), []
 
         def keep(kind: str, payload: Any) -> None:
-            if kind == "row":
-                rows.append(payload)
+            if kind == "result":
+                results.append(payload)
             emit(kind, payload)
 
         while remaining:
             # A new worker's ladder goes on from the points the last one measured.
-            measured = [*job.ladder_measured, *points_from_rows(rows)]
+            measured = [*job.ladder_measured, *filter(None, (r.ladder_point() for r in results))]
             finished = self._run_worker(replace(job, batches=remaining, ladder_measured=measured), keep)
             remaining = [b for b in remaining if b not in finished]
 
@@ -47,7 +47,7 @@ class ProcessLauncher:
         """Run one worker; return the batches it settled (finished, or failed by a fault)."""
         ctx = mp.get_context("spawn")
         reader, writer = ctx.Pipe(duplex=False)
-        process = ctx.Process(target=child_main, args=(job_to_dict(job), writer, os.getpid()), daemon=True)
+        process = ctx.Process(target=child_main, args=(job, writer, os.getpid()), daemon=True)
         settled: set[int] = set()
         current, started, fault = None, time.monotonic(), None
         try:
@@ -68,9 +68,9 @@ class ProcessLauncher:
                     break
                 if kind == "start":
                     current, started = payload, time.monotonic()
-                elif kind == "row":
-                    emit("row", payload)
-                    settled.add(payload["batch"])
+                elif kind == "result":
+                    emit("result", payload)
+                    settled.add(payload.point.batch)
                     current = None
                 elif kind == "log":
                     emit("log", payload)
@@ -99,14 +99,13 @@ class ProcessLauncher:
         of its job with it, rather than a new worker being started for them again and again."""
         batches = [current] if current is not None else [b for b in job.batches if b not in settled]
         for batch in batches:
-            emit("row", _failed(job, batch, fault))
+            emit("result", _failed(job, batch, fault))
             settled.add(batch)
 
 
-def _failed(job: Job, batch: int, reason: str) -> dict[str, Any]:
-    return {"batch": batch, "runtime": job.runtime, "precision": job.precision, "input_format": job.input_format,
-            "options_variant": job.options_variant, "concurrency": job.concurrency,
-            "device": get_runtime(job.runtime).device, "status": "failed", "reason": reason}
+def _failed(job: Job, batch: int, reason: str) -> PointResult:
+    point = point_identity(job, get_runtime(job.runtime), batch, available=False)
+    return PointResult.failed(point, ModelFacts.of(job.model), reason)
 
 
 def _exit_reason(code: int | None) -> str:

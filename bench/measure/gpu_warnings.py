@@ -104,8 +104,8 @@ def merge_warnings(protocol: list[str], gpu: list[str]) -> list[str]:
     return kept + [w for w in gpu if w not in kept]
 
 
-def gpu_point_fields(measurement, batch: int) -> tuple[dict[str, Any], list[str]]:
-    """(row fields, warnings) a GPU point adds: compute-only fps and trtexec's warnings."""
+def gpu_point_figures(measurement, batch: int) -> tuple[float | None, list[str]]:
+    """(compute-only frames/s, trtexec's warnings): what a GPU point adds to the protocol's figures."""
     used = measurement.windows[-measurement.used_windows:] if measurement.used_windows else []
     summary = summarise_stages(used)
-    return {"fps_compute": compute_only_fps(used, batch)}, trtexec_warnings(summary)
+    return compute_only_fps(used, batch), trtexec_warnings(summary)

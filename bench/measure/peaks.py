@@ -138,7 +138,7 @@ def _probe_gflops(runtime, kind: str, precision: str, options: dict[str, Any], c
     path = build_artifact(runtime, str(source), precision, cache_dir / "artifacts", calibration)
     request = LoadRequest(model_path=path, input_name="input", input_shape=probe.input_shape, precision=precision,
                           options=options, cache_dir=str(cache_dir))
-    session, _ = runtime.load(request)
+    session = runtime.load(request)
     try:
         inputs = make_inputs(probe.input_shape, PROBE_SETTINGS.input_buffers, 0)
         result = measure(session, inputs, 1, PROBE_SETTINGS)  # batch 1: one probe inference per iteration

@@ -6,17 +6,25 @@ when the last `stable_windows` windows agree within `stability_pct` on both
 frames/s and mean latency (perf_analyzer's rule), else give up after `max_windows`
 and call the point UNSTABLE. Frames/s is batch x iterations / wall time of the
 windows, never derived from mean latency.
+
+Warm-up runs the same loop as the windows (bench.measure.loops), one round at a time,
+without the compute-only pass a steady-state window adds. Samplers (bench.telemetry.base)
+hear window_started() / window_stopped(window) around every steady-state window, never
+around warm-up.
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
 from bench.domain import DETECTOR, random_frames
+from bench.measure.loops import Loop, Window, loop_for
 from bench.measure.stats import LatencyStats, latency_stats
+from bench.telemetry.base import Sampler
 
 VALID, UNSTABLE = "VALID", "UNSTABLE"
 COV_WARN_PCT = 2.5  # trtexec's "compute time is unstable" threshold
@@ -44,7 +52,7 @@ class Measurement:
     batch: int
     warmup_iterations: int
     warmup_s: float
-    windows: list  # bench.runtimes.base.Window, all measured
+    windows: list[Window]  # all measured
     used_windows: int  # the trailing windows the figures come from
     iterations: int
     frames: int
@@ -61,12 +69,12 @@ class Measurement:
         return 1000.0 / self.fps if self.fps > 0 else math.nan
 
 
-def warm_up(session, inputs: list[np.ndarray], settings: MeasureSettings) -> tuple[int, float]:
+def warm_up(loop: Loop, settings: MeasureSettings) -> tuple[int, float]:
     """Run until both the time and count minimums are met (count capped); return (iterations, mean s)."""
     count = 0
     t0 = time.perf_counter()
     while count < settings.warmup_max_iterations:
-        session.warm_up_window(inputs, 1)
+        loop.window(loop.min_iterations)
         count += 1
         elapsed = time.perf_counter() - t0
         if count >= settings.warmup_min_iterations and elapsed >= settings.warmup_s:
@@ -92,13 +100,30 @@ def spread_pct(values: list[float]) -> float:
     return (high / low - 1.0) * 100.0 if low > 0 else math.inf
 
 
-def measure(session, inputs: list[np.ndarray], batch: int, settings: MeasureSettings) -> Measurement:
-    warm_count, warm_mean_s = warm_up(session, inputs, settings)
-    iterations = window_iterations(warm_mean_s, settings)
+def measure(session, inputs: list[np.ndarray], batch: int, settings: MeasureSettings,
+            samplers: Sequence[Sampler] = ()) -> Measurement:
+    """Warm up, then steady-state windows until they agree (or max_windows); `samplers` hear every window."""
+    loop = loop_for(session, inputs)
+    try:
+        warm_count, warm_mean_s = warm_up(loop, settings)
+        windows, used, verdict = _windows(loop, window_iterations(warm_mean_s, settings), batch, settings, samplers)
+    finally:
+        loop.close()
+    result = _summarise(used, windows, batch, warm_count, warm_count * warm_mean_s, verdict)
+    # trtexec's CoV rule is about GPU compute time; host-timed CPU latencies always jitter more.
+    if session.timer_kind != "host" and result.latency.cov_pct > COV_WARN_PCT:
+        result.warnings.append(f"latency CoV {result.latency.cov_pct:.1f}% > {COV_WARN_PCT}%: "
+                               "compute time is unstable; locking clocks may help")
+    return result
+
+
+def _windows(loop: Loop, iterations: int, batch: int, settings: MeasureSettings,
+             samplers: Sequence[Sampler]) -> tuple[list[Window], list[Window], str]:
+    """(every window, the trailing windows the figures come from, verdict)."""
     windows, same_size = [], []
     verdict = UNSTABLE
     while len(windows) < settings.max_windows:
-        window = session.run_window(inputs, iterations)
+        window = steady_window(loop, iterations, samplers)
         windows.append(window)
         resized = resize_window(iterations, window, settings)
         if resized != iterations:
@@ -110,13 +135,18 @@ def measure(session, inputs: list[np.ndarray], batch: int, settings: MeasureSett
         if len(same_size) >= settings.stable_windows and _stable(same_size[-settings.stable_windows:], batch, settings):
             verdict = VALID
             break
-    used = (same_size or windows)[-settings.stable_windows:]
-    result = _summarise(used, windows, batch, warm_count, warm_count * warm_mean_s, verdict)
-    # trtexec's CoV rule is about GPU compute time; host-timed CPU latencies always jitter more.
-    if getattr(session, "timer_kind", "host") != "host" and result.latency.cov_pct > COV_WARN_PCT:
-        result.warnings.append(f"latency CoV {result.latency.cov_pct:.1f}% > {COV_WARN_PCT}%: "
-                               "compute time is unstable; locking clocks may help")
-    return result
+    return windows, (same_size or windows)[-settings.stable_windows:], verdict
+
+
+def steady_window(loop: Loop, iterations: int, samplers: Sequence[Sampler] = ()) -> Window:
+    """One steady-state window and its compute-only pass, if the loop has one, inside the sampler hooks."""
+    for sampler in samplers:
+        sampler.window_started()
+    window = loop.window(iterations)
+    window.compute_only_wall_ns = loop.compute_only_wall_ns(iterations)
+    for sampler in samplers:
+        sampler.window_stopped(window)
+    return window
 
 
 def _window_fps(window, batch: int) -> float:

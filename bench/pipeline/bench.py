@@ -1,5 +1,5 @@
 """`facebench pipeline`: load the detector and embedder on one runtime, run the staged
-pipeline sequentially and overlapped, and turn the comparison into a result row.
+pipeline sequentially and overlapped, and turn the comparison into a PointResult.
 
 Validation (models, runtime, frames, batch) happens in `prepare`, before anything is
 loaded or written, so bad input costs nothing and leaves no file behind.
@@ -7,7 +7,6 @@ loaded or written, so bad input costs nothing and leaves no file behind.
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,7 +30,17 @@ from bench.pipeline.run import (
     run_pipeline,
     synthetic_frames,
 )
-from bench.store import COLUMNS
+from bench.results import (
+    CpuTelemetry,
+    Environment,
+    GpuTelemetry,
+    ModelFacts,
+    PipelineFigures,
+    PointIdentity,
+    PointResult,
+    SessionSettings,
+    SteadyState,
+)
 
 SUITE_NAME = "pipeline"
 PRECISION = "fp32"
@@ -91,11 +100,19 @@ class PipelineSetup:
 
 
 @dataclass
+class ModeTelemetry:
+    """The samplers' figures over one run."""
+
+    cpu: CpuTelemetry | None = None
+    gpu: GpuTelemetry | None = None
+
+
+@dataclass
 class ModeRun:
     """One mode's fastest run and the telemetry sampled during it."""
 
     result: PipelineResult
-    telemetry: dict[str, Any]
+    telemetry: ModeTelemetry
 
 
 # ---------------------------------------------------------------- validation
@@ -206,14 +223,13 @@ def load_session(runtime, info: ModelInfo, batch: int, fmt: InputFormat):
     request = LoadRequest(model_path=str(path), input_name=info.input_name,
                           input_shape=fmt.shape(batch, info.input_hw), precision=PRECISION,
                           input_dtype=fmt.dtype, cache_dir=str(zoo.cache_dir()))
-    session, _cold = runtime.load(request)
-    return session
+    return runtime.load(request)
 
 
 @dataclass
 class PipelineOutcome:
     comparison: OverlapComparison
-    telemetry: dict[str, dict[str, Any]]  # "sequential" / "overlapped" -> sampler fields of the best run
+    telemetry: dict[str, ModeTelemetry]  # "sequential" / "overlapped" -> the samplers' figures of the best run
     settings: dict[str, dict[str, Any]]  # "detector" / "embedder" -> the session's effective settings
     notes: list[str] = field(default_factory=list)  # e.g. why there is no GPU telemetry
     overlapped_fps_runs: list[float] = field(default_factory=list)  # every repeat: the point's noise
@@ -333,72 +349,70 @@ def _sampled_run(run: Callable[[], PipelineResult], gpu) -> ModeRun:
     from bench.telemetry.cpu import CpuSampler
 
     cpu = CpuSampler()
-    cpu.start()
+    cpu.window_started()
     if gpu is not None:
-        gpu.start()
+        gpu.reset()  # this run's figures only
+        gpu.window_started()
     frames = 0
     try:
         result = run()
         frames = result.frames
     finally:
-        telemetry = cpu.stop()
+        cpu.window_stopped()
+        telemetry = ModeTelemetry(cpu=cpu.figures())
         if gpu is not None:
-            telemetry.update(gpu.stop(frames=frames))
+            gpu.window_stopped()
+            gpu.add_frames(frames)
+            telemetry.gpu = gpu.figures()
     return ModeRun(result, telemetry)
 
 
-# ---------------------------------------------------------------- rows
+# ---------------------------------------------------------------- results
 
 
-def base_row(setup: PipelineSetup, run_id: str) -> dict[str, Any]:
-    """Identity, machine and detector fields, as bench.sweep.Sweep.base_row builds them."""
+def point_identity(setup: PipelineSetup) -> PointIdentity:
+    return PointIdentity(runtime=setup.runtime.name, precision=PRECISION, batch=setup.batch,
+                         device=setup.runtime.device, kind="pipeline", input_format=setup.format.name,
+                         runtime_versions=setup.runtime.versions(),
+                         input_bytes_per_frame=setup.format.bytes_per_frame(setup.det.input_hw))
+
+
+def environment(run_id: str) -> Environment:
     from bench import env
 
-    det = setup.det
-    return {
-        "run_id": run_id, "suite": SUITE_NAME, "kind": "pipeline",
-        "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **env.fingerprint(),
-        "model": det.name, "model_source": det.source, "model_path": det.path,
-        "model_sha256": det.sha256, "family": det.family, "input_name": det.input_name,
-        "input_shape": ",".join(str(d) for d in setup.format.shape(setup.batch, det.input_hw)), "input_size": det.input_hw[0],
-        "params": det.params, "macs_per_frame": det.macs_per_frame, "flops_per_frame": det.flops_per_frame,
-        "runtime": setup.runtime.name, "device": setup.runtime.device,
-        "runtime_version": json.dumps(setup.runtime.versions(), sort_keys=True),
-        "precision": PRECISION, "batch": setup.batch, "timer": "host",
-        "input_format": setup.format.name, "input_bytes_per_frame": setup.format.bytes_per_frame(det.input_hw),
-        "warnings": "; ".join(setup.notes) or None,
-    }
+    return Environment(run_id=run_id, suite=SUITE_NAME, machine=env.fingerprint(),
+                       timestamp_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
-def ok_row(setup: PipelineSetup, outcome: PipelineOutcome, run_id: str) -> dict[str, Any]:
+def detector_facts(setup: PipelineSetup) -> ModelFacts:
+    """The row's model is the detector, with the shape it is fed; the embedder is in stages_json."""
+    return ModelFacts.of(setup.det, input_dims=setup.format.shape(setup.batch, setup.det.input_hw))
+
+
+def ok_result(setup: PipelineSetup, outcome: PipelineOutcome, run_id: str) -> PointResult:
     over = outcome.comparison.overlapped
     det_settings = outcome.settings.get("detector", {})
-    threads = det_settings.get("intra_op_threads", det_settings.get("inference_num_threads"))
-    telemetry = outcome.telemetry.get("overlapped", {})
-    notes = setup.notes + outcome.notes
-    return {
-        **base_row(setup, run_id),
-        "status": "ok", "reason": None, "warnings": "; ".join(notes) or None,
-        "runtime_options_json": json.dumps(outcome.settings, sort_keys=True, default=str),
-        "threads": threads if isinstance(threads, int) else None, "mode": det_settings.get("mode"),
-        "precision_effective": det_settings.get("precision_effective"),
-        "frames": over.frames, "frames_total": over.frames, "faces_total": over.faces,
-        "wall_s": over.wall_s, "fps": over.frames_per_s,
-        "ms_per_frame": 1e3 / over.frames_per_s if over.frames_per_s else None,
-        "faces_per_s": over.faces_per_s,
-        # Spread of the repeats, like a model point's window spread: compare's gate needs it.
-        "window_spread_pct": spread_pct(outcome.overlapped_fps_runs) if len(outcome.overlapped_fps_runs) > 1 else None,
-        "stages_json": json.dumps(stages_summary(setup, outcome), sort_keys=True),
-        **{k: v for k, v in telemetry.items() if k in COLUMNS},  # sampler fields are schema columns
-    }
+    telemetry = outcome.telemetry.get("overlapped", ModeTelemetry())
+    runs = outcome.overlapped_fps_runs
+    steady = SteadyState(fps=over.frames_per_s, frames=over.frames, wall_s=over.wall_s,
+                         ms_per_frame=1e3 / over.frames_per_s if over.frames_per_s else None,
+                         # Spread of the repeats, like a model point's window spread: compare's gate needs it.
+                         window_spread_pct=spread_pct(runs) if len(runs) > 1 else None)
+    figures = PipelineFigures(stages=stages_summary(setup, outcome), frames_total=over.frames,
+                              faces_total=over.faces, faces_per_s=over.faces_per_s)
+    session = SessionSettings.of(det_settings, "host", det_settings.get("precision_effective"),
+                                 recorded=outcome.settings)
+    return PointResult(point_identity(setup), detector_facts(setup), session=session, steady=steady,
+                       cpu=telemetry.cpu, gpu=telemetry.gpu, pipeline=figures, notes=setup.notes + outcome.notes,
+                       environment=environment(run_id))
 
 
-def failed_row(setup: PipelineSetup, run_id: str, exc: BaseException) -> dict[str, Any]:
+def failed_result(setup: PipelineSetup, run_id: str, exc: BaseException) -> PointResult:
     text = str(exc).strip().splitlines()
     reason = f"{type(exc).__name__}: {text[0] if text else ''}".strip().rstrip(":")
-    return {**base_row(setup, run_id), "status": "failed", "reason": reason,
-            "stages_json": json.dumps(pipeline_config(setup), sort_keys=True)}
+    return PointResult.failed(point_identity(setup), detector_facts(setup), reason,
+                              pipeline=PipelineFigures(stages=pipeline_config(setup)), notes=list(setup.notes),
+                              environment=environment(run_id))
 
 
 def stages_summary(setup: PipelineSetup, outcome: PipelineOutcome) -> dict[str, Any]:
@@ -423,10 +437,14 @@ def stages_summary(setup: PipelineSetup, outcome: PipelineOutcome) -> dict[str, 
         "sequential_faces_per_s": seq.faces_per_s, "overlapped_faces_per_s": over.faces_per_s,
         "sequential_wall_s": seq.wall_s, "overlapped_wall_s": over.wall_s,
         "overlap_gain": comparison.gain,
-        "gpu_util_sequential": telemetry.get("sequential", {}).get("gpu_util_mean"),
-        "gpu_util_overlapped": telemetry.get("overlapped", {}).get("gpu_util_mean"),
+        "gpu_util_sequential": _gpu_util(telemetry.get("sequential")),
+        "gpu_util_overlapped": _gpu_util(telemetry.get("overlapped")),
         **pipeline_config(setup),
     }
+
+
+def _gpu_util(telemetry: ModeTelemetry | None) -> float | None:
+    return telemetry.gpu.gpu_util_mean if telemetry and telemetry.gpu else None
 
 
 def pipeline_config(setup: PipelineSetup) -> dict[str, Any]:

@@ -72,10 +72,9 @@ def cmd_pipeline(args) -> int:
 def _measure_into(results, setup) -> int:
     import uuid
 
-    import pandas as pd
-
     from bench.console import console
     from bench.pipeline import bench as pipeline_bench
+    from bench.report.model import build_report_model
     from bench.report.tables import print_tables
 
     console.print(f"facebench pipeline: {setup.det.name} + {setup.rec.name} on {setup.runtime.name}, "
@@ -85,8 +84,8 @@ def _measure_into(results, setup) -> int:
         outcome = _benchmark(results, setup, sessions, run_id)
         if isinstance(outcome, int):
             return outcome
-        results.add(pipeline_bench.ok_row(setup, outcome, run_id))
-        print_tables(pd.DataFrame(results.rows), console)
+        results.add(pipeline_bench.ok_result(setup, outcome, run_id))
+        print_tables(build_report_model(results.rows), console)
         console.print(f"1 pipeline point saved in {results.path}", highlight=False)
         if setup.request.outputs.wanted:
             return _save_outputs(setup, sessions, outcome, run_id, results.path)
@@ -122,11 +121,11 @@ def _benchmark(results, setup, sessions, run_id):
         console.print(f"interrupted: nothing measured was saved in {results.path}")
         return EXIT_INTERRUPTED
     except UserError as exc:  # e.g. an image that does not decode: record it, then the one-line error
-        results.add(pipeline_bench.failed_row(setup, run_id, exc))
+        results.add(pipeline_bench.failed_result(setup, run_id, exc))
         raise
     except Exception as exc:  # a runtime failure is a failed point, recorded as the sweep records one
-        row = pipeline_bench.failed_row(setup, run_id, exc)
-        results.add(row)
-        err_console.print(f"facebench: pipeline failed: {row['reason']} (row saved in {results.path})",
+        failed = pipeline_bench.failed_result(setup, run_id, exc)
+        results.add(failed)
+        err_console.print(f"facebench: pipeline failed: {failed.reason} (row saved in {results.path})",
                           markup=False, highlight=False)
         return EXIT_FAILED

@@ -67,7 +67,6 @@ def load_inputs(inputs: list[str], baseline: str | None):
 def cmd_compare(args) -> int:
     from bench.console import console, err_console
     from bench.report import compare, gate
-
     from bench.report.model import parse_budget
 
     threshold = gate.parse_threshold(args.fail_if_slower) if args.fail_if_slower is not None else None
@@ -79,8 +78,7 @@ def cmd_compare(args) -> int:
     if not itself:
         compare.require_comparable(comparison)
     print_comparison(comparison, console)
-    if budget is not None:
-        print_budget_answers(results, comparison, budget, console)
+    print_answers(results, comparison, budget, console)
     for note in comparison.notes:
         err_console.print(f"facebench: note: {note}", markup=False, highlight=False)
     if threshold is None:
@@ -175,9 +173,8 @@ def cmd_report(args) -> int:
     from bench import store
     from bench.console import console
     from bench.report import compare, markdown
-    from bench.report.plots import write_plots
-
     from bench.report.model import parse_budget
+    from bench.report.plots import write_plots
 
     budget = parse_budget(args.latency_budget)
     results = load_inputs(args.inputs, args.baseline)
@@ -229,14 +226,18 @@ def print_comparison(comparison, console) -> None:
     console.print(f"[dim]{interval_note(comparison)}[/]", highlight=False)
 
 
-def print_budget_answers(results, comparison, budget, console) -> None:
-    """Each group's (machine's, by default) best configuration under the budget, side by side."""
+def print_answers(results, comparison, budget, console) -> None:
+    """Each group's (machine's, by default) best and knee, and best under the budget, side by side."""
     from bench.report.compare import GROUP_COLUMN
-    from bench.report.model import budget_answers
+    from bench.report.model import build_report_model
+    from bench.report.text import best_line, budget_line
 
-    frame = results.frame[results.frame["kind"].fillna("model") == "model"]
-    for model, group, line in budget_answers(frame, budget, GROUP_COLUMN[comparison.by]):
-        console.print(f"[bold]{model}[/] {group}: {line}", highlight=False)
+    column = GROUP_COLUMN[comparison.by]
+    for summary in build_report_model(results.records(), budget, [column]).models:
+        where = f"[bold]{summary.model}[/] {summary.context[column]}"
+        console.print(f"{where}: {best_line(summary)}", highlight=False)
+        if summary.budget is not None:
+            console.print(f"{where}: {budget_line(summary.budget)}", highlight=False)
 
 
 def interval_note(comparison) -> str:

@@ -25,6 +25,7 @@ from bench import store
 from bench.domain import DEFAULT_INPUT_FORMAT, DEFAULT_OPTIONS_VARIANT
 from bench.errors import UserError
 from bench.measure.stats import Interval, ratio_of_medians_interval
+from bench.report.model import point_marks
 
 BY_CHOICES = ("machine", "runtime", "precision", "input", "options", "concurrency", "run")
 GROUP_COLUMN = {"machine": "machine_label", "runtime": "runtime", "precision": "precision", "input": "input_format",
@@ -435,22 +436,6 @@ def _compare_point(labels, rows: dict[str, dict[str, Any]], metric: Metric, base
         pick = max if metric.higher_better else min
         pick(ranked, key=lambda c: c.value).best = True
     return PointComparison(labels, cells)
-
-
-def point_marks(row: dict[str, Any]) -> tuple[str, ...]:
-    """Why a point's number should not be quoted as is (empty when it may)."""
-    if row["status"] != "ok":
-        return (row["status"],)
-    if row.get("kind") == "pipeline" and row.get("verdict") is None:
-        return ()  # a pipeline run has no steady windows to judge; only a failure marks it
-    marks = []
-    if row.get("verdict") != "VALID":
-        marks.append("unstable")
-    if row.get("contamination_passed") is False:
-        marks.append("contaminated")
-    if row.get("parity_passed") is False:
-        marks.append("parity failed")
-    return tuple(marks)
 
 
 def _cell(row: dict[str, Any], metric: Metric) -> Cell:

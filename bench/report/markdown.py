@@ -13,16 +13,19 @@ from bench.report.compare import (
     pipeline_name,
     pipeline_stages,
     pipeline_workload,
-    point_marks,
     value_and_ratio,
 )
-from bench.report.tables import KNEE_PCT, PIPELINE_STAGES, concurrency_of, peak_share_text
+from bench.report.model import ModelSummary, Point, ReportModel, build_report_model, context_columns
+from bench.report.tables import PIPELINE_STAGES, peak_share_text
+from bench.report.text import best_and_knee, budget_answer, describe_point
 
 
 def build_report(results: Results, comparison: Comparison | None, plots, plots_folder: str, budget=None) -> str:
     """The whole report as Markdown; plot images are linked relative to the report (plots_folder/NAME).
     `budget` (bench.report.model.LatencyBudget): each model's best configuration under it."""
     rows, pipelines, every = results.records(), results.records("pipeline"), results.records(kind=None)
+    columns = context_columns(rows)
+    answers = build_report_model(every, budget, columns)
     of_which = f" ({len(pipelines)} pipeline)" if pipelines else ""
     lines = ["# facebench report", "",
              f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from {len(results.files)} "
@@ -31,10 +34,10 @@ def build_report(results: Results, comparison: Comparison | None, plots, plots_f
     lines += ["", *environment_section(every)]
     if comparison is not None:
         lines += comparison_section(comparison)
-    for model_rows in _by_model(rows).values():
-        lines += model_section(model_rows, rows, plots, plots_folder, budget)
+    for summaries in _by_model_file(answers).values():
+        lines += model_section(summaries, columns, plots, plots_folder)
     lines += pipeline_section(pipelines)
-    lines += warnings_section(every, results.notes + (comparison.notes if comparison else []))
+    lines += warnings_section(answers, results.notes + (comparison.notes if comparison else []))
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -64,10 +67,11 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return f"{value:,.0f}" if abs(value) >= 10000 else f"{value:.{digits}f}"
 
 
-def _by_model(rows) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in rows:
-        grouped.setdefault((r["model"], r["model_sha256"]), []).append(r)
+def _by_model_file(answers: ReportModel) -> dict[tuple[str, str], list[ModelSummary]]:
+    """One section per model file; a summary per machine (or run) inside it."""
+    grouped: dict[tuple[str, str], list[ModelSummary]] = {}
+    for summary in answers.models:
+        grouped.setdefault((summary.model, summary.sha256), []).append(summary)
     return grouped
 
 
@@ -126,81 +130,48 @@ def _comparison_cell(metric, cell, is_baseline: bool) -> str:
     return text
 
 
-def model_section(model_rows, all_rows, plots, plots_folder: str, budget=None) -> list[str]:
-    first = model_rows[0]
+def model_section(summaries: list[ModelSummary], columns: list[str], plots, plots_folder: str) -> list[str]:
+    first = summaries[0].points[0].row
     flops = first.get("flops_per_frame")
     facts = [first.get("family") or "model", f"input {first.get('input_shape')}",
              f"{flops / 1e9:.3f} GFLOP/frame" if flops else None, f"sha256 {str(first['model_sha256'])[:12]}"]
     lines = [f"## {_md(first['model'])}", "", ", ".join(f for f in facts if f), ""]
-    columns = _context_columns(all_rows)
-    for context, rows in _by_context(model_rows, columns).items():
-        best = best_configuration(rows)
-        where = f" on {' '.join(context)}" if context else ""
-        lines += [f"**Best configuration{_md(where)}:** {best or 'no trustworthy point (see warnings)'}", ""]
-        if budget is not None:
-            import pandas as pd
-
-            from bench.report.model import budget_line
-
-            answer = budget_line(pd.DataFrame(rows), budget).removeprefix(f"under budget {budget.label}: ")
-            lines += [f"**Best under {_md(budget.label)}{_md(where)}:** {_md(answer)}", ""]
-    lines += steady_state_table(model_rows, columns)
-    lines += cold_start_table(model_rows, columns)
+    for summary in summaries:
+        where = f" on {' '.join(str(v) for v in summary.context.values())}" if summary.context else ""
+        best = best_and_knee(summary) or "no trustworthy point (see warnings)"
+        lines += [f"**Best configuration{_md(where)}:** {best}", ""]
+        if summary.budget is not None:
+            label = summary.budget.budget.label
+            lines += [f"**Best under {_md(label)}{_md(where)}:** {_md(budget_answer(summary.budget))}", ""]
+    points = [p for summary in summaries for p in summary.points]
+    lines += steady_state_table(points, columns)
+    lines += cold_start_table(points, columns)
     if plots:
         images = [p for p in plots.plots if (p.model, p.sha256) == (first["model"], first["model_sha256"])]
         lines += [f"![{_md(p.title)}]({plots_folder}/{p.name})" for p in images] + ([""] if images else [])
     return lines
 
 
-def _context_columns(rows) -> list[str]:
-    """Machine (or run) columns when the inputs hold several, so rows stay unambiguous."""
-    if len({r["run_label"] for r in rows}) > len({r["machine_label"] for r in rows}):
-        return ["run_label"]
-    return ["machine_label"] if len({r["machine_label"] for r in rows}) > 1 else []
+def _sorted(points: list[Point], columns: list[str]) -> list[Point]:
+    order = {key: i for i, key in reversed(list(enumerate((p.series.runtime, p.series.precision) for p in points)))}
+    return sorted(points, key=lambda p: (*[str(p.row[c]) for c in columns], order[p.series.runtime, p.series.precision],
+                                         p.series.concurrency, p.batch))
 
 
-def _by_context(rows, columns: list[str]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
-    grouped: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for r in rows:
-        grouped.setdefault(tuple(str(r[c]) for c in columns), []).append(r)
-    return grouped
-
-
-def best_configuration(rows) -> str | None:
-    """Best trustworthy frames/s, and the knee of that runtime's curve (as in the terminal tables)."""
-    good = [r for r in rows if r["status"] == "ok" and not point_marks(r)]
-    if not good:
-        return None
-    best = max(good, key=lambda r: r["fps"])
-    same = sorted((r for r in good if r["runtime"] == best["runtime"] and r["precision"] == best["precision"]
-                   and concurrency_of(r) == concurrency_of(best)), key=lambda r: r["batch"])
-    knee = next(r for r in same if r["fps"] >= best["fps"] * (1 - KNEE_PCT / 100))
-    conc = f" concurrency {concurrency_of(best)}" if concurrency_of(best) > 1 else ""
-    return (f"{best['runtime']} {best['precision']} batch {best['batch']}{conc} at {_fmt(best['fps'])} frames/s "
-            f"(p99 {_fmt(best['lat_p99_ms'], 2)} ms); knee: batch {knee['batch']} reaches {_fmt(knee['fps'])} "
-            f"frames/s (within {KNEE_PCT:g}% of best) with p99 {_fmt(knee['lat_p99_ms'], 2)} ms")
-
-
-def _sorted(rows, columns):
-    order = {key: i for i, key in reversed(list(enumerate((r["runtime"], r["precision"]) for r in rows)))}
-    return sorted(rows, key=lambda r: (*[str(r[c]) for c in columns], order[(r["runtime"], r["precision"])],
-                                       concurrency_of(r), r["batch"]))
-
-
-def steady_state_table(rows, columns: list[str]) -> list[str]:
+def steady_state_table(points: list[Point], columns: list[str]) -> list[str]:
     context = {"run_label": "run", "machine_label": "machine"}
-    concurrent = any(concurrency_of(r) != 1 for r in rows)  # the column only where the suite swept it
+    concurrent = any(p.series.concurrency != 1 for p in points)  # the column only where the suite swept it
     headers = [context[c] for c in columns] + ["runtime", "prec", *(["conc"] if concurrent else []), "batch",
                                                "frames/s", "ms/frame", "p50 ms", "p99 ms", "GFLOP/s", "% conv peak",
                                                "verdict", "checks"]
     body = []
-    for r in _sorted(rows, columns):
-        ok = r["status"] == "ok"
+    for point in _sorted(points, columns):
+        r, ok = point.row, point.measured
         fps = _fmt(r["fps"]) if ok else _md((r.get("reason") or "")[:80])
-        if ok and point_marks(r):
-            fps = f"~~{fps}~~" if set(point_marks(r)) - {"unstable"} else f"_{fps}_"
+        if ok and point.marks:
+            fps = f"~~{fps}~~" if set(point.marks) - {"unstable"} else f"_{fps}_"
         body.append([*[_md(r[c]) for c in columns], _md(r["runtime"]), _md(r["precision"]),
-                     *([str(concurrency_of(r))] if concurrent else []), str(r["batch"]), fps,
+                     *([str(point.series.concurrency)] if concurrent else []), str(r["batch"]), fps,
                      _fmt(r["ms_per_frame"], 3) if ok else "", _fmt(r["lat_p50_ms"], 2) if ok else "",
                      _fmt(r["lat_p99_ms"], 2) if ok else "", _fmt(r["gflops_achieved"]) if ok else "",
                      peak_share_text(r.get("pct_conv_peak")) if ok else "", _verdict(r), _checks(r) if ok else ""])
@@ -208,8 +179,8 @@ def steady_state_table(rows, columns: list[str]) -> list[str]:
     return ["Steady state:", "", *md_table(headers, body, set(range(first_number, first_number + 7 + concurrent)))]
 
 
-def cold_start_table(rows, columns: list[str]) -> list[str]:
-    ok = [r for r in _sorted(rows, columns) if r["status"] == "ok"]
+def cold_start_table(points: list[Point], columns: list[str]) -> list[str]:
+    ok = [p.row for p in _sorted(points, columns) if p.measured]
     if not ok:
         return []
     context = {"run_label": "run", "machine_label": "machine"}
@@ -246,7 +217,7 @@ def pipeline_section(rows) -> list[str]:
              "frames/s and faces/s: stages overlapped (the recorded figure); seq frames/s: stages one after "
              "another; gain: overlapped over sequential; stage columns: ms/frame and share of the sequential time.",
              ""]
-    columns = _context_columns(rows)
+    columns = context_columns(rows)
     grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
         grouped.setdefault((pipeline_name(r), pipeline_workload(r)), []).append(r)
@@ -283,23 +254,15 @@ def _stage_cell(stages: dict[str, Any], name: str) -> str:
     return f"{stage['ms_per_frame']:.2f} ({100 * stage['share']:.0f}%)"
 
 
-def warnings_section(rows, notes: list[str]) -> list[str]:
+def warnings_section(answers: ReportModel, notes: list[str]) -> list[str]:
     lines = []
-    for r in rows:
-        model = pipeline_name(r) if r.get("kind") == "pipeline" else r["model"]
-        where = f"{model} {r['runtime']} {r['precision']} batch {r['batch']} ({r['run_label']})"
-        if r["status"] == "failed":
-            lines.append(f"{where}: failed: {r.get('reason')}")
-        elif r["status"] == "ok" and r.get("warnings"):
-            lines.append(f"{where}: {r['warnings']}")
-        if r.get("contamination_passed") is False:
-            lines.append(f"{where}: cross-frame contamination; its frames/s is not a valid figure")
-        if r.get("parity_passed") is False:
-            lines.append(f"{where}: parity gate failed ({r.get('parity_summary')})")
+    for point, line in answers.warnings:
+        model = pipeline_name(point.row) if point.kind == "pipeline" else point.model
+        lines.append(f"{model} {describe_point(point)} ({point.row['run_label']}): {line}")
     skipped: dict[str, set[str]] = {}
-    for r in rows:
-        if r["status"] == "skipped":
-            skipped.setdefault(str(r.get("reason")), set()).add(f"{r['model']} {r['runtime']} b{r['batch']}")
+    for point in answers.points:
+        if point.status == "skipped":
+            skipped.setdefault(str(point.row.get("reason")), set()).add(f"{point.model} {point.series.runtime} b{point.batch}")
     lines += [f"skipped {', '.join(sorted(points))}: {reason}" for reason, points in skipped.items()]
     lines += notes
     if not lines:

@@ -1,7 +1,9 @@
 """PNG plots of result files (matplotlib, headless): per model, frames/s against batch, latency
 against frames/s, cold-start phases, and GPU utilisation and power where recorded.
 
-Every figure is FIG_SIZE_IN at DPI, so every PNG is the same pixel size. Contaminated and
+Drawn from the report model: one line per series (runtime, precision and, where they vary, input
+format, options variant, concurrency) and machine (or run) when the inputs hold several. Every
+figure is FIG_SIZE_IN at DPI, so every PNG is the same pixel size. Contaminated and
 parity-failed points are left out (their numbers are not valid); unstable ones are drawn hollow.
 """
 from __future__ import annotations
@@ -9,10 +11,11 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 from bench import store
-from bench.report.compare import Results, point_marks
+from bench.report.compare import Results
+from bench.report.model import ModelSummary, Point, Series, build_report_model, context_columns
+from bench.report.text import input_label, options_label
 
 FIG_SIZE_IN = (8.0, 5.0)
 DPI = 100
@@ -44,16 +47,17 @@ def write_plots(results: Results, out_dir: str) -> PlotSet:
     matplotlib.use("Agg")  # headless; set here, not at import, so the CLI never pays for matplotlib
     store.ensure_folder(out_dir)
     written = PlotSet()
-    rows = [r for r in results.records() if r["status"] == "ok"]
-    valid = [r for r in rows if not {"contaminated", "parity failed"} & set(point_marks(r))]
-    if len(valid) < len(rows):
-        written.notes.append(f"{len(rows) - len(valid)} contaminated or parity-failed points left out of the plots")
-    rows = valid
-    labeller = _series_labeller(rows)
-    for (model, sha), model_rows in _by_model(rows).items():
-        slug = _model_slug(model, sha, rows)
+    rows = results.records()
+    answers = build_report_model(rows, context=context_columns(rows))
+    measured = [p for p in answers.points if p.kind == "model" and p.measured]
+    left_out = sum(not _plotted(p) for p in measured)
+    if left_out:
+        written.notes.append(f"{left_out} contaminated or parity-failed points left out of the plots")
+    figures = _by_model_file(answers.models)
+    for (model, sha), lines in figures.items():
+        slug = _model_slug(model, sha, figures)
         for kind, title, draw in _PLOTS:
-            figure = draw(model_rows, labeller, f"{model}: {title}")
+            figure = draw(lines, f"{model}: {title}")
             if figure is None:
                 continue
             name = f"{slug}-{kind}.png"
@@ -63,45 +67,41 @@ def write_plots(results: Results, out_dir: str) -> PlotSet:
     return written
 
 
+def _plotted(point: Point) -> bool:
+    return point.measured and not {"contaminated", "parity failed"} & set(point.marks)
+
+
 def _png_bytes(figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI)  # no bbox_inches="tight": it would change the size
     return buffer.getvalue()
 
 
-def _by_model(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in rows:
-        grouped.setdefault((r["model"], r["model_sha256"]), []).append(r)
-    return grouped
+Line = tuple[str, list[Point]]  # legend label, plotted points by batch
 
 
-def _model_slug(model: str, sha: str, rows) -> str:
+def _by_model_file(summaries: list[ModelSummary]) -> dict[tuple[str, str], list[Line]]:
+    """Per model file, its lines: each series of each machine (or run), plotted points only."""
+    figures: dict[tuple[str, str], list[Line]] = {}
+    for summary in summaries:
+        for series in summary.series:
+            points = [p for p in series.points if _plotted(p)]
+            if points:
+                figures.setdefault((summary.model, summary.sha256), []).append((_label(summary, series), points))
+    return figures
+
+
+def _label(summary: ModelSummary, series: Series) -> str:
+    key, first = series.key, series.points[0]
+    conc = f"conc {key.concurrency}" if key.concurrency > 1 else ""
+    parts = [key.runtime, key.precision, input_label(first), options_label(first), conc, *summary.context.values()]
+    return " ".join(str(part) for part in parts if part)
+
+
+def _model_slug(model: str, sha: str, figures) -> str:
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", model).strip("-")
-    several_files = len({r["model_sha256"] for r in rows if r["model"] == model}) > 1
+    several_files = len([name for name, _ in figures if name == model]) > 1
     return f"{slug}-{str(sha)[:8]}" if several_files else slug
-
-
-def _series_labeller(rows: list[dict[str, Any]]):
-    """One line per runtime and precision, and per machine (or run) when the inputs hold several."""
-    machines = len({r["machine_label"] for r in rows}) > 1
-    runs_per_machine = len({r["run_label"] for r in rows}) > len({r["machine_label"] for r in rows})
-
-    def label(row: dict[str, Any]) -> str:
-        parts = [row["runtime"], row["precision"]]
-        if runs_per_machine:
-            parts.append(row["run_label"])
-        elif machines:
-            parts.append(row["machine_label"])
-        return " ".join(parts)
-    return label
-
-
-def _series(rows, labeller) -> dict[str, list[dict[str, Any]]]:
-    series: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        series.setdefault(labeller(r), []).append(r)
-    return {k: sorted(v, key=lambda r: r["batch"]) for k, v in series.items()}
 
 
 def _figure(ncols: int = 1):
@@ -122,53 +122,61 @@ def _log2_batch_axis(axis, batches) -> None:
     axis.set_xlabel("batch size (log2)")
 
 
-def _line(axis, xs, ys, rows, label, style="o-", colour=None):
+def _line(axis, xs, ys, points: list[Point], label, style="o-", colour=None):
     """A line with filled markers for trustworthy points and hollow ones for unstable points."""
     (line,) = axis.plot(xs, ys, style, label=label, color=colour)
-    unstable = [(x, y) for x, y, r in zip(xs, ys, rows) if point_marks(r)]
+    unstable = [(x, y) for x, y, p in zip(xs, ys, points) if not p.trustworthy]
     if unstable:
         axis.plot(*zip(*unstable), style[0], markerfacecolor="white", color=line.get_color())
     return line
 
 
-def plot_fps_vs_batch(rows, labeller, title):
+def _batches(lines: list[Line]) -> list[int]:
+    return [p.batch for _, points in lines for p in points]
+
+
+def _any_unstable(lines: list[Line]) -> bool:
+    return any(not p.trustworthy for _, points in lines for p in points)
+
+
+def plot_fps_vs_batch(lines: list[Line], title):
     figure, axis = _figure()
-    for label, series in _series(rows, labeller).items():
-        _line(axis, [r["batch"] for r in series], [r["fps"] for r in series], series, label)
-    _log2_batch_axis(axis, [r["batch"] for r in rows])
+    for label, points in lines:
+        _line(axis, [p.batch for p in points], [p.fps for p in points], points, label)
+    _log2_batch_axis(axis, _batches(lines))
     axis.set_ylabel("frames/s")
     axis.set_ylim(bottom=0)
-    _finish(axis, title, unstable_note=any(point_marks(r) for r in rows))
+    _finish(axis, title, unstable_note=_any_unstable(lines))
     return figure
 
 
-def plot_latency_vs_fps(rows, labeller, title):
+def plot_latency_vs_fps(lines: list[Line], title):
     figure, axis = _figure()
-    for label, series in _series(rows, labeller).items():
-        fps = [r["fps"] for r in series]
-        line = _line(axis, fps, [r["lat_p50_ms"] for r in series], series, f"{label} p50")
-        _line(axis, fps, [r["lat_p99_ms"] for r in series], series, f"{label} p99", "s--", line.get_color())
-        for r in series:
-            axis.annotate(f"b{r['batch']}", (r["fps"], r["lat_p99_ms"]), textcoords="offset points",
+    for label, points in lines:
+        fps = [p.fps for p in points]
+        line = _line(axis, fps, [p.row["lat_p50_ms"] for p in points], points, f"{label} p50")
+        _line(axis, fps, [p.row["lat_p99_ms"] for p in points], points, f"{label} p99", "s--", line.get_color())
+        for p in points:
+            axis.annotate(f"b{p.batch}", (p.fps, p.row["lat_p99_ms"]), textcoords="offset points",
                           xytext=(4, 4), fontsize=7)
     axis.set_xlabel("frames/s")
     axis.set_ylabel("latency per batch (ms)")
     axis.set_ylim(bottom=0)
-    _finish(axis, title, unstable_note=any(point_marks(r) for r in rows))
+    _finish(axis, title, unstable_note=_any_unstable(lines))
     return figure
 
 
-def plot_cold_start(rows, labeller, title):
+def plot_cold_start(lines: list[Line], title):
     """Stacked bars of the cold-start phases, one bar per series at its smallest batch."""
-    firsts = [series[0] for series in _series(rows, labeller).values()]
-    firsts = [r for r in firsts if any(r.get(column) is not None for column, _ in COLD_PHASES)]
+    firsts = [(label, points[0]) for label, points in lines
+              if any(points[0].row.get(column) is not None for column, _ in COLD_PHASES)]
     if not firsts:
         return None
     figure, axis = _figure()
-    labels = [f"{labeller(r)} b{r['batch']}" for r in firsts]
+    labels = [f"{label} b{first.batch}" for label, first in firsts]
     left = [0.0] * len(firsts)
     for column, phase in COLD_PHASES:
-        widths = [r.get(column) or 0.0 for r in firsts]
+        widths = [first.row.get(column) or 0.0 for _, first in firsts]
         axis.barh(labels, widths, left=left, label=phase)
         left = [a + b for a, b in zip(left, widths)]
     axis.invert_yaxis()
@@ -177,19 +185,19 @@ def plot_cold_start(rows, labeller, title):
     return figure
 
 
-def plot_gpu(rows, labeller, title):
-    """GPU utilisation and power against batch; None when no row recorded them (CPU runs)."""
-    if not any(r.get("gpu_util_mean") is not None or r.get("gpu_power_mean_w") is not None for r in rows):
+def plot_gpu(lines: list[Line], title):
+    """GPU utilisation and power against batch; None when no point recorded them (CPU runs)."""
+    if not any(p.row.get("gpu_util_mean") is not None or p.row.get("gpu_power_mean_w") is not None
+               for _, points in lines for p in points):
         return None
     figure, (util_axis, power_axis) = _figure(ncols=2)
-    for label, series in _series(rows, labeller).items():
+    for label, points in lines:
         for axis, column in ((util_axis, "gpu_util_mean"), (power_axis, "gpu_power_mean_w")):
-            points = [(r["batch"], r[column], r) for r in series if r.get(column) is not None]
-            if points:
-                xs, ys, rs = zip(*points)
-                _line(axis, list(xs), list(ys), list(rs), label)
+            recorded = [p for p in points if p.row.get(column) is not None]
+            if recorded:
+                _line(axis, [p.batch for p in recorded], [p.row[column] for p in recorded], recorded, label)
     for axis, ylabel in ((util_axis, "GPU utilisation %"), (power_axis, "GPU power W")):
-        _log2_batch_axis(axis, [r["batch"] for r in rows])
+        _log2_batch_axis(axis, _batches(lines))
         axis.set_ylabel(ylabel)
         axis.set_ylim(bottom=0)
         axis.grid(True, alpha=0.3)

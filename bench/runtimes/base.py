@@ -1,23 +1,40 @@
-"""The one interface every runtime implements.
+"""The one interface every runtime implements: a Runtime loads, a Session offers steps.
 
-A Runtime loads a model file for one batch size and precision into a Session and
-reports the cold-start phases it could see. A Session runs batches; the shared
-measurement protocol (bench.measure.protocol) drives it and never knows which
-runtime or device it measures.
+A Runtime loads a model file for one batch size and precision into a Session. Sessions
+time nothing: measure/ drives their steps with its own loops and clocks, and
+times the cold start around the phases a runtime names while it loads.
+
+Step contract, by `Session.loop` (the loop in measure/loops.py that drives it):
+
+- "host" (ort-cpu, OpenVINO LATENCY): `run(x)` runs one batch synchronously and leaves
+  the outputs unconverted.
+- "requests" (OpenVINO THROUGHPUT / streams): `requests(inputs)` gives the session's
+  infer requests, each already holding one input, each with `start()`, `wait()` and
+  `latency_ms` (the runtime's own figure for the request just waited for).
+- "cuda" (ort-cuda, ort-trt, trt: bench.runtimes.cuda_session): `stream`, `stage(x)` (a
+  pinned copy, made once before any loop), `h2d(staged)`, `compute()`, `d2h()`,
+  `synchronize()` and `new_event()`; `record_enqueue` asks for the host time of compute().
+- "group" (concurrency N): a SessionGroup of N member sessions, one host thread each.
+
+Every session also has `infer(x)` (outputs as host arrays, for the checks), `describe()`
+(effective settings), `effective_precision()` and `close()`.
+
+Cold start: `Runtime.load(request, phases)` wraps its steps in `with phases("read")`,
+`phases("compile")`, `phases("first_infer")`; the caller owns the clock
+(ColdStartTimer in measure/cold_start.py). Callers that report no cold start pass nothing.
 """
 from __future__ import annotations
 
-import itertools
-import threading
-import time
+import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ContextManager, Protocol
 
 import numpy as np
 
-from bench.measure.timers import HostTimer, Timer
 from bench.runtimes.options import RuntimeOptions
+
+HOST, REQUESTS, CUDA, GROUP = "host", "requests", "cuda", "group"
 
 
 @dataclass
@@ -33,42 +50,70 @@ class LoadRequest:
     cache_dir: str | None = None
 
 
-@dataclass
-class ColdStart:
-    """Cold-start phases in milliseconds; None where a runtime cannot see a phase."""
+class Phases(Protocol):
+    """The caller's cold-start clock, as a runtime sees it while it loads."""
 
-    read_ms: float | None = None  # read / parse the model file
-    compile_ms: float | None = None  # session creation, compile or engine build
-    first_infer_ms: float | None = None  # first inference after load
-    # GPU runtimes with engine / timing caches: the same cold start again with the caches warm.
-    warm_cache_total_ms: float | None = None
+    def __call__(self, phase: str) -> ContextManager[None]:
+        """Time the block as `phase` (read, compile, first_infer, or a finer name for describe())."""
+        ...
 
-    @property
-    def total_ms(self) -> float:
-        return sum(v for v in (self.read_ms, self.compile_ms, self.first_infer_ms) if v is not None)
+    def ms(self, phase: str) -> float | None:
+        """What `phase` took so far (None when untimed)."""
+        ...
+
+    def total_ms(self) -> float | None:
+        """read + compile + first_infer so far."""
+        ...
+
+    def record(self, phase: str, ms: float | None) -> None:
+        """A figure timed elsewhere, e.g. warm_cache_total from a fresh process."""
+        ...
+
+    def fresh_process(self, target: str, request: LoadRequest, **extra: str) -> dict[str, Any]:
+        """Run `target` ("module:function", called as function(request, phases, **extra)) in a fresh
+        process under a fresh clock; its phase figures (name_ms, total_ms) and notes."""
+        ...
 
 
-@dataclass
-class Window:
-    """One steady-state window: wall time of the whole window and every iteration's latency."""
+class Untimed:
+    """Phases for callers that want a session and no cold start: no clock, no probe process."""
 
-    wall_ns: int
-    latencies_ns: list[int]
-    iterations: int
-    # Extra per-iteration series some runtimes can split out (e.g. h2d/compute/d2h on GPU).
-    extra_ns: dict[str, list[int]] = field(default_factory=dict)
-    # GPU sessions: wall time of the same iterations run again with device-resident input and output.
-    compute_only_wall_ns: int | None = None
+    def __call__(self, phase: str) -> ContextManager[None]:
+        return contextlib.nullcontext()
+
+    def ms(self, phase: str) -> float | None:
+        return None
+
+    def total_ms(self) -> float | None:
+        return None
+
+    def record(self, phase: str, ms: float | None) -> None:
+        pass
+
+    def fresh_process(self, target: str, request: LoadRequest, **extra: str) -> dict[str, Any]:
+        return {"total_ms": None, "note": "not timed"}
+
+
+UNTIMED = Untimed()
 
 
 class Session(ABC):
     """A loaded model at one batch size."""
 
-    timer_kind = "host"
+    loop = HOST
+
+    @property
+    def timer_kind(self) -> str:
+        """Which clock times its latencies: CUDA events for the CUDA loop, the host's otherwise."""
+        return "cuda-event" if self.loop == CUDA else "host"
 
     @abstractmethod
     def infer(self, x: np.ndarray) -> list[np.ndarray]:
         """Run one batch synchronously and return the outputs (host arrays, model order)."""
+
+    def run(self, x: np.ndarray) -> None:
+        """The host loop's step: one batch, outputs left as the runtime returns them."""
+        self.infer(x)
 
     def describe(self) -> dict[str, Any]:
         """Effective settings (threads, hint, providers, precision actually used)."""
@@ -77,92 +122,39 @@ class Session(ABC):
     def effective_precision(self) -> str | None:
         return None
 
-    def make_timer(self) -> Timer:
-        return HostTimer()
-
-    def run_window(self, inputs: list[np.ndarray], iterations: int) -> Window:
-        """Run `iterations` batches, rotating through `inputs`; timing loop does nothing else."""
-        timer = self.make_timer()
-        latencies = []
-        n_inputs = len(inputs)
-        t0 = time.perf_counter_ns()
-        for i in range(iterations):
-            timer.start()
-            self._run_only(inputs[i % n_inputs])
-            latencies.append(timer.stop())
-        wall = time.perf_counter_ns() - t0
-        return Window(wall_ns=wall, latencies_ns=latencies, iterations=iterations)
-
-    def warm_up_window(self, inputs: list[np.ndarray], iterations: int) -> Window:
-        """Warm-up: the window's timed loop without any extra pass a window adds (GPU: compute-only)."""
-        return self.run_window(inputs, iterations)
-
-    def _run_only(self, x: np.ndarray) -> None:
-        """The timed call: subclasses override to skip output conversions the loop does not need."""
-        self.infer(x)
-
     def close(self) -> None:
         pass
 
 
-class ConcurrentSession(Session):
-    """N sessions of one model, one host thread each, N requests in flight (onnxruntime_perf_test -c).
+class SessionGroup(Session):
+    """N sessions of one model, N requests in flight (onnxruntime_perf_test -c, trtexec --infStreams).
 
-    A window's iterations are shared out as they come (each thread takes the next one), so the
-    threads finish within one request of each other; frames/s is the aggregate over the window's
-    wall time and each latency is one request's. The runtimes release the GIL while they compute.
-    Checks use the first session (every session computes the same outputs).
+    measure/loops.py serves each member from its own host thread; checks use the first
+    member (every member computes the same outputs).
     """
 
-    def __init__(self, sessions: list[Session], settings: dict[str, Any]):
-        self._sessions = sessions
+    loop = GROUP
+
+    def __init__(self, members: list[Session], settings: dict[str, Any]):
+        self.members = members
         self._settings = settings
 
+    @property
+    def timer_kind(self) -> str:
+        return self.members[0].timer_kind
+
     def infer(self, x: np.ndarray) -> list[np.ndarray]:
-        return self._sessions[0].infer(x)
+        return self.members[0].infer(x)
 
     def describe(self) -> dict[str, Any]:
-        return {**self._sessions[0].describe(), **self._settings}
+        return {**self.members[0].describe(), **self._settings}
 
     def effective_precision(self) -> str | None:
-        return self._sessions[0].effective_precision()
-
-    def run_window(self, inputs: list[np.ndarray], iterations: int) -> Window:
-        taken = itertools.count()  # next() on a count is atomic under the GIL
-        latencies: list[list[int]] = [[] for _ in self._sessions]
-        errors: list[BaseException] = []
-        start = threading.Barrier(len(self._sessions) + 1)
-
-        def serve(session: Session, own: list[int]) -> None:
-            start.wait()
-            try:
-                while (i := next(taken)) < iterations:
-                    t0 = time.perf_counter_ns()
-                    session._run_only(inputs[i % len(inputs)])
-                    own.append(time.perf_counter_ns() - t0)
-            except BaseException as exc:  # re-raised in the measuring thread: a failed point
-                errors.append(exc)
-
-        threads = [threading.Thread(target=serve, args=(s, own), daemon=True)
-                   for s, own in zip(self._sessions, latencies)]
-        for thread in threads:
-            thread.start()
-        start.wait()
-        t0 = time.perf_counter_ns()
-        for thread in threads:
-            thread.join()
-        wall = time.perf_counter_ns() - t0
-        if errors:
-            raise errors[0]
-        return Window(wall_ns=wall, latencies_ns=[v for own in latencies for v in own], iterations=iterations)
-
-    def warm_up_window(self, inputs: list[np.ndarray], iterations: int) -> Window:
-        """Every session warms up: at least one request each, all in flight together."""
-        return self.run_window(inputs, max(iterations, len(self._sessions)))
+        return self.members[0].effective_precision()
 
     def close(self) -> None:
-        for session in self._sessions:
-            session.close()
+        for member in self.members:
+            member.close()
 
 
 class Runtime(ABC):
@@ -192,11 +184,12 @@ class Runtime(ABC):
         return precision
 
     @abstractmethod
-    def load(self, request: LoadRequest) -> tuple[Session, ColdStart]:
-        """Load and run the first inference; return the session and the phases it measured."""
+    def load(self, request: LoadRequest, phases: Phases = UNTIMED) -> Session:
+        """Load and run the first inference, each step inside its cold-start phase."""
 
-    def load_concurrent(self, request: LoadRequest, concurrency: int) -> tuple[Session, ColdStart]:
-        """A session that keeps `concurrency` requests in flight (runtimes with `concurrent` override this)."""
+    def load_concurrent(self, request: LoadRequest, concurrency: int, phases: Phases = UNTIMED) -> Session:
+        """A session that keeps `concurrency` requests in flight (runtimes with `concurrent` override this).
+        The cold start timed is the first member's: what each deployed session pays."""
         if concurrency == 1:
-            return self.load(request)
+            return self.load(request, phases)
         raise NotImplementedError(f"{self.name} runs one request in flight only")

@@ -11,8 +11,6 @@ import functools
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +37,6 @@ class TrtBuildOptions(RuntimeOptions):
 
 
 KEY_FILE = "key.json"
-WARM_PROBE_TIMEOUT_S = 900
 
 
 @dataclass(frozen=True)
@@ -203,56 +200,3 @@ def replace_payload(folder: str | os.PathLike, source: str | os.PathLike) -> lis
         os.replace(item, folder / item.name)
         moved.append(item.name)
     return moved
-
-
-PROBE_TAG = "FACEBENCH_PROBE "  # the probe's result line; anything else on stdout is the libraries' chatter
-
-
-def _die_with_parent() -> None:
-    """In the probe (Linux): exit when the worker that started it dies, so a killed point never
-    leaves a process holding a CUDA context behind."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def run_warm_probe(module: str, request, **extra: str) -> dict[str, Any]:
-    """Run `python -m module warm-probe JSON` in a fresh process: a warm-cache cold start pays
-    for the CUDA context, the engine and the kernels again, as a restarted service does.
-    The module's probe gets the LoadRequest and `extra` back (see probe_main).
-
-    Returns the probe's result, or {"total_ms": None, "note": why it gave none}.
-    """
-    payload = {"request": asdict(request), **extra}
-    repo = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
-    try:
-        done = subprocess.run([sys.executable, "-m", module, "warm-probe", json.dumps(payload)],
-                              capture_output=True, text=True, timeout=WARM_PROBE_TIMEOUT_S, env=env,
-                              preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
-    except subprocess.TimeoutExpired:
-        return {"total_ms": None, "note": f"warm-cache probe exceeded {WARM_PROBE_TIMEOUT_S} s"}
-    results = [line[len(PROBE_TAG):] for line in done.stdout.splitlines() if line.startswith(PROBE_TAG)]
-    try:
-        return json.loads(results[-1])  # kept even when the process crashed after printing it
-    except (IndexError, ValueError):
-        tail = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}, no result"])[-1]
-        return {"total_ms": None, "note": f"warm-cache probe failed: {tail}"}
-
-
-def probe_main(argv: list[str], module: str, probe) -> int:
-    """The `warm-probe JSON` entry point of a runtime module: prints probe(request, **extra), tagged."""
-    if len(argv) == 3 and argv[1] == "warm-probe":
-        from bench.runtimes.base import LoadRequest
-
-        data = json.loads(argv[2])
-        fields = data.pop("request")
-        request = LoadRequest(**{**fields, "input_shape": tuple(fields["input_shape"])})
-        print(PROBE_TAG + json.dumps(probe(request, **data)), flush=True)
-        os._exit(0)  # the figure is out: skip a CUDA or TensorRT teardown that might crash
-    print(f"usage: python -m {module} warm-probe JSON", file=sys.stderr)
-    return 2

@@ -5,14 +5,13 @@ onnxruntime is imported lazily so that listing runtimes never needs it.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.runtimes.base import ColdStart, ConcurrentSession, LoadRequest, Runtime, Session
+from bench.runtimes.base import UNTIMED, LoadRequest, Phases, Runtime, Session, SessionGroup
 from bench.runtimes.options import RuntimeOptions, option
 
 
@@ -97,37 +96,32 @@ class OrtRuntime(Runtime):
     def providers(self, request: LoadRequest) -> list:
         return [self.provider]
 
-    def load(self, request: LoadRequest) -> tuple[Session, ColdStart]:
+    def load(self, request: LoadRequest, phases: Phases = UNTIMED) -> Session:
         ort = import_onnxruntime()
-        t0 = time.perf_counter()
-        with open(request.model_path, "rb") as handle:
-            model_bytes = handle.read()
-        t1 = time.perf_counter()
-        options = self.session_options(request)
-        session = ort.InferenceSession(model_bytes, sess_options=options, providers=self.providers(request))
-        t2 = time.perf_counter()
-        settings = self.describe_session(session, options, request)
-        wrapped = self.wrap(session, request, settings)
+        with phases("read"):
+            model_bytes = Path(request.model_path).read_bytes()
+        with phases("compile"):
+            options = self.session_options(request)
+            session = ort.InferenceSession(model_bytes, sess_options=options, providers=self.providers(request))
+        wrapped = self.wrap(session, request, self.describe_session(session, options, request))
         x = np.zeros(request.input_shape, dtype=request.input_dtype)
-        t3 = time.perf_counter()
-        wrapped.infer(x)
-        t4 = time.perf_counter()
-        cold = ColdStart(read_ms=(t1 - t0) * 1e3, compile_ms=(t2 - t1) * 1e3, first_infer_ms=(t4 - t3) * 1e3)
-        return wrapped, cold
+        with phases("first_infer"):
+            wrapped.infer(x)
+        return wrapped
 
-    def load_concurrent(self, request: LoadRequest, concurrency: int) -> tuple[Session, ColdStart]:
+    def load_concurrent(self, request: LoadRequest, concurrency: int, phases: Phases = UNTIMED) -> Session:
         """N sessions, one request each, as onnxruntime_perf_test -c does; ORT's default threads
         (one per physical core) are divided among them, so N sessions do not oversubscribe the
         cores. The cold start is the first session's (what each deployed session pays)."""
         if concurrency == 1 or not self.concurrent:
-            return Runtime.load_concurrent(self, request, concurrency)
+            return Runtime.load_concurrent(self, request, concurrency, phases)
         requested = self.options(request).intra_op_threads
         per_session = requested or max(1, physical_cores() // concurrency)
         shared = replace(request, options={**request.options, "intra_op_threads": per_session})
-        loaded = [self.load(shared) for _ in range(concurrency)]
+        members = [self.load(shared, phases)] + [self.load(shared) for _ in range(concurrency - 1)]
         settings = {"sessions": concurrency, "intra_op_threads": per_session,
                     "threads_divided": not requested}
-        return ConcurrentSession([session for session, _ in loaded], settings), loaded[0][1]
+        return SessionGroup(members, settings)
 
     def wrap(self, session, request: LoadRequest, settings: dict[str, Any]) -> Session:
         return OrtSession(session, request.input_name, settings)

@@ -2,21 +2,20 @@
 
 Each batch size gets a static reshape and its own compile (the CPU plugin optimises
 known shapes better), so compile time is part of every batch's cold start.
-Two modes: THROUGHPUT, driven through an AsyncInferQueue of
-OPTIMAL_NUMBER_OF_INFER_REQUESTS requests as benchmark_app does, and LATENCY with
-one synchronous request. Concurrency N > 1 is a third, "streams": no performance hint,
+Two modes: THROUGHPUT, a queue of OPTIMAL_NUMBER_OF_INFER_REQUESTS requests kept busy
+as benchmark_app does (the "requests" loop, measure/loops.py), and LATENCY with one
+synchronous request (the "host" loop). Concurrency N > 1 is a third, "streams": no performance hint,
 NUM_STREAMS = N and N infer requests, as `benchmark_app -hint none -nstreams N -nireq N`.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from bench.domain import PRECISIONS
-from bench.runtimes.base import ColdStart, LoadRequest, Runtime, Session, Window
+from bench.runtimes.base import HOST, REQUESTS, UNTIMED, LoadRequest, Phases, Runtime, Session
 from bench.runtimes.options import RuntimeOptions, option
 
 # OpenVINO's name for each precision hint we request.
@@ -36,12 +35,26 @@ def import_openvino():
     return openvino
 
 
+class InferRequest:
+    """One OpenVINO infer request in the request-queue step contract (bench.runtimes.base)."""
+
+    __slots__ = ("_request", "start", "wait")
+
+    def __init__(self, request):
+        self._request = request
+        self.start, self.wait = request.start_async, request.wait  # bound once: no extra call in the loop
+
+    @property
+    def latency_ms(self) -> float:
+        return self._request.latency  # OpenVINO's own figure for the request just completed
+
+
 class OpenVinoSession(Session):
     def __init__(self, compiled, input_name: str, settings: dict[str, Any], asynchronous: bool):
         self._compiled = compiled
         self._input_name = input_name
         self._settings = settings
-        self._asynchronous = asynchronous
+        self.loop = REQUESTS if asynchronous else HOST
         self._request = compiled.create_infer_request()
         self._requests = None
 
@@ -49,50 +62,18 @@ class OpenVinoSession(Session):
         results = self._request.infer({self._input_name: x})
         return [np.array(results[out]) for out in self._compiled.outputs]
 
-    def _run_only(self, x: np.ndarray) -> None:
+    def run(self, x: np.ndarray) -> None:
         self._request.infer({self._input_name: x}, share_inputs=True, share_outputs=True)
 
-    def run_window(self, inputs: list[np.ndarray], iterations: int) -> Window:
-        if not self._asynchronous:
-            return super().run_window(inputs, iterations)
-        return self._run_async_window(inputs, iterations)
-
-    def _async_requests(self, inputs: list[np.ndarray]) -> list:
-        """OPTIMAL_NUMBER_OF_INFER_REQUESTS requests, each holding its own input (inference-only)."""
+    def requests(self, inputs: list[np.ndarray]) -> list[InferRequest]:
+        """OPTIMAL_NUMBER_OF_INFER_REQUESTS requests (or one per stream), each holding its own input
+        (inference-only); made on the first call and kept."""
         if self._requests is None:
             ov = import_openvino()
             self._requests = [self._compiled.create_infer_request() for _ in range(self._settings["infer_requests"])]
             for index, request in enumerate(self._requests):
                 request.set_input_tensor(ov.Tensor(inputs[index % len(inputs)]))
-        return self._requests
-
-    def _run_async_window(self, inputs: list[np.ndarray], iterations: int) -> Window:
-        """`iterations` completions timed from completion to completion with every request busy.
-
-        The requests are filled before the clock starts and drained after it stops, so a
-        window measures the steady pipeline, not its fill and drain bubbles (a multi-second
-        window of half-second requests would otherwise lose several percent to them).
-        Round-robin wait() rather than AsyncInferQueue callbacks: a Python callback runs on
-        OpenVINO's threads and needs the GIL, which deadlocked on teardown.
-        """
-        requests = self._async_requests(inputs)
-        for request in requests:
-            request.start_async()
-        latencies: list[int] = []
-        t0 = None
-        for i in range(iterations + 1):
-            request = requests[i % len(requests)]
-            request.wait()
-            if t0 is None:
-                t0 = time.perf_counter_ns()  # first completion: the pipeline is full from here
-            else:
-                latencies.append(int(request.latency * 1e6))
-            if i < iterations:
-                request.start_async()
-        wall = time.perf_counter_ns() - t0
-        for request in requests:
-            request.wait()
-        return Window(wall_ns=wall, latencies_ns=latencies, iterations=iterations)
+        return [InferRequest(request) for request in self._requests]
 
     def describe(self) -> dict[str, Any]:
         return dict(self._settings)
@@ -154,39 +135,37 @@ class OpenVinoRuntime(Runtime):
         capabilities = core.get_property(self.ov_device, "OPTIMIZATION_CAPABILITIES")
         return {"f16": "FP16", "bf16": "BF16"}[hint] in capabilities
 
-    def load(self, request: LoadRequest) -> tuple[Session, ColdStart]:
-        return self._load(request, streams=None)
+    def load(self, request: LoadRequest, phases: Phases = UNTIMED) -> Session:
+        return self._load(request, phases, streams=None)
 
-    def load_concurrent(self, request: LoadRequest, concurrency: int) -> tuple[Session, ColdStart]:
+    def load_concurrent(self, request: LoadRequest, concurrency: int, phases: Phases = UNTIMED) -> Session:
         if concurrency == 1 or not self.concurrent:
-            return super().load_concurrent(request, concurrency)
-        return self._load(request, streams=concurrency)
+            return super().load_concurrent(request, concurrency, phases)
+        return self._load(request, phases, streams=concurrency)
 
-    def _load(self, request: LoadRequest, streams: int | None) -> tuple[Session, ColdStart]:
+    def _load(self, request: LoadRequest, phases: Phases, streams: int | None) -> Session:
         """`streams`: explicit NUM_STREAMS and one infer request per stream, without a performance
         hint (the hint would choose the streams itself)."""
         ov = import_openvino()
         core = ov.Core()
-        t0 = time.perf_counter()
-        model = core.read_model(request.model_path)
-        t1 = time.perf_counter()
-        model.reshape({request.input_name: ov.PartialShape(list(request.input_shape))})
-        config = self.compile_config(core, request)
-        if streams:
-            del config["PERFORMANCE_HINT"]
-            config["NUM_STREAMS"] = streams
-        compiled = core.compile_model(model, self.ov_device, config)
-        t2 = time.perf_counter()
+        with phases("read"):
+            model = core.read_model(request.model_path)
+        with phases("compile"):
+            model.reshape({request.input_name: ov.PartialShape(list(request.input_shape))})
+            config = self.compile_config(core, request)
+            if streams:
+                del config["PERFORMANCE_HINT"]
+                config["NUM_STREAMS"] = streams
+            compiled = core.compile_model(model, self.ov_device, config)
         settings = self._effective_settings(compiled, config)
         if streams:  # every request in flight, one per stream
             settings.update(mode="streams", performance_hint="none", infer_requests=streams)
         session = OpenVinoSession(compiled, request.input_name, settings,
                                   asynchronous=settings["mode"] in ("throughput", "streams"))
         x = np.zeros(request.input_shape, dtype=request.input_dtype)
-        t3 = time.perf_counter()
-        session.infer(x)
-        t4 = time.perf_counter()
-        return session, ColdStart(read_ms=(t1 - t0) * 1e3, compile_ms=(t2 - t1) * 1e3, first_infer_ms=(t4 - t3) * 1e3)
+        with phases("first_infer"):
+            session.infer(x)
+        return session
 
     def _effective_settings(self, compiled, config: dict[str, Any]) -> dict[str, Any]:
         """What the plugin actually chose, read back as benchmark_app's step 8 prints it."""

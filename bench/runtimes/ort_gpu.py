@@ -27,9 +27,7 @@ Nothing here imports onnxruntime, cuda-python or tensorrt at module import.
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -37,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.runtimes.base import ColdStart, LoadRequest, Session
+from bench.runtimes.base import UNTIMED, LoadRequest, Phases, Runtime, Session, SessionGroup
 from bench.runtimes.cuda import copy_d2h_async, copy_h2d_async
 from bench.runtimes.cuda_session import BareParts, CudaSession
 from bench.runtimes.gpu_cache import TrtBuildOptions
@@ -130,15 +128,13 @@ class IoBindingSession(CudaSession):
 
     def __init__(self, ort_session, request: LoadRequest, settings: dict[str, Any], stream,
                  device_id: int = 0, graph_id: int | None = None):
-        from bench.measure.cuda_timer import StageMarks
         from bench.runtimes.cuda import PinnedBuffer, import_cudart
 
         ort = import_onnxruntime()
         self._session = ort_session
         self._settings = settings
-        self._stream = stream
+        self.stream = stream
         self._cudart = import_cudart()
-        self._marks = StageMarks()
         self._shape = tuple(request.input_shape)
         self._in_dtype = ort_type_to_numpy(ort_session.get_inputs()[0].type)
         self._device_in = ort.OrtValue.ortvalue_from_shape_and_type(list(self._shape), self._in_dtype, "cuda", device_id)
@@ -153,7 +149,7 @@ class IoBindingSession(CudaSession):
         # Bound OrtValues never move, so their addresses are read once, outside the loops.
         self._in_ptr = self._device_in.data_ptr()
         self._copies_out = [(host.ptr, device.data_ptr(), nbytes) for device, host, nbytes in self._outputs]
-        self._staged: dict[int, tuple[np.ndarray, Any]] = {}
+        self._staged = []
         # Without our stream inside ORT the copy must finish before ORT's stream reads the input.
         self._sync_after_h2d = not settings.get("shares_stream", False)
 
@@ -178,23 +174,23 @@ class IoBindingSession(CudaSession):
             outputs.append((device, host, host.nbytes))
         return outputs
 
-    def _h2d(self, src_ptr: int) -> None:
-        copy_h2d_async(self._in_ptr, src_ptr, self._in_bytes, self._stream, self._cudart)
+    def _copy_in(self, src_ptr: int) -> None:
+        copy_h2d_async(self._in_ptr, src_ptr, self._in_bytes, self.stream, self._cudart)
         if self._sync_after_h2d:
-            self._stream.synchronize()
+            self.stream.synchronize()
 
-    def _d2h(self) -> None:
+    def d2h(self) -> None:
         for host_ptr, device_ptr, nbytes in self._copies_out:
-            copy_d2h_async(host_ptr, device_ptr, nbytes, self._stream, self._cudart)
+            copy_d2h_async(host_ptr, device_ptr, nbytes, self.stream, self._cudart)
 
-    def _compute(self) -> None:
+    def compute(self) -> None:
         self._session.run_with_iobinding(self._io, self._run_options)
 
     def _host_outputs(self) -> list:
         return [host for _, host, _ in self._outputs]
 
     def parts(self) -> BareParts:
-        return BareParts(partial(self._session.run_with_iobinding, self._io, self._run_options), self._stream,
+        return BareParts(partial(self._session.run_with_iobinding, self._io, self._run_options), self.stream,
                          self._in_ptr, self._in_bytes, [(d, h, n) for h, d, n in self._copies_out],
                          sync_after_h2d=self._sync_after_h2d)
 
@@ -203,10 +199,9 @@ class IoBindingSession(CudaSession):
         for _, host, _ in self._outputs:
             host.close()
         self._host_in.close()
-        self._marks.close()
         self._io = None
         self._session = None
-        self._stream.close()
+        self.stream.close()
 
 
 # --------------------------------------------------------------------------- runtimes
@@ -214,7 +209,7 @@ class IoBindingSession(CudaSession):
 
 class _OrtGpuRuntime(OrtRuntime):
     device = "gpu"
-    concurrent = False  # N sessions on N CUDA streams: not done yet (issue 16)
+    concurrent = False  # ort-trt: one session (N sessions would build N engines); ort-cuda runs N
     precisions = ("fp32", "fp16", "int8")
     uses_cuda = True
     Options = OrtCudaOptions
@@ -305,35 +300,44 @@ class _OrtGpuRuntime(OrtRuntime):
             except Exception:
                 pass
 
-    def load(self, request: LoadRequest) -> tuple[Session, ColdStart]:
+    def load(self, request: LoadRequest, phases: Phases = UNTIMED) -> Session:
         from bench.runtimes.cuda import Stream, set_device
 
         self._prepare()
         set_device(self.device_id(request))  # the stream ORT computes on must live on its device
         stream = Stream()
         try:
-            return self.load_on(request, stream)
+            return self.load_on(request, stream, phases)
         except BaseException:
             stream.close()
             raise
 
-    def load_on(self, request: LoadRequest, stream) -> tuple[Session, ColdStart]:
-        session, cold = self.timed_load(request, stream, cache_path=None)
-        return session, cold
+    def load_concurrent(self, request: LoadRequest, concurrency: int, phases: Phases = UNTIMED) -> Session:
+        """N sessions, each on its own CUDA stream, served by one host thread each (measure/loops.py)."""
+        if concurrency == 1 or not self.concurrent:
+            return Runtime.load_concurrent(self, request, concurrency, phases)
+        members = [self.load(request, phases)]
+        try:
+            members += [self.load(request) for _ in range(concurrency - 1)]
+        except BaseException:
+            for member in members:
+                member.close()
+            raise
+        return SessionGroup(members, {"sessions": concurrency, "streams": concurrency})
 
-    def timed_load(self, request: LoadRequest, stream, cache_path: str | None) -> tuple[Session, ColdStart]:
-        t0 = time.perf_counter()
-        model_bytes = Path(request.model_path).read_bytes()
-        t1 = time.perf_counter()
-        ort_session, options = self.create_session(request, model_bytes, stream, cache_path)
-        t2 = time.perf_counter()
+    def load_on(self, request: LoadRequest, stream, phases: Phases) -> Session:
+        return self.session_on(request, stream, cache_path=None, phases=phases)
+
+    def session_on(self, request: LoadRequest, stream, cache_path: str | None, phases: Phases) -> Session:
+        with phases("read"):
+            model_bytes = Path(request.model_path).read_bytes()
+        with phases("compile"):
+            ort_session, options = self.create_session(request, model_bytes, stream, cache_path)
         settings = self.gpu_settings(ort_session, options, request, cache_path)
-        t3 = time.perf_counter()
         # Binding runs the first inference (to learn the output shapes): engine build or cuDNN search land here.
-        session = IoBindingSession(ort_session, request, settings, stream, self.device_id(request),
-                                   self.graph_id(request))
-        t4 = time.perf_counter()
-        return session, ColdStart(read_ms=(t1 - t0) * 1e3, compile_ms=(t2 - t1) * 1e3, first_infer_ms=(t4 - t3) * 1e3)
+        with phases("first_infer"):
+            return IoBindingSession(ort_session, request, settings, stream, self.device_id(request),
+                                    self.graph_id(request))
 
     def gpu_settings(self, ort_session, options, request: LoadRequest, cache_path: str | None) -> dict[str, Any]:
         settings = self.describe_session(ort_session, options, request)
@@ -357,6 +361,7 @@ class _OrtGpuRuntime(OrtRuntime):
 
 class OrtCudaRuntime(_OrtGpuRuntime):
     name = "ort-cuda"
+    concurrent = True  # N sessions on N streams
     provider = "CUDAExecutionProvider"
     # A QDQ model on the CUDA EP runs FP32 kernels between quantise/dequantise nodes: ONNX Runtime
     # runs INT8 on NVIDIA GPUs through TensorRT, so calling it int8 here would mislead.
@@ -439,28 +444,28 @@ class OrtTrtRuntime(_OrtGpuRuntime):
                                  "workspace_mb": options.workspace_mb}),
         )
 
-    def load_on(self, request: LoadRequest, stream) -> tuple[Session, ColdStart]:
+    def load_on(self, request: LoadRequest, stream, phases: Phases) -> Session:
         from bench.runtimes.gpu_cache import cache_folder, cache_root, cached_files, replace_payload
 
         mode = self.options(request).cold_start
         folder = cache_folder(cache_root(request.cache_dir), self.cache_key(request))
         if mode == "warm":
             hit = bool(cached_files(folder))
-            session, cold = self.timed_load(request, stream, str(folder))
-            cold.warm_cache_total_ms = cold.total_ms if hit else None
+            session = self.session_on(request, stream, str(folder), phases)
+            phases.record("warm_cache_total", phases.total_ms() if hit else None)
             session.describe_extra({"engine_cache": str(folder), "cold_start": "warm" if hit else "empty (first build)"})
-            return session, cold
+            return session
         empty = Path(tempfile.mkdtemp(prefix=".empty-", dir=folder.parent))
         try:
-            session, cold = self.timed_load(request, stream, str(empty))
+            session = self.session_on(request, stream, str(empty), phases)
             replace_payload(folder, empty)
         finally:
             shutil.rmtree(empty, ignore_errors=True)
-        probe = warm_probe(request, str(folder))
-        cold.warm_cache_total_ms = probe.get("total_ms")
+        probe = warm_probe(request, str(folder), phases)
+        phases.record("warm_cache_total", probe.get("total_ms"))
         session.describe_extra({"engine_cache": str(folder), "cold_start": "empty caches; warm figure from a fresh process",
                                 "warm_probe": probe})
-        return session, cold
+        return session
 
 
 # --------------------------------------------------------------------------- warm-cache probe
@@ -478,12 +483,10 @@ def engine_files(folder: str) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in engines}
 
 
-def warm_probe(request: LoadRequest, cache_path: str) -> dict[str, Any]:
+def warm_probe(request: LoadRequest, cache_path: str, phases: Phases) -> dict[str, Any]:
     """Session creation + first inference in a fresh process with the caches in `cache_path`."""
-    from bench.runtimes.gpu_cache import run_warm_probe
-
     before = engine_files(cache_path)
-    result = run_warm_probe("bench.runtimes.ort_gpu", request, cache_path=cache_path)
+    result = phases.fresh_process("bench.runtimes.ort_gpu:warm_start", request, cache_path=cache_path)
     if result.get("total_ms") is None:
         return result
     rebuilt = engine_files(cache_path) != before
@@ -493,26 +496,20 @@ def warm_probe(request: LoadRequest, cache_path: str) -> dict[str, Any]:
     return result
 
 
-def _warm_probe(request: LoadRequest, cache_path: str) -> dict[str, Any]:
+def warm_start(request: LoadRequest, phases: Phases, cache_path: str) -> dict[str, Any]:
+    """The warm-cache cold start the probe process times: CUDA context, session creation, first inference."""
     runtime = OrtTrtRuntime()
     runtime._prepare()  # the import is each point's process_start_ms, not its cold start
     runtime.profile(request)  # reads the ONNX once, outside the clock, as the worker did before its own
     from bench.runtimes.cuda import Stream, set_device
 
-    t0 = time.perf_counter()
-    set_device(runtime.device_id(request))
-    stream = Stream()
-    t1 = time.perf_counter()
-    model_bytes = Path(request.model_path).read_bytes()
-    session, _ = runtime.create_session(request, model_bytes, stream, cache_path)
-    t2 = time.perf_counter()
-    session.run(None, {request.input_name: np.zeros(request.input_shape, dtype=request.input_dtype)})
-    t3 = time.perf_counter()
-    return {"cuda_context_ms": (t1 - t0) * 1e3, "compile_ms": (t2 - t1) * 1e3, "first_infer_ms": (t3 - t2) * 1e3,
-            "total_ms": (t3 - t0) * 1e3}
-
-
-if __name__ == "__main__":
-    from bench.runtimes.gpu_cache import probe_main
-
-    sys.exit(probe_main(sys.argv, "bench.runtimes.ort_gpu", _warm_probe))
+    with phases("cuda_context"):
+        set_device(runtime.device_id(request))
+        stream = Stream()
+    with phases("compile"):
+        model_bytes = Path(request.model_path).read_bytes()
+        session, _ = runtime.create_session(request, model_bytes, stream, cache_path)
+    with phases("first_infer"):
+        session.run(None, {request.input_name: np.zeros(request.input_shape, dtype=request.input_dtype)})
+    # total: the whole fresh-process cold start, the CUDA context included
+    return {"total_ms": sum(phases.ms(p) or 0.0 for p in ("cuda_context", "compile", "first_infer"))}

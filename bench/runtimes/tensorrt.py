@@ -4,7 +4,8 @@ Build: the ONNX parser into a network (strongly typed on 11, where precision com
 from the ONNX artifact: AutoCast FP16 or Q/DQ INT8; on 10.x the FP16 / INT8 builder
 flags are set for those artifacts, since 10.x networks are weakly typed), one
 optimisation profile (min 1 / opt = the batch / max 64, or exactly the batch with
-profile = "per-batch"), and a timing cache. Engine and timing cache live in a
+profile = "per-batch"; at concurrency N, N identical profiles, one per execution
+context), and a timing cache. Engine and timing cache live in a
 folder keyed by model sha256, TensorRT version, GPU, precision and profile
 (bench.runtimes.gpu_cache). Cold start is reported twice: built with empty caches
 (parse + build + deserialise, then the first inference), and loaded from the warm
@@ -15,13 +16,14 @@ set_tensor_address, execute_async_v3 on a non-blocking stream. Each iteration is
 marked with CUDA events around the H2D copy, compute and the D2H copies (trtexec's
 split); enqueue time is the host time of the enqueue call. Optionally the compute is
 captured once as a CUDA graph (trtexec's sequence; plain enqueue when capture fails).
+Concurrency N: N execution contexts of the engine, each selecting its own profile on its
+own stream, with its own buffers; measure/loops.py serves each from one host thread.
 
 tensorrt and cuda-python are imported only inside load().
 """
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from dataclasses import dataclass
 from functools import partial
@@ -30,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.runtimes.base import ColdStart, LoadRequest, Runtime, Session
+from bench.runtimes.base import UNTIMED, LoadRequest, Phases, Runtime, Session, SessionGroup
 from bench.runtimes.cuda import copy_d2h_async, copy_h2d_async
 from bench.runtimes.cuda_session import BareParts, CudaSession
 from bench.runtimes.gpu_cache import TrtBuildOptions
@@ -119,9 +121,14 @@ def deserialize(runtime, plan: bytes, what: str):
 class BuildResult:
     plan: bytes
     timing_cache: bytes
-    parse_ms: float
-    build_ms: float
     flags: list[str]
+
+
+def context_profiles(profile, contexts: int) -> list[int | None]:
+    """The optimisation profile each of `contexts` execution contexts selects: its own for a dynamic
+    input (no two contexts may share one, so the engine is built with one per context), none for a
+    static input (TensorRT builds it without profiles and contexts need none)."""
+    return [None] * contexts if profile is None else list(range(contexts))
 
 
 @dataclass(frozen=True)
@@ -131,60 +138,65 @@ class TrtOptions(TrtBuildOptions):
 
 
 def build_engine(trt, logger, model_bytes: bytes, model_path: str, input_name: str, profile,
-                 precision: str, options: TrtOptions, timing_cache: bytes = b"") -> BuildResult:
-    """Parse the ONNX and build a serialized engine with one profile and a timing cache."""
+                 precision: str, options: TrtOptions, timing_cache: bytes = b"", profiles: int = 1,
+                 phases: Phases = UNTIMED) -> BuildResult:
+    """Parse the ONNX and build a serialized engine with `profiles` copies of one profile and a timing cache."""
     major = trt_major(trt.__version__)
-    t0 = time.perf_counter()
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch on 10.x; strongly typed on 11.x
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(model_bytes, str(model_path)):
-        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise RuntimeError(f"TensorRT could not parse {Path(model_path).name}: {errors[0] if errors else 'unknown error'}")
-    t1 = time.perf_counter()
-    config = builder.create_builder_config()
-    config.builder_optimization_level = options.builder_optimization_level
-    if options.workspace_mb is not None:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb * 2**20)
-    config.profiling_verbosity = getattr(trt.ProfilingVerbosity, options.profiling_verbosity.upper())
-    flags = [f for f in precision_flags(precision, major) if hasattr(trt.BuilderFlag, f)]
-    for flag in flags:
-        config.set_flag(getattr(trt.BuilderFlag, flag))
-    # Strict FP32 unless asked: TensorRT enables TF32 for FP32 layers by default.
-    if precision == "fp32" and not options.tf32 and hasattr(trt.BuilderFlag, "TF32"):
-        config.clear_flag(trt.BuilderFlag.TF32)
-    if profile is not None:  # None: a static input, which TensorRT builds without a profile
-        optimisation = builder.create_optimization_profile()
-        optimisation.set_shape(input_name, profile.min, profile.opt, profile.max)
-        config.add_optimization_profile(optimisation)
-    cache = config.create_timing_cache(timing_cache)
-    config.set_timing_cache(cache, False)
-    plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        raise RuntimeError("TensorRT engine build failed (the TensorRT log above says why)")
-    t2 = time.perf_counter()
-    return BuildResult(bytes(memoryview(plan)), bytes(memoryview(cache.serialize())),
-                       (t1 - t0) * 1e3, (t2 - t1) * 1e3, flags)
+    with phases("parse"):
+        builder = trt.Builder(logger)
+        network = builder.create_network(0)  # explicit batch on 10.x; strongly typed on 11.x
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse(model_bytes, str(model_path)):
+            errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+            raise RuntimeError(f"TensorRT could not parse {Path(model_path).name}: {errors[0] if errors else 'unknown error'}")
+    with phases("build"):
+        config = builder.create_builder_config()
+        config.builder_optimization_level = options.builder_optimization_level
+        if options.workspace_mb is not None:
+            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb * 2**20)
+        config.profiling_verbosity = getattr(trt.ProfilingVerbosity, options.profiling_verbosity.upper())
+        flags = [f for f in precision_flags(precision, major) if hasattr(trt.BuilderFlag, f)]
+        for flag in flags:
+            config.set_flag(getattr(trt.BuilderFlag, flag))
+        # Strict FP32 unless asked: TensorRT enables TF32 for FP32 layers by default.
+        if precision == "fp32" and not options.tf32 and hasattr(trt.BuilderFlag, "TF32"):
+            config.clear_flag(trt.BuilderFlag.TF32)
+        if profile is not None:  # None: a static input, which TensorRT builds without a profile
+            for _ in range(profiles):  # one per execution context (concurrency N)
+                optimisation = builder.create_optimization_profile()
+                optimisation.set_shape(input_name, profile.min, profile.opt, profile.max)
+                config.add_optimization_profile(optimisation)
+        cache = config.create_timing_cache(timing_cache)
+        config.set_timing_cache(cache, False)
+        plan = builder.build_serialized_network(network, config)
+        if plan is None:
+            raise RuntimeError("TensorRT engine build failed (the TensorRT log above says why)")
+    return BuildResult(bytes(memoryview(plan)), bytes(memoryview(cache.serialize())), flags)
 
 
 class TensorRtSession(CudaSession):
     record_enqueue = True
 
-    def __init__(self, trt, runtime, engine, request: LoadRequest, settings: dict[str, Any], stream):
-        from bench.measure.cuda_timer import StageMarks
+    def __init__(self, trt, runtime, engine, request: LoadRequest, settings: dict[str, Any], stream,
+                 profile_index: int | None = None):
         from bench.runtimes.cuda import DeviceBuffer, PinnedBuffer, import_cudart
 
         self._runtime, self._engine = runtime, engine
         self._context = engine.create_execution_context()
         self._settings = settings
-        self._stream = stream
+        self.stream = stream
         self._cudart = import_cudart()
-        self._marks = StageMarks()
         self._shape = tuple(request.input_shape)
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         if inputs != [request.input_name]:
             raise RuntimeError(f"engine inputs {inputs}: facebench drives one image input '{request.input_name}'")
+        if profile_index is not None:  # this context's own optimisation profile, selected on its stream
+            if profile_index >= engine.num_optimization_profiles:
+                raise RuntimeError(f"the engine has {engine.num_optimization_profiles} optimisation profiles; "
+                                   f"context {profile_index} needs its own")
+            if not self._context.set_optimization_profile_async(profile_index, stream.handle):
+                raise RuntimeError(f"could not select optimisation profile {profile_index} (the TensorRT log says why)")
         if not self._context.set_input_shape(request.input_name, self._shape):
             raise RuntimeError(f"input shape {list(self._shape)} is outside the engine's profile (the TensorRT log says why)")
         self._in_dtype = numpy_dtype(engine.get_tensor_dtype(request.input_name))
@@ -200,25 +212,34 @@ class TensorRtSession(CudaSession):
             device = DeviceBuffer(host.nbytes)
             self._context.set_tensor_address(name, device.ptr)
             self._outputs.append((device, host))
-        self._staged: dict[int, tuple[np.ndarray, Any]] = {}
+        self._staged = []
         self._graph = None
         self._launch = self._enqueue
 
+    def another_context(self, trt, request: LoadRequest, stream, profile_index: int | None) -> "TensorRtSession":
+        """A session on this engine with its own execution context, profile, stream and buffers."""
+        try:
+            return TensorRtSession(trt, self._runtime, self._engine, request, dict(self._settings), stream,
+                                   profile_index=profile_index)
+        except BaseException:
+            stream.close()
+            raise
+
     # -- launching
     def _enqueue(self) -> None:
-        if not self._context.execute_async_v3(self._stream.handle):
+        if not self._context.execute_async_v3(self.stream.handle):
             raise RuntimeError("execute_async_v3 returned false (the TensorRT log says why)")
 
     def _graph_launch(self) -> None:
-        self._graph.launch(self._stream)
+        self._graph.launch(self.stream)
 
     def enable_cuda_graph(self) -> str:
         """Capture compute as a CUDA graph after one plain enqueue; "" or why it fell back."""
         from bench.runtimes.cuda import CudaGraph
 
         self._enqueue()  # keeps lazy initialisation out of the graph
-        self._stream.synchronize()
-        graph, reason = CudaGraph.capture(self._stream, self._enqueue)
+        self.stream.synchronize()
+        graph, reason = CudaGraph.capture(self.stream, self._enqueue)
         if graph is None:
             return reason
         self._graph = graph
@@ -226,21 +247,21 @@ class TensorRtSession(CudaSession):
         return ""
 
     # -- copies and compute
-    def _h2d(self, src_ptr: int) -> None:
-        copy_h2d_async(self._device_in.ptr, src_ptr, self._host_in.nbytes, self._stream, self._cudart)
+    def _copy_in(self, src_ptr: int) -> None:
+        copy_h2d_async(self._device_in.ptr, src_ptr, self._host_in.nbytes, self.stream, self._cudart)
 
-    def _d2h(self) -> None:
+    def d2h(self) -> None:
         for device, host in self._outputs:
-            copy_d2h_async(host.ptr, device.ptr, host.nbytes, self._stream, self._cudart)
+            copy_d2h_async(host.ptr, device.ptr, host.nbytes, self.stream, self._cudart)
 
-    def _compute(self) -> None:
+    def compute(self) -> None:
         self._launch()
 
     def _host_outputs(self) -> list:
         return [host for _, host in self._outputs]
 
     def parts(self) -> BareParts:
-        return BareParts(partial(self._context.execute_async_v3, self._stream.handle), self._stream,
+        return BareParts(partial(self._context.execute_async_v3, self.stream.handle), self.stream,
                          self._device_in.ptr, self._host_in.nbytes,
                          [(d.ptr, h.ptr, h.nbytes) for d, h in self._outputs])
 
@@ -272,13 +293,12 @@ class TensorRtSession(CudaSession):
         self._outputs = []
         self._device_in.close()
         self._host_in.close()
-        self._marks.close()
         # Context before engine before runtime, as TensorRT requires.
         self._context = None
         self._engine = None
         self._runtime = None
         if not keep_stream:
-            self._stream.close()
+            self.stream.close()
 
 
 class TensorRtRuntime(Runtime):
@@ -287,6 +307,7 @@ class TensorRtRuntime(Runtime):
     precisions = ("fp32", "fp16", "int8")
     uses_cuda = True
     Options = TrtOptions
+    concurrent = True  # N execution contexts on N streams
 
     def available(self) -> tuple[bool, str]:
         from bench.runtimes.cuda import cuda_python_reason, join_reasons, module_present, nvidia_gpu_reason
@@ -310,11 +331,12 @@ class TensorRtRuntime(Runtime):
 
         return request_profile(request, self.options(request))
 
-    def cache_key(self, trt, request: LoadRequest, identity):
+    def cache_key(self, trt, request: LoadRequest, identity, contexts: int = 1):
         from bench.models.info import sha256_file
         from bench.runtimes.gpu_cache import CacheKey, build_options, key_profile
 
         opts = self.options(request)
+        profiles = len(set(context_profiles(self.profile(request), contexts)) - {None})
         return CacheKey(
             runtime=self.name, model_sha256=sha256_file(request.model_path), precision=request.precision,
             profile=key_profile(self.profile(request), request), gpu=identity.label, trt_version=trt.__version__,
@@ -322,41 +344,58 @@ class TensorRtRuntime(Runtime):
             build=build_options({"opt_level": opts.builder_optimization_level,
                                  "workspace_mb": opts.workspace_mb,
                                  "tf32": opts.tf32 if request.precision == "fp32" else None,
-                                 "verbosity": opts.profiling_verbosity}),
+                                 "verbosity": opts.profiling_verbosity,
+                                 "profiles": profiles if profiles > 1 else None}),
         )
 
-    def load(self, request: LoadRequest) -> tuple[Session, ColdStart]:
+    def load(self, request: LoadRequest, phases: Phases = UNTIMED) -> Session:
+        return self._open(request, phases, contexts=1)[0]
+
+    def load_concurrent(self, request: LoadRequest, concurrency: int, phases: Phases = UNTIMED) -> Session:
+        """N execution contexts of one engine, each with its own optimisation profile and stream,
+        served by one host thread each (trtexec --infStreams); the cold start is the first context's."""
+        if concurrency == 1:
+            return self.load(request, phases)
+        members = self._open(request, phases, contexts=concurrency)
+        profiles = context_profiles(self.profile(request), concurrency)
+        return SessionGroup(members, {"contexts": concurrency, "streams": concurrency,
+                                      "context_profiles": profiles})
+
+    def _open(self, request: LoadRequest, phases: Phases, contexts: int) -> list[TensorRtSession]:
+        """Load (building if needed) the engine, then `contexts` sessions on it, the first one timed."""
         from bench.runtimes.cuda import Stream, device_identity, set_device
         from bench.runtimes.gpu_cache import cache_folder, cache_root
 
-        options = self.options(request)
-        mode = options.cold_start
         trt = import_tensorrt()
-        device_id = options.device_id
-        set_device(device_id)
-        identity = device_identity(device_id)
-        folder = cache_folder(cache_root(request.cache_dir), self.cache_key(trt, request, identity))
+        set_device(self.options(request).device_id)
+        identity = device_identity(self.options(request).device_id)
+        folder = cache_folder(cache_root(request.cache_dir), self.cache_key(trt, request, identity, contexts))
         logger = trt.Logger(trt.Logger.WARNING)
+        profiles = context_profiles(self.profile(request), contexts)
         stream = Stream()
         try:
-            if mode == "warm" and (folder / ENGINE_FILE).is_file():
-                session, cold = self._load_engine(trt, logger, request, folder, stream)
-                cold.warm_cache_total_ms = cold.total_ms
-                session.describe_extra({"cold_start": "warm (engine cache hit)"})
+            if self.options(request).cold_start == "warm" and (folder / ENGINE_FILE).is_file():
+                first = self._load_engine(trt, logger, request, folder, stream, phases, profile_index=profiles[0])
+                phases.record("warm_cache_total", phases.total_ms())
+                first.describe_extra({"cold_start": "warm (engine cache hit)"})
             else:
-                session, cold = self._build_then_reload(trt, logger, request, folder, stream, mode)
+                first = self._build_then_reload(trt, logger, request, folder, stream, phases, profiles)
         except BaseException:
             stream.close()
             raise
+        members = [first]
         try:
-            session.describe_extra({"engine_cache": str(folder), "gpu": identity.label,
-                                    "cuda_runtime": identity.cuda_runtime})
-            self._maybe_graph(session, request)
-            session.inspect_precision(trt)
+            members += [first.another_context(trt, request, Stream(), k) for k in profiles[1:]]
+            for member in members:
+                member.describe_extra({"engine_cache": str(folder), "gpu": identity.label,
+                                       "cuda_runtime": identity.cuda_runtime})
+                self._maybe_graph(member, request)
+            first.inspect_precision(trt)
         except BaseException:
-            session.close()
+            for member in members:
+                member.close()
             raise
-        return session, cold
+        return members
 
     def _settings(self, trt, request: LoadRequest, flags: list[str]) -> dict[str, Any]:
         profile = self.profile(request)
@@ -371,57 +410,66 @@ class TensorRtRuntime(Runtime):
             "fps": "end-to-end (H2D + compute + D2H per iteration); fps_compute: device-resident input and output",
         }
 
-    def _build_then_reload(self, trt, logger, request: LoadRequest, folder: Path, stream, mode: str):
+    def _build_then_reload(self, trt, logger, request: LoadRequest, folder: Path, stream, phases: Phases,
+                           profiles: list[int | None]) -> TensorRtSession:
         """Cold start with empty caches (build), save the caches, then cold start again from them."""
+        built, first = self._cold_build(trt, logger, request, folder, stream, phases, profiles)
+        self._save_caches(folder, built)
+        flags, engine_mib = built.flags, len(built.plan) / 2**20
+        detail = {f"{name}_ms": phases.ms(name) for name in ("parse", "build", "deserialize_and_context")}
+        first.close(keep_stream=True)
+        del first, built  # the first engine leaves the GPU before the probe and the reload
+        probe = warm_probe(request, folder, phases)  # like ort-trt: a fresh process pays for libraries, context, kernels
+        phases.record("warm_cache_total", probe.get("total_ms"))
+        session = self._load_engine(trt, logger, request, folder, stream, UNTIMED, flags=flags,
+                                    profile_index=profiles[0])
+        session.describe_extra({"cold_start": "empty caches; warm figure from a fresh process",
+                                "cold_phases_ms": {**detail, "engine_mib": engine_mib}, "warm_probe": probe})
+        return session
+
+    def _cold_build(self, trt, logger, request: LoadRequest, folder: Path, stream, phases: Phases,
+                    profiles: list[int | None]) -> tuple[BuildResult, TensorRtSession]:
+        """read; compile = parse + build + deserialise + execution context and buffers; first inference."""
+        with phases("read"):
+            model_bytes = Path(request.model_path).read_bytes()
+        with phases("compile"):
+            # "both": an honest empty-cache build; "warm" without an engine: reuse a timing cache if one is there.
+            warm = self.options(request).cold_start == "warm" and (folder / TIMING_FILE).is_file()
+            timing = (folder / TIMING_FILE).read_bytes() if warm else b""
+            built = build_engine(trt, logger, model_bytes, request.model_path, request.input_name,
+                                 self.profile(request), request.precision, self.options(request), timing,
+                                 profiles=len(set(profiles) - {None}) or 1, phases=phases)
+            with phases("deserialize_and_context"):
+                runtime = trt.Runtime(logger)
+                engine = deserialize(runtime, built.plan, "the engine it just built")
+                first = TensorRtSession(trt, runtime, engine, request, self._settings(trt, request, built.flags),
+                                        stream, profile_index=profiles[0])
+        x = np.zeros(request.input_shape, dtype=request.input_dtype)
+        with phases("first_infer"):
+            first.infer(x)
+        return built, first
+
+    def _save_caches(self, folder: Path, built: BuildResult) -> None:
         from bench.fileio import write_atomically
 
-        t0 = time.perf_counter()
-        model_bytes = Path(request.model_path).read_bytes()
-        t1 = time.perf_counter()
-        # "both": an honest empty-cache build; "warm" without an engine: reuse a timing cache if one is there.
-        timing = (folder / TIMING_FILE).read_bytes() if mode == "warm" and (folder / TIMING_FILE).is_file() else b""
-        built = build_engine(trt, logger, model_bytes, request.model_path, request.input_name, self.profile(request),
-                             request.precision, self.options(request), timing)
-        flags = built.flags
-        t2 = time.perf_counter()
-        runtime = trt.Runtime(logger)
-        engine = deserialize(runtime, built.plan, "the engine it just built")
-        first = TensorRtSession(trt, runtime, engine, request, self._settings(trt, request, built.flags), stream)
-        t3 = time.perf_counter()
-        x = np.zeros(request.input_shape, dtype=request.input_dtype)
-        t4 = time.perf_counter()
-        first.infer(x)
-        t5 = time.perf_counter()
-        # compile: parse + build + deserialise + execution context and buffers.
-        cold = ColdStart(read_ms=(t1 - t0) * 1e3, compile_ms=(t3 - t1) * 1e3, first_infer_ms=(t5 - t4) * 1e3)
         write_atomically(folder / ENGINE_FILE, built.plan)
         write_atomically(folder / TIMING_FILE, built.timing_cache)
-        phases = {"parse_ms": built.parse_ms, "build_ms": built.build_ms, "deserialize_and_context_ms": (t3 - t2) * 1e3,
-                  "engine_mib": len(built.plan) / 2**20}
-        first.close(keep_stream=True)
-        del first, engine, runtime, built  # the first engine leaves the GPU before the probe and the reload
-        probe = warm_probe(request, folder)  # like ort-trt: a fresh process pays for libraries, context, kernels
-        cold.warm_cache_total_ms = probe.get("total_ms")
-        session, _ = self._load_engine(trt, logger, request, folder, stream, flags=flags)
-        session.describe_extra({"cold_start": "empty caches; warm figure from a fresh process", "cold_phases_ms": phases,
-                                "warm_probe": probe})
-        return session, cold
 
-    def _load_engine(self, trt, logger, request: LoadRequest, folder: Path, stream, flags: list[str] | None = None):
+    def _load_engine(self, trt, logger, request: LoadRequest, folder: Path, stream, phases: Phases,
+                     flags: list[str] | None = None, profile_index: int | None = None) -> TensorRtSession:
         """Read + deserialise the cached engine + first inference."""
-        t0 = time.perf_counter()
-        plan = (folder / ENGINE_FILE).read_bytes()
-        t1 = time.perf_counter()
-        runtime = trt.Runtime(logger)
-        engine = deserialize(runtime, plan, f"the cached engine {folder / ENGINE_FILE} (delete that folder)")
-        flags = flags if flags is not None else precision_flags(request.precision, trt_major(trt.__version__))
-        session = TensorRtSession(trt, runtime, engine, request, self._settings(trt, request, flags), stream)
-        t2 = time.perf_counter()
+        with phases("read"):
+            plan = (folder / ENGINE_FILE).read_bytes()
+        with phases("compile"):
+            runtime = trt.Runtime(logger)
+            engine = deserialize(runtime, plan, f"the cached engine {folder / ENGINE_FILE} (delete that folder)")
+            flags = flags if flags is not None else precision_flags(request.precision, trt_major(trt.__version__))
+            session = TensorRtSession(trt, runtime, engine, request, self._settings(trt, request, flags), stream,
+                                      profile_index=profile_index)
         x = np.zeros(request.input_shape, dtype=request.input_dtype)
-        t3 = time.perf_counter()
-        session.infer(x)
-        t4 = time.perf_counter()
-        return session, ColdStart(read_ms=(t1 - t0) * 1e3, compile_ms=(t2 - t1) * 1e3, first_infer_ms=(t4 - t3) * 1e3)
+        with phases("first_infer"):
+            session.infer(x)
+        return session
 
     def _maybe_graph(self, session: TensorRtSession, request: LoadRequest) -> None:
         if not self.options(request).cuda_graph:
@@ -434,34 +482,22 @@ class TensorRtRuntime(Runtime):
 # --------------------------------------------------------------------------- warm-cache probe
 
 
-def warm_probe(request: LoadRequest, folder: Path) -> dict[str, Any]:
+def warm_probe(request: LoadRequest, folder: Path, phases: Phases) -> dict[str, Any]:
     """Read + deserialise the saved engine + context + first inference, in a fresh process."""
-    from bench.runtimes.gpu_cache import run_warm_probe
-
-    return run_warm_probe("bench.runtimes.tensorrt", request, folder=str(folder))
+    return phases.fresh_process("bench.runtimes.tensorrt:warm_start", request, folder=str(folder))
 
 
-def _warm_probe(request: LoadRequest, folder: str) -> dict[str, Any]:
+def warm_start(request: LoadRequest, phases: Phases, folder: str) -> dict[str, Any]:
+    """The warm-cache cold start the probe process times: CUDA context, then the cached engine's load."""
     from bench.runtimes.cuda import Stream, set_device
 
     trt = import_tensorrt()  # the import is each point's process_start_ms, not its cold start
     runtime = TensorRtRuntime()
     runtime.profile(request)  # reads the ONNX once, outside the clock, as the worker did before its own
-    t0 = time.perf_counter()
-    set_device(runtime.options(request).device_id)
-    stream = Stream()
-    t1 = time.perf_counter()
-    session, cold = runtime._load_engine(trt, trt.Logger(trt.Logger.WARNING), request, Path(folder), stream)
+    with phases("cuda_context"):
+        set_device(runtime.options(request).device_id)
+        stream = Stream()
+    session = runtime._load_engine(trt, trt.Logger(trt.Logger.WARNING), request, Path(folder), stream, phases)
     session.close()
-    context_ms = (t1 - t0) * 1e3
-    return {"cuda_context_ms": context_ms, "read_ms": cold.read_ms, "deserialize_and_context_ms": cold.compile_ms,
-            "first_infer_ms": cold.first_infer_ms, "total_ms": context_ms + cold.total_ms,
+    return {"total_ms": (phases.ms("cuda_context") or 0.0) + (phases.total_ms() or 0.0),
             "note": "engine cache loaded in a fresh process"}
-
-
-if __name__ == "__main__":
-    import sys
-
-    from bench.runtimes.gpu_cache import probe_main
-
-    sys.exit(probe_main(sys.argv, "bench.runtimes.tensorrt", _warm_probe))

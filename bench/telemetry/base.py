@@ -1,4 +1,9 @@
-"""Samplers run beside a steady-state window and return aggregated row fields."""
+"""Samplers: the one protocol telemetry follows to run beside steady-state windows.
+
+bench.measure.protocol.measure calls window_started() / window_stopped(window) around
+every steady-state window (never warm-up); after the point the caller asks each sampler
+for its figures. A sampler accumulates over all the windows it heard.
+"""
 from __future__ import annotations
 
 import threading
@@ -6,10 +11,15 @@ from typing import Any, Callable, Protocol
 
 
 class Sampler(Protocol):
-    def start(self) -> None: ...
+    def window_started(self) -> None: ...
 
-    def stop(self) -> dict[str, Any]:
-        """Row fields aggregated over the window (schema column names)."""
+    def window_stopped(self, window) -> None:
+        """`window`: the bench.measure.loops.Window just measured (None outside the protocol)."""
+        ...
+
+    def figures(self, measurement) -> dict[str, Any]:
+        """Row fields over every window heard (schema column names). `measurement`: the point's
+        bench.measure.protocol.Measurement, for figures derived from it (GPU compute-only fps)."""
         ...
 
 

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from bench.results import GpuTelemetry
 from bench.telemetry.base import PollingThread
 
 # nvmlClocksEventReason* bits.
@@ -58,8 +59,8 @@ def _mean(values: list[float]) -> float | None:
 
 
 def aggregate_samples(samples: Sequence[NvmlSample], energy_start_mj: float | None,
-                      energy_end_mj: float | None, frames: int | None) -> dict[str, Any]:
-    """The schema's gpu_* columns from samples and the energy counter at both edges."""
+                      energy_end_mj: float | None, frames: int | None) -> GpuTelemetry:
+    """The gpu_* figures from samples and the energy counter at both edges."""
     clocks = _values(samples, "sm_clock_mhz")
     memory = _values(samples, "mem_used_bytes")
     temps = _values(samples, "temp_c")
@@ -71,17 +72,17 @@ def aggregate_samples(samples: Sequence[NvmlSample], energy_start_mj: float | No
     if energy_start_mj is not None and energy_end_mj is not None and frames:
         delta = energy_end_mj - energy_start_mj
         energy = delta / frames if delta >= 0 else None  # a counter reset (driver reload) is no reading
-    return {
-        "gpu_util_mean": _mean(_values(samples, "gpu_util")),
-        "gpu_mem_util_mean": _mean(_values(samples, "mem_util")),
-        "gpu_mem_peak_mb": max(memory) / 2**20 if memory else None,
-        "gpu_power_mean_w": _mean(power) / 1000.0 if power else None,
-        "gpu_energy_mj_per_frame": energy,
-        "gpu_sm_clock_mean_mhz": _mean(clocks),
-        "gpu_sm_clock_min_mhz": min(clocks) if clocks else None,
-        "gpu_temp_max_c": max(temps) if temps else None,
-        "gpu_clock_events": ",".join(reason_names(mask)) if mask else None,
-    }
+    return GpuTelemetry(
+        gpu_util_mean=_mean(_values(samples, "gpu_util")),
+        gpu_mem_util_mean=_mean(_values(samples, "mem_util")),
+        gpu_mem_peak_mb=max(memory) / 2**20 if memory else None,
+        gpu_power_mean_w=_mean(power) / 1000.0 if power else None,
+        gpu_energy_mj_per_frame=energy,
+        gpu_sm_clock_mean_mhz=_mean(clocks),
+        gpu_sm_clock_min_mhz=min(clocks) if clocks else None,
+        gpu_temp_max_c=max(temps) if temps else None,
+        gpu_clock_events=",".join(reason_names(mask)) if mask else None,
+    )
 
 
 def nvml_warnings(samples: Sequence[NvmlSample]) -> list[str]:
@@ -155,10 +156,10 @@ def nvml_handle(nvml, cuda_index: int) -> tuple[Any, str]:
 
 
 class NvmlSampler:
-    """Sampler protocol (start/stop -> gpu_* columns), accumulating over one or more windows.
+    """NVML readings over the windows it hears (bench.telemetry.base.Sampler), accumulated.
 
-    resume()/pause(frames) bracket each steady-state window; stop(frames=...) closes the
-    last one and aggregates everything since start().
+    window_started() / window_stopped() bracket each window; add_frames() counts what the
+    windows processed (for energy per frame); figures() aggregates everything since reset().
     """
 
     def __init__(self, cuda_index: int = 0, interval_s: float = DEFAULT_INTERVAL_S, nvml=None):
@@ -167,13 +168,9 @@ class NvmlSampler:
         self._handle, self.matched_by = nvml_handle(self._nvml, cuda_index)
         self._poller = PollingThread(self._sample, interval_s)
         self._lock = threading.Lock()
-        self._samples: list[NvmlSample] = []
-        self._energy_mj = 0.0
-        self._energy_ok = True
-        self._frames = 0
         self._window_energy0: float | None = None
         self._running = False
-        self.warnings: list[str] = []
+        self.reset()
 
     # -- readings
     def _read(self, name: str, *args):
@@ -221,17 +218,18 @@ class NvmlSampler:
             self._samples.append(sample)
 
     # -- protocol
-    def start(self) -> None:
-        self._samples, self._energy_mj, self._energy_ok, self._frames = [], 0.0, True, 0
-        self.warnings = []
-        self.resume()
+    def reset(self) -> None:
+        """Forget every window heard so far."""
+        self._samples: list[NvmlSample] = []
+        self._energy_mj, self._energy_ok, self._frames = 0.0, True, 0
+        self.warnings: list[str] = []
 
-    def resume(self) -> None:
+    def window_started(self) -> None:
         self._window_energy0 = self._energy()
         self._poller.start()
         self._running = True
 
-    def pause(self, frames: int = 0) -> None:
+    def window_stopped(self, window=None) -> None:
         if not self._running:
             return
         self._poller.stop()
@@ -240,61 +238,28 @@ class NvmlSampler:
             self._energy_ok = False
         else:
             self._energy_mj += end - self._window_energy0
-        self._frames += int(frames)
         self._running = False
 
-    def set_frames(self, frames: int) -> None:
-        """Frames processed since start(), when the caller counts them instead of pause()."""
-        self._frames = int(frames)
+    def add_frames(self, frames: int) -> None:
+        """Frames the windows processed, every pass counted (energy per frame divides by them)."""
+        self._frames += int(frames)
 
-    def stop(self, frames: int | None = None) -> dict[str, Any]:
-        self.pause(0)
-        if frames is not None:
-            self._frames = int(frames)
+    def figures(self, measurement=None) -> GpuTelemetry:
         with self._lock:
             samples = list(self._samples)
         energy_end = self._energy_mj if self._energy_ok else None
-        fields = aggregate_samples(samples, 0.0, energy_end, self._frames)
+        telemetry = aggregate_samples(samples, 0.0, energy_end, self._frames)
         self.warnings = nvml_warnings(samples)
         if not self._energy_ok:
             self.warnings.append("GPU energy counter not supported here (needs Volta or newer); no mJ/frame")
-        return fields
+        return telemetry
 
     def close(self) -> None:
-        if self._running:
-            self.pause(0)
+        self.window_stopped()
         try:
             self._nvml.nvmlShutdown()
         except Exception:
             pass
-
-
-class SteadyStateSampling:
-    """A session as the protocol sees it, sampling NVML only inside steady-state windows.
-
-    Warm-up calls `warm_up_window`, which passes straight to the session unsampled;
-    a GPU session's window may add a compute-only pass of the same iterations.
-    """
-
-    def __init__(self, session, sampler: NvmlSampler, batch: int):
-        self._session = session
-        self._sampler = sampler
-        self._batch = batch
-        self._started = False
-
-    def __getattr__(self, name: str):
-        return getattr(self._session, name)
-
-    def run_window(self, inputs, iterations: int):
-        if self._started:
-            self._sampler.resume()
-        else:
-            self._sampler.start()
-            self._started = True
-        window = self._session.run_window(inputs, iterations)
-        passes = 2 if getattr(window, "compute_only_wall_ns", None) else 1
-        self._sampler.pause(self._batch * window.iterations * passes)
-        return window
 
 
 def open_gpu_sampler(cuda_index: int = 0) -> tuple[NvmlSampler | None, str]:
@@ -309,7 +274,8 @@ def open_gpu_sampler(cuda_index: int = 0) -> tuple[NvmlSampler | None, str]:
 
 
 class GpuPointTelemetry:
-    """What the worker adds to a GPU point: NVML columns, compute-only fps, trtexec warnings."""
+    """The GPU point's sampler: NVML columns over its steady-state windows, compute-only fps and
+    trtexec's warnings from the measurement."""
 
     def __init__(self, batch: int, sampler: NvmlSampler | None, note: str = ""):
         self.batch, self.sampler, self.note = batch, sampler, note
@@ -318,22 +284,29 @@ class GpuPointTelemetry:
     def open(cls, batch: int, cuda_index: int = 0) -> "GpuPointTelemetry":
         return cls(batch, *open_gpu_sampler(cuda_index))
 
-    def wrap(self, session):
-        return SteadyStateSampling(session, self.sampler, self.batch) if self.sampler else session
-
-    def finish(self, measurement) -> dict[str, Any]:
-        """Row fields; the GPU warnings are merged into measurement.warnings."""
-        from bench.measure.gpu_warnings import explain_unstable, gpu_point_fields, merge_warnings
-
-        fields, warnings = gpu_point_fields(measurement, self.batch)
+    def window_started(self) -> None:
         if self.sampler is not None:
-            fields.update(self.sampler.stop())
-            warnings = explain_unstable(warnings, fields.get("gpu_sm_clock_mean_mhz"), fields.get("gpu_sm_clock_min_mhz"))
+            self.sampler.window_started()
+
+    def window_stopped(self, window) -> None:
+        if self.sampler is not None:
+            self.sampler.window_stopped(window)
+            passes = 2 if window.compute_only_wall_ns else 1  # the compute-only pass ran inside the window too
+            self.sampler.add_frames(self.batch * window.iterations * passes)
+
+    def figures(self, measurement) -> GpuTelemetry:
+        """NVML's figures with the compute-only fps and the GPU warnings (the point's merge them with the protocol's)."""
+        from bench.measure.gpu_warnings import explain_unstable, gpu_point_figures
+
+        fps_compute, warnings = gpu_point_figures(measurement, self.batch)
+        telemetry = self.sampler.figures() if self.sampler is not None else GpuTelemetry()
+        if self.sampler is not None:
+            warnings = explain_unstable(warnings, telemetry.gpu_sm_clock_mean_mhz, telemetry.gpu_sm_clock_min_mhz)
             warnings += self.sampler.warnings
         else:
             warnings.append(f"no GPU telemetry: {self.note}")
-        measurement.warnings[:] = merge_warnings(measurement.warnings, warnings)
-        return fields
+        telemetry.fps_compute, telemetry.warnings = fps_compute, warnings
+        return telemetry
 
     def close(self) -> None:
         if self.sampler is not None:

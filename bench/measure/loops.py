@@ -1,0 +1,294 @@
+"""Every timed loop: host, request queue, CUDA events, and N sessions in N threads.
+
+A loop drives a session's steps (bench.runtimes.base describes them) over the input
+buffers it was built with and returns a Window; the loop does nothing but run the
+model between its clock readings. `loop_for(session, inputs)` picks the loop the
+session names in `session.loop`.
+
+CUDA: GPU time between events recorded on the session's stream (cudaEventElapsedTime,
+about 0.5 us resolution). Like trtexec, an iteration is marked at four points: before
+the input copy, after it, after compute and after the output copies; latency is the
+first to the last mark (H2D + compute + D2H). Steady-state windows add a compute-only
+pass (the same iterations with input and output left on the device); warm-up does not.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from bench.runtimes.base import CUDA, GROUP, HOST, REQUESTS
+
+STAGES = ("h2d", "compute", "d2h")
+MARKS_PER_ITERATION = len(STAGES) + 1
+
+
+@dataclass
+class Window:
+    """One timed run of a loop: wall time of the whole window and every iteration's latency."""
+
+    wall_ns: int
+    latencies_ns: list[int]
+    iterations: int
+    # Extra per-iteration series some loops can split out (e.g. h2d/compute/d2h on GPU).
+    extra_ns: dict[str, list[int]] = field(default_factory=dict)
+    # CUDA loops: wall time of the same iterations run again with device-resident input and output.
+    compute_only_wall_ns: int | None = None
+
+
+def ms_to_ns(ms: float) -> int:
+    return int(round(ms * 1e6))
+
+
+class Loop:
+    """Runs `iterations` batches of one session over its input buffers."""
+
+    min_iterations = 1  # a warm-up round: enough for every request in flight to run once
+
+    def window(self, iterations: int) -> Window:
+        raise NotImplementedError
+
+    def compute_only_wall_ns(self, iterations: int) -> int | None:
+        """The compute-only pass a steady-state window adds (None: this loop has none)."""
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+class HostLoop(Loop):
+    """session.run(x) per iteration, each timed on the host clock."""
+
+    def __init__(self, session, inputs: list[np.ndarray]):
+        self._run = session.run
+        self._inputs = inputs
+
+    def window(self, iterations: int) -> Window:
+        run, inputs, clock = self._run, self._inputs, time.perf_counter_ns
+        n = len(inputs)
+        latencies = [0] * iterations
+        t0 = clock()
+        for i in range(iterations):
+            start = clock()
+            run(inputs[i % n])
+            latencies[i] = clock() - start
+        wall = clock() - t0
+        return Window(wall_ns=wall, latencies_ns=latencies, iterations=iterations)
+
+
+class RequestQueueLoop(Loop):
+    """`iterations` completions timed from completion to completion with every request busy.
+
+    The requests are filled before the clock starts and drained after it stops, so a
+    window measures the steady pipeline, not its fill and drain bubbles (a multi-second
+    window of half-second requests would otherwise lose several percent to them).
+    Round-robin wait() rather than completion callbacks: an OpenVINO Python callback runs
+    on OpenVINO's threads and needs the GIL, which deadlocked on teardown. Each latency is
+    the runtime's own figure for the request.
+    """
+
+    def __init__(self, session, inputs: list[np.ndarray]):
+        self._requests = session.requests(inputs)
+
+    def window(self, iterations: int) -> Window:
+        requests = self._requests
+        for request in requests:
+            request.start()
+        latencies: list[int] = []
+        t0 = None
+        for i in range(iterations + 1):
+            request = requests[i % len(requests)]
+            request.wait()
+            if t0 is None:
+                t0 = time.perf_counter_ns()  # first completion: the pipeline is full from here
+            else:
+                latencies.append(ms_to_ns(request.latency_ms))
+            if i < iterations:
+                request.start()
+        wall = time.perf_counter_ns() - t0
+        for request in requests:
+            request.wait()
+        return Window(wall_ns=wall, latencies_ns=latencies, iterations=iterations)
+
+
+class StageMarks:
+    """Four events per iteration, reused across windows; grown on demand, read after the window."""
+
+    def __init__(self, new_event: Callable[[], Any]):
+        self._new_event = new_event
+        self._events: list[list[Any]] = []
+
+    def reserve(self, iterations: int) -> None:
+        """Create the events before the timed loop so the loop only records them."""
+        while len(self._events) < iterations:
+            self._events.append([self._new_event() for _ in range(MARKS_PER_ITERATION)])
+
+    def events(self, iteration: int) -> list[Any]:
+        return self._events[iteration]
+
+    def gaps_ms(self, iterations: int) -> list[tuple[float, ...]]:
+        """(h2d, compute, d2h) ms of the first `iterations`; the stream must have finished them."""
+        return [tuple(marks[k].elapsed_ms(marks[k + 1]) for k in range(len(STAGES)))
+                for marks in self._events[:iterations]]
+
+    def collect(self, iterations: int) -> tuple[list[int], dict[str, list[int]]]:
+        return split_stages(self.gaps_ms(iterations))
+
+    def close(self) -> None:
+        for marks in self._events:
+            for event in marks:
+                event.close()
+        self._events = []
+
+
+def split_stages(gaps_ms: list[tuple[float, ...]]) -> tuple[list[int], dict[str, list[int]]]:
+    """Per-iteration (h2d, compute, d2h) ms -> (latencies ns, {stage: ns series}).
+
+    Latency is the sum of the three, as trtexec defines it.
+    """
+    series: dict[str, list[int]] = {stage: [] for stage in STAGES}
+    latencies = []
+    for gaps in gaps_ms:
+        parts = [ms_to_ns(g) for g in gaps]
+        for stage, value in zip(STAGES, parts):
+            series[stage].append(value)
+        latencies.append(sum(parts))
+    return latencies, series
+
+
+class CudaEventLoop(Loop):
+    """trtexec's loop on the session's stream: H2D, compute, D2H, four events per iteration."""
+
+    def __init__(self, session, inputs: list[np.ndarray]):
+        self._session = session
+        self._staged = [session.stage(x) for x in inputs]  # pinned copies, made once, outside the loops
+        self._marks = StageMarks(session.new_event)
+
+    def window(self, iterations: int) -> Window:
+        session, marks, staged = self._session, self._marks, self._staged
+        marks.reserve(iterations)
+        stream, h2d, compute, d2h, clock = session.stream, session.h2d, session.compute, session.d2h, time.perf_counter_ns
+        enqueue = [0] * iterations
+        n = len(staged)
+        t0 = clock()
+        for i in range(iterations):
+            events = marks.events(i)
+            events[0].record(stream)
+            h2d(staged[i % n])
+            events[1].record(stream)
+            e0 = clock()
+            compute()
+            enqueue[i] = clock() - e0
+            events[2].record(stream)
+            d2h()
+            events[3].record(stream)
+        session.synchronize()
+        wall = clock() - t0
+        latencies, series = marks.collect(iterations)
+        if session.record_enqueue:
+            series["enqueue"] = enqueue
+        return Window(wall_ns=wall, latencies_ns=latencies, iterations=iterations, extra_ns=series)
+
+    def compute_only_wall_ns(self, iterations: int) -> int:
+        compute, clock = self._session.compute, time.perf_counter_ns
+        t0 = clock()
+        for _ in range(iterations):
+            compute()
+        self._session.synchronize()
+        return clock() - t0
+
+    def close(self) -> None:
+        self._marks.close()
+
+
+class ThreadedLoop(Loop):
+    """N member sessions, one host thread each, N requests in flight; frames/s is the aggregate
+    over the window's wall time and each latency is one request's.
+
+    Host members share a window's iterations as they come (each thread takes the next one),
+    so the threads finish within one request of each other. CUDA members each run their
+    share of the iterations through their own CUDA-event loop on their own stream (trtexec
+    --infStreams), latencies from their own events. The runtimes release the GIL while
+    they compute.
+    """
+
+    def __init__(self, group, inputs: list[np.ndarray]):
+        self._members = group.members
+        self._inputs = inputs
+        self._cuda = [CudaEventLoop(m, inputs) for m in self._members] if self._members[0].loop == CUDA else None
+        self.min_iterations = len(self._members)
+
+    def window(self, iterations: int) -> Window:
+        if self._cuda is None:
+            jobs, shares = self._host_jobs(iterations)
+        else:
+            jobs, shares = self._cuda_jobs(iterations)
+        errors: list[BaseException] = []
+        start = threading.Barrier(len(jobs) + 1)
+
+        def serve(job: Callable[[], None]) -> None:
+            start.wait()
+            try:
+                job()
+            except BaseException as exc:  # re-raised in the measuring thread: a failed point
+                errors.append(exc)
+
+        threads = [threading.Thread(target=serve, args=(job,), daemon=True) for job in jobs]
+        for thread in threads:
+            thread.start()
+        start.wait()
+        t0 = time.perf_counter_ns()
+        for thread in threads:
+            thread.join()
+        wall = time.perf_counter_ns() - t0
+        if errors:
+            raise errors[0]
+        return _merged(shares, wall, iterations)
+
+    def _host_jobs(self, iterations: int):
+        taken = itertools.count()  # next() on a count is atomic under the GIL
+        inputs = self._inputs
+        shares = [Window(0, [], 0) for _ in self._members]
+
+        def job(run, own: Window) -> Callable[[], None]:
+            def serve() -> None:
+                clock = time.perf_counter_ns
+                while (i := next(taken)) < iterations:
+                    t0 = clock()
+                    run(inputs[i % len(inputs)])
+                    own.latencies_ns.append(clock() - t0)
+            return serve
+
+        return [job(m.run, own) for m, own in zip(self._members, shares)], shares
+
+    def _cuda_jobs(self, iterations: int):
+        counts = [iterations // len(self._cuda) + (k < iterations % len(self._cuda)) for k in range(len(self._cuda))]
+        shares: list[Window] = []
+
+        def job(loop: CudaEventLoop, count: int) -> Callable[[], None]:
+            return lambda: shares.append(loop.window(count)) if count else None
+
+        return [job(loop, count) for loop, count in zip(self._cuda, counts)], shares
+
+    def close(self) -> None:
+        for loop in self._cuda or []:
+            loop.close()
+
+
+def _merged(shares: list[Window], wall_ns: int, iterations: int) -> Window:
+    latencies = [v for share in shares for v in share.latencies_ns]
+    keys = set.intersection(*(set(s.extra_ns) for s in shares)) if shares else set()
+    extra = {key: [v for s in shares for v in s.extra_ns[key]] for key in sorted(keys)}
+    return Window(wall_ns=wall_ns, latencies_ns=latencies, iterations=iterations, extra_ns=extra)
+
+
+LOOPS = {HOST: HostLoop, REQUESTS: RequestQueueLoop, CUDA: CudaEventLoop, GROUP: ThreadedLoop}
+
+
+def loop_for(session, inputs: list[np.ndarray]) -> Loop:
+    """The loop that drives `session` (its `loop` names it) over `inputs`."""
+    return LOOPS[session.loop](session, inputs)
