@@ -179,7 +179,9 @@ def _measure(suite, request, run) -> None:
     with console.status("preparing models") as status:
         planned = runs.open_run(suite, request, run, on_status=status.update)
     repeats = f" x {suite.repeats} repeats, interleaved" if suite.repeats > 1 else ""
-    console.print(f"facebench: {planned.points} points{repeats} ({len(planned.jobs)} workers) -> {run.results.path}")
+    topped = f", and the repeats {len(planned.recorded)} resumed points miss" if planned.recorded else ""
+    console.print(f"facebench: {planned.points} points{repeats}{topped} ({len(planned.jobs) + len(planned.topups)} "
+                  f"workers) -> {run.results.path}")
     _run_with_progress(run.runner, planned)
 
 

@@ -144,6 +144,8 @@ class CpuTelemetry:
 
     cpu_percent: float | None = None
     peak_rss_mb: float | None = None
+    other_cpu_percent: float | None = None  # every other process on the machine, same unit
+    cpu_steal_percent: float | None = None  # VM cores given to other guests
 
 
 @dataclass

@@ -135,6 +135,10 @@ def upload(out_arg: str | None, run: Run) -> str | None:
 class Plan:
     jobs: list[Job]
     models: list[ModelInfo]
+    # A resumed file's ok points with fewer repeats than the run asks: their repeats' rows as the
+    # file keeps them (store.recorded_repeats), and jobs that measure only the repeats they miss.
+    recorded: dict[tuple, list[dict[str, Any]]] = field(default_factory=dict)
+    topups: list[Job] = field(default_factory=list)
 
     def use_images(self, images: tuple[str, ...]) -> None:
         """Real pictures for every job's INT8 calibration and parity frames."""
@@ -145,8 +149,9 @@ class Plan:
         return sum(len(j.batches) for j in self.jobs)
 
     def measurements(self, repeats: int) -> int:
-        """Points times repeats: what a progress bar counts (later repeats of a failed point are not run)."""
-        return self.points * repeats
+        """Points times repeats, and the repeats resumed points miss: what a progress bar counts
+        (later repeats of a failed point are not run)."""
+        return self.points * repeats + sum(max(0, repeats - len(rows)) for rows in self.recorded.values())
 
 
 def plan(suite: Suite, previous: dict[tuple, dict[str, Any]] | None = None,
@@ -154,7 +159,7 @@ def plan(suite: Suite, previous: dict[tuple, dict[str, Any]] | None = None,
     """Resolve models (building replicas) and list the jobs; `previous` (a resumed file's points,
     from previous_points) leaves out the points that need no measuring again and gives the
     adaptive ladder the points already measured."""
-    from bench import ladder
+    from bench import ladder, store
     from bench.models import zoo
     from bench.runtimes.registry import check_names, get_runtime
     from bench.worker import Job
@@ -162,7 +167,7 @@ def plan(suite: Suite, previous: dict[tuple, dict[str, Any]] | None = None,
     check_names(suite.runtimes)
     previous = previous or {}
     availability = _Availability()
-    models, jobs = [], []
+    models, jobs, topups, recorded = [], [], [], {}
     for ref in suite.models:
         on_model(ref.label)
         info = zoo.resolve(ref)
@@ -177,15 +182,30 @@ def plan(suite: Suite, previous: dict[tuple, dict[str, Any]] | None = None,
                 batches = [b for b, row in before.items()
                            if _to_measure(row, availability, runtime_name, info, precision, b, concurrency,
                                           suite.ladder)]
+                job = Job(model=info, runtime=runtime_name, precision=precision,
+                          batches=batches, settings=suite.measure, checks=suite.checks,
+                          options=options, options_variant=variant,
+                          parity_gates=suite.parity_gates, input_format=input_format,
+                          cache_dir=str(zoo.cache_dir()), concurrency=concurrency,
+                          ladder=suite.ladder,
+                          ladder_measured=ladder.points_from_rows(r for r in before.values() if r))
                 if batches:
-                    jobs.append(Job(model=info, runtime=runtime_name, precision=precision,
-                                    batches=batches, settings=suite.measure, checks=suite.checks,
-                                    options=options, options_variant=variant,
-                                    parity_gates=suite.parity_gates, input_format=input_format,
-                                    cache_dir=str(zoo.cache_dir()), concurrency=concurrency,
-                                    ladder=suite.ladder,
-                                    ladder_measured=ladder.points_from_rows(r for r in before.values() if r)))
-    return Plan(jobs, models)
+                    jobs.append(job)
+                short = {b: store.recorded_repeats(row) for b, row in before.items()
+                         if row and row.get("status") == "ok" and len(store.recorded_repeats(row)) < suite.repeats}
+                if short:
+                    recorded.update({(*series, b): rows for b, rows in short.items()})
+                    topups.append(later_repeats(job, list(short)))
+    return Plan(jobs, models, recorded, topups)
+
+
+def later_repeats(job: Job, batches: list[int]) -> Job:
+    """`job` as its repeats after the first measure `batches`: without the checks (a fresh session of
+    the same artifact computes the same outputs, and on big models the checks cost more than the
+    timing; the point keeps its first repeat's) and without the ladder (the first repeat decided it)."""
+    from bench.suite import Checks
+
+    return replace(job, batches=batches, checks=Checks(contamination=False, parity=False), ladder=None)
 
 
 def previous_points(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:

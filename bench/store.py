@@ -76,7 +76,7 @@ COLUMNS: dict[str, pa.DataType] = {
     "contamination_max_abs": _F, "contamination_max_rel": _F,
     "parity_checked": _B, "parity_passed": _B, "parity_summary": _S, "parity_json": _S,
     "parity_metric": _S, "parity_value": _F, "parity_gate": _F, "parity_direction": _S,
-    "cpu_percent": _F, "peak_rss_mb": _F,
+    "cpu_percent": _F, "peak_rss_mb": _F, "other_cpu_percent": _F, "cpu_steal_percent": _F,
     "gpu_util_mean": _F, "gpu_mem_util_mean": _F, "gpu_mem_peak_mb": _F,
     "gpu_power_mean_w": _F, "gpu_energy_mj_per_frame": _F, "gpu_sm_clock_mean_mhz": _F,
     "gpu_sm_clock_min_mhz": _F, "gpu_temp_max_c": _F, "gpu_clock_events": _S,
@@ -543,9 +543,11 @@ def _storable(row: dict[str, Any]) -> dict[str, Any]:
 # Figures of one repeat that the point's row gives as the median over its repeats.
 REPEAT_FIGURES = ("fps", "ms_per_frame", "lat_mean_ms", "lat_p50_ms", "lat_p90_ms", "lat_p95_ms", "lat_p99_ms",
                   "gflops_achieved", "pct_gemm_peak", "pct_conv_peak", "fps_compute", "gpu_power_mean_w")
-# What each repeat keeps in repeats_json beside those.
-REPEAT_KEPT = ("status", "reason", "timestamp_utc", "fps", "ms_per_frame", "lat_p50_ms", "lat_p99_ms",
-               "window_spread_pct", "verdict", "fps_compute", "gpu_power_mean_w")
+# ... and as the highest over its repeats: one shared repeat is enough to doubt the point.
+REPEAT_WORST = ("other_cpu_percent", "cpu_steal_percent")
+# What each repeat keeps in repeats_json: enough to combine the point again when a resumed run
+# adds the repeats it misses (recorded_repeats).
+REPEAT_KEPT = ("status", "reason", "timestamp_utc", "window_spread_pct", "verdict", *REPEAT_FIGURES, *REPEAT_WORST)
 CHECK_PREFIXES = ("contamination_", "parity_")
 
 
@@ -553,9 +555,9 @@ def combine_repeats(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """One point's row from its repeats' rows (in the order measured).
 
     Its figures are the medians over the repeats that finished, with a bootstrap interval of the
-    median frames/s; every other column comes from the repeat nearest the median (so frames,
-    iterations and wall time belong together), the checks from the first repeat (the only one
-    that runs them). Each repeat's own figures stay in repeats_json, failed repeats included.
+    median frames/s, and the other processes' CPU the highest of any repeat; every other column
+    comes from the repeat nearest the median (so frames, iterations and wall time belong
+    together), the checks from the first repeat (the only one that runs them). Each repeat's own figures stay in repeats_json, failed repeats included.
     """
     ok = [r for r in rows if r["status"] == "ok"]
     if not ok:
@@ -564,10 +566,11 @@ def combine_repeats(rows: list[dict[str, Any]]) -> dict[str, Any]:
     interval = median_interval(fps)
     combined = dict(min(ok, key=lambda r: abs(r["fps"] - interval.estimate)))
     combined.update({k: v for k, v in rows[0].items() if k.startswith(CHECK_PREFIXES)})
-    for column in REPEAT_FIGURES:
-        values = [r[column] for r in ok if r.get(column) is not None]
-        if values:
-            combined[column] = float(np.median(values))
+    for columns, combine in ((REPEAT_FIGURES, np.median), (REPEAT_WORST, max)):
+        for column in columns:
+            values = [r[column] for r in ok if r.get(column) is not None]
+            if values:
+                combined[column] = float(combine(values))
     valid = sum(r.get("verdict") == "VALID" for r in ok)
     combined["verdict"] = "VALID" if 2 * valid > len(ok) else "UNSTABLE"  # most repeats settled
     combined["timestamp_utc"] = rows[-1]["timestamp_utc"]
@@ -577,6 +580,20 @@ def combine_repeats(rows: list[dict[str, Any]]) -> dict[str, Any]:
     combined["repeats_json"] = json.dumps(
         [{"repeat": i, **{k: r.get(k) for k in REPEAT_KEPT if r.get(k) is not None}} for i, r in enumerate(rows)])
     return combined
+
+
+def recorded_repeats(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of the repeats a stored point was combined from, as far as repeats_json keeps them
+    (each repeat's own figures over the point's other columns); a point measured once is its row."""
+    try:
+        kept = json.loads(row.get("repeats_json") or "[]")
+    except ValueError:
+        kept = []
+    if not kept:
+        return [row]
+    blank = dict.fromkeys(REPEAT_KEPT)  # a figure a repeat did not keep is unknown, not the point's
+    return [{**row, **blank, **{k: v for k, v in repeat.items() if k in COLUMNS}} for repeat in kept
+            if isinstance(repeat, dict)]
 
 
 class ResultStore:
@@ -596,10 +613,12 @@ class ResultStore:
     def add(self, result: PointResult) -> None:
         self._put(flatten(result), replaces_ok=False)
 
-    def add_repeats(self, repeats: Sequence[PointResult]) -> None:
-        """A point of a run with repeats, from the repeats measured so far (in order): one row
-        combined from them, which replaces the row of fewer repeats."""
-        self._put(combine_repeats([flatten(r) for r in repeats]), replaces_ok=len(repeats) > 1)
+    def add_repeats(self, repeats: Sequence[PointResult], recorded: Sequence[dict[str, Any]] = ()) -> None:
+        """A point of a run with repeats, from the repeats measured so far (in order), after those a
+        resumed file `recorded` (recorded_repeats): one row combined from them all, which replaces
+        the row of fewer repeats."""
+        rows = [*recorded, *(flatten(r) for r in repeats)]
+        self._put(combine_repeats(rows), replaces_ok=len(rows) > 1)
 
     def _put(self, row: dict[str, Any], replaces_ok: bool) -> None:
         row = _storable(row)

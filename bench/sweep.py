@@ -7,16 +7,16 @@ combined from its repeats (bench.store.combine_repeats).
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
 from bench import env
 from bench.launchers import make_launcher
 from bench.results import OK, Environment, PointResult
-from bench.runs import Plan
+from bench.runs import Plan, later_repeats
 from bench.store import ResultStore, flatten
-from bench.suite import Checks, Suite
+from bench.suite import Suite
 from bench.worker import Job
 
 
@@ -40,29 +40,32 @@ class Sweep:
         self.save_errors: list[str] = []
         self.repeat = 0
         self._series: dict[tuple, list[PointResult]] = {}  # point -> its repeats, in order
+        self._recorded: dict[tuple, list[dict[str, Any]]] = {}  # point -> a resumed file's repeats (Plan.recorded)
         self.launcher = make_launcher(options.inline, suite.point_timeout_s, options.max_worker_memory_mb)
 
     def run(self, plan_: Plan) -> None:
         """Every job once per repeat, round after round (A, B, C, then A, B, C again), so a slow
-        drift of the machine spreads over every point instead of landing on one."""
+        drift of the machine spreads over every point instead of landing on one. Points a resumed
+        file holds with fewer repeats get the ones they miss in the same rounds."""
+        self._recorded = plan_.recorded
         for repeat in range(self.suite.repeats):
             self.repeat = repeat
-            for job in self._jobs_for_repeat(plan_.jobs):
+            for job in self._jobs_for_repeat(plan_.jobs, plan_.topups):
                 self.launcher.run(job, self._emit_for(job))
 
-    def _jobs_for_repeat(self, jobs: list[Job]) -> list[Job]:
-        """The first repeat measures every point; later ones the points it measured, without the
-        checks: a fresh session of the same artifact computes the same outputs, and on big models
-        the checks cost more than the timing. The point keeps the first repeat's check results."""
-        if self.repeat == 0:
-            return jobs
+    def _jobs_for_repeat(self, jobs: list[Job], topups: list[Job]) -> list[Job]:
+        """The first round measures every planned point; every round, the points whose first repeat
+        is ok and that still miss repeats, as later repeats (runs.later_repeats: no checks, no ladder)."""
         later = []
-        # The ladder was decided on the first repeat; later ones measure what it measured, all of it.
-        for job in jobs:
-            batches = [b for b in job.batches if (series := self._series.get(_series_key(job, b))) and series[0].status == OK]
+        for job in (topups if self.repeat == 0 else jobs + topups):
+            batches = [b for b in job.batches if self._misses_repeats(_series_key(job, b))]
             if batches:
-                later.append(replace(job, batches=batches, checks=Checks(contamination=False, parity=False), ladder=None))
-        return later
+                later.append(later_repeats(job, batches))
+        return (jobs if self.repeat == 0 else []) + later
+
+    def _misses_repeats(self, key: tuple) -> bool:
+        statuses = [r["status"] for r in self._recorded.get(key, ())] + [r.status for r in self._series.get(key, ())]
+        return bool(statuses) and statuses[0] == OK and len(statuses) < self.suite.repeats
 
     def _emit_for(self, job: Job):
         def emit(kind: str, payload: Any) -> None:
@@ -74,16 +77,18 @@ class Sweep:
 
     def _record(self, job: Job, result: PointResult) -> None:
         result = result.recorded(self.environment())
+        key = _series_key(job, result.point.batch)
+        series = self._series.setdefault(key, [])
+        series.append(result)
+        recorded = self._recorded.get(key, ())
         try:
             if self.suite.repeats > 1:
-                series = self._series.setdefault(_series_key(job, result.point.batch), [])
-                series.append(result)
-                self.store.add_repeats(series)
+                self.store.add_repeats(series, recorded)
             else:
                 self.store.add(result)
         except OSError as exc:  # full disk, read-only folder: keep measuring, keep the rows in memory
             self.save_errors.append(f"{self.store.path}: {exc.strerror or exc}")
-        self.on_row(flatten(result), self.repeat)
+        self.on_row(flatten(result), len(recorded) + len(series) - 1)
 
     def environment(self) -> Environment:
         return Environment(run_id=self.run_id, suite=self.suite.name, machine=self.machine,

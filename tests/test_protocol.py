@@ -203,6 +203,43 @@ def test_scripted_session_settling_late_uses_only_the_last_windows(clock):
     assert result.fps == pytest.approx(100.0) and result.latency.max_ms == pytest.approx(10.0)
 
 
+class ScriptedRequest:
+    """An infer request on its own stream: done `period_s` after its start, on the scripted clock."""
+
+    def __init__(self, clock: ScriptedClock, period_s: float):
+        self.clock, self.period_ns, self.done_ns = clock, int(period_s * 1e9), 0
+        self.latency_ms = period_s * 1e3
+
+    def start(self):
+        self.done_ns = self.clock.now_ns + self.period_ns
+
+    def wait(self):
+        self.clock.now_ns = max(self.clock.now_ns, self.done_ns)
+
+
+class ScriptedQueue:
+    loop = "requests"
+
+    def __init__(self, clock: ScriptedClock, streams: int, period_s: float):
+        self._requests = [ScriptedRequest(clock, period_s) for _ in range(streams)]
+
+    def requests(self, inputs):
+        return self._requests
+
+
+@pytest.mark.parametrize("asked", [4, 5, 7])
+def test_request_queue_windows_count_whole_rounds(clock, asked):
+    """Two streams filled together finish together. A window of 5 from the first completion would
+    end one nearly free completion later than a round (2.5 requests per period instead of 2):
+    windows count whole rounds, so the figure is exact whatever the size asked."""
+    from bench.measure.loops import RequestQueueLoop
+
+    loop = RequestQueueLoop(ScriptedQueue(clock, streams=2, period_s=0.1), [np.zeros(1, np.float32)])
+    window = loop.window(asked)
+    assert window.iterations == asked + asked % 2 and len(window.latencies_ns) == window.iterations
+    assert window.iterations / (window.wall_ns / 1e9) == pytest.approx(20.0)  # 2 requests per 0.1 s
+
+
 def test_older_schema_file_is_upgraded_and_its_checksum_still_holds(tmp_path):
     path = tmp_path / "old.parquet"
     store.write_rows(path, [{"model": "m", "runtime": "ort-cpu", "batch": 1, "status": "ok", "fps": 10.0}])

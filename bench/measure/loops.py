@@ -89,6 +89,12 @@ class RequestQueueLoop(Loop):
     Round-robin wait() rather than completion callbacks: an OpenVINO Python callback runs
     on OpenVINO's threads and needs the GIL, which deadlocked on teardown. Each latency is
     the runtime's own figure for the request.
+
+    A window counts whole rounds (iterations rounded up to a multiple of the requests), so
+    that it ends on the request it started from. Requests filled together finish together:
+    the clock starts at the first one's completion while the others are about to complete,
+    and a window ending mid-round would count those nearly free completions without their
+    time (measured: +14% frames/s on IResNet-50 batch 8 with 2 streams, 6-7 requests a window).
     """
 
     def __init__(self, session, inputs: list[np.ndarray]):
@@ -96,6 +102,7 @@ class RequestQueueLoop(Loop):
 
     def window(self, iterations: int) -> Window:
         requests = self._requests
+        iterations = -(-iterations // len(requests)) * len(requests)
         for request in requests:
             request.start()
         latencies: list[int] = []

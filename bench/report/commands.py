@@ -106,6 +106,7 @@ def print_self_gate(result, comparison, console) -> int:
 def print_gate(result, comparison, console) -> int:
     from bench.errors import UserError
     from bench.report import compare, gate
+    from bench.report.model import SHARED_MACHINE_PCT
 
     for line in result.not_checked:
         console.print(f"[dim]gate: not checked: {line}[/]", highlight=False, soft_wrap=True)
@@ -115,7 +116,7 @@ def print_gate(result, comparison, console) -> int:
                         "gate on points from facebench run, or fix those points and measure again")
     colours = {gate.SLOWER: "red", gate.INCONCLUSIVE: "yellow", gate.NOT_SLOWER: "green"}
     for finding in result.findings:
-        if finding.statistical:  # every point: its ratio, interval and verdict
+        if finding.statistical or finding.shared_machine:  # every point: its ratio, interval and verdict
             console.print(f"gate: [{colours[finding.verdict]}]{finding.verdict}[/] {finding.describe(comparison.metric)}",
                           highlight=False, soft_wrap=True)
     for finding in result.within_noise:
@@ -127,8 +128,13 @@ def print_gate(result, comparison, console) -> int:
         console.print(f"[yellow]gate: {once} of {result.checked} points have no repeats in both runs: their noise is "
                       "within-run only (window spread), not the variation between runs; measure both runs with "
                       "--repeats 5 for a statistical verdict[/]", highlight=False, soft_wrap=True)
-    if result.inconclusive:
-        console.print(f"[yellow]gate: {len(result.inconclusive)} points inconclusive at "
+    shared = sum(bool(f.shared_machine) for f in result.inconclusive)
+    if shared:
+        console.print(f"[yellow]gate: {shared} points would be slower but were measured on a shared machine (other "
+                      f"processes above {SHARED_MACHINE_PCT:g}% CPU): not judged; rerun where nothing else runs[/]",
+                      highlight=False, soft_wrap=True)
+    if len(result.inconclusive) > shared:
+        console.print(f"[yellow]gate: {len(result.inconclusive) - shared} points inconclusive at "
                       f"{result.confidence * 100:g}% confidence; {gate.resolve_hint(result.repeats_needed)}[/]",
                       highlight=False, soft_wrap=True)
     if result.passed:

@@ -14,6 +14,10 @@ Two rules, chosen per point by what the rows carry:
   noise is within one run only and says nothing about the run-to-run variation, so the output
   labels it so.
 
+Either rule: a point that would be `slower` but was measured on a shared machine (other processes
+used more than report.model.SHARED_MACHINE_PCT of a core during its windows, in either run) is
+`inconclusive` instead, saying which run shared it: the slowdown may be the neighbour's.
+
 Only `slower` fails the gate: inconclusive points are listed with what would resolve them.
 """
 from __future__ import annotations
@@ -46,6 +50,7 @@ class GateFinding:
     repeats: tuple[int, int] | None = None  # (baseline, new)
     repeats_needed: int | None = None  # inconclusive: repeats per run that would decide it
     metric: Metric | None = None  # set where it is not the comparison's (pipelines: frames/s)
+    shared_machine: str | None = None  # inconclusive because a run shared its machine: which, and how much
 
     @property
     def statistical(self) -> bool:
@@ -57,15 +62,19 @@ class GateFinding:
         change = (f"{metric.label} {format_value(metric, self.baseline_value)} -> {format_value(metric, self.value)}, "
                   f"{abs(self.slower_pct):.1f}% {'slower' if self.slower_pct >= 0 else 'faster'}")
         if not self.statistical:
+            verdict = f": {self.verdict}" if self.shared_machine else ""
             return (f"{self.model} {self.point} on {self.group}: {change} "
-                    f"(noise {self.noise_pct:.1f}%, within-run only: no repeats){flag}")
+                    f"(noise {self.noise_pct:.1f}%, within-run only: no repeats){verdict}{self._shared_note()}{flag}")
         r, (low, high) = self.ratio, self.slower_range
         text = (f"{self.model} {self.point} on {self.group}: {change}; ratio {r.estimate:.3f} "
                 f"({r.confidence * 100:g}% CI {r.low:.3f}-{r.high:.3f}, slowdown {low:.1f}% to {high:.1f}%; "
                 f"repeats {self.repeats[0]}/{self.repeats[1]}): {self.verdict}")
-        if self.verdict == INCONCLUSIVE:
+        if self.verdict == INCONCLUSIVE and not self.shared_machine:
             text += f" ({resolve_hint(self.repeats_needed)})"
-        return text + flag
+        return text + self._shared_note() + flag
+
+    def _shared_note(self) -> str:
+        return f" ({self.shared_machine}; rerun where nothing else runs)" if self.shared_machine else ""
 
 
 def resolve_hint(needed: int | None) -> str:
@@ -201,6 +210,7 @@ def _gate_model(gate: GateResult, model: ModelComparison, metric: Metric, baseli
                 _judge_repeats(finding, metric, base, cell, gate)
             else:
                 _judge_once(finding, base, cell, gate.threshold_pct)
+            _doubt_shared_machine(finding, base, cell)
             gate.findings.append(finding)
 
 
@@ -232,6 +242,15 @@ def _judge_repeats(finding: GateFinding, metric: Metric, base: Cell, cell: Cell,
         above = estimate > threshold  # the side of the interval that crosses the threshold
         half_width = estimate - ends[0] if above else ends[1] - estimate
         finding.repeats_needed = repeats_to_resolve(*finding.repeats, half_width, abs(estimate - threshold))
+
+
+def _doubt_shared_machine(finding: GateFinding, base: Cell, cell: Cell) -> None:
+    """A slowdown measured while other processes ran is not the model's to answer for."""
+    shared = [f"{side} run: {c.shared_machine.split('; ')[0]}" for side, c in (("baseline", base), ("new", cell))
+              if c.shared_machine]
+    if finding.verdict == SLOWER and shared:
+        finding.verdict, finding.repeats_needed = INCONCLUSIVE, None
+        finding.shared_machine = "; ".join(shared)
 
 
 def _not_gatable(base: Cell, cell: Cell, needs_spread: bool) -> str | None:

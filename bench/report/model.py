@@ -10,6 +10,9 @@ markdown.py, plots.py and compare's printing only lay these out (wording: text.p
 - best: the trustworthy point with the most frames/s (the first in row order on a tie).
 - knee: among the trustworthy points of the best's series (runtime, precision, input format,
   options variant, concurrency), the smallest batch within KNEE_PCT of the best's frames/s.
+- shared machine: other processes used more than SHARED_MACHINE_PCT of one core during the
+  point's windows (`other_cpu_percent`, the busiest repeat): a warning here, and the gate does
+  not call such a point slower.
 - budget (`--latency-budget p99:30ms`, suite key `latency_budget`): the trustworthy point with
   the most frames/s whose latency percentile (of one batch, one request) meets it; when none
   does, the lowest that percentile any measured point reached.
@@ -25,6 +28,9 @@ from bench.domain import DEFAULT_INPUT_FORMAT, DEFAULT_OPTIONS_VARIANT
 from bench.errors import UserError
 
 KNEE_PCT = 5.0
+# Other processes' CPU (% of one core) above which a point measured the sharing as much as the model.
+# The harness's own launcher polls its worker well under 5%; a second sweep or test run takes 50-150%.
+SHARED_MACHINE_PCT = 25.0
 PERCENTILES = {"p50": "lat_p50_ms", "p90": "lat_p90_ms", "p95": "lat_p95_ms", "p99": "lat_p99_ms"}
 _BUDGET = re.compile(r"^(?:(p\d+)\s*:\s*)?(\d+(?:\.\d+)?)\s*(ms|s)?$", re.IGNORECASE)
 
@@ -143,8 +149,20 @@ def point_marks(row: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(marks)
 
 
+def shared_machine(row: Mapping[str, Any]) -> str | None:
+    """Why the point's machine was not its own while it measured; None when it was (or is unknown)."""
+    other = _clean(row.get("other_cpu_percent"))
+    if other is None or other <= SHARED_MACHINE_PCT:
+        return None
+    return (f"shared machine: other processes used {other:.0f}% CPU (of one core) during the windows, "
+            f"above {SHARED_MACHINE_PCT:g}%; figures may be low")
+
+
 def _warnings(row: Mapping[str, Any]) -> tuple[str, ...]:
     lines = []
+    shared = shared_machine(row) if row["status"] == "ok" else None
+    if shared:
+        lines.append(shared)
     if row["status"] == "failed":
         lines.append(f"failed: {row.get('reason')}")
     elif row["status"] == "ok" and row.get("warnings"):
