@@ -143,6 +143,7 @@ class Plan:
     def use_images(self, images: tuple[str, ...]) -> None:
         """Real pictures for every job's INT8 calibration and parity frames."""
         self.jobs = [replace(job, images=images) for job in self.jobs]
+        self.topups = [replace(job, images=images) for job in self.topups]
 
     @property
     def points(self) -> int:

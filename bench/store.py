@@ -547,7 +547,8 @@ REPEAT_FIGURES = ("fps", "ms_per_frame", "lat_mean_ms", "lat_p50_ms", "lat_p90_m
 REPEAT_WORST = ("other_cpu_percent", "cpu_steal_percent")
 # What each repeat keeps in repeats_json: enough to combine the point again when a resumed run
 # adds the repeats it misses (recorded_repeats).
-REPEAT_KEPT = ("status", "reason", "timestamp_utc", "window_spread_pct", "verdict", *REPEAT_FIGURES, *REPEAT_WORST)
+REPEAT_KEPT = ("status", "reason", "timestamp_utc", "window_spread_pct", "verdict", "frames", "iterations", "wall_s",
+               *REPEAT_FIGURES, *REPEAT_WORST)
 CHECK_PREFIXES = ("contamination_", "parity_")
 
 
@@ -571,6 +572,7 @@ def combine_repeats(rows: list[dict[str, Any]]) -> dict[str, Any]:
             values = [r[column] for r in ok if r.get(column) is not None]
             if values:
                 combined[column] = float(combine(values))
+    combined["ms_per_frame"] = 1000.0 / combined["fps"] if combined["fps"] else combined.get("ms_per_frame")
     valid = sum(r.get("verdict") == "VALID" for r in ok)
     combined["verdict"] = "VALID" if 2 * valid > len(ok) else "UNSTABLE"  # most repeats settled
     combined["timestamp_utc"] = rows[-1]["timestamp_utc"]

@@ -37,6 +37,22 @@ def test_fp16_io_artifact_is_float16_at_the_boundary_and_matches_the_float_model
         assert np.linalg.norm(mine.astype(np.float64) - theirs) / np.linalg.norm(theirs) < worst
 
 
+def test_an_fp16_io_session_says_it_computes_in_fp16(tmp_path):
+    """The row's precision_effective: an fp16-nchw point runs an FP16 graph, though the suite asked fp32."""
+    from bench.runtimes.base import LoadRequest
+    from bench.runtimes.registry import get_runtime
+
+    info = zoo.build_cached("arcface_mbf")
+    path = make_input_artifact(info.path, FP16, info.mean, info.std, tmp_path)
+    runtime = get_runtime("ort-cpu")
+    for model, dtype, expected in ((path, "float16", "fp16"), (info.path, "float32", "fp32")):
+        loaded = runtime.load(LoadRequest(str(model), info.input_name, info.input_shape(1), "fp32", input_dtype=dtype))
+        try:
+            assert loaded.effective_precision() == expected
+        finally:
+            loaded.close()
+
+
 def test_pipeline_finds_the_astronaut_through_fp16_io(real_scrfd_path, tmp_path):
     fp16 = session(make_input_artifact(real_scrfd_path, FP16, DETECTOR.mean, DETECTOR.std, tmp_path))
     reference = session(real_scrfd_path)

@@ -304,8 +304,13 @@ class SimulatedCudaSteps(Session):
     def __init__(self, h2d_ms=0.4, compute_ms=lambda i: 2.0 + 0.001 * (i % 3), d2h_ms=2.5, enqueue_ms=1.9):
         self.h2d_ms, self.compute_ms, self.d2h_ms, self.enqueue_ms = h2d_ms, compute_ms, d2h_ms, enqueue_ms
         self.host_ns = self.tail_ns = 0
-        self.computes, self.staged = 0, []
+        self.computes, self.staged, self.bound_threads = 0, [], []
         self.stream = self
+
+    def bind_thread(self) -> None:
+        import threading
+
+        self.bound_threads.append(threading.get_ident())
 
     def clock(self) -> int:
         return self.host_ns
@@ -417,11 +422,16 @@ def test_threaded_loop_runs_each_cuda_member_on_its_own_stream(simulated):
     m = measure(group, inputs, 1, MeasureSettings(warmup_s=0.0, warmup_min_iterations=2, window_s=0.0,
                                                  window_min_iterations=9, stable_windows=1, max_windows=1))
     [window] = m.windows
-    # 9 iterations shared 5 + 4 (warm-up: one each, twice); every latency from its own stream's events
-    assert members[1].computes == 2 + 4 and simulated.computes == 2 + 5
+    # 2 solo rounds each before any thread (ORT's graph capture), then 9 iterations shared 5 + 4
+    # (warm-up: one each, twice); every latency from its own stream's events
+    assert members[1].computes == 2 + 2 + 4 and simulated.computes == 2 + 2 + 5
     assert window.iterations == 9 and len(window.latencies_ns) == 9 and set(window.extra_ns) == {*STAGES, "enqueue"}
-    assert sorted(window.latencies_ns) == [ms_to_ns(3.9)] * 4 + [ms_to_ns(4.9 + d) for d in (0, 0, 0.001, 0.002, 0.002)]
+    assert sorted(window.latencies_ns) == [ms_to_ns(3.9)] * 4 + [ms_to_ns(4.9 + d) for d in (0, 0.001, 0.001, 0.002, 0.002)]
     assert window.compute_only_wall_ns is None and all(len(m.staged) == 2 for m in members)
+    import threading
+
+    for member in members:  # each thread made its member's device current before running it
+        assert len(member.bound_threads) == 3 and threading.get_ident() not in member.bound_threads
 
 
 # ============================================================================ NVML aggregation

@@ -25,6 +25,7 @@ from bench.runtimes.base import CUDA, GROUP, HOST, REQUESTS
 
 STAGES = ("h2d", "compute", "d2h")
 MARKS_PER_ITERATION = len(STAGES) + 1
+SOLO_ROUNDS = 2  # ORT's CUDA graph: one regular run, then the capture
 
 
 @dataclass
@@ -200,6 +201,13 @@ class CudaEventLoop(Loop):
             series["enqueue"] = enqueue
         return Window(wall_ns=wall, latencies_ns=latencies, iterations=iterations, extra_ns=series)
 
+    def reserve(self, iterations: int) -> None:
+        """Create a window's events ahead of it (a threaded window makes them before its clock)."""
+        self._marks.reserve(iterations)
+
+    def bind_thread(self) -> None:
+        self._session.bind_thread()
+
     def compute_only_wall_ns(self, iterations: int) -> int:
         compute, clock = self._session.compute, time.perf_counter_ns
         t0 = clock()
@@ -228,6 +236,10 @@ class ThreadedLoop(Loop):
         self._inputs = inputs
         self._cuda = [CudaEventLoop(m, inputs) for m in self._members] if self._members[0].loop == CUDA else None
         self.min_iterations = len(self._members)
+        for loop in self._cuda or []:
+            # Each member's first rounds alone, before any thread: ORT captures a member's CUDA graph
+            # in its first runs, and a capture while another thread allocates on the device fails.
+            loop.window(SOLO_ROUNDS)
 
     def window(self, iterations: int) -> Window:
         if self._cuda is None:
@@ -277,9 +289,14 @@ class ThreadedLoop(Loop):
         shares: list[Window] = []
 
         def job(loop: CudaEventLoop, count: int) -> Callable[[], None]:
-            return lambda: shares.append(loop.window(count)) if count else None
+            def serve() -> None:
+                loop.bind_thread()
+                shares.append(loop.window(count))
+            return serve
 
-        return [job(loop, count) for loop, count in zip(self._cuda, counts)], shares
+        for loop, count in zip(self._cuda, counts):
+            loop.reserve(count)  # the events, before the clock and on the loading thread's device
+        return [job(loop, count) for loop, count in zip(self._cuda, counts) if count], shares
 
     def close(self) -> None:
         for loop in self._cuda or []:

@@ -13,7 +13,8 @@ Step contract, by `Session.loop` (the loop in measure/loops.py that drives it):
   `latency_ms` (the runtime's own figure for the request just waited for).
 - "cuda" (ort-cuda, ort-trt, trt: bench.runtimes.cuda_session): `stream`, `stage(x)` (a
   pinned copy, made once before any loop), `h2d(staged)`, `compute()`, `d2h()`,
-  `synchronize()` and `new_event()`; `record_enqueue` asks for the host time of compute().
+  `synchronize()` and `new_event()`; `record_enqueue` asks for the host time of compute();
+  `bind_thread()` makes the session's device current on a loop thread of its own.
 - "group" (concurrency N): a SessionGroup of N member sessions, one host thread each.
 
 Every session also has `infer(x)` (outputs as host arrays, for the checks), `describe()`
@@ -153,8 +154,15 @@ class SessionGroup(Session):
         return self.members[0].effective_precision()
 
     def close(self) -> None:
+        """Every member, even after one fails to close (their streams and buffers are freed either way)."""
+        errors = []
         for member in self.members:
-            member.close()
+            try:
+                member.close()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
 
 class Runtime(ABC):

@@ -1,7 +1,7 @@
 """What every CUDA session shares: the CUDA step contract over pinned staging and one stream.
 
 A subclass sets up its buffers and says how to copy in, compute and copy out; the loops
-that drive these steps and the CUDA events that time them are measure/loops.py'.
+that drive these steps and the CUDA events that time them are in measure/loops.py.
 """
 from __future__ import annotations
 
@@ -31,7 +31,15 @@ class CudaSession(Session):
 
     loop = CUDA
     record_enqueue = False  # host time of each compute launch (trtexec's "enqueue time")
+    device_id = 0  # the CUDA device the session's buffers and stream live on
     _staged: list
+
+    def bind_thread(self) -> None:
+        """Make this session's device the calling host thread's current one: the CUDA runtime's
+        current device is per thread, and a loop thread starts on device 0."""
+        from bench.runtimes.cuda import set_device
+
+        set_device(self.device_id)
 
     def stage(self, x: np.ndarray):
         """A pinned copy of an input buffer (made once, before any loop); freed with the session."""

@@ -132,6 +132,7 @@ class OrtRuntime(Runtime):
             "providers": ",".join(session.get_providers()),
             "intra_op_threads": threads if threads else "default (physical cores)",
             "graph_optimization_level": str(options.graph_optimization_level).rsplit(".", 1)[-1],
-            # ORT CPU computes in the precision the graph carries; the artifact decides it.
-            "precision_effective": request.precision,
+            # ORT computes in the precision the graph carries; the artifact decides it (float16 I/O,
+            # the fp16-nchw input format, is an FP16 graph whatever the requested precision).
+            "precision_effective": "fp16" if request.input_dtype == "float16" else request.precision,
         }

@@ -134,6 +134,7 @@ class IoBindingSession(CudaSession):
         self._session = ort_session
         self._settings = settings
         self.stream = stream
+        self.device_id = device_id
         self._cudart = import_cudart()
         self._shape = tuple(request.input_shape)
         self._in_dtype = ort_type_to_numpy(ort_session.get_inputs()[0].type)

@@ -182,6 +182,7 @@ class TensorRtSession(CudaSession):
         from bench.runtimes.cuda import DeviceBuffer, PinnedBuffer, import_cudart
 
         self._runtime, self._engine = runtime, engine
+        self.device_id = runtime.options(request).device_id
         self._context = engine.create_execution_context()
         self._settings = settings
         self.stream = stream
