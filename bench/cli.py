@@ -62,13 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="results file (.parquet) or folder (default: results/); a URI (s3://, gs://, "
                                    "file://) gets a copy when the sweep ends, measured locally under results/")
     run.add_argument("--images", metavar="DIR", help="real pictures for INT8 calibration and parity checks")
-    run.add_argument("--resume", metavar="FILE", help="continue FILE: measure only missing or failed points, and skipped ones whose runtime is now available")
+    run.add_argument("--resume", metavar="FILE",
+                     help="continue FILE: measure only missing or failed points, skipped ones whose runtime is now "
+                          "available, and the repeats a point has fewer of than --repeats asks")
     run.add_argument("--repeats", type=int, metavar="N",
                      help="measure every point N times, each in a fresh session, interleaved across points; "
                           "the figure is the median with a 95%% interval (what the regression gate needs: 5 is good)")
     run.add_argument("--concurrency", metavar="N,...",
                      help="comma list of requests in flight per point, e.g. 1,2,4 (ort-cpu: N sessions, "
-                          "openvino-cpu: N streams and infer requests)")
+                          "openvino-cpu: N streams and infer requests, ort-cuda: N sessions on N CUDA streams, "
+                          "trt: N execution contexts on N streams)")
     run.add_argument("--full-ladder", action="store_true",
                      help="measure every batch; by default a series stops at a frames/s plateau ([ladder] in the suite)")
     run.add_argument("--latency-budget", metavar="[pXX:]MS",
