@@ -192,8 +192,8 @@ def plan(suite: Suite, previous: dict[tuple, dict[str, Any]] | None = None,
                           ladder_measured=ladder.points_from_rows(r for r in before.values() if r))
                 if batches:
                     jobs.append(job)
-                short = {b: store.recorded_repeats(row) for b, row in before.items()
-                         if row and row.get("status") == "ok" and len(store.recorded_repeats(row)) < suite.repeats}
+                kept = {b: store.recorded_repeats(row) for b, row in before.items() if row and row.get("status") == "ok"}
+                short = {b: rows for b, rows in kept.items() if len(rows) < suite.repeats}
                 if short:
                     recorded.update({(*series, b): rows for b, rows in short.items()})
                     topups.append(later_repeats(job, list(short)))

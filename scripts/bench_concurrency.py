@@ -13,18 +13,15 @@ Usage: python scripts/bench_concurrency.py [--model arcface_r50] [--batch 8] [--
 from __future__ import annotations
 
 import argparse
-import re
-import shutil
 import statistics
-import subprocess
 import sys
-from pathlib import Path
 
 from bench import store
 from bench.measure.protocol import MeasureSettings
 from bench.models import zoo
 from bench.suite import Checks, parse_model_arg
 from bench.worker import Job, run_job
+from benchmark_app import benchmark_app_fps
 
 
 def facebench_fps(info, runtime: str, batch: int, concurrency: int, settings: MeasureSettings) -> float:
@@ -37,18 +34,6 @@ def facebench_fps(info, runtime: str, batch: int, concurrency: int, settings: Me
     if row["status"] != "ok":
         sys.exit(f"{runtime} concurrency {concurrency}: {row['status']}: {row.get('reason')}")
     return row["fps"]
-
-
-def benchmark_app_fps(path: str, input_name: str, shape: list[int], streams: int, seconds: float) -> float:
-    beside = Path(sys.executable).parent / "benchmark_app"  # the venv's, when it is not on PATH
-    tool = shutil.which("benchmark_app") or (str(beside) if beside.exists() else None) \
-        or sys.exit("benchmark_app not found (it comes with the openvino wheel)")
-    shape_text = f"{input_name}[{','.join(map(str, shape))}]"
-    out = subprocess.run([tool, "-m", path, "-d", "CPU", "-shape", shape_text, "-hint", "none",
-                          "-nstreams", str(streams), "-nireq", str(streams), "-t", str(max(1, round(seconds))), "-infer_precision", "f32"],
-                         capture_output=True, text=True, check=True).stdout
-    # benchmark_app's throughput counts frames (requests x batch).
-    return float(re.search(r"Throughput:\s+([\d.]+)\s+FPS", out).group(1))
 
 
 def main() -> None:
@@ -66,7 +51,8 @@ def main() -> None:
         f"openvino-cpu streams {args.streams} (facebench)":
             lambda: facebench_fps(info, "openvino-cpu", args.batch, args.streams, settings),
         f"benchmark_app -hint none -nstreams {args.streams} -nireq {args.streams}":
-            lambda: benchmark_app_fps(info.path, info.input_name, shape, args.streams, args.time_s),
+            lambda: benchmark_app_fps(info.path, info.input_name, shape, args.time_s, "-hint", "none",
+                                      "-nstreams", str(args.streams), "-nireq", str(args.streams)),
         "ort-cpu concurrency 1": lambda: facebench_fps(info, "ort-cpu", args.batch, 1, settings),
         f"ort-cpu concurrency {args.streams}": lambda: facebench_fps(info, "ort-cpu", args.batch, args.streams, settings),
     }

@@ -10,12 +10,9 @@ Prints each round and the ratio of medians (facebench / anchor); paste into the 
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -23,6 +20,7 @@ from bench.measure.protocol import MeasureSettings, make_inputs, measure
 from bench.models import zoo
 from bench.runtimes.base import LoadRequest
 from bench.runtimes.registry import get_runtime
+from benchmark_app import benchmark_app_fps
 
 
 def facebench_fps(runtime_name: str, info, batch: int, seconds: float) -> float:
@@ -34,14 +32,6 @@ def facebench_fps(runtime_name: str, info, batch: int, seconds: float) -> float:
         return measure(session, make_inputs(shape, 4, 0, info.mean, info.std), batch, settings).fps
     finally:
         session.close()
-
-
-def benchmark_app_fps(info, batch: int, seconds: float) -> float:
-    tool = Path(sys.executable).with_name("benchmark_app")
-    command = [str(tool), "-m", info.path, "-d", "CPU", "-hint", "throughput", "-shape",
-               f"[{batch},3,{info.input_hw[0]},{info.input_hw[1]}]", "-t", str(int(seconds)), "-infer_precision", "f32"]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    return float(re.search(r"Throughput:\s+([\d.]+)\s+FPS", output).group(1))
 
 
 def bare_ort_fps(info, batch: int, seconds: float) -> float:
@@ -79,7 +69,8 @@ def main() -> int:
     info = zoo.build_cached(args.model)
     print(f"{info.name} batch {args.batch}, {args.seconds:g} s per measurement, {args.rounds} alternating rounds")
     alternate("openvino-cpu vs benchmark_app", lambda: facebench_fps("openvino-cpu", info, args.batch, args.seconds),
-              lambda: benchmark_app_fps(info, args.batch, args.seconds), args.rounds)
+              lambda: benchmark_app_fps(info.path, info.input_name, list(info.input_shape(args.batch)), args.seconds,
+                                        "-hint", "throughput"), args.rounds)
     alternate("ort-cpu vs bare session.run", lambda: facebench_fps("ort-cpu", info, args.batch, args.seconds),
               lambda: bare_ort_fps(info, args.batch, args.seconds), args.rounds)
     return 0

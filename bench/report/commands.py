@@ -22,7 +22,8 @@ def register(subparsers) -> None:
                               "(e.g. 5%%). With repeats in both runs (run --repeats N), only when the "
                               "confidence interval of the ratio of medians lies wholly beyond PCT (too wide: "
                               "inconclusive, with the repeats that would decide it); without, by more than "
-                              "the two points' within-run noise. Pipeline points: on frames/s, where they record a spread")
+                              "the two points' within-run noise. A point measured while other processes used over 25%% of a core "
+                              "is not called slower (inconclusive). Pipeline points: on frames/s, where they record a spread")
     compare.add_argument("--confidence", metavar="PCT", default="95%",
                          help="confidence of the gate's intervals with repeats (default 95%%)")
     compare.set_defaults(handler=cmd_compare)

@@ -25,7 +25,7 @@ from bench import store
 from bench.domain import DEFAULT_INPUT_FORMAT, DEFAULT_OPTIONS_VARIANT
 from bench.errors import UserError
 from bench.measure.stats import Interval, ratio_of_medians_interval
-from bench.report.model import point_marks, shared_machine
+from bench.report.model import point_marks, shared_machine_pct
 
 BY_CHOICES = ("machine", "runtime", "precision", "input", "options", "concurrency", "run")
 GROUP_COLUMN = {"machine": "machine_label", "runtime": "runtime", "precision": "precision", "input": "input_format",
@@ -188,7 +188,7 @@ class Cell:
     best: bool = False
     faces_per_s: float | None = None  # pipeline points only
     samples: tuple[float, ...] = ()  # the metric of each finished repeat (empty: measured once)
-    shared_machine: str | None = None  # why its machine was shared while it measured (report.model)
+    shared_machine_pct: float | None = None  # other processes' CPU, where the point shared its machine (report.model)
     ratio_interval: Interval | None = None  # of the ratio to the baseline, where both have repeats
 
     @property
@@ -450,7 +450,7 @@ def _cell(row: dict[str, Any], metric: Metric) -> Cell:
                 spread_pct=spread if spread is not None and math.isfinite(spread) else None,
                 trustworthy=not marks, faces_per_s=faces,
                 samples=repeat_samples(row, metric) if value is not None else (),
-                shared_machine=shared_machine(row) if value is not None else None)
+                shared_machine_pct=shared_machine_pct(row))
 
 
 def repeat_samples(row: dict[str, Any], metric: Metric) -> tuple[float, ...]:

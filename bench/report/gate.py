@@ -28,6 +28,7 @@ from bench.errors import UserError
 from bench.measure.stats import DEFAULT_CONFIDENCE, Interval, ratio_of_medians_interval, repeats_to_resolve
 from bench.report.compare import (PIPELINE_METRIC, Cell, Comparison, Metric, ModelComparison, format_value,
                                   point_name)
+from bench.report.model import shared_machine_note
 
 SLOWER, NOT_SLOWER, INCONCLUSIVE, WITHIN_NOISE = "slower", "not slower", "inconclusive", "within noise"
 MIN_REPEATS = 2  # per side, for the statistical rule
@@ -246,8 +247,8 @@ def _judge_repeats(finding: GateFinding, metric: Metric, base: Cell, cell: Cell,
 
 def _doubt_shared_machine(finding: GateFinding, base: Cell, cell: Cell) -> None:
     """A slowdown measured while other processes ran is not the model's to answer for."""
-    shared = [f"{side} run: {c.shared_machine.split('; ')[0]}" for side, c in (("baseline", base), ("new", cell))
-              if c.shared_machine]
+    shared = [f"{side} run: {shared_machine_note(c.shared_machine_pct)}" for side, c in (("baseline", base), ("new", cell))
+              if c.shared_machine_pct is not None]
     if finding.verdict == SLOWER and shared:
         finding.verdict, finding.repeats_needed = INCONCLUSIVE, None
         finding.shared_machine = "; ".join(shared)

@@ -149,20 +149,22 @@ def point_marks(row: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(marks)
 
 
-def shared_machine(row: Mapping[str, Any]) -> str | None:
-    """Why the point's machine was not its own while it measured; None when it was (or is unknown)."""
-    other = _clean(row.get("other_cpu_percent"))
-    if other is None or other <= SHARED_MACHINE_PCT:
-        return None
-    return (f"shared machine: other processes used {other:.0f}% CPU (of one core) during the windows, "
-            f"above {SHARED_MACHINE_PCT:g}%; figures may be low")
+def shared_machine_pct(row: Mapping[str, Any]) -> float | None:
+    """The other processes' CPU of a measured point that shared its machine; None when it did not (or unknown)."""
+    other = _clean(row.get("other_cpu_percent")) if row["status"] == "ok" else None
+    return other if other is not None and other > SHARED_MACHINE_PCT else None
+
+
+def shared_machine_note(other_pct: float) -> str:
+    return (f"shared machine: other processes used {other_pct:.0f}% CPU (of one core) during the windows, "
+            f"above {SHARED_MACHINE_PCT:g}%")
 
 
 def _warnings(row: Mapping[str, Any]) -> tuple[str, ...]:
     lines = []
-    shared = shared_machine(row) if row["status"] == "ok" else None
-    if shared:
-        lines.append(shared)
+    shared = shared_machine_pct(row)
+    if shared is not None:
+        lines.append(f"{shared_machine_note(shared)}; figures may be low")
     if row["status"] == "failed":
         lines.append(f"failed: {row.get('reason')}")
     elif row["status"] == "ok" and row.get("warnings"):
