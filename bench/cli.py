@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("suite", help="TOML suite, e.g. suites/default.toml")
     run.add_argument("--models", help="comma list of built-in names (scrfd_10g@320) or .onnx paths")
     run.add_argument("--runtimes", help="comma list, e.g. ort-cpu,openvino-cpu (see facebench runtimes)")
-    run.add_argument("--precisions", help="comma list: fp32,fp16,int8,simplified,ir")
+    run.add_argument("--precisions", help="comma list: fp32,fp16,bf16,int8,simplified,ir")
     run.add_argument("--batches", help="comma list of batch sizes, e.g. 1,2,4")
     run.add_argument("--input", metavar="FORMAT", help="comma list of input formats: float-nchw (default), uint8-nchw, "
                                                        "uint8-nhwc-bgr, uint8-nhwc-rgb (uint8: normalised in the graph)")
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe = sub.add_parser("probe", help="measure this machine's peaks through each runtime again (GEMM, 3x3 conv, "
                                          "memory or host<->device copies) and cache them for the %% of peak columns")
     probe.add_argument("--runtimes", help="comma list (default: every available runtime)")
-    probe.add_argument("--precisions", default="fp32,int8", help="comma list of fp32,fp16,int8 (default fp32,int8; "
+    probe.add_argument("--precisions", default="fp32,int8", help="comma list of fp32,fp16,bf16,int8 (default fp32,int8; "
                                                                  "those a runtime does not run are left out)")
     probe.set_defaults(handler=cmd_probe)
 
@@ -274,9 +274,9 @@ def cmd_probe(args) -> int:
     if missing:
         raise UserError(f"not available here: {', '.join(missing)} (see facebench runtimes)")
     precisions = _comma_list(args.precisions)
-    unknown = [p for p in precisions if p not in ("fp32", "fp16", "int8")]
+    unknown = [p for p in precisions if p not in ("fp32", "fp16", "bf16", "int8")]
     if unknown:
-        raise UserError(f"--precisions {','.join(unknown)}: probes exist for fp32, fp16 and int8")
+        raise UserError(f"--precisions {','.join(unknown)}: probes exist for fp32, fp16, bf16 and int8")
     console.print(_peaks_table(names, precisions, refresh=True))
     return 0
 
@@ -290,11 +290,12 @@ def _peaks_table(names: list[str], precisions: list[str], refresh: bool):
     from bench.models.zoo import cache_dir
     from bench.report.tables import peaks_table
     from bench.runtimes.registry import get_runtime
+    from bench.worker import native_precision_problem
 
     measured = []
     for name in names:
         runtime = get_runtime(name)
-        for precision in (p for p in precisions if p in runtime.precisions):
+        for precision in (p for p in precisions if p in runtime.precisions and not native_precision_problem(runtime, p)):
             with console.status(f"probing {name} {precision}"):
                 measured.append(peaks_for(runtime, precision, {}, cache_dir(), refresh=refresh))
     return peaks_table(measured)

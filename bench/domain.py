@@ -20,8 +20,9 @@ from bench.errors import UserError
 
 # --------------------------------------------------------------------------- precisions
 
-# What a suite may list: fp32 is the source; the rest are artifacts built from it ("ir": OpenVINO IR).
-PRECISIONS = ("fp32", "fp16", "int8", "simplified", "ir")
+# What a suite may list: fp32 is the source; the rest are artifacts built from it ("ir": OpenVINO IR)
+# or precision hints over it (OpenVINO's fp16 and bf16).
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "simplified", "ir")
 PRECISION_ALIASES = {"openvino_ir": "ir"}  # parity gate tables once named IR so
 # Variants that keep the model's numbers in FP32: they get FP32 tolerances and gates.
 FP32_ARITHMETIC = ("fp32", "simplified", "ir")

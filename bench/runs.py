@@ -242,7 +242,7 @@ def _to_measure(row: dict[str, Any] | None, available: _Availability, runtime: s
     skip only under --full-ladder, else the ladder's decision stands)."""
     from bench import ladder
     from bench.runtimes.registry import get_runtime
-    from bench.worker import static_skip_reason
+    from bench.worker import native_precision_problem, static_skip_reason
 
     status = row.get("status") if row else None
     if status in (None, "failed"):
@@ -251,7 +251,9 @@ def _to_measure(row: dict[str, Any] | None, available: _Availability, runtime: s
         return False
     if ladder.is_ladder_skip(row.get("reason")):
         return not rule.adaptive
-    return not static_skip_reason(get_runtime(runtime), info, precision, batch, concurrency)
+    found = get_runtime(runtime)
+    return not (static_skip_reason(found, info, precision, batch, concurrency)
+                or native_precision_problem(found, precision))
 
 
 # --------------------------------------------------------------------------- the results file

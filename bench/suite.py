@@ -213,12 +213,12 @@ def _validate_measure(m: MeasureSettings, where: str) -> None:
 
 
 def _check_fp16_io(suite: Suite, where: str) -> None:
-    """fp16-nchw is the FP32 model converted to FP16 with FP16 I/O: over an fp16 or int8 artifact
-    it cannot be built, so the combination is refused here rather than failed at every point."""
+    """fp16-nchw is the FP32 model converted to FP16 with FP16 I/O: over an fp16, bf16 or int8 artifact
+    it cannot be built (nor compute in BF16), so the combination is refused here rather than failed at every point."""
     formats = set(suite.inputs).union(*(ref.inputs for ref in suite.models))
     if "fp16-nchw" not in formats:
         return
-    clashing = sorted({p for r in suite.runtimes for p in suite.precisions_for(r)} & {"fp16", "int8"})
+    clashing = sorted({p for r in suite.runtimes for p in suite.precisions_for(r)} & {"fp16", "bf16", "int8"})
     if clashing:
         raise UserError(f"{where}: input fp16-nchw already computes in FP16 from the FP32 model and cannot be combined "
                         f"with precision {', '.join(clashing)}; measure it with precisions = [\"fp32\"] "

@@ -66,7 +66,8 @@ def run_job(job: Job, emit: Emit) -> None:
     info = job.model
     artifact, artifact_error = None, None
     if ok:
-        reason = unsupported_precision(runtime, job.precision) or unsupported_concurrency(runtime, job.concurrency)
+        reason = (unsupported_precision(runtime, job.precision) or unsupported_concurrency(runtime, job.concurrency)
+                  or native_precision_problem(runtime, job.precision))
         ok = not reason
     if ok and any(not static_skip_reason(runtime, info, job.precision, b) for b in job.batches):
         try:
@@ -114,6 +115,14 @@ def unsupported_concurrency(runtime, concurrency: int) -> str:
     if concurrency == 1 or runtime.concurrent:
         return ""
     return f"{runtime.name} runs one request in flight only (concurrency {concurrency} is not implemented for it)"
+
+
+def native_precision_problem(runtime, precision: str) -> str:
+    """Why this machine cannot compute `precision` on the runtime's device ("" when it can)."""
+    try:
+        return runtime.native_precision_problem(precision)
+    except Exception as exc:  # a failed capability query skips the precision, not the worker
+        return f"could not ask {runtime.name} whether it computes {precision} natively: {first_line(exc)}"
 
 
 def unsupported_precision(runtime, precision: str) -> str:

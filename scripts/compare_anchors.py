@@ -2,9 +2,12 @@
 
 1. OpenVINO CPU, THROUGHPUT hint: facebench's openvino-cpu session vs OpenVINO's
    benchmark_app (shipped in the openvino wheel) on the same ONNX file and shape.
-2. ONNX Runtime CPU: facebench's ort-cpu session vs a bare `session.run` loop.
+   fp32: both with INFERENCE_PRECISION_HINT f32; --precision bf16: facebench's bf16 point vs
+   benchmark_app's default precision (no -infer_precision: bf16 on CPUs with AMX / AVX512_BF16).
+2. ONNX Runtime CPU: facebench's ort-cpu session vs a bare `session.run` loop (fp32 only).
 
 Usage: python scripts/compare_anchors.py [--model arcface_r50] [--batch 8] [--rounds 3] [--seconds 10]
+       [--precision fp32|bf16]
 Prints each round and the ratio of medians (facebench / anchor); paste into the README.
 """
 from __future__ import annotations
@@ -20,13 +23,15 @@ from bench.measure.protocol import MeasureSettings, make_inputs, measure
 from bench.models import zoo
 from bench.runtimes.base import LoadRequest
 from bench.runtimes.registry import get_runtime
-from benchmark_app import benchmark_app_fps
+from benchmark_app import RUNTIME_DEFAULT, benchmark_app_run
 
 
-def facebench_fps(runtime_name: str, info, batch: int, seconds: float) -> float:
+def facebench_fps(runtime_name: str, info, batch: int, seconds: float, precision: str = "fp32") -> float:
     runtime = get_runtime(runtime_name)
     shape = info.input_shape(batch)
-    session = runtime.load(LoadRequest(info.path, info.input_name, shape, "fp32"))
+    session = runtime.load(LoadRequest(info.path, info.input_name, shape, precision))
+    if precision != "fp32" and session.effective_precision() != precision:
+        sys.exit(f"{runtime_name} ran {session.effective_precision()} where {precision} was asked")
     try:
         settings = MeasureSettings(warmup_s=1.0, window_s=seconds / 3, window_min_iterations=3, max_windows=3)
         return measure(session, make_inputs(shape, 4, 0, info.mean, info.std), batch, settings).fps
@@ -65,14 +70,25 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="facebench's openvino-cpu precision; bf16 is compared with benchmark_app's default")
     args = parser.parse_args()
     info = zoo.build_cached(args.model)
-    print(f"{info.name} batch {args.batch}, {args.seconds:g} s per measurement, {args.rounds} alternating rounds")
-    alternate("openvino-cpu vs benchmark_app", lambda: facebench_fps("openvino-cpu", info, args.batch, args.seconds),
-              lambda: benchmark_app_fps(info.path, info.input_name, list(info.input_shape(args.batch)), args.seconds,
-                                        "-hint", "throughput"), args.rounds)
-    alternate("ort-cpu vs bare session.run", lambda: facebench_fps("ort-cpu", info, args.batch, args.seconds),
-              lambda: bare_ort_fps(info, args.batch, args.seconds), args.rounds)
+    print(f"{info.name} batch {args.batch}, {args.seconds:g} s per measurement, {args.rounds} alternating rounds, "
+          f"facebench {args.precision}")
+    anchor_precision = "f32" if args.precision == "fp32" else RUNTIME_DEFAULT
+
+    def anchor() -> float:
+        fps, ran = benchmark_app_run(info.path, info.input_name, list(info.input_shape(args.batch)), args.seconds,
+                                     "-hint", "throughput", infer_precision=anchor_precision)
+        print(f"  benchmark_app computed in {ran}")
+        return fps
+
+    alternate("openvino-cpu vs benchmark_app",
+              lambda: facebench_fps("openvino-cpu", info, args.batch, args.seconds, args.precision), anchor, args.rounds)
+    if args.precision == "fp32":  # ONNX Runtime's CPU provider has no BF16 kernels for these models
+        alternate("ort-cpu vs bare session.run", lambda: facebench_fps("ort-cpu", info, args.batch, args.seconds),
+                  lambda: bare_ort_fps(info, args.batch, args.seconds), args.rounds)
     return 0
 
 

@@ -30,28 +30,37 @@ MATCH_IOU = 0.5
 
 
 
-def _per_precision(fp32: float | None, fp16: float | None, int8: float | None) -> dict[str, float | None]:
+def _per_precision(fp32: float | None, fp16: float | None, bf16: float | None,
+                   int8: float | None) -> dict[str, float | None]:
     """Variants that keep FP32 arithmetic (simplified, IR) get the FP32 gate."""
-    return {**{p: fp32 for p in FP32_ARITHMETIC}, "fp16": fp16, "int8": int8}
+    return {**{p: fp32 for p in FP32_ARITHMETIC}, "fp16": fp16, "bf16": bf16, "int8": int8}
+
+
+# BF16 keeps 8 mantissa bits to FP16's 11. Measured on openvino-cpu (AMX) at batch 1, astronaut
+# frames, against ONNX Runtime FP32 (README, Precision and parity; scripts/parity_margins.py), worst
+# of the hint over the FP32 graph and of TensorRT's BF16 ONNX artifact: the trained embedder
+# fr_feature cosine min 0.99948 (gate 0.997: 6x its 1 - cos), the real SCRFD-500M recall and
+# precision 1.0 with 0.13 px landmark error (gates 0.95, 0.5 px: 4x) and worst output rel L2 0.087,
+# the replicas' rel L2 0.011-0.028 (gate 0.2: 2.3x the real detector, 7x the replicas).
 
 
 @dataclass
 class ParityGates:
     """Pass thresholds per precision; a None (or missing precision) leaves that metric ungated."""
 
-    cosine_min: dict[str, float | None] = field(default_factory=lambda: _per_precision(0.9999, 0.999, 0.99))
-    det_recall_min: dict[str, float | None] = field(default_factory=lambda: _per_precision(0.99, 0.99, 0.9))
+    cosine_min: dict[str, float | None] = field(default_factory=lambda: _per_precision(0.9999, 0.999, 0.997, 0.99))
+    det_recall_min: dict[str, float | None] = field(default_factory=lambda: _per_precision(0.99, 0.99, 0.95, 0.9))
     # A candidate that adds faces diverges as much as one that loses them.
     det_precision_min: dict[str, float | None] = field(
-        default_factory=lambda: _per_precision(0.99, 0.99, 0.9))
+        default_factory=lambda: _per_precision(0.99, 0.99, 0.95, 0.9))
     # Mean of the 5 points, input pixels. Measured on the real SCRFD-500M at 640: FP16 0.02 px,
     # INT8 1.0-1.2 px; 5% weight noise gives 3.5 px.
     landmark_err_max_px: dict[str, float | None] = field(
-        default_factory=lambda: _per_precision(0.05, 0.5, 2.5))
+        default_factory=lambda: _per_precision(0.05, 0.5, 0.5, 2.5))
     # Raw-output fallback for detectors whose reference finds no face: ||c - r|| / ||r||
     # per output. INT8's own error is 0.1-0.3 on SCRFD outputs (score rows near 0 weigh most).
     output_rel_l2_max: dict[str, float | None] = field(
-        default_factory=lambda: _per_precision(1e-3, 0.03, 0.5))
+        default_factory=lambda: _per_precision(1e-3, 0.03, 0.2, 0.5))
 
     @classmethod
     def with_overrides(cls, overrides: dict[str, dict[str, float]]) -> "ParityGates":

@@ -74,7 +74,7 @@ class Peaks:
 
 def probe_precision(precision: str) -> str:
     """The probe that applies: simplified graphs and IR run FP32 numbers."""
-    return precision if precision in ("fp16", "int8") else "fp32"
+    return precision if precision in ("fp16", "bf16", "int8") else "fp32"
 
 
 def peaks_for(runtime, precision: str, options: dict[str, Any], cache_dir: str | os.PathLike,

@@ -7,6 +7,10 @@ converter version, or other calibration frames) never reuses a stale artifact:
 - fp16: weights and compute in FP16, inputs and outputs kept FP32, via
   onnxconverter-common (the maintained converter; TensorRT 11 takes its precision
   from the ONNX, runtimes.md 3.3).
+- bf16: the same graph as fp16 with every FP16 tensor BF16 (weights rounded from the
+  FP32 source, not from FP16), at opset 22 where Conv takes BF16; for TensorRT, whose
+  strongly typed 11.x networks compute in the ONNX's types (OpenVINO computes BF16 from
+  its precision hint over the FP32 graph instead).
 - int8: QDQ from onnxruntime.quantization.quantize_static, per-channel weights,
   calibrated on recorded frames, Sigmoid outputs (SCRFD scores) kept float, with the
   recipe chosen for the target (int8_recipe_for): symmetric S8S8 for TensorRT and for
@@ -39,7 +43,7 @@ from bench.models.layout import analyze_batch_layout
 from bench.images import resize_bilinear, to_blob
 
 # The precisions make_artifact builds (OpenVINO IR has its own maker, make_openvino_ir).
-PRECISIONS = ("fp32", "fp16", "int8", "simplified")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "simplified")
 
 DEFAULT_CALIBRATION_FRAMES = 32
 
@@ -65,6 +69,8 @@ def make_artifact(src_path: str | os.PathLike, precision: str, cache_dir: str | 
         return src
     if precision == "fp16":
         return make_fp16(src, cache_dir)
+    if precision == "bf16":
+        return make_bf16(src, cache_dir)
     if precision == "int8":
         return make_int8(src, cache_dir, calibration_frames, int8_recipe)
     return make_simplified(src, cache_dir)
@@ -86,6 +92,61 @@ def make_fp16(src_path: str | os.PathLike, cache_dir: str | os.PathLike, keep_io
         onnx.save(model, str(out))
 
     return _cached(Path(src_path), "fp16" if keep_io_types else "fp16-io", settings, cache_dir, build)
+
+
+# The first opset whose Conv (and pooling) accept bfloat16.
+_MIN_BF16_OPSET = 22
+
+
+def make_bf16(src_path: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
+    """BF16 weights and compute with FP32 inputs and outputs (Casts at the edges), ops the FP16
+    converter keeps in FP32 (Resize) kept there; the graph is lifted to opset 22 first."""
+    from onnxconverter_common import __version__ as converter_version
+
+    settings = {"converter": "onnxconverter-common", "version": converter_version, "opset": _MIN_BF16_OPSET,
+                "rounding": "nearest-even from fp32"}
+
+    def build(src: Path, out: Path) -> None:
+        model = onnx.load(str(src))
+        if _default_opset(model) < _MIN_BF16_OPSET:
+            model = onnx.version_converter.convert_version(model, _MIN_BF16_OPSET)
+        onnx.save(fp16_graph_as_bf16(model), str(out))
+
+    return _cached(Path(src_path), "bf16", settings, cache_dir, build)
+
+
+def fp16_graph_as_bf16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` (FP32) through the FP16 converter, then every FP16 type made BF16: BF16 keeps FP32's
+    range, so each weight is rounded from its FP32 value (FP16 would have flushed and clamped it)."""
+    from onnxconverter_common import float16
+
+    fp32_weights = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer
+                    if i.data_type == onnx.TensorProto.FLOAT}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*will be truncated to.*")  # FP16 range, undone below
+        half = float16.convert_float_to_float16(model, keep_io_types=True)
+    graph = half.graph
+    for index, tensor in enumerate(graph.initializer):
+        if tensor.data_type == onnx.TensorProto.FLOAT16:
+            graph.initializer[index].CopyFrom(_bf16_tensor(tensor, fp32_weights.get(tensor.name)))
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.TENSOR and attribute.t.data_type == onnx.TensorProto.FLOAT16:
+                attribute.t.CopyFrom(_bf16_tensor(attribute.t))
+            elif attribute.name in ("to", "dtype") and attribute.i == onnx.TensorProto.FLOAT16:
+                attribute.i = onnx.TensorProto.BFLOAT16
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        if value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16:
+            value.type.tensor_type.elem_type = onnx.TensorProto.BFLOAT16
+    return half
+
+
+def _bf16_tensor(tensor: onnx.TensorProto, fp32: np.ndarray | None = None) -> onnx.TensorProto:
+    """`tensor` in BF16, rounded to nearest even from `fp32` where given, else from its own values."""
+    import ml_dtypes  # onnx's own dependency for its 16-bit float types
+
+    values = fp32 if fp32 is not None else onnx.numpy_helper.to_array(tensor).astype(np.float32)
+    return onnx.numpy_helper.from_array(np.asarray(values, dtype=np.float32).astype(ml_dtypes.bfloat16), tensor.name)
 
 
 @dataclass(frozen=True)

@@ -187,6 +187,11 @@ class Runtime(ABC):
         """The request's options, typed (the suite checked them already; direct callers get the same check)."""
         return self.Options.parse(request.options, self.name)
 
+    def native_precision_problem(self, precision: str) -> str:
+        """Why this machine's device cannot compute `precision` natively ("" when it can, or when the
+        runtime falls back on its own and the row says so); asked only once the runtime is available."""
+        return ""
+
     def artifact_for(self, precision: str) -> str:
         """Which model artifact this runtime consumes for a precision (most: the same name)."""
         return precision

@@ -81,18 +81,32 @@ def native_handle(obj: Any) -> int:
 @lru_cache(maxsize=1)
 def nvidia_gpu_reason() -> str | None:
     """None when nvidia-smi lists a GPU, else why not (no CUDA import)."""
+    return _query_gpus("name")[1]
+
+
+def gpu_compute_capabilities() -> list[float]:
+    """Each GPU's compute capability as nvidia-smi lists it (no CUDA import); [] where it cannot say."""
+    values, _ = _query_gpus("compute_cap")
+    try:
+        return [float(v) for v in values]
+    except ValueError:  # a driver too old for compute_cap prints an error text
+        return []
+
+
+def _query_gpus(field: str) -> tuple[list[str], str | None]:
+    """(one value per GPU, None) from `nvidia-smi --query-gpu=FIELD`, or ([], why there are none)."""
     exe = shutil.which("nvidia-smi")
     if exe is None:
-        return "no NVIDIA GPU (nvidia-smi not found)"
+        return [], "no NVIDIA GPU (nvidia-smi not found)"
     try:
-        out = subprocess.run([exe, "--query-gpu=name", "--format=csv,noheader"],
+        out = subprocess.run([exe, f"--query-gpu={field}", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=15)
     except (OSError, subprocess.SubprocessError) as exc:
-        return f"no NVIDIA GPU (nvidia-smi failed: {exc})"
+        return [], f"no NVIDIA GPU (nvidia-smi failed: {exc})"
     if out.returncode != 0 or not out.stdout.strip():
         detail = (out.stderr or out.stdout).strip().splitlines()
-        return f"no NVIDIA GPU (nvidia-smi: {detail[0] if detail else f'exit status {out.returncode}'})"
-    return None
+        return [], f"no NVIDIA GPU (nvidia-smi: {detail[0] if detail else f'exit status {out.returncode}'})"
+    return [line.strip() for line in out.stdout.strip().splitlines()], None
 
 
 def dist_version(*names: str) -> str | None:

@@ -61,6 +61,8 @@ class OrtRuntime(Runtime):
     name = "ort-cpu"
     device = "cpu"
     precisions = ("fp32", "fp16", "int8", "simplified")
+    precision_notes = {"bf16": "ONNX Runtime's CPU provider has no BF16 kernels for these models' convolutions; "
+                               "measure bf16 on openvino-cpu"}
     provider = "CPUExecutionProvider"
     Options = OrtCpuOptions
     concurrent = True

@@ -112,9 +112,18 @@ class OpenVinoRuntime(Runtime):
         except ImportError:
             return {}
 
+    def native_precision_problem(self, precision: str) -> str:
+        """BF16 only where the device computes it: emulated BF16 is slower than FP32 (openvino #18866).
+        (FP16 without native support compiles as FP32 and the row's precision_effective says so.)"""
+        if precision != "bf16" or self._supports(import_openvino().Core(), "bf16"):
+            return ""
+        missing = ("this CPU has neither avx512_bf16 nor amx_bf16" if self.ov_device == "CPU"
+                   else f"OpenVINO's {self.ov_device} plugin lists no BF16 in OPTIMIZATION_CAPABILITIES")
+        return f"{self.name} has no native BF16 here: {missing}; measure fp32 (or fp16/int8) on this machine"
+
     def artifact_for(self, precision: str) -> str:
-        # FP16 on OpenVINO comes from the precision hint over the FP32 graph.
-        return "fp32" if precision == "fp16" else precision
+        # FP16 and BF16 on OpenVINO come from the precision hint over the FP32 graph.
+        return "fp32" if precision in _HINTS else precision
 
     def compile_config(self, core, request: LoadRequest) -> dict[str, Any]:
         options = self.options(request)

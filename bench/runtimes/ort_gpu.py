@@ -212,6 +212,7 @@ class _OrtGpuRuntime(OrtRuntime):
     device = "gpu"
     concurrent = False  # ort-trt: one session (N sessions would build N engines); ort-cuda runs N
     precisions = ("fp32", "fp16", "int8")
+    precision_notes = {"bf16": "facebench builds BF16 for TensorRT itself only; measure bf16 on trt"}
     uses_cuda = True
     Options = OrtCudaOptions
     needs_tensorrt = False
@@ -367,7 +368,8 @@ class OrtCudaRuntime(_OrtGpuRuntime):
     # A QDQ model on the CUDA EP runs FP32 kernels between quantise/dequantise nodes: ONNX Runtime
     # runs INT8 on NVIDIA GPUs through TensorRT, so calling it int8 here would mislead.
     precisions = ("fp32", "fp16")
-    precision_notes = {"int8": "the CUDA EP has no INT8 kernels for QDQ models; use ort-trt or trt for INT8"}
+    precision_notes = {"int8": "the CUDA EP has no INT8 kernels for QDQ models; use ort-trt or trt for INT8",
+                       **_OrtGpuRuntime.precision_notes}
 
 
 class OrtTrtRuntime(_OrtGpuRuntime):

@@ -1,8 +1,8 @@
 """Native TensorRT (10.x and 11.x): build or load an engine, run it with execute_async_v3.
 
 Build: the ONNX parser into a network (strongly typed on 11, where precision comes
-from the ONNX artifact: AutoCast FP16 or Q/DQ INT8; on 10.x the FP16 / INT8 builder
-flags are set for those artifacts, since 10.x networks are weakly typed), one
+from the ONNX artifact: FP16 or BF16 weights and casts, or Q/DQ INT8; on 10.x the FP16 / BF16 /
+INT8 builder flags are set for those artifacts, since 10.x networks are weakly typed), one
 optimisation profile (min 1 / opt = the batch / max 64, or exactly the batch with
 profile = "per-batch"; at concurrency N, N identical profiles, one per execution
 context), and a timing cache. Engine and timing cache live in a
@@ -41,6 +41,7 @@ from bench.runtimes.options import option
 ENGINE_FILE = "engine.plan"
 TIMING_FILE = "timing.cache"
 TRT_DISTS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-libs", "tensorrt-cu12-libs", "tensorrt-libs")
+BF16_MIN_COMPUTE_CAPABILITY = 8.0  # Ampere: the first GPUs with BF16 tensor cores
 
 _TRT_TYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32,
               "INT64": np.int64, "BOOL": np.bool_, "UINT8": np.uint8}
@@ -71,7 +72,7 @@ def precision_flags(precision: str, major: int | None) -> list[str]:
     """Builder flags for an artifact: none on 11 (strong typing; the flags are gone)."""
     if major is None or major >= 11:
         return []
-    return {"fp16": ["FP16"], "int8": ["FP16", "INT8"]}.get(precision, [])
+    return {"fp16": ["FP16"], "bf16": ["BF16"], "int8": ["FP16", "INT8"]}.get(precision, [])
 
 
 def _output_types(layer: dict) -> list[str]:
@@ -89,7 +90,7 @@ def _layer_precision(layer: Any) -> str | None:
         return "int8"
     if "fp16" in text or "half" in text:
         return "fp16"
-    if "bf16" in text:
+    if "bf16" in text or "bfloat" in text:  # 11.x "BFloat16", which would otherwise read as a float
         return "bf16"
     if "fp32" in text or "float" in text:
         return "fp32"
@@ -279,9 +280,9 @@ class TensorRtSession(CudaSession):
         self._settings["precision_effective"] = effective
         self._settings["layer_precisions"] = counts
         requested = self._settings.get("precision_requested")
-        if effective and requested in ("fp16", "int8") and effective == "fp32":
+        if effective and requested in ("fp16", "bf16", "int8") and effective == "fp32":
             self._settings["precision_note"] = (f"requested {requested} but every layer runs in FP32: on TensorRT 11 "
-                                                "precision comes from the ONNX (use the fp16 / int8 artifact)")
+                                                "precision comes from the ONNX (use the fp16 / bf16 / int8 artifact)")
 
     def close(self, keep_stream: bool = False) -> None:
         if self._graph is not None:
@@ -305,7 +306,7 @@ class TensorRtSession(CudaSession):
 class TensorRtRuntime(Runtime):
     name = "trt"
     device = "gpu"
-    precisions = ("fp32", "fp16", "int8")
+    precisions = ("fp32", "fp16", "bf16", "int8")
     uses_cuda = True
     Options = TrtOptions
     concurrent = True  # N execution contexts on N streams
@@ -320,6 +321,18 @@ class TensorRtRuntime(Runtime):
         if cuda_reason:
             reasons.append(cuda_reason)
         return (not reasons), join_reasons(reasons)
+
+    def native_precision_problem(self, precision: str) -> str:
+        """BF16 kernels need compute capability 8.0 (Ampere) or later."""
+        from bench.runtimes.cuda import gpu_compute_capabilities
+
+        if precision != "bf16":
+            return ""
+        found = gpu_compute_capabilities()
+        if not found or max(found) >= BF16_MIN_COMPUTE_CAPABILITY:  # unknown: the build says what it lacks
+            return ""
+        return (f"trt has no native BF16 here: it needs compute capability {BF16_MIN_COMPUTE_CAPABILITY} (Ampere) "
+                f"or later, these GPUs have {', '.join(map(str, found))}; measure fp16 instead")
 
     def versions(self) -> dict[str, str]:
         from bench.runtimes.cuda import CUDA_PYTHON_DISTS, dist_version
