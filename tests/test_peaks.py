@@ -125,7 +125,7 @@ def test_probe_command_measures_again_and_runtimes_shows_them(tmp_path, monkeypa
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--precisions", "fp64"], "probes exist for fp32, fp16 and int8"),
+    (["--precisions", "fp64"], "probes exist for fp32, fp16, bf16 and int8"),
     (["--runtimes", "trt-nope"], "unknown runtime"),
 ])
 def test_probe_bad_input_is_one_line_exit_2(args, message, capsys):

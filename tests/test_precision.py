@@ -271,6 +271,8 @@ PRECISIONS_WITH_HOST_INDEPENDENT_GATES = [p for p in PRECISIONS if p != "int8"]
 @pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("model_name", ["mbf", "scrfd_replica"])
 def test_artifacts_run_and_pass_parity(model_name, runtime, precision, artifacts, request):
+    if precision == "bf16" and runtime == "ort-cpu":
+        pytest.skip("ONNX Runtime's CPU provider has no BF16 convolutions (the bf16 artifact is TensorRT's)")
     model = request.getfixturevalue(model_name)
     path = artifact_for(model, precision, artifacts)
     outputs = RUNTIMES[runtime](path, model["frames"])

@@ -118,7 +118,7 @@ def test_parity_per_output_errors_carry_names():
 
 def test_precision_vocabulary_and_the_ir_alias():
     assert canonical_precision("openvino_ir") == "ir" and canonical_precision("fp16") == "fp16"
-    assert [arithmetic(p) for p in PRECISIONS] == ["fp32", "fp16", "int8", "fp32", "fp32"]
+    assert [arithmetic(p) for p in PRECISIONS] == ["fp32", "fp16", "bf16", "int8", "fp32", "fp32"]
     assert arithmetic("OPENVINO_IR") == "fp32"
     gates = ParityGates.with_overrides({"cosine_min": {"openvino_ir": 0.5}})
     assert gates.limit("cosine_min", "ir") == 0.5 == gates.limit("cosine_min", "openvino_ir")

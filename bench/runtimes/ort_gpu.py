@@ -212,7 +212,7 @@ class _OrtGpuRuntime(OrtRuntime):
     device = "gpu"
     concurrent = False  # ort-trt: one session (N sessions would build N engines); ort-cuda runs N
     precisions = ("fp32", "fp16", "int8")
-    precision_notes = {"bf16": "facebench builds BF16 for TensorRT itself only; measure bf16 on trt"}
+    precision_notes = {"bf16": "facebench runs BF16 on NVIDIA GPUs through trt only (a BF16 ONNX artifact); measure bf16 on trt"}
     uses_cuda = True
     Options = OrtCudaOptions
     needs_tensorrt = False
