@@ -57,8 +57,12 @@ def bare_ort_fps(info, batch: int, seconds: float) -> float:
 def alternate(name: str, ours, anchor, rounds: int) -> None:
     mine, theirs = [], []
     for round_no in range(rounds):
-        mine.append(ours())
-        theirs.append(anchor())
+        if round_no % 2:  # ABBA: a load that rises or falls through the sitting favours neither side
+            theirs.append(anchor())
+            mine.append(ours())
+        else:
+            mine.append(ours())
+            theirs.append(anchor())
         print(f"{name} round {round_no + 1}: facebench {mine[-1]:.1f} frames/s, anchor {theirs[-1]:.1f} frames/s")
     ratio = statistics.median(mine) / statistics.median(theirs)
     # Each round's own ratio: on a shared machine the load drifts less within a round than across them.

@@ -87,39 +87,36 @@ class RequestQueueLoop(Loop):
     The requests are filled before the clock starts and drained after it stops, so a
     window measures the steady pipeline, not its fill and drain bubbles (a multi-second
     window of half-second requests would otherwise lose several percent to them).
-    Round-robin wait() rather than completion callbacks: an OpenVINO Python callback runs
-    on OpenVINO's threads and needs the GIL, which deadlocked on teardown. Each latency is
-    the runtime's own figure for the request.
+    Each completed request is restarted at once, in completion order (the session's queue),
+    so a fast stream never waits behind a slow one. Each latency is the runtime's own figure.
 
-    A window counts whole rounds (iterations rounded up to a multiple of the requests), so
-    that it ends on the request it started from. Requests filled together finish together:
-    the clock starts at the first one's completion while the others are about to complete,
-    and a window ending mid-round would count those nearly free completions without their
-    time (measured: +14% frames/s on IResNet-50 batch 8 with 2 streams, 6-7 requests a window).
+    A window counts whole rounds (iterations rounded up to a multiple of the requests).
+    Requests filled together finish together: the clock starts at the first one's completion
+    while the others are about to complete, and a window ending mid-round would count those
+    nearly free completions without their time (measured: +14% frames/s on IResNet-50 batch 8
+    with 2 streams, 6-7 requests a window).
     """
 
     def __init__(self, session, inputs: list[np.ndarray]):
-        self._requests = session.requests(inputs)
+        self._queue = session.request_queue(inputs)
 
     def window(self, iterations: int) -> Window:
-        requests = self._requests
-        iterations = -(-iterations // len(requests)) * len(requests)
-        for request in requests:
-            request.start()
+        queue = self._queue
+        iterations = -(-iterations // queue.size) * queue.size
+        for _ in range(queue.size):
+            queue.start()
         latencies: list[int] = []
         t0 = None
         for i in range(iterations + 1):
-            request = requests[i % len(requests)]
-            request.wait()
+            latency_ms = queue.wait()
             if t0 is None:
                 t0 = time.perf_counter_ns()  # first completion: the pipeline is full from here
             else:
-                latencies.append(ms_to_ns(request.latency_ms))
+                latencies.append(ms_to_ns(latency_ms))
             if i < iterations:
-                request.start()
+                queue.start()
         wall = time.perf_counter_ns() - t0
-        for request in requests:
-            request.wait()
+        queue.wait_all()
         return Window(wall_ns=wall, latencies_ns=latencies, iterations=iterations)
 
 

@@ -35,18 +35,28 @@ def import_openvino():
     return openvino
 
 
-class InferRequest:
-    """One OpenVINO infer request in the request-queue step contract (bench.runtimes.base)."""
+class RequestQueue:
+    """OpenVINO's AsyncInferQueue in the request-queue step contract (bench.runtimes.base): a request
+    is restarted as soon as it completes, in completion order, as benchmark_app does. A round-robin
+    wait() left a fast stream idle behind a slow one: on a machine shared with other work, whose load
+    lands on one core, facebench then read 0.6-0.75 of benchmark_app. No Python callback: the queue's
+    own C++ one marks a request idle, so no OpenVINO thread ever needs the GIL (which deadlocked)."""
 
-    __slots__ = ("_request", "start", "wait")
+    def __init__(self, compiled, input_name: str, count: int, inputs: list[np.ndarray]):
+        self._queue = import_openvino().AsyncInferQueue(compiled, count)
+        self._inputs = [inputs[i % len(inputs)] for i in range(count)]  # kept alive: the requests share them
+        for x in self._inputs:  # each request takes its own input once (all idle: taken in order)
+            self._queue.start_async({input_name: x}, share_inputs=True)
+        self._queue.wait_all()
+        self.size = count
+        self.start = self._queue.start_async  # the next idle request, on the input it holds
 
-    def __init__(self, request):
-        self._request = request
-        self.start, self.wait = request.start_async, request.wait  # bound once: no extra call in the loop
+    def wait(self) -> float:
+        """Block until the earliest completion not restarted yet; OpenVINO's own latency for it, ms."""
+        return self._queue[self._queue.get_idle_request_id()].latency
 
-    @property
-    def latency_ms(self) -> float:
-        return self._request.latency  # OpenVINO's own figure for the request just completed
+    def wait_all(self) -> None:
+        self._queue.wait_all()
 
 
 class OpenVinoSession(Session):
@@ -56,7 +66,7 @@ class OpenVinoSession(Session):
         self._settings = settings
         self.loop = REQUESTS if asynchronous else HOST
         self._request = compiled.create_infer_request()
-        self._requests = None
+        self._queue = None
 
     def infer(self, x: np.ndarray) -> list[np.ndarray]:
         results = self._request.infer({self._input_name: x})
@@ -65,15 +75,12 @@ class OpenVinoSession(Session):
     def run(self, x: np.ndarray) -> None:
         self._request.infer({self._input_name: x}, share_inputs=True, share_outputs=True)
 
-    def requests(self, inputs: list[np.ndarray]) -> list[InferRequest]:
+    def request_queue(self, inputs: list[np.ndarray]) -> RequestQueue:
         """OPTIMAL_NUMBER_OF_INFER_REQUESTS requests (or one per stream), each holding its own input
         (inference-only); made on the first call and kept."""
-        if self._requests is None:
-            ov = import_openvino()
-            self._requests = [self._compiled.create_infer_request() for _ in range(self._settings["infer_requests"])]
-            for index, request in enumerate(self._requests):
-                request.set_input_tensor(ov.Tensor(inputs[index % len(inputs)]))
-        return [InferRequest(request) for request in self._requests]
+        if self._queue is None:
+            self._queue = RequestQueue(self._compiled, self._input_name, self._settings["infer_requests"], inputs)
+        return self._queue
 
     def describe(self) -> dict[str, Any]:
         return dict(self._settings)
@@ -82,7 +89,9 @@ class OpenVinoSession(Session):
         return self._settings.get("inference_precision")
 
     def close(self) -> None:
-        self._requests = None
+        if self._queue is not None:
+            self._queue.wait_all()
+        self._queue = None
         self._request = None
         self._compiled = None
 
