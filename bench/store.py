@@ -36,7 +36,7 @@ from bench.errors import UserError
 from bench.measure.stats import median_interval
 from bench.results import PointResult
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: concurrency is the requests in flight measured; concurrency_requested the axis
 
 _S, _I, _F, _B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 
@@ -57,7 +57,7 @@ COLUMNS: dict[str, pa.DataType] = {
     "threads": _I, "mode": _S, "timer": _S,
     "precision": _S, "precision_effective": _S, "int8_recipe": _S,
     "input_format": _S, "input_bytes_per_frame": _I, "input_buffers": _I, "input_pool_bytes": _I,
-    "batch": _I, "concurrency": _I,
+    "batch": _I, "concurrency": _I, "concurrency_requested": _I, "in_flight_mean": _F,
     "process_start_ms": _F, "cold_read_ms": _F, "cold_compile_ms": _F,
     "cold_first_infer_ms": _F, "cold_total_ms": _F, "cold_warm_cache_total_ms": _F,
     "warmup_iterations": _I, "warmup_s": _F,
@@ -84,11 +84,13 @@ COLUMNS: dict[str, pa.DataType] = {
     "status": _S, "reason": _S,
 }
 SCHEMA = pa.schema([pa.field(name, dtype) for name, dtype in COLUMNS.items()])
-POINT_KEY = ("model_sha256", "model", "runtime", "precision", "input_format", "options_variant", "concurrency", "batch",
-             "kind")
+POINT_KEY = ("model_sha256", "model", "runtime", "precision", "input_format", "options_variant", "concurrency_requested",
+             "batch", "kind")
 # Rows written before input formats (or without one: pipelines) fed normalised float NCHW tensors.
 # Rows written before the concurrency axis (and pipelines) had one request in flight.
 _FILLS = {"input_format": "float-nchw", "options_variant": "default", "concurrency": 1}  # options: no [sweep_options] then
+# Rows written before requests in flight were measured recorded the requested concurrency only.
+_FILLED_FROM = {"concurrency_requested": "concurrency"}
 STATUSES = ("ok", "skipped", "failed")
 
 
@@ -101,7 +103,8 @@ def flatten(result: PointResult) -> dict[str, Any]:
         row.update(run_id=env.run_id, suite=env.suite, timestamp_utc=env.timestamp_utc, **env.machine)
     row.update(_fields(result.model))
     point = result.point
-    row.update(_fields(point, leave=("runtime_versions",)),
+    row.update(_fields(point, leave=("runtime_versions", "concurrency")), concurrency_requested=point.concurrency,
+               concurrency=point.concurrency,
                runtime_version=_json(point.runtime_versions) if point.runtime_versions is not None else None)
     if result.session:
         row.update(_fields(result.session, leave=("options",)), runtime_options_json=_json(result.session.options))
@@ -113,7 +116,9 @@ def flatten(result: PointResult) -> dict[str, Any]:
         if part:
             row.update(_fields(part))
     if result.steady:
-        row.update(_fields(result.steady, leave=("latency", "warnings")))
+        row.update(_fields(result.steady, leave=("latency", "warnings", "in_flight_max")))
+        if result.steady.in_flight_max:
+            row["concurrency"] = result.steady.in_flight_max  # what ran, not what was asked
         if result.steady.latency:
             row.update({f"lat_{name}": value for name, value in _fields(result.steady.latency).items()})
     if result.gpu:
@@ -482,16 +487,18 @@ def read_table(path: str | Path) -> tuple[pa.Table, FileCheck]:
 
 def _conform(table: pa.Table) -> pa.Table:
     """Upgrade older files: add columns they lack as nulls, keep only known columns, in order."""
-    arrays = []
+    arrays: dict[str, pa.Array] = {}
     for name, dtype in COLUMNS.items():
         if name in table.column_names:
             column = table.column(name).cast(dtype)
-            arrays.append(pc.fill_null(column, _FILLS[name]) if name in _FILLS else column)
+            arrays[name] = pc.fill_null(column, _FILLS[name]) if name in _FILLS else column
         elif name in _FILLS:
-            arrays.append(pa.array([_FILLS[name]] * table.num_rows, dtype))
+            arrays[name] = pa.array([_FILLS[name]] * table.num_rows, dtype)
         else:
-            arrays.append(pa.nulls(table.num_rows, dtype))
-    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+            arrays[name] = pa.nulls(table.num_rows, dtype)
+    for name, source in _FILLED_FROM.items():
+        arrays[name] = pc.coalesce(arrays[name], arrays[source])
+    return pa.Table.from_arrays(list(arrays.values()), schema=SCHEMA)
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
