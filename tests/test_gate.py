@@ -467,3 +467,21 @@ def test_bad_repeats_are_one_line_and_exit_2(tmp_path):
         result = facebench("run", *args, "--out", str(tmp_path))
         assert result.returncode == 2 and "repeats" in result.stderr and "use 1..100" in result.stderr
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_pipeline_row_is_its_median_run():
+    """A real pipeline with 4 runs per mode: the row is the lower middle overlapped run by frames/s
+    (as a model point's row is its median repeat), with that run's frames and wall time."""
+    from bench.pipeline import bench as pipeline_bench
+
+    request = pipeline_bench.PipelineRequest(det="scrfd_500m@320", rec="arcface_mbf", runtime="ort-cpu", synthetic=4,
+                                             batch=2, repeats=4)
+    setup = pipeline_bench.prepare(request)
+    outcome = pipeline_bench.run_benchmark(setup)
+    runs = outcome.overlapped_fps_runs
+    over = outcome.comparison.overlapped
+    assert len(runs) == 4 and over.frames_per_s == sorted(runs)[1]
+    row = store.flatten(pipeline_bench.ok_result(setup, outcome, "r"))
+    assert row["fps"] == sorted(runs)[1] and row["wall_s"] == over.wall_s and row["frames"] == over.frames == 4
+    assert row["fps"] == pytest.approx(row["frames"] / row["wall_s"], rel=1e-12)
+    assert row["ms_per_frame"] == pytest.approx(1000.0 / row["fps"], rel=1e-12)
