@@ -485,3 +485,11 @@ def test_a_pipeline_row_is_its_median_run():
     assert row["fps"] == sorted(runs)[1] and row["wall_s"] == over.wall_s and row["frames"] == over.frames == 4
     assert row["fps"] == pytest.approx(row["frames"] / row["wall_s"], rel=1e-12)
     assert row["ms_per_frame"] == pytest.approx(1000.0 / row["fps"], rel=1e-12)
+
+
+def test_compare_help_states_the_exit_statuses_and_the_floor():
+    help_text = " ".join(facebench("compare", "--help").stdout.split())
+    assert "Exit status: 0 every point not slower by more than PCT (e.g. 5%); 1 any slower; 3 none slower but " \
+           "some inconclusive" in help_text
+    assert f"the {gate.BETWEEN_RUN_FLOOR_PCT:g}% two single runs of unchanged code can differ by" in help_text
+    assert "--inconclusive-passes" in help_text
