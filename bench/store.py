@@ -33,7 +33,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from bench.errors import UserError
-from bench.measure.stats import median_interval
+from bench.measure.stats import median_interval, median_item
 from bench.results import PointResult
 
 SCHEMA_VERSION = 2  # 2: concurrency is the requests in flight measured; concurrency_requested the axis
@@ -547,44 +547,44 @@ def _storable(row: dict[str, Any]) -> dict[str, Any]:
         return {**kept, "status": "failed", "reason": f"result row could not be stored: {_first_line(exc)}"}
 
 
-# Figures of one repeat that the point's row gives as the median over its repeats.
-REPEAT_FIGURES = ("fps", "ms_per_frame", "lat_mean_ms", "lat_p50_ms", "lat_p90_ms", "lat_p95_ms", "lat_p99_ms",
-                  "gflops_achieved", "pct_gemm_peak", "pct_conv_peak", "fps_compute", "gpu_power_mean_w")
+# Figures of one repeat, kept for each repeat in repeats_json; the point's row takes them from its
+# median repeat (combine_repeats).
+REPEAT_FIGURES = ("fps", "frames", "iterations", "wall_s", "ms_per_frame", "lat_mean_ms", "lat_p50_ms", "lat_p90_ms",
+                  "lat_p95_ms", "lat_p99_ms", "lat_min_ms", "lat_max_ms", "lat_cov_pct", "gflops_achieved",
+                  "pct_gemm_peak", "pct_conv_peak", "fps_compute", "gpu_power_mean_w")
 # ... and as the highest over its repeats: one shared repeat is enough to doubt the point.
 REPEAT_WORST = ("other_cpu_percent", "cpu_steal_percent")
 # What each repeat keeps in repeats_json: enough to combine the point again when a resumed run
 # adds the repeats it misses (recorded_repeats).
-REPEAT_KEPT = ("status", "reason", "timestamp_utc", "window_spread_pct", "verdict", "frames", "iterations", "wall_s",
-               *REPEAT_FIGURES, *REPEAT_WORST)
+REPEAT_KEPT = ("status", "reason", "timestamp_utc", "window_spread_pct", "verdict", *REPEAT_FIGURES, *REPEAT_WORST)
 CHECK_PREFIXES = ("contamination_", "parity_")
 
 
 def combine_repeats(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """One point's row from its repeats' rows (in the order measured).
 
-    Its figures are the medians over the repeats that finished, with a bootstrap interval of the
-    median frames/s, and the other processes' CPU the highest of any repeat; every other column
-    comes from the repeat nearest the median (so frames, iterations and wall time belong
-    together), the checks from the first repeat (the only one that runs them). Each repeat's own figures stay in repeats_json, failed repeats included.
+    The row is the median repeat by frames/s (of an even count the lower middle one) with all its
+    own figures, so fps = frames / wall_s, iterations and ms_per_frame agree whatever the number of
+    repeats. Beside them: a bootstrap interval of the median frames/s over the repeats that
+    finished, the other processes' CPU the highest of any repeat, the checks from the first repeat
+    (the only one that runs them). Each repeat's own figures stay in repeats_json, failed repeats
+    included.
     """
     ok = [r for r in rows if r["status"] == "ok"]
     if not ok:
         return rows[0]
-    fps = [r["fps"] for r in ok]
-    interval = median_interval(fps)
-    combined = dict(min(ok, key=lambda r: abs(r["fps"] - interval.estimate)))
+    combined = dict(median_item(ok, key=lambda r: r["fps"]))
     combined.update({k: v for k, v in rows[0].items() if k.startswith(CHECK_PREFIXES)})
-    for columns, combine in ((REPEAT_FIGURES, np.median), (REPEAT_WORST, max)):
-        for column in columns:
-            values = [r[column] for r in ok if r.get(column) is not None]
-            if values:
-                combined[column] = float(combine(values))
-    combined["ms_per_frame"] = 1000.0 / combined["fps"] if combined["fps"] else combined.get("ms_per_frame")
+    for column in REPEAT_WORST:
+        values = [r[column] for r in ok if r.get(column) is not None]
+        if values:
+            combined[column] = float(max(values))
     valid = sum(r.get("verdict") == "VALID" for r in ok)
     combined["verdict"] = "VALID" if 2 * valid > len(ok) else "UNSTABLE"  # most repeats settled
     combined["timestamp_utc"] = rows[-1]["timestamp_utc"]
     combined["repeats"] = len(ok)
     if len(ok) >= 2:
+        interval = median_interval([r["fps"] for r in ok])
         combined["fps_ci_low"], combined["fps_ci_high"] = interval.low, interval.high
     combined["repeats_json"] = json.dumps(
         [{"repeat": i, **{k: r.get(k) for k in REPEAT_KEPT if r.get(k) is not None}} for i, r in enumerate(rows)])
