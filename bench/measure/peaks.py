@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from bench.fileio import first_line
+from bench.fileio import first_line, writable_folder
 from bench.measure.gpu_warnings import measured_compute_only_fps
 from bench.measure.protocol import VALID, MeasureSettings, make_inputs, measure
 from bench.models.probes import PROBES, build_probe
@@ -104,8 +104,8 @@ def peaks_for(runtime, precision: str, options: dict[str, Any], cache_dir: str |
             return Peaks.from_json(path.read_text())
         except (ValueError, TypeError):
             pass  # a damaged cache entry is measured again
+    writable_folder(path.parent, "peaks cache", "set FACEBENCH_CACHE to a writable folder")  # before measuring
     peaks = measure_peaks(runtime, precision, options, Path(cache_dir), machine["machine_id"], version)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".peaks-")
     with os.fdopen(fd, "w") as handle:
         handle.write(peaks.to_json())
