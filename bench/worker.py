@@ -188,8 +188,8 @@ def measure_point(runtime, info: ModelInfo, job: Job, batch: int, model_path: st
     gpu = None
     try:
         batch_bytes = batch * fmt.bytes_per_frame(info.input_hw)
-        buffers = input_buffer_count(job.settings, batch_bytes)
-        inputs = make_inputs(shape, buffers, job.settings.seed, info.mean, info.std, fmt.dtype)
+        inputs = make_inputs(shape, input_buffer_count(job.settings, batch_bytes), job.settings.seed, info.mean,
+                             info.std, fmt.dtype)
         cpu = CpuSampler()
         if runtime.uses_cuda:  # NVML beside the CPU sampler, both on the steady-state windows only
             from bench.telemetry.nvml import GpuPointTelemetry
@@ -202,7 +202,8 @@ def measure_point(runtime, info: ModelInfo, job: Job, batch: int, model_path: st
         steady = SteadyState.of(result, info.flops_per_frame)
         settings = SessionSettings.of(session.describe(), session.timer_kind, session.effective_precision())
         return PointResult(point_identity(job, runtime, batch), ModelFacts.of(info), session=settings,
-                           cold_start=cold, inputs=InputPool(buffers, buffers * batch_bytes), steady=steady,
+                           cold_start=cold, inputs=InputPool(result.buffers_fed, result.buffers_fed * batch_bytes),
+                           steady=steady,
                            cpu=telemetry, gpu=gpu_telemetry, contamination=contamination, parity=parity,
                            peaks=peak_shares(peaks, steady, input_bytes=batch_bytes))
     finally:

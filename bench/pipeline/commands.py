@@ -26,7 +26,7 @@ def register(subparsers) -> None:
                         help="fixed faces per frame where detections mean nothing: synthetic frames and "
                              "replica detectors (default 4)")
     parser.add_argument("--repeats", type=int, default=3, metavar="N",
-                        help="runs of each mode, alternating; the fastest of each counts (default 3)")
+                        help="runs of each mode, alternating; the median of each counts (default 3)")
     parser.add_argument("--input", default="float-nchw", metavar="FORMAT",
                         help="how frames reach both models: float-nchw (normalised on the host, the default) or "
                              "uint8-nchw / uint8-nhwc-bgr / uint8-nhwc-rgb (8-bit frames into artifacts that "
