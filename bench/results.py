@@ -181,7 +181,7 @@ class PeakShares:
     h2d_gbps: float | None = None
     pct_h2d_peak: float | None = None
     datasheet_peak_tflops: float | None = None
-    note: str | None = None  # why a share above 100% is nominal
+    note: str | None = None  # why a share above 100% is nominal, which probe was left out as UNSTABLE
 
 
 @dataclass

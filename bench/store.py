@@ -481,16 +481,25 @@ def read_table(path: str | Path) -> tuple[pa.Table, FileCheck]:
     recorded = meta.get(b"facebench.rows_sha256")
     # The checksum covers the rows as written: verify before adding columns newer versions have.
     ok = None if recorded is None else rows_checksum(table) == recorded.decode()
-    table = _conform(table)
+    table = _conform(table, path)
     return table, FileCheck(str(path), version, ok)
 
 
-def _conform(table: pa.Table) -> pa.Table:
+def _cast(column, dtype, name: str, path: str | Path):
+    """A column as the schema types it; values that are not of its type (an edited file) are one line."""
+    try:
+        return column.cast(dtype)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise UserError(f"{path}: column '{name}' holds {column.type} values that are not {dtype} "
+                        f"({_first_line(exc)}); the file was edited: use the original or measure again") from None
+
+
+def _conform(table: pa.Table, path: str | Path) -> pa.Table:
     """Upgrade older files: add columns they lack as nulls, keep only known columns, in order."""
     arrays: dict[str, pa.Array] = {}
     for name, dtype in COLUMNS.items():
         if name in table.column_names:
-            column = table.column(name).cast(dtype)
+            column = _cast(table.column(name), dtype, name, path)
             arrays[name] = pc.fill_null(column, _FILLS[name]) if name in _FILLS else column
         elif name in _FILLS:
             arrays[name] = pa.array([_FILLS[name]] * table.num_rows, dtype)

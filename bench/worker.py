@@ -242,16 +242,20 @@ def peak_shares(peaks, steady: SteadyState, input_bytes: int) -> PeakShares | No
         return None
     achieved = steady.gflops_achieved
     h2d_gbps = input_bytes / (steady.h2d_ms * 1e6) if steady.h2d_ms else None
+    gemm, conv = peaks.share_denominator("gemm"), peaks.share_denominator("conv")
     shares = PeakShares(
-        peak_gemm_gflops=peaks.gemm_gflops, peak_conv_gflops=peaks.conv_gflops,
-        pct_gemm_peak=share_of_peak(achieved, peaks.gemm_gflops), pct_conv_peak=share_of_peak(achieved, peaks.conv_gflops),
+        peak_gemm_gflops=gemm, peak_conv_gflops=conv,
+        pct_gemm_peak=share_of_peak(achieved, gemm), pct_conv_peak=share_of_peak(achieved, conv),
         peak_memory_copy_gbps=peaks.memory_copy_gbps, peak_h2d_gbps=peaks.h2d_gbps,
         h2d_gbps=h2d_gbps, pct_h2d_peak=share_of_peak(h2d_gbps, peaks.h2d_gbps),
         datasheet_peak_tflops=peaks.datasheet_tflops)
+    notes = [f"{kind} probe UNSTABLE twice ({getattr(peaks, f'{kind}_gflops'):.0f} GFLOP/s): left out of the shares "
+             "of peak; `facebench probe` on a quieter machine measures it again" for kind in peaks.unstable]
     above = [name for name, share in (("gemm", shares.pct_gemm_peak), ("conv", shares.pct_conv_peak)) if (share or 0) > 100]
     if above:
-        shares.note = (f"nominal {achieved:.0f} GFLOP/s is above the {' and '.join(above)} probe: the runtime does "
-                       "fewer multiplies than the nominal count (e.g. Winograd convolution)")
+        notes.append(f"nominal {achieved:.0f} GFLOP/s is above the {' and '.join(above)} probe: the runtime does "
+                     "fewer multiplies than the nominal count (e.g. Winograd convolution)")
+    shares.note = "; ".join(notes) or None
     return shares
 
 

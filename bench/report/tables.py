@@ -261,7 +261,8 @@ def peaks_table(peaks: list) -> Table:
                    "datasheet TFLOP/s", "measured", "errors"):
         table.add_column(column, justify="left" if column in ("runtime", "prec", "measured", "errors") else "right")
     for p in peaks:
-        table.add_row(p.runtime, p.precision, _fmt(p.gemm_gflops), _fmt(p.conv_gflops), _fmt(p.memory_copy_gbps),
+        gemm, conv = (_fmt(getattr(p, f"{kind}_gflops")) + (" UNSTABLE" if kind in p.unstable else "") for kind in ("gemm", "conv"))
+        table.add_row(p.runtime, p.precision, gemm, conv, _fmt(p.memory_copy_gbps),
                       _fmt(p.h2d_gbps), _fmt(p.d2h_gbps), _fmt(p.datasheet_tflops), p.measured_utc,
                       "; ".join(p.errors))
     return table
