@@ -185,3 +185,25 @@ def test_run_carries_identities_and_a_damaged_embedder_fails_the_gate(pipeline_r
     assert not tenth.passed and "smallest real-face margin" in tenth.reason and "cosine min" in tenth.reason
     fifth = noisy(0.20)  # measured: one match lost
     assert not fifth.passed and fifth.identity_lost >= 1 and "FP32 keeps lost" in fifth.reason
+
+
+def test_detector_precisions_keep_t1s_faces(real_files, photos, tmp_path):
+    """FP16 and INT8 (this host's recipe) of the real detector on t1.jpg's six faces, against FP32."""
+    from bench.checks import point_checks
+    from bench.models import zoo
+    from bench.models.precision import calibration_frames, make_artifact
+    from bench.suite import parse_model_arg
+
+    info = zoo.resolve(parse_model_arg(str(real_files["det"])))
+    t1 = (str(photos / "t1.jpg"),)
+    frames, faces = point_checks.parity_frames(info, t1)
+    assert faces is None  # identities are for embedders
+    calibration = calibration_frames(info.input_shape(1), "detector", 8, images=list(t1))
+    for precision in ("fp16", "int8"):
+        artifact = make_artifact(info.path, precision, tmp_path, calibration_frames=calibration)
+        session = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
+        infer = lambda x: session.run(None, {info.input_name: x})  # noqa: E731, B023
+        result = point_checks.parity_check(infer, info, 1, precision, frames[:1])
+        assert result.passed, result.summary()
+        assert result.ref_detections == 6 and result.det_recall == 1.0 and result.det_precision == 1.0
+        assert result.box_err_max_px < (0.5 if precision == "fp16" else 4.0)
