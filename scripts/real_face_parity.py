@@ -66,12 +66,12 @@ def parity_row(runtime_name: str, info, precision: str, recipe: str | None, imag
 
 
 def damaged_copy(path: str, out: Path) -> str:
-    """`path` with Gaussian noise of WEIGHT_NOISE x each weight tensor's spread (seed 0)."""
+    """`path` with Gaussian noise of WEIGHT_NOISE x each conv weight's spread (seed 0), as the tests damage models."""
     model = onnx.load(path)
     rng = np.random.default_rng(0)
     for init in model.graph.initializer:
         weights = numpy_helper.to_array(init)
-        if weights.dtype == np.float32 and weights.size > 16:
+        if weights.dtype == np.float32 and weights.ndim == 4:
             noisy = weights + rng.normal(0, WEIGHT_NOISE * weights.std(), weights.shape).astype(np.float32)
             init.CopyFrom(numpy_helper.from_array(noisy, init.name))
     onnx.save(model, out)
@@ -84,15 +84,17 @@ def embedder_table(path: str, faces: list[str], cache: Path) -> None:
     info = zoo.resolve(parse_model_arg(path))
     for name in RUNTIMES:
         for precision, recipe in variants(get_runtime(name)):
-            r = parity_row(name, info, precision, recipe, faces, cache)
-            print(f"| {name} | {precision} | {recipe or '-'} | {r.cosine_min:.5f} | {r.cosine_median:.5f} | "
-                  f"{r.identity_rank1:.3f} | {r.identity_margin_min:.3f} | {r.identity_lost} | "
-                  f"{'pass' if r.passed else 'FAIL: ' + r.reason} |", flush=True)
+            print(embedder_line(name, precision, recipe, parity_row(name, info, precision, recipe, faces, cache)),
+                  flush=True)
     damaged = damaged_copy(path, cache / "damaged.onnx")
-    r = parity_row("ort-cpu", info, "fp32", None, faces, cache, source=damaged)
-    print(f"| ort-cpu | fp32 + {WEIGHT_NOISE:.0%} weight noise | - | {r.cosine_min:.5f} | {r.cosine_median:.5f} | "
-          f"{r.identity_rank1:.3f} | {r.identity_margin_min:.3f} | {r.identity_lost} | "
-          f"{'pass' if r.passed else 'FAIL: ' + r.reason} |")
+    result = parity_row("ort-cpu", info, "fp32", None, faces, cache, source=damaged)
+    print(embedder_line("ort-cpu", f"fp32 + {WEIGHT_NOISE:.0%} weight noise", None, result))
+
+
+def embedder_line(runtime: str, precision: str, recipe: str | None, r) -> str:
+    return (f"| {runtime} | {precision} | {recipe or '-'} | {r.cosine_min:.5f} | {r.cosine_median:.5f} | "
+            f"{r.identity_rank1:.3f} | {r.identity_margin_min:.3f} | {r.identity_lost} | "
+            f"{'pass' if r.passed else 'FAIL: ' + r.reason} |")
 
 
 def detector_table(path: str, photos: list[str], cache: Path) -> None:
