@@ -132,6 +132,9 @@ def cmd_run(args) -> int:
     from bench.report.model import parse_budget
 
     parse_budget(args.latency_budget)  # named as the user spelt it, before the suite's checks
+    if args.max_worker_memory is not None and not args.max_worker_memory > 0:  # NaN included
+        raise UserError(f"--max-worker-memory {args.max_worker_memory:g}: give a positive number of MB, e.g. 4000 "
+                        "(leave it out for no limit)")
     suite = load_suite(args.suite)
     suite = override(
         suite,

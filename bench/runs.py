@@ -214,7 +214,8 @@ def previous_points(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
     from bench.domain import DEFAULT_INPUT_FORMAT, DEFAULT_OPTIONS_VARIANT
 
     return {(r["model_sha256"], r["model"], r["runtime"], r["precision"], r.get("input_format") or DEFAULT_INPUT_FORMAT,
-             r.get("options_variant") or DEFAULT_OPTIONS_VARIANT, r.get("concurrency") or 1, r["batch"]): r
+             r.get("options_variant") or DEFAULT_OPTIONS_VARIANT,
+             r.get("concurrency_requested") or r.get("concurrency") or 1, r["batch"]): r
             for r in rows}
 
 

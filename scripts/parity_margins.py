@@ -22,7 +22,7 @@ from bench.checks import point_checks
 from bench.checks.parity import ParityGates
 from bench.models import zoo
 from bench.models.info import inspect_model
-from bench.models.precision import make_artifact
+from bench.models.precision import images_in_folder, make_artifact
 from bench.runtimes.base import LoadRequest
 from bench.runtimes.registry import get_runtime
 from bench.worker import build_artifact
@@ -32,13 +32,15 @@ def model_info(ref: str):
     return inspect_model(ref) if Path(ref).is_file() else zoo.build_cached(ref)
 
 
-def parity_figures(runtime_name: str, precision: str, ref: str, onnx_artifact: bool, cache: Path) -> str:
+def parity_figures(runtime_name: str, precision: str, ref: str, onnx_artifact: bool, cache: Path,
+                   images: tuple[str, ...] = ()) -> str:
     runtime, info = get_runtime(runtime_name), model_info(ref)
     path = (str(make_artifact(info.path, precision, cache)) if onnx_artifact
             else build_artifact(runtime, info.path, precision, cache))
     session = runtime.load(LoadRequest(path, info.input_name, info.input_shape(1), precision))
     try:
-        result = point_checks.parity_check(session.infer, info, 1, precision, point_checks.parity_frames(info))
+        frames, faces = point_checks.parity_frames(info, images)
+        result = point_checks.parity_check(session.infer, info, 1, precision, frames, identity_faces=faces)
         ran = session.effective_precision()
     finally:
         session.close()
@@ -47,6 +49,11 @@ def parity_figures(runtime_name: str, precision: str, ref: str, onnx_artifact: b
     if result.det_recall is not None:
         figures += [f"recall {result.det_recall:.3f}", f"precision {_or_none(result.det_precision)}",
                     f"landmarks {_or_none(result.landmark_err_px)} px (gate {gates.limit('landmark_err_max_px', precision)})"]
+    if result.cosine_min is not None:
+        figures.append(f"cosine min {result.cosine_min:.5f} (gate {gates.limit('cosine_min', precision)})")
+    if result.identity_margin_min is not None:
+        figures.append(f"identities: rank-1 {result.identity_rank1:.3f}, smallest margin "
+                       f"{result.identity_margin_min:.3f}, lost {result.identity_lost}")
     figures.append(f"worst output rel L2 {max(o.rel_l2 for o in result.outputs):.3g} "
                    f"(gate {gates.limit('output_rel_l2_max', precision)})")
     verdict = "passes" if result.passed else f"FAILS: {result.reason}"
@@ -64,9 +71,11 @@ def main() -> int:
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--onnx-artifact", action="store_true", help="run make_artifact's ONNX file for the precision")
     parser.add_argument("--cache", default=str(zoo.cache_dir() / "artifacts"))
+    parser.add_argument("--images", help="a folder of pictures (aligned crops: identity figures for embedders)")
     args = parser.parse_args()
     for ref in args.models:
-        print(parity_figures(args.runtime, args.precision, ref, args.onnx_artifact, Path(args.cache)), flush=True)
+        images = tuple(str(p) for p in images_in_folder(args.images)) if args.images else ()
+        print(parity_figures(args.runtime, args.precision, ref, args.onnx_artifact, Path(args.cache), images), flush=True)
     return 0
 
 

@@ -72,7 +72,7 @@ def test_real_detector_in_bf16_keeps_its_faces(real_scrfd_path):
     session = OpenVinoRuntime().load(LoadRequest(info.path, info.input_name, info.input_shape(1), "bf16"))
     try:
         assert session.effective_precision() == "bf16"
-        result = point_checks.parity_check(session.infer, info, 1, "bf16", point_checks.parity_frames(info))
+        result = point_checks.parity_check(session.infer, info, 1, "bf16", point_checks.parity_frames(info)[0])
     finally:
         session.close()
     assert result.ref_detections and result.det_recall is not None  # judged on faces, not the raw fallback
@@ -135,7 +135,7 @@ def test_trt_bf16_artifact_of_the_trained_embedder_passes_the_bf16_gate(tmp_path
     path = build_artifact(TensorRtRuntime(), info.path, "bf16", tmp_path)
     session = OpenVinoRuntime().load(LoadRequest(path, info.input_name, info.input_shape(1), "fp32"))
     try:
-        result = point_checks.parity_check(session.infer, info, 1, "bf16", point_checks.parity_frames(info))
+        result = point_checks.parity_check(session.infer, info, 1, "bf16", point_checks.parity_frames(info)[0])
     finally:
         session.close()
     assert result.passed, result.reason

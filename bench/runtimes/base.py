@@ -9,9 +9,10 @@ Step contract, by `Session.loop` (the loop in measure/loops.py that drives it):
 - "host" (ort-cpu, OpenVINO LATENCY): `run(x)` runs one batch synchronously and leaves
   the outputs unconverted.
 - "requests" (OpenVINO THROUGHPUT / streams): `request_queue(inputs)` gives the session's
-  queue of infer requests, each already holding one input: `size`, `start()` (the next idle
-  request), `wait()` (blocks until the earliest completion not restarted yet and returns the
-  runtime's own latency for it, ms) and `wait_all()`.
+  queue of infer requests over those input buffers: `size`, `start(k)` (the next idle request,
+  run on buffer k; returns which request), `wait()` (blocks until the earliest completion not
+  restarted yet: (which request, the runtime's own latency for it in ms)), `wait_all()` and
+  `latency_ms(r)` (request r's last latency).
 - "cuda" (ort-cuda, ort-trt, trt: bench.runtimes.cuda_session): `stream`, `stage(x)` (a
   pinned copy, made once before any loop), `h2d(staged)`, `compute()`, `d2h()`,
   `synchronize()` and `new_event()`; `record_enqueue` asks for the host time of compute();

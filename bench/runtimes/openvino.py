@@ -43,17 +43,25 @@ class RequestQueue:
     own C++ one marks a request idle, so no OpenVINO thread ever needs the GIL (which deadlocked)."""
 
     def __init__(self, compiled, input_name: str, count: int, inputs: list[np.ndarray]):
-        self._queue = import_openvino().AsyncInferQueue(compiled, count)
-        self._inputs = [inputs[i % len(inputs)] for i in range(count)]  # kept alive: the requests share them
-        for x in self._inputs:  # each request takes its own input once (all idle: taken in order)
-            self._queue.start_async({input_name: x}, share_inputs=True)
-        self._queue.wait_all()
+        ov = import_openvino()
+        self._queue = ov.AsyncInferQueue(compiled, count)
+        # Tensors sharing the loop's arrays: starting on one sets it, copying nothing.
+        self._feeds = [{input_name: ov.Tensor(x, shared_memory=True)} for x in inputs]
         self.size = count
-        self.start = self._queue.start_async  # the next idle request, on the input it holds
 
-    def wait(self) -> float:
-        """Block until the earliest completion not restarted yet; OpenVINO's own latency for it, ms."""
-        return self._queue[self._queue.get_idle_request_id()].latency
+    def start(self, buffer: int) -> int:
+        """Start the next idle request (the one completed earliest) on input buffer `buffer`; which request."""
+        request = self._queue.get_idle_request_id()  # the request start_async takes next
+        self._queue.start_async(self._feeds[buffer])
+        return request
+
+    def wait(self) -> tuple[int, float]:
+        """Block until the earliest completion not restarted yet: (which request, OpenVINO's latency, ms)."""
+        request = self._queue.get_idle_request_id()
+        return request, self._queue[request].latency
+
+    def latency_ms(self, request: int) -> float:
+        return self._queue[request].latency
 
     def wait_all(self) -> None:
         self._queue.wait_all()
@@ -76,8 +84,8 @@ class OpenVinoSession(Session):
         self._request.infer({self._input_name: x}, share_inputs=True, share_outputs=True)
 
     def request_queue(self, inputs: list[np.ndarray]) -> RequestQueue:
-        """OPTIMAL_NUMBER_OF_INFER_REQUESTS requests (or one per stream), each holding its own input
-        (inference-only); made on the first call and kept."""
+        """OPTIMAL_NUMBER_OF_INFER_REQUESTS requests (or one per stream) over the input buffers, each
+        started on the buffer the loop names (inference-only); made on the first call and kept."""
         if self._queue is None:
             self._queue = RequestQueue(self._compiled, self._input_name, self._settings["infer_requests"], inputs)
         return self._queue
