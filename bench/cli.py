@@ -24,6 +24,7 @@ FEATURE_COMMANDS = (
     "bench.checks.commands",  # fix-batch, check-batch
     "bench.report.commands",  # compare, plot, report
     "bench.pipeline.commands",  # pipeline
+    "bench.commands.fleet",  # fleet, gather
 )
 
 
@@ -78,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="answer with the most frames/s whose latency percentile meets it: 30ms (p99), p95:30ms")
     run.add_argument("--inline", action="store_true", help="run everything in this process (debugging)")
     run.add_argument("--max-worker-memory", type=float, metavar="MB", help="kill a worker above this resident memory")
+    run.add_argument("--machine", metavar="NAME",
+                     help="name this machine in the rows (the machine column; facebench fleet sets it, a Slurm or "
+                          "Kubernetes task can too) so that gather and compare tell machines of one model apart")
+    run.add_argument("--fleet-mixed", help=argparse.SUPPRESS)  # the fleet driver: how this machine differs from it
+    run.add_argument("--events", action="store_true", help=argparse.SUPPRESS)  # one JSON line per event, for the fleet
     run.set_defaults(handler=cmd_run)
 
     runtimes = sub.add_parser("runtimes", help="list runtimes, whether each is available, and why not")
@@ -124,36 +130,23 @@ def cmd_run(args) -> int:
 
     with runs.signals_held():  # a signal inside a native module's initialisation can crash it (seen with onnx)
         importlib.import_module("bench.sweep")  # numpy, onnx, pyarrow, psutil: every native module a sweep loads
-        from bench.suite import load_suite, override, parse_int_list, parse_model_arg
 
     from bench.models.precision import forced_int8_recipe
 
     forced_int8_recipe()  # a wrong FACEBENCH_INT8_RECIPE is one line now, not a failed row per point
     from bench.report.model import parse_budget
 
-    parse_budget(args.latency_budget)  # named as the user spelt it, before the suite's checks
-    suite = load_suite(args.suite)
-    suite = override(
-        suite,
-        models=[parse_model_arg(m) for m in args.models.split(",")] if args.models else None,
-        runtimes=[r.strip() for r in args.runtimes.split(",")] if args.runtimes else None,
-        precisions=[p.strip() for p in args.precisions.split(",")] if args.precisions else None,
-        batches=parse_int_list(args.batches, "batches") if args.batches else None,
-        repeats=args.repeats,
-        inputs=[f.strip() for f in args.input.split(",")] if args.input else None,
-        concurrency=parse_int_list(args.concurrency, "concurrency") if args.concurrency else None,
-        full_ladder=args.full_ladder,
-        latency_budget=args.latency_budget,
-    )
+    suite = runs.suite_for_run(args.suite, args)
     budget = parse_budget(suite.latency_budget, "--latency-budget" if args.latency_budget else f"{args.suite}: latency_budget")
     request = runs.RunRequest(out=args.out, resume=args.resume, images=args.images, inline=args.inline,
-                              max_worker_memory_mb=args.max_worker_memory)
+                              max_worker_memory_mb=args.max_worker_memory, machine=args.machine,
+                              fleet_mixed=args.fleet_mixed)
     run = runs.Run()
     with runs.StopOnSignals() as stopper:
         try:
             interrupted = True
             try:
-                _measure(suite, request, run)
+                _measure(suite, request, run, args.events)
                 stopper.measuring_done()  # from here on a signal interrupts nothing
                 interrupted = False
             except KeyboardInterrupt:
@@ -176,7 +169,7 @@ def cmd_run(args) -> int:
     return runs.exit_code(settled, interrupted)
 
 
-def _measure(suite, request, run) -> None:
+def _measure(suite, request, run, events: bool = False) -> None:
     from bench import runs
 
     with console.status("preparing models") as status:
@@ -185,12 +178,18 @@ def _measure(suite, request, run) -> None:
     topped = f", and the repeats {len(planned.recorded)} resumed points miss" if planned.recorded else ""
     console.print(f"facebench: {planned.points} points{repeats}{topped} ({len(planned.jobs) + len(planned.topups)} "
                   f"workers) -> {run.results.path}")
-    _run_with_progress(run.runner, planned)
+    _run_with_progress(run.runner, planned, events)
 
 
-def _run_with_progress(runner, planned) -> None:
-    """A live bar on a terminal; elsewhere (CI, `| tee log`) one plain line per finished point."""
+def _run_with_progress(runner, planned, events: bool = False) -> None:
+    """A live bar on a terminal; elsewhere (CI, `| tee log`) one plain line per finished point;
+    with `events` (a fleet's machine) one JSON line per event for the fleet's driver."""
     total = planned.measurements(runner.suite.repeats)
+    if events:
+        from bench.fleet_store import point_events
+
+        point_events(runner, planned, total)
+        return
     if not console.is_terminal:
         _run_with_lines(runner, planned, total)
         return
@@ -315,7 +314,7 @@ def cmd_show(args) -> int:
     if not rows:
         console.print("no points in these files")
         return 0
-    print_tables(build_report_model(rows, budget, ["machine_id"]), console)
+    print_tables(build_report_model(rows, budget, ["machine_id", "machine"]), console)  # a fleet's machines apart
     return 0
 
 

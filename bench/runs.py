@@ -35,6 +35,8 @@ class RunRequest:
     images: str | None = None
     inline: bool = False
     max_worker_memory_mb: float | None = None
+    machine: str | None = None  # the fleet's name for this machine (the `machine` column)
+    fleet_mixed: str | None = None  # how this machine differs from the fleet's driver, under --allow-mixed
 
 
 @dataclass
@@ -54,6 +56,27 @@ class Settled:
     errors: list[str] = field(default_factory=list)
 
 
+def suite_for_run(suite_path: str, options) -> Suite:
+    """The suite file with the `facebench run` options that override it (--models, --batches, ...),
+    checked: a bad option or suite is one line (UserError). `options`: the parsed arguments."""
+    from bench.report.model import parse_budget
+    from bench.suite import load_suite, override, parse_int_list, parse_model_arg
+
+    parse_budget(options.latency_budget)  # named as the user spelt it, before the suite's checks
+    return override(
+        load_suite(suite_path),
+        models=[parse_model_arg(m) for m in options.models.split(",")] if options.models else None,
+        runtimes=[r.strip() for r in options.runtimes.split(",")] if options.runtimes else None,
+        precisions=[p.strip() for p in options.precisions.split(",")] if options.precisions else None,
+        batches=parse_int_list(options.batches, "batches") if options.batches else None,
+        repeats=options.repeats,
+        inputs=[f.strip() for f in options.input.split(",")] if options.input else None,
+        concurrency=parse_int_list(options.concurrency, "concurrency") if options.concurrency else None,
+        full_ladder=options.full_ladder,
+        latency_budget=options.latency_budget,
+    )
+
+
 def open_run(suite, request: RunRequest, run: Run, on_status: Callable[[str], None] = lambda _: None):
     """Resume or open the results file, plan (validating every model) and make the sweep; returns the plan.
 
@@ -63,15 +86,17 @@ def open_run(suite, request: RunRequest, run: Run, on_status: Callable[[str], No
 
     images = image_paths(request.images) if request.images else ()
     if request.resume:
-        run.results = resumed_store(request.resume)  # before planning: the plan leaves out what it holds
+        run.results = resumed_store(request.resume, request.machine)  # before planning: the plan leaves out what it holds
     previous = previous_points(run.results.rows) if run.results else {}
     planned = plan(suite, previous, on_model=lambda m: on_status(f"preparing {m}"))
     planned.use_images(images)
     if run.results is None:
         run.results = new_results_store(request.out, suite.name)
+    run.results.mirror = upload_target(request.out, run.results)
     run.runner = sweep.Sweep(suite, run.results, sweep.SweepOptions(inline=request.inline,
                                                                      max_worker_memory_mb=request.max_worker_memory_mb),
                              on_log=traceback_log(run))
+    run.runner.machine = {**run.runner.machine, "machine": request.machine, "fleet_mixed": request.fleet_mixed}
     return planned
 
 
@@ -116,14 +141,27 @@ def exit_code(settled: Settled | None, interrupted: bool) -> int:
     return EXIT_NOT_SAVED if settled.pending else 0
 
 
+def upload_target(out_arg: str | None, results) -> str | None:
+    """--out URI: where the local results file is copied (after every point): the URI, or the file's name in it."""
+    from bench import store
+
+    if not (out_arg and store.is_uri(out_arg)):
+        return None
+    target = out_arg if out_arg.endswith(".parquet") else store.join_location(out_arg, Path(results.path).name)
+    store.ensure_parent(target)  # an unwritable bucket is one line now, before any point
+    return target
+
+
 def upload(out_arg: str | None, run: Run) -> str | None:
-    """--out URI: the local file (already complete on disk) is copied to the bucket or remote folder; the target."""
+    """--out URI: the local file (already complete on disk) is copied to the bucket or remote folder once
+    more, in case the copy after the last point failed; the target."""
     from bench import store
 
     if not (out_arg and store.is_uri(out_arg) and run.results and run.results.saved):
         return None
-    target = out_arg if out_arg.endswith(".parquet") else store.join_location(out_arg, Path(run.results.path).name)
-    store.ensure_parent(target)
+    target = upload_target(out_arg, run.results)
+    if run.results.mirror == target and not run.results.pending:
+        return target  # copied after the last point already
     store.write_bytes(target, Path(run.results.path).read_bytes())
     return target
 
@@ -257,8 +295,9 @@ def _to_measure(row: dict[str, Any] | None, available: _Availability, runtime: s
 # --------------------------------------------------------------------------- the results file
 
 
-def resumed_store(path: str):
-    """The file to continue: locked for this run, verified, and writable (else UserError)."""
+def resumed_store(path: str, machine: str | None = None):
+    """The file to continue: locked for this run, verified, and writable (else UserError).
+    `machine`: the fleet's name for this machine, which a replacement node of the same name keeps."""
     from bench import store
 
     store.read_table(path)  # not there, or not a results file: say so before anything else
@@ -269,7 +308,7 @@ def resumed_store(path: str):
         if check.checksum_ok is False:
             raise UserError(f"{check.note}; refusing to resume it: restore the file or start a new run")
         results.rows = table.to_pylist()
-        same_machine(path, results.rows)
+        same_machine(path, results.rows, machine)
         writable(path, results.flush)  # fails now, not after the first point, if it cannot be written
     except BaseException:
         results.release()
@@ -277,10 +316,17 @@ def resumed_store(path: str):
     return results
 
 
-def same_machine(path: str, rows: list[dict]) -> None:
-    """A results file holds one machine's points: resuming another machine's file would mix them."""
+def same_machine(path: str, rows: list[dict], machine: str | None = None) -> None:
+    """A results file holds one machine's points: resuming another machine's file would mix them.
+    In a fleet the machine's name is its identity (a replacement node takes over a lost one's name)."""
     from bench import env
 
+    names = {r.get("machine") for r in rows if r.get("machine")}
+    if machine and names:
+        if names != {machine}:
+            raise UserError(f"{path} holds machine {', '.join(sorted(names))}, not {machine}; resume it with "
+                            "--machine set to that name")
+        return
     theirs = {r.get("machine_id") for r in rows if r.get("machine_id")}
     here = env.fingerprint()
     if theirs and here["machine_id"] not in theirs:

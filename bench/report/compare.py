@@ -126,7 +126,7 @@ def _run_labels(files: list[str]) -> dict[str, str]:
 
 
 def _machine_labels(frame: pd.DataFrame) -> pd.Series:
-    """Host names; where one host name covers several machines (every cloud VM is 'vm'), the
+    """Fleet machine names where set; else host names; where one host name covers several machines (every cloud VM is 'vm'), the
     hardware that tells them apart (GPU, else CPU), with the machine id where that does not."""
     hosts = frame["host"].fillna("unknown").astype(str)
     ids = frame["machine_id"].fillna("").astype(str)
@@ -141,7 +141,9 @@ def _machine_labels(frame: pd.DataFrame) -> pd.Series:
                 labels[host, machine] = f"{host} {tag}"
             else:
                 labels[host, machine] = " ".join(filter(None, [host, tag, machine[:6]]))
-    return pd.Series([labels[h, i] for h, i in zip(hosts, ids)], index=frame.index)
+    found = pd.Series([labels[h, i] for h, i in zip(hosts, ids)], index=frame.index)
+    named = frame["machine"]  # a fleet's name for the machine (run --machine) says it best
+    return named.where(named.notna() & (named != ""), found)
 
 
 def _hardware_tag(row) -> str:
