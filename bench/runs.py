@@ -147,7 +147,8 @@ def upload_target(out_arg: str | None, results) -> str | None:
 
     if not (out_arg and store.is_uri(out_arg)):
         return None
-    target = out_arg if out_arg.endswith(".parquet") else store.join_location(out_arg, Path(results.path).name)
+    named = store.location_name(out_arg).endswith(".parquet")  # the URI's path: a query may follow it
+    target = out_arg if named else store.join_location(out_arg, Path(results.path).name)
     store.ensure_parent(target)  # an unwritable bucket is one line now, before any point
     return target
 

@@ -38,11 +38,16 @@ def print_fleet_comparison(rows: list[dict[str, Any]], budget: LatencyBudget | N
 def answer_lines(summaries: list[ModelSummary]) -> list[str]:
     """The fastest trustworthy configuration over every machine, then each machine's budget answer."""
     bests = [s.best for s in summaries if s.best]
+    measured = [p for s in summaries for p in s.points if p.measured and p.fps is not None]
     if bests:
         best = max(bests, key=lambda p: p.fps)
         lines = [f"fastest: {_machine(best)} {describe_point(best)}: {fmt_number(best.fps)} frames/s"]
+    elif measured:  # still the answer, said with its doubt
+        best = max(measured, key=lambda p: p.fps)
+        lines = [f"fastest: {_machine(best)} {describe_point(best)}: {fmt_number(best.fps)} frames/s, not trustworthy "
+                 f"({', '.join(best.marks)}): no machine has a VALID, clean point with parity ok"]
     else:
-        lines = ["fastest: none, no machine has a VALID, clean point with parity ok"]
+        lines = ["fastest: none, no machine measured a point"]
     lines += [f"{s.context.get('machine')} under budget {s.budget.budget.label}: {budget_answer(s.budget)}"
               for s in summaries if s.budget]
     return lines
