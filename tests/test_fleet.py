@@ -3,7 +3,6 @@ and two labelled worker nodes, all on 127.0.0.1) writing to the local S3 server 
 test_remote_store; gather, compare and resume read the bucket back."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -172,30 +171,9 @@ def test_unwritable_bucket_is_one_line_exit_2(cluster, s3, suite_file, tmp_path)
     assert "no-such-bucket" in result.stderr
 
 
-def test_gather_merges_files_of_any_scheduler(tmp_path, capsys, s3):  # noqa: F811
-    """The Ray-less route: two `facebench run --machine` files under one prefix, no manifest."""
-    folder = tmp_path / "slurm-run"
-    for name in ("node-1", "node-2"):
-        suite = tmp_path / "tiny.toml"
-        suite.write_text(tiny_suite("tiny", [1]))
-        assert main(["run", str(suite), "--machine", name, "--out", str(folder / f"{name}.parquet"), "--inline"]) == 0
-    capsys.readouterr()
-    assert main(["gather", str(folder)]) == 0
-    out = capsys.readouterr().out
-    assert "node-1" in out and "node-2" in out and "fastest:" in out
-
-
 def test_no_cluster_address_is_one_line(tmp_path, suite_file, s3, monkeypatch):  # noqa: F811
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     result = subprocess.run([sys.executable, "-m", "bench", "fleet", str(suite_file), "--out", s3("x/")], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120,
                             env={k: v for k, v in {**os.environ, "PYTHONPATH": str(REPO)}.items() if k != "RAY_ADDRESS"})
     assert result.returncode == 2 and "--address" in result.stderr and len(result.stderr.strip().splitlines()) == 1
-
-
-def test_manifest_round_trips():
-    manifest = fleet_store.Manifest(run_id="r", suite_name="s", suite_toml="name = 's'", run_options=["--batches", "1"],
-                                    driver={"harness_version": "1"}, selection={}, runtimes=["ort-cpu"])
-    manifest.machines["m"] = fleet_store.MachineEntry("m", state="failed", reason="lost", facts={"runtimes": []})
-    back = fleet_store.Manifest.from_json(manifest.to_json())
-    assert back == manifest and json.loads(manifest.to_json())["machines"]["m"]["state"] == "failed"

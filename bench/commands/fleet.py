@@ -276,7 +276,9 @@ def _summary(manifest, run_folder: str, interrupted: bool) -> int:
 
 def cmd_gather(args) -> int:
     from bench import fleet_store, store
-    from bench.report.fleet import print_fleet_comparison
+    from bench.report.commands import print_comparison
+    from bench.report.compare import build_comparison, load_results
+    from bench.report.fleet import print_fleet_answers
     from bench.report.model import parse_budget
 
     budget = parse_budget(args.latency_budget)
@@ -287,5 +289,6 @@ def cmd_gather(args) -> int:
         store.write_rows(args.out, gathered.rows)
         console.print(f"{len(gathered.rows)} rows of {len(gathered.files)} machines -> {args.out}", markup=False,
                       soft_wrap=True)
-    print_fleet_comparison(gathered.rows, budget, console)
+    print_fleet_answers(gathered.rows, budget, console)
+    print_comparison(build_comparison(load_results(list(gathered.files.values())), by="machine"), console)
     return 0

@@ -218,8 +218,13 @@ def _require_points(results, kind: str | None = "model") -> None:
 def print_comparison(comparison, console) -> None:
     from bench.report.compare import PIPELINE_METRIC
 
+    from bench.report.compare import unmeasured_lines
+
     for model in comparison.models:
-        console.print(comparison_table(comparison, model))
+        for table in comparison_tables(comparison, model, console.width):
+            console.print(table)
+        for line in unmeasured_lines(model):
+            console.print(f"[dim]{line}[/]", highlight=False, soft_wrap=True)
     for pipeline in comparison.pipelines:
         console.print(comparison_table(comparison, pipeline, PIPELINE_METRIC))
     if comparison.differences:
@@ -256,20 +261,37 @@ def interval_note(comparison) -> str:
     return "measured once per point (no --repeats): ratios carry no interval, their noise is within-run only"
 
 
-def comparison_table(comparison, model, metric=None):
+GROUP_COLUMN_WIDTH = 16  # characters a group's column takes (value, ratio, borders)
+DIM_COLUMN_WIDTH = 10
+
+
+def comparison_tables(comparison, model, width: int) -> list:
+    """The points some group measured, one column per group; groups that do not fit `width` go on
+    to further tables (pages), each with the baseline, rather than wrapping."""
+    per_page = max(1, (width - DIM_COLUMN_WIDTH * len(model.row_dims)) // GROUP_COLUMN_WIDTH - 1)
+    others = [g for g in comparison.groups if g != comparison.baseline]
+    pages = [others[i:i + per_page] for i in range(0, len(others), per_page)] or [[]]
+    points = [p for p in model.points if p.measured_anywhere]
+    return [comparison_table(comparison, model, groups=[comparison.baseline, *page], points=points,
+                             page=f" ({n}/{len(pages)})" if len(pages) > 1 else "")
+            for n, page in enumerate(pages, 1)]
+
+
+def comparison_table(comparison, model, metric=None, groups=None, points=None, page: str = ""):
     """One model's (or, with metric=PIPELINE_METRIC, one pipeline's) points, one column per group."""
     from rich.table import Table
 
     metric = metric or comparison.metric
+    groups = groups or comparison.groups
     direction = "higher is better" if metric.higher_better else "lower is better"
-    table = Table(title=f"{model.model}: {metric.label} by {comparison.by}", title_justify="left",
+    table = Table(title=f"{model.model}: {metric.label} by {comparison.by}{page}", title_justify="left",
                   caption=direction, caption_justify="left")
     for dim in model.row_dims:
         table.add_column({"precision": "prec"}.get(dim, dim), justify="right" if dim == "batch" else "left")
-    for group in comparison.groups:
+    for group in groups:
         table.add_column(f"{group}\n(baseline)" if group == comparison.baseline else group, justify="right")
-    for point in model.points:
-        cells = [rich_cell(metric, point.cells.get(g), g == comparison.baseline) for g in comparison.groups]
+    for point in model.points if points is None else points:
+        cells = [rich_cell(metric, point.cells.get(g), g == comparison.baseline) for g in groups]
         table.add_row(*[str(point.labels[d]) for d in model.row_dims], *cells)
     return table
 

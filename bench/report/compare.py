@@ -192,6 +192,7 @@ class Cell:
     samples: tuple[float, ...] = ()  # the metric of each finished repeat (empty: measured once)
     shared_machine_pct: float | None = None  # other processes' CPU, where the point shared its machine (report.model)
     ratio_interval: Interval | None = None  # of the ratio to the baseline, where both have repeats
+    reason: str | None = None  # why a skipped or failed point has no value
 
     @property
     def repeated(self) -> bool:
@@ -207,6 +208,10 @@ class PointComparison:
     def comparable(self) -> bool:
         return sum(c.value is not None for c in self.cells.values()) >= 2
 
+    @property
+    def measured_anywhere(self) -> bool:
+        return any(c.value is not None for c in self.cells.values())
+
 
 @dataclass
 class ModelComparison:
@@ -214,6 +219,21 @@ class ModelComparison:
     sha256: str  # the model (pipeline: detector) file
     row_dims: list[str]  # label columns that vary, then batch
     points: list[PointComparison]
+
+
+def unmeasured_lines(model: ModelComparison) -> list[str]:
+    """The points no group measured (GPU runtimes on CPU machines, ladder skips everywhere), one line
+    per runtime, status and reason instead of a row of 'skipped' cells each."""
+    folded: dict[tuple[str, str, str], int] = {}
+    for point in model.points:
+        if point.measured_anywhere:
+            continue
+        cell = next(iter(point.cells.values()))
+        status = "failed" if "failed" in cell.marks else "skipped"
+        key = (str(point.labels.get("runtime", "")), status, cell.reason or "")
+        folded[key] = folded.get(key, 0) + 1
+    return [f"{runtime}: {count} points {status} everywhere" + (f" ({reason})" if reason else "")
+            for (runtime, status, reason), count in folded.items()]
 
 
 @dataclass
@@ -241,7 +261,7 @@ class Comparison:
 PIPELINE_METRIC = METRICS["fps"]  # pipelines record no latency percentiles; frames/s is their figure
 
 
-BASELINE_ALIASES = {"machine": ("machine_label", "host", "machine_id"), "run": ("run_label", "run_id"),
+BASELINE_ALIASES = {"machine": ("machine_label", "machine", "host", "machine_id"), "run": ("run_label", "run_id"),
                     "runtime": ("runtime",), "precision": ("precision",), "input": ("input_format",),
                     "options": ("options_variant",), "concurrency": ("concurrency_label",)}
 
@@ -452,7 +472,7 @@ def _cell(row: dict[str, Any], metric: Metric) -> Cell:
                 spread_pct=spread if spread is not None and math.isfinite(spread) else None,
                 trustworthy=not marks, faces_per_s=faces,
                 samples=repeat_samples(row, metric) if value is not None else (),
-                shared_machine_pct=shared_machine_pct(row))
+                shared_machine_pct=shared_machine_pct(row), reason=row.get("reason"))
 
 
 def repeat_samples(row: dict[str, Any], metric: Metric) -> tuple[float, ...]:
