@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from bench.errors import UserError
+
 
 def write_atomically(path: str | os.PathLike, data: bytes) -> None:
     """Temporary file in the same folder, fsync, rename: a reader never sees half a file."""
@@ -21,6 +23,18 @@ def write_atomically(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def writable_folder(folder: str | os.PathLike, what: str, fix: str) -> Path:
+    """`folder`, created if missing, once a file could be made in it (permissions alone do not
+    tell: root writes anywhere but under a regular file or in /proc); else one line ending in `fix`."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        raise UserError(f"{folder}: {what} cannot be written ({exc.strerror or exc}); {fix}") from None
+    return folder
 
 
 def sha256_file(path: str | os.PathLike) -> str:

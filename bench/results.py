@@ -71,7 +71,7 @@ class PointIdentity:
     kind: str = "model"  # or "pipeline"
     input_format: str = DEFAULT_INPUT_FORMAT
     options_variant: str = DEFAULT_OPTIONS_VARIANT
-    concurrency: int = 1
+    concurrency: int = 1  # requested (the suite's axis; the row's concurrency column is what ran)
     runtime_versions: dict[str, str] | None = None  # None where the runtime is unavailable
     int8_recipe: str | None = None
     input_bytes_per_frame: int | None = None
@@ -99,7 +99,7 @@ class SessionSettings:
 
 @dataclass
 class InputPool:
-    """The batches the windows rotate through."""
+    """The distinct batches the loop fed during the windows the figures come from."""
 
     input_buffers: int
     input_pool_bytes: int
@@ -126,6 +126,8 @@ class SteadyState:
     gflops_achieved: float | None = None
     verdict: str | None = None
     warnings: list[str] = field(default_factory=list)
+    in_flight_max: int | None = None  # requests in flight, measured by the loop (the row's concurrency)
+    in_flight_mean: float | None = None
 
     @classmethod
     def of(cls, m: Measurement, flops_per_frame: int | None) -> SteadyState:
@@ -135,7 +137,8 @@ class SteadyState:
                    h2d_ms=m.extra_ms.get("h2d"), compute_ms=m.extra_ms.get("compute"),
                    d2h_ms=m.extra_ms.get("d2h"), enqueue_ms=m.extra_ms.get("enqueue"),
                    gflops_achieved=m.fps * flops_per_frame / 1e9 if flops_per_frame is not None else None,
-                   verdict=m.verdict, warnings=list(m.warnings))
+                   verdict=m.verdict, warnings=list(m.warnings), in_flight_max=m.in_flight_max,
+                   in_flight_mean=m.in_flight_mean)
 
 
 @dataclass
@@ -178,7 +181,7 @@ class PeakShares:
     h2d_gbps: float | None = None
     pct_h2d_peak: float | None = None
     datasheet_peak_tflops: float | None = None
-    note: str | None = None  # why a share above 100% is nominal
+    note: str | None = None  # why a share above 100% is nominal, which probe was left out as UNSTABLE
 
 
 @dataclass

@@ -63,6 +63,9 @@ def suite_for_run(suite_path: str, options) -> Suite:
     from bench.suite import load_suite, override, parse_int_list, parse_model_arg
 
     parse_budget(options.latency_budget)  # named as the user spelt it, before the suite's checks
+    if options.max_worker_memory is not None and not options.max_worker_memory > 0:  # NaN included
+        raise UserError(f"--max-worker-memory {options.max_worker_memory:g}: give a positive number of MB, e.g. 4000 "
+                        "(leave it out for no limit)")
     return override(
         load_suite(suite_path),
         models=[parse_model_arg(m) for m in options.models.split(",")] if options.models else None,
@@ -253,7 +256,8 @@ def previous_points(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
     from bench.domain import DEFAULT_INPUT_FORMAT, DEFAULT_OPTIONS_VARIANT
 
     return {(r["model_sha256"], r["model"], r["runtime"], r["precision"], r.get("input_format") or DEFAULT_INPUT_FORMAT,
-             r.get("options_variant") or DEFAULT_OPTIONS_VARIANT, r.get("concurrency") or 1, r["batch"]): r
+             r.get("options_variant") or DEFAULT_OPTIONS_VARIANT,
+             r.get("concurrency_requested") or r.get("concurrency") or 1, r["batch"]): r
             for r in rows}
 
 

@@ -33,10 +33,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from bench.errors import UserError
-from bench.measure.stats import median_interval
+from bench.measure.stats import median_interval, median_item
 from bench.results import PointResult
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: concurrency is the requests in flight measured; concurrency_requested the axis
 
 _S, _I, _F, _B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 
@@ -57,7 +57,7 @@ COLUMNS: dict[str, pa.DataType] = {
     "threads": _I, "mode": _S, "timer": _S,
     "precision": _S, "precision_effective": _S, "int8_recipe": _S,
     "input_format": _S, "input_bytes_per_frame": _I, "input_buffers": _I, "input_pool_bytes": _I,
-    "batch": _I, "concurrency": _I,
+    "batch": _I, "concurrency": _I, "concurrency_requested": _I, "in_flight_mean": _F,
     "process_start_ms": _F, "cold_read_ms": _F, "cold_compile_ms": _F,
     "cold_first_infer_ms": _F, "cold_total_ms": _F, "cold_warm_cache_total_ms": _F,
     "warmup_iterations": _I, "warmup_s": _F,
@@ -84,11 +84,13 @@ COLUMNS: dict[str, pa.DataType] = {
     "status": _S, "reason": _S,
 }
 SCHEMA = pa.schema([pa.field(name, dtype) for name, dtype in COLUMNS.items()])
-POINT_KEY = ("model_sha256", "model", "runtime", "precision", "input_format", "options_variant", "concurrency", "batch",
-             "kind")
+POINT_KEY = ("model_sha256", "model", "runtime", "precision", "input_format", "options_variant", "concurrency_requested",
+             "batch", "kind")
 # Rows written before input formats (or without one: pipelines) fed normalised float NCHW tensors.
 # Rows written before the concurrency axis (and pipelines) had one request in flight.
 _FILLS = {"input_format": "float-nchw", "options_variant": "default", "concurrency": 1}  # options: no [sweep_options] then
+# Rows written before requests in flight were measured recorded the requested concurrency only.
+_FILLED_FROM = {"concurrency_requested": "concurrency"}
 STATUSES = ("ok", "skipped", "failed")
 
 
@@ -101,7 +103,8 @@ def flatten(result: PointResult) -> dict[str, Any]:
         row.update(run_id=env.run_id, suite=env.suite, timestamp_utc=env.timestamp_utc, **env.machine)
     row.update(_fields(result.model))
     point = result.point
-    row.update(_fields(point, leave=("runtime_versions",)),
+    row.update(_fields(point, leave=("runtime_versions", "concurrency")), concurrency_requested=point.concurrency,
+               concurrency=point.concurrency,
                runtime_version=_json(point.runtime_versions) if point.runtime_versions is not None else None)
     if result.session:
         row.update(_fields(result.session, leave=("options",)), runtime_options_json=_json(result.session.options))
@@ -113,7 +116,9 @@ def flatten(result: PointResult) -> dict[str, Any]:
         if part:
             row.update(_fields(part))
     if result.steady:
-        row.update(_fields(result.steady, leave=("latency", "warnings")))
+        row.update(_fields(result.steady, leave=("latency", "warnings", "in_flight_max")))
+        if result.steady.in_flight_max:
+            row["concurrency"] = result.steady.in_flight_max  # what ran, not what was asked
         if result.steady.latency:
             row.update({f"lat_{name}": value for name, value in _fields(result.steady.latency).items()})
     if result.gpu:
@@ -476,22 +481,33 @@ def read_table(path: str | Path) -> tuple[pa.Table, FileCheck]:
     recorded = meta.get(b"facebench.rows_sha256")
     # The checksum covers the rows as written: verify before adding columns newer versions have.
     ok = None if recorded is None else rows_checksum(table) == recorded.decode()
-    table = _conform(table)
+    table = _conform(table, path)
     return table, FileCheck(str(path), version, ok)
 
 
-def _conform(table: pa.Table) -> pa.Table:
+def _cast(column, dtype, name: str, path: str | Path):
+    """A column as the schema types it; values that are not of its type (an edited file) are one line."""
+    try:
+        return column.cast(dtype)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise UserError(f"{path}: column '{name}' holds {column.type} values that are not {dtype} "
+                        f"({_first_line(exc)}); the file was edited: use the original or measure again") from None
+
+
+def _conform(table: pa.Table, path: str | Path) -> pa.Table:
     """Upgrade older files: add columns they lack as nulls, keep only known columns, in order."""
-    arrays = []
+    arrays: dict[str, pa.Array] = {}
     for name, dtype in COLUMNS.items():
         if name in table.column_names:
-            column = table.column(name).cast(dtype)
-            arrays.append(pc.fill_null(column, _FILLS[name]) if name in _FILLS else column)
+            column = _cast(table.column(name), dtype, name, path)
+            arrays[name] = pc.fill_null(column, _FILLS[name]) if name in _FILLS else column
         elif name in _FILLS:
-            arrays.append(pa.array([_FILLS[name]] * table.num_rows, dtype))
+            arrays[name] = pa.array([_FILLS[name]] * table.num_rows, dtype)
         else:
-            arrays.append(pa.nulls(table.num_rows, dtype))
-    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+            arrays[name] = pa.nulls(table.num_rows, dtype)
+    for name, source in _FILLED_FROM.items():
+        arrays[name] = pc.coalesce(arrays[name], arrays[source])
+    return pa.Table.from_arrays(list(arrays.values()), schema=SCHEMA)
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
@@ -540,44 +556,44 @@ def _storable(row: dict[str, Any]) -> dict[str, Any]:
         return {**kept, "status": "failed", "reason": f"result row could not be stored: {_first_line(exc)}"}
 
 
-# Figures of one repeat that the point's row gives as the median over its repeats.
-REPEAT_FIGURES = ("fps", "ms_per_frame", "lat_mean_ms", "lat_p50_ms", "lat_p90_ms", "lat_p95_ms", "lat_p99_ms",
-                  "gflops_achieved", "pct_gemm_peak", "pct_conv_peak", "fps_compute", "gpu_power_mean_w")
+# Figures of one repeat, kept for each repeat in repeats_json; the point's row takes them from its
+# median repeat (combine_repeats).
+REPEAT_FIGURES = ("fps", "frames", "iterations", "wall_s", "ms_per_frame", "lat_mean_ms", "lat_p50_ms", "lat_p90_ms",
+                  "lat_p95_ms", "lat_p99_ms", "lat_min_ms", "lat_max_ms", "lat_cov_pct", "gflops_achieved",
+                  "pct_gemm_peak", "pct_conv_peak", "fps_compute", "gpu_power_mean_w")
 # ... and as the highest over its repeats: one shared repeat is enough to doubt the point.
 REPEAT_WORST = ("other_cpu_percent", "cpu_steal_percent")
 # What each repeat keeps in repeats_json: enough to combine the point again when a resumed run
 # adds the repeats it misses (recorded_repeats).
-REPEAT_KEPT = ("status", "reason", "timestamp_utc", "window_spread_pct", "verdict", "frames", "iterations", "wall_s",
-               *REPEAT_FIGURES, *REPEAT_WORST)
+REPEAT_KEPT = ("status", "reason", "timestamp_utc", "window_spread_pct", "verdict", *REPEAT_FIGURES, *REPEAT_WORST)
 CHECK_PREFIXES = ("contamination_", "parity_")
 
 
 def combine_repeats(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """One point's row from its repeats' rows (in the order measured).
 
-    Its figures are the medians over the repeats that finished, with a bootstrap interval of the
-    median frames/s, and the other processes' CPU the highest of any repeat; every other column
-    comes from the repeat nearest the median (so frames, iterations and wall time belong
-    together), the checks from the first repeat (the only one that runs them). Each repeat's own figures stay in repeats_json, failed repeats included.
+    The row is the median repeat by frames/s (of an even count the lower middle one) with all its
+    own figures, so fps = frames / wall_s, iterations and ms_per_frame agree whatever the number of
+    repeats. Beside them: a bootstrap interval of the median frames/s over the repeats that
+    finished, the other processes' CPU the highest of any repeat, the checks from the first repeat
+    (the only one that runs them). Each repeat's own figures stay in repeats_json, failed repeats
+    included.
     """
     ok = [r for r in rows if r["status"] == "ok"]
     if not ok:
         return rows[0]
-    fps = [r["fps"] for r in ok]
-    interval = median_interval(fps)
-    combined = dict(min(ok, key=lambda r: abs(r["fps"] - interval.estimate)))
+    combined = dict(median_item(ok, key=lambda r: r["fps"]))
     combined.update({k: v for k, v in rows[0].items() if k.startswith(CHECK_PREFIXES)})
-    for columns, combine in ((REPEAT_FIGURES, np.median), (REPEAT_WORST, max)):
-        for column in columns:
-            values = [r[column] for r in ok if r.get(column) is not None]
-            if values:
-                combined[column] = float(combine(values))
-    combined["ms_per_frame"] = 1000.0 / combined["fps"] if combined["fps"] else combined.get("ms_per_frame")
+    for column in REPEAT_WORST:
+        values = [r[column] for r in ok if r.get(column) is not None]
+        if values:
+            combined[column] = float(max(values))
     valid = sum(r.get("verdict") == "VALID" for r in ok)
     combined["verdict"] = "VALID" if 2 * valid > len(ok) else "UNSTABLE"  # most repeats settled
     combined["timestamp_utc"] = rows[-1]["timestamp_utc"]
     combined["repeats"] = len(ok)
     if len(ok) >= 2:
+        interval = median_interval([r["fps"] for r in ok])
         combined["fps_ci_low"], combined["fps_ci_high"] = interval.low, interval.high
     combined["repeats_json"] = json.dumps(
         [{"repeat": i, **{k: r.get(k) for k in REPEAT_KEPT if r.get(k) is not None}} for i, r in enumerate(rows)])

@@ -208,6 +208,8 @@ def _validate_measure(m: MeasureSettings, where: str) -> None:
         raise UserError(f"{where} [measure]: input_pool_mb cannot be negative (0: input_buffers buffers)")
     if m.warmup_s < 0:
         raise UserError(f"{where} [measure]: warmup_s cannot be negative")
+    if m.seed < 0:  # numpy's generators take none
+        raise UserError(f"{where} [measure]: seed {m.seed} cannot be negative; use 0 or a positive whole number")
     if m.max_windows < m.stable_windows:
         raise UserError(f"{where} [measure]: max_windows ({m.max_windows}) must be at least stable_windows ({m.stable_windows})")
 

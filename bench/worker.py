@@ -188,8 +188,8 @@ def measure_point(runtime, info: ModelInfo, job: Job, batch: int, model_path: st
     gpu = None
     try:
         batch_bytes = batch * fmt.bytes_per_frame(info.input_hw)
-        buffers = input_buffer_count(job.settings, batch_bytes)
-        inputs = make_inputs(shape, buffers, job.settings.seed, info.mean, info.std, fmt.dtype)
+        inputs = make_inputs(shape, input_buffer_count(job.settings, batch_bytes), job.settings.seed, info.mean,
+                             info.std, fmt.dtype)
         cpu = CpuSampler()
         if runtime.uses_cuda:  # NVML beside the CPU sampler, both on the steady-state windows only
             from bench.telemetry.nvml import GpuPointTelemetry
@@ -202,7 +202,8 @@ def measure_point(runtime, info: ModelInfo, job: Job, batch: int, model_path: st
         steady = SteadyState.of(result, info.flops_per_frame)
         settings = SessionSettings.of(session.describe(), session.timer_kind, session.effective_precision())
         return PointResult(point_identity(job, runtime, batch), ModelFacts.of(info), session=settings,
-                           cold_start=cold, inputs=InputPool(buffers, buffers * batch_bytes), steady=steady,
+                           cold_start=cold, inputs=InputPool(result.buffers_fed, result.buffers_fed * batch_bytes),
+                           steady=steady,
                            cpu=telemetry, gpu=gpu_telemetry, contamination=contamination, parity=parity,
                            peaks=peak_shares(peaks, steady, input_bytes=batch_bytes))
     finally:
@@ -241,16 +242,20 @@ def peak_shares(peaks, steady: SteadyState, input_bytes: int) -> PeakShares | No
         return None
     achieved = steady.gflops_achieved
     h2d_gbps = input_bytes / (steady.h2d_ms * 1e6) if steady.h2d_ms else None
+    gemm, conv = peaks.share_denominator("gemm"), peaks.share_denominator("conv")
     shares = PeakShares(
-        peak_gemm_gflops=peaks.gemm_gflops, peak_conv_gflops=peaks.conv_gflops,
-        pct_gemm_peak=share_of_peak(achieved, peaks.gemm_gflops), pct_conv_peak=share_of_peak(achieved, peaks.conv_gflops),
+        peak_gemm_gflops=gemm, peak_conv_gflops=conv,
+        pct_gemm_peak=share_of_peak(achieved, gemm), pct_conv_peak=share_of_peak(achieved, conv),
         peak_memory_copy_gbps=peaks.memory_copy_gbps, peak_h2d_gbps=peaks.h2d_gbps,
         h2d_gbps=h2d_gbps, pct_h2d_peak=share_of_peak(h2d_gbps, peaks.h2d_gbps),
         datasheet_peak_tflops=peaks.datasheet_tflops)
+    notes = [f"{kind} probe UNSTABLE twice ({getattr(peaks, f'{kind}_gflops'):.0f} GFLOP/s): left out of the shares "
+             "of peak; `facebench probe` on a quieter machine measures it again" for kind in peaks.unstable]
     above = [name for name, share in (("gemm", shares.pct_gemm_peak), ("conv", shares.pct_conv_peak)) if (share or 0) > 100]
     if above:
-        shares.note = (f"nominal {achieved:.0f} GFLOP/s is above the {' and '.join(above)} probe: the runtime does "
-                       "fewer multiplies than the nominal count (e.g. Winograd convolution)")
+        notes.append(f"nominal {achieved:.0f} GFLOP/s is above the {' and '.join(above)} probe: the runtime does "
+                     "fewer multiplies than the nominal count (e.g. Winograd convolution)")
+    shares.note = "; ".join(notes) or None
     return shares
 
 

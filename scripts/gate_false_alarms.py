@@ -10,8 +10,8 @@ is runs 2i and 2i+1:
 - detection: the gate fails run 2i+1's slowed copy (given the original's identity, as if the same
   model had become slower) against run 2i's original.
 
-The same pairs are also judged by the rule without repeats (each run's first repeat alone, noise
-= the two points' window spreads), which is what the gate did before repeats.
+The same pairs are also judged by the rule without repeats (each run's first repeat alone: slower
+only beyond the two points' window spreads and gate.BETWEEN_RUN_FLOOR_PCT).
 
 Usage: python scripts/gate_false_alarms.py [--pairs 10] [--repeats 5] [--threshold 5] [--convs 8,20]
         [--runtime ort-cpu] [--batch 1] [--out gate-runs/] [--inline]

@@ -158,27 +158,51 @@ def test_a_bad_ladder_table_is_one_line_exit_2(tmp_path, capsys):
 
 # ---------------------------------------------------------------- concurrency on both CPU runtimes
 
+# Windows of exactly 5 iterations (window_s is far below one request, so none is resized), three of
+# them, every one accepted (stability_pct 1000): what the loop fed is then known from the counts
+# alone, whatever the machine's speed. The pool, 10 MiB, holds 70 frames of 3x112x112 float32: more
+# than the windows can feed, so that input_buffers counts the loop's feeding, not the pool's size.
+FIXED_WINDOWS = SUITE.replace("window_s = 0.1\nmax_windows = 4\n",
+                              "window_s = 0.000001\nwindow_min_iterations = 5\nmax_windows = 3\nstable_windows = 3\n"
+                              "stability_pct = 1000.0\ninput_pool_mb = 10.0\n")
+FRAME_BYTES = 3 * 112 * 112 * 4
+
+
+def fed_by_queue(requests: int, windows: int = 3, asked: int = 5) -> int:
+    """Buffers a request-queue loop feeds: each window runs whole rounds and starts every request once more."""
+    return windows * (-(-asked // requests) * requests + requests)
+
+
 @pytest.mark.parametrize("runtime", ["ort-cpu", "openvino-cpu"])
-def test_concurrency_1_and_2_give_valid_points(tmp_path, capsys, runtime):
+def test_concurrency_1_and_2_run_the_requests_and_inputs_they_record(tmp_path, capsys, runtime):
     suite = tmp_path / "conc.toml"
-    # A top-level key, before the tables; and an input pool of 1 MiB: 7 frames of 3x112x112 float32.
-    suite.write_text("concurrency = [1, 2]\n" + SUITE.replace("max_windows = 4\n", "max_windows = 4\ninput_pool_mb = 1.0\n"))
+    suite.write_text("concurrency = [1, 2]\n" + FIXED_WINDOWS)  # a top-level key, before the tables
     out = tmp_path / "conc.parquet"
     assert cli.main(["run", str(suite), "--runtimes", runtime, "--batches", "1", "--out", str(out), "--inline"]) == 0
     assert "conc" in capsys.readouterr().out  # the table groups by it
-    rows = {r["concurrency"]: r for r in store.read_rows(out)}
+    rows = {r["concurrency_requested"]: r for r in store.read_rows(out)}
     assert set(rows) == {1, 2}
     for row in rows.values():
-        assert row["status"] == "ok" and row["fps"] > 0 and row["iterations"] >= row["windows"] > 0
+        assert row["status"] == "ok" and row["verdict"] == "VALID" and row["iterations"] >= 15
         assert row["lat_p99_ms"] >= row["lat_p50_ms"] > 0
-        assert (row["input_buffers"], row["input_pool_bytes"]) == (7, 7 * 3 * 112 * 112 * 4)
-    settings = json.loads(rows[2]["runtime_options_json"])
-    if runtime == "ort-cpu":  # two sessions, ORT's default threads divided between them, recorded
-        assert settings["sessions"] == 2 and settings["threads_divided"] is True
-        assert rows[2]["threads"] == settings["intra_op_threads"] >= 1
-    else:  # explicit streams and one infer request per stream, no hint
-        assert rows[2]["mode"] == "streams" and settings["num_streams"] == "2" and settings["infer_requests"] == 2
-        assert rows[1]["mode"] == "throughput"  # concurrency 1 keeps the hint
+    settings = {asked: json.loads(row["runtime_options_json"]) for asked, row in rows.items()}
+    if runtime == "ort-cpu":  # 1: one session; 2: two sessions, ORT's default threads divided between them
+        assert settings[2]["sessions"] == 2 and settings[2]["threads_divided"] is True
+        assert rows[2]["threads"] == settings[2]["intra_op_threads"] >= 1
+        fed = {1: 15, 2: 15}  # one buffer per iteration, 3 windows x 5
+    else:  # 1 keeps the THROUGHPUT hint and its requests; 2: explicit streams, one request per stream, no hint
+        assert rows[1]["mode"] == "throughput" and rows[2]["mode"] == "streams"
+        assert settings[2]["num_streams"] == "2" and settings[2]["infer_requests"] == 2
+        fed = {asked: fed_by_queue(settings[asked]["infer_requests"]) for asked in rows}
+    # What ran: the loop's own submit/complete times. OpenVINO's hint may keep several requests in
+    # flight at "concurrency 1", and the row says so.
+    ran = {1: settings[1].get("infer_requests", 1), 2: 2}
+    for asked, row in rows.items():
+        assert row["concurrency"] == ran[asked]
+        assert row["in_flight_mean"] <= ran[asked] + 1e-9
+        if ran[asked] > 1:
+            assert row["in_flight_mean"] > 1.0  # the requests overlapped, not merely existed
+        assert (row["input_buffers"], row["input_pool_bytes"]) == (fed[asked], fed[asked] * FRAME_BYTES)
 
 
 def test_compare_and_report_give_each_machines_best_under_the_budget(tmp_path, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -59,6 +60,22 @@ def fleet(*args, cwd, timeout=240) -> subprocess.CompletedProcess:
                           timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
+def start_driver(*args, cwd):
+    """A fleet driver in the background; its stdout lines gather in the returned list."""
+    driver = subprocess.Popen([sys.executable, "-m", "bench", "fleet", *args], cwd=cwd, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(driver.stdout), daemon=True).start()
+    return driver, lines
+
+
+def wait_for(lines: list[str], condition, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition("".join(lines)):
+        assert time.monotonic() < deadline, "".join(lines)
+        time.sleep(0.2)
+
+
 def run_folder_of(result: subprocess.CompletedProcess) -> str:
     line = next(l for l in result.stdout.splitlines() if l.startswith("compare with: facebench gather "))
     return line.removeprefix("compare with: facebench gather ")
@@ -107,19 +124,11 @@ def test_lost_node_keeps_its_points_and_resume_finishes_on_a_replacement(cluster
     head, nodes = cluster
     suite = tmp_path / "longer.toml"
     suite.write_text(tiny_suite("longer", [1, 2, 4, 8]).replace("window_s = 0.1", "window_s = 0.4"))
-    driver = subprocess.Popen([sys.executable, "-m", "bench", "fleet", str(suite), "--out", s3("lost/"),
-                               "--machines", "facebench-machine=box-b"],
-                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(REPO)})
-    lines = []
-    reader = threading.Thread(target=lambda: lines.extend(driver.stdout), daemon=True)
-    reader.start()
-    deadline = time.monotonic() + 120
-    while not any("box-b: [1/" in line for line in lines) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    driver, lines = start_driver(str(suite), "--out", s3("lost/"), "--machines", "facebench-machine=box-b",
+                                 cwd=tmp_path)
+    wait_for(lines, lambda text: "box-b: [1/" in text)
     head.remove_node(nodes["box-b"])  # the machine dies mid-run
     driver.wait(timeout=120)
-    reader.join(timeout=10)
     stdout = "".join(lines)
     assert driver.returncode == 3, stdout + driver.stderr.read()
     folder = stdout.split("continue with: facebench fleet --resume ")[1].split()[0]
@@ -135,6 +144,22 @@ def test_lost_node_keeps_its_points_and_resume_finishes_on_a_replacement(cluster
     assert sorted(r["batch"] for r in rows) == [1, 2, 4, 8] and {r["status"] for r in rows} == {"ok"}
     assert {r["timestamp_utc"] for r in kept} <= {r["timestamp_utc"] for r in rows}  # the finished ones kept
     assert fleet_store.read_manifest(folder).machines["box-b"].state == "done"
+
+
+def test_ctrl_c_stops_every_machine_with_its_points_saved(cluster, s3, tmp_path):  # noqa: F811
+    suite = tmp_path / "longer.toml"
+    suite.write_text(tiny_suite("longer", [1, 2, 4, 8]).replace("window_s = 0.1", "window_s = 0.4"))
+    driver, lines = start_driver(str(suite), "--out", s3("stopped/"), cwd=tmp_path)
+    wait_for(lines, lambda text: "box-a: [1/" in text and "box-b: [1/" in text)
+    driver.send_signal(signal.SIGINT)
+    driver.wait(timeout=120)
+    stdout = "".join(lines)
+    assert driver.returncode == 130, stdout + driver.stderr.read()
+    folder = stdout.split("continue with: facebench fleet --resume ")[1].split()[0]
+    manifest = fleet_store.read_manifest(folder)
+    assert {m.state for m in manifest.machines.values()} == {"stopped"}
+    for name in MACHINES:
+        assert 1 <= len(store.read_rows(fleet_store.machine_location(folder, name))) < 4
 
 
 def test_a_machine_with_another_facebench_is_left_out_in_one_line(cluster, s3, suite_file, tmp_path):  # noqa: F811

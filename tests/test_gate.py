@@ -39,7 +39,8 @@ def repeat_rows(series: list[float], run_id: str, spread_pct: float = 2.0, **poi
             "contamination_checked": True, "contamination_passed": True, **point}
     return [{**base, "timestamp_utc": f"2025-01-01T00:00:{i:02d}+00:00", "fps": fps, "ms_per_frame": 1000 / fps,
              "lat_p99_ms": 1000 / fps * 1.2, "window_spread_pct": spread_pct, "verdict": "VALID",
-             "iterations": i + 1} for i, fps in enumerate(series)]
+             "iterations": 10 * (i + 1), "frames": 10 * (i + 1), "wall_s": 10 * (i + 1) / fps}
+            for i, fps in enumerate(series)]
 
 
 def write_run(path: Path, series: list[float], run_id: str, **point) -> str:
@@ -77,40 +78,69 @@ def test_median_interval_and_repeats_to_resolve():
     assert repeats_to_resolve(5, 5, half_width=1.0, distance=0.0) is None  # on the threshold: never
 
 
-def test_combine_repeats_keeps_every_repeat_and_takes_medians():
+def test_combine_repeats_keeps_every_repeat_and_takes_the_median_one():
     rows = repeat_rows([100.0, 80.0, 120.0], "r")
     rows[1]["verdict"] = "UNSTABLE"
     for later in rows[1:]:  # later repeats run no checks
         later.pop("contamination_checked"), later.pop("contamination_passed")
     failed = {**rows[0], "status": "failed", "reason": "worker died", "fps": None, "timestamp_utc": "late"}
     point = combine_repeats([*rows, failed])
-    assert point["fps"] == 100.0 and point["iterations"] == 1  # the median repeat's own columns
+    assert (point["fps"], point["iterations"], point["frames"]) == (100.0, 10, 10)  # the median repeat's own
     assert point["ms_per_frame"] == pytest.approx(10.0) and point["repeats"] == 3
     assert point["fps_ci_low"] <= 100.0 <= point["fps_ci_high"]
     assert point["verdict"] == "VALID" and point["contamination_passed"] is True
     assert point["timestamp_utc"] == "late"
     kept = json.loads(point["repeats_json"])
     assert [r["repeat"] for r in kept] == [0, 1, 2, 3] and [r.get("fps") for r in kept] == [100.0, 80.0, 120.0, None]
+    assert [r.get("frames") for r in kept] == [10, 20, 30, 10] and kept[1]["wall_s"] == 0.25
     assert kept[3]["status"] == "failed" and kept[3]["reason"] == "worker died"
     store.to_table([point])  # the schema holds it
 
 
+@pytest.mark.parametrize("series, median_repeat", [
+    ([100.0, 80.0], 1),  # even: the lower middle (80), not the mean of the two (90)
+    ([100.0, 80.0, 120.0], 0),
+    ([100.0, 80.0, 120.0, 90.0], 3),  # 80 90 | 100 120: 90
+])
+def test_a_combined_row_is_one_repeat_whatever_the_count(series, median_repeat):
+    """fps = frames / wall_s, iterations and ms/frame of one repeat, for 2, 3 and 4 repeats."""
+    rows = repeat_rows(series, "r")
+    for row in rows:  # latencies that differ from one repeat to the next
+        row["lat_p50_ms"] = row["ms_per_frame"] * 0.9
+    point = combine_repeats(rows)
+    chosen = rows[median_repeat]
+    assert point["fps"] == chosen["fps"] and point["repeats"] == len(series)
+    assert (point["frames"], point["iterations"], point["wall_s"]) == (chosen["frames"], chosen["iterations"],
+                                                                       chosen["wall_s"])
+    assert point["fps"] == pytest.approx(point["frames"] / point["wall_s"], rel=1e-12)
+    assert point["ms_per_frame"] == pytest.approx(1000.0 / point["fps"], rel=1e-12)
+    assert point["lat_p50_ms"] == chosen["lat_p50_ms"]
+    again = combine_repeats(store.recorded_repeats(point))  # as --resume combines it again
+    assert (again["fps"], again["frames"], again["wall_s"]) == (point["fps"], point["frames"], point["wall_s"])
+
+
 # --- verdicts on recorded series ---------------------------------------------------------------
 
-def test_same_distribution_passes(tmp_path, capsys):
-    """Two runs of unchanged code: at 5% this noise cannot vouch for the point (inconclusive, and
-    the gate passes); at 45% it can (not slower)."""
+def test_same_distribution_is_inconclusive_not_failed(tmp_path, capsys):
+    """Two runs of unchanged code: at 5% this noise cannot vouch for the point (inconclusive: exit 3,
+    or 0 with --inconclusive-passes); at 45% it can (not slower)."""
     code, out = gate_run(tmp_path, RUN_A, RUN_B, capsys)
-    assert code == 0 and "slower scrfd" not in out
+    assert code == 3 and "slower scrfd" not in out
     assert "gate: inconclusive scrfd_500m@320 ort-cpu fp32 batch 1 on new: frames/s 90.6 -> 89.3, 1.4% slower; " \
            "ratio 0.986 (95% CI 0.685-1.596, slowdown -59.6% to 31.5%; repeats 5/5): inconclusive (about " in out
     needed = int(re.search(r"about (\d+) repeats per run would decide", out).group(1))
     assert needed > 5
-    assert "gate passed: 1 points checked against old (frames/s); none slower by more than 5% at 95% confidence" in out
+    assert ("gate inconclusive: 1 points checked against old (frames/s); none slower by more than 5% at 95% "
+            "confidence, but 1 inconclusive (exit 3; --inconclusive-passes passes them)") in out
     assert "(0.99x, 0.69-1.60)" in out.split("gate:")[0]  # the table shows the interval beside the ratio
-    assert "no repeats in both runs" not in out and "within-run only: no repeats" not in out
+    assert "no repeats in both runs" not in out and "no repeats:" not in out
+    code, out = gate_run(tmp_path, RUN_A, RUN_B, capsys, "--inconclusive-passes")
+    assert code == 0 and "gate: inconclusive scrfd_500m@320" in out
+    assert "gate passed: 1 points checked against old (frames/s); none slower by more than 5% at 95% confidence; " \
+           "1 inconclusive, passed by --inconclusive-passes" in out
     code, out = gate_run(tmp_path, RUN_A, RUN_B, capsys, "--fail-if-slower", "45%")
     assert code == 0 and "gate: not slower scrfd_500m@320" in out and "inconclusive" not in out
+    assert "gate passed: 1 points checked" in out
 
 
 def test_shifted_series_fails(tmp_path, capsys):
@@ -123,28 +153,66 @@ def test_shifted_series_fails(tmp_path, capsys):
 
 def test_too_few_repeats_are_inconclusive(tmp_path, capsys):
     code, out = gate_run(tmp_path, RUN_A[:2], [fps * 0.9 for fps in RUN_B[:2]], capsys)
-    assert code == 0 and "gate: inconclusive" in out and "repeats 2/2" in out
+    assert code == 3 and "gate: inconclusive" in out and "repeats 2/2" in out
     assert "1 points inconclusive at 95% confidence; about" in out
+    assert "frames/s 75.7 -> 108.7" in out  # each row is its lower middle repeat: 130.3, 75.7 -> 75.7
 
 
 def test_a_lower_confidence_decides_sooner(tmp_path, capsys):
     slower = [fps * 0.6 for fps in RUN_B[:3]]
     code, out = gate_run(tmp_path, RUN_A[:3], slower, capsys)
-    assert code == 0 and "95% CI" in out and "inconclusive" in out
+    assert code == 3 and "95% CI" in out and "gate: inconclusive" in out
     code, out = gate_run(tmp_path, RUN_A[:3], slower, capsys, "--confidence", "60%")
     assert code == 1 and "60% CI" in out and "at 60% confidence" in out
 
 
-def test_without_repeats_the_noise_is_labelled_within_run(tmp_path, capsys):
-    old = tmp_path / "old.parquet"
-    store.write_rows(old, repeat_rows(RUN_A[:1], "old"))
-    new = tmp_path / "new.parquet"
-    store.write_rows(new, repeat_rows([RUN_A[0] * 0.8], "new"))
-    code = cli.main(["compare", "--baseline", str(old), str(new), "--fail-if-slower", "5%"])
-    out = " ".join(capsys.readouterr().out.split())
-    assert code == 1 and "20.0% slower (noise 4.0%, within-run only: no repeats)" in out
-    assert "measured once per point (no --repeats): ratios carry no interval, their noise is within-run only" in out
+# --- without repeats: the between-run floor ----------------------------------------------------
+
+def once_run(path: Path, fps: float, run_id: str, spread_pct: float = 1.65, other_cpu: float = 1.0) -> str:
+    """A point measured once, on a quiet machine unless `other_cpu` says otherwise."""
+    store.write_rows(path, [{**row, "other_cpu_percent": other_cpu} for row in repeat_rows([fps], run_id, spread_pct)])
+    return str(path)
+
+
+def gate_once(tmp_path, base: float, new: float, capsys, *options: str, **point) -> tuple[int, str]:
+    old = once_run(tmp_path / "old.parquet", base, "old", **point.pop("baseline", {}))
+    fresh = once_run(tmp_path / "new.parquet", new, "new", **point)
+    code = cli.main(["compare", "--baseline", old, fresh, "--fail-if-slower", "5%", *options])
+    return code, " ".join(capsys.readouterr().out.split())
+
+
+def test_two_single_runs_below_the_floor_are_inconclusive(tmp_path, capsys):
+    """The case of issue 25: unchanged code, no repeats, 90.8 -> 79.6 frames/s (12.3% slower, window
+    spreads 1.65% each) is below the 20% two single runs can differ by: inconclusive, never failed."""
+    assert gate.BETWEEN_RUN_FLOOR_PCT == 20.0
+    code, out = gate_once(tmp_path, 90.8, 79.6, capsys)
+    assert code == 3
+    assert ("gate: inconclusive scrfd_500m@320 ort-cpu fp32 batch 1 on new: frames/s 90.8 -> 79.6, 12.3% slower "
+            "(no repeats: within-run noise 3.3%, between runs up to 20%): inconclusive (slower than the threshold "
+            "but not beyond the 20% two single runs can differ by: measure both runs with --repeats 5 to decide)") in out
     assert "1 of 1 points have no repeats in both runs" in out
+    assert "but 1 inconclusive (exit 3; --inconclusive-passes passes them)" in out
+    assert gate_once(tmp_path, 90.8, 79.6, capsys, "--inconclusive-passes")[0] == 0
+
+
+@pytest.mark.parametrize("new, spread, verdict, code", [
+    (45.4, 1.65, "slower", 1),  # half the throughput: 50.0% slower, beyond 20% and 3.3%
+    (68.1, 1.65, "slower", 1),  # 25.0% slower
+    (68.1, 15.0, "inconclusive", 3),  # 25.0% slower, but the windows spread 15% each: noise 30%
+    (88.1, 1.65, "not slower", 0),  # 3.0% slower: within the threshold
+    (99.9, 1.65, "not slower", 0),  # faster
+])
+def test_verdicts_without_repeats(tmp_path, capsys, new, spread, verdict, code):
+    got, out = gate_once(tmp_path, 90.8, new, capsys, spread_pct=spread, baseline={"spread_pct": spread})
+    assert got == code, out
+    finding = gate.regression_gate(compare.build_comparison(
+        compare.load_results([str(tmp_path / "old.parquet"), str(tmp_path / "new.parquet")]), "fps", "run",
+        str(tmp_path / "old.parquet")), 5.0).findings[0]
+    assert finding.verdict == verdict and finding.noise_pct == pytest.approx(2 * spread)
+    if verdict == "slower":
+        assert f"slower scrfd_500m@320 ort-cpu fp32 batch 1 on new: frames/s 90.8 -> {new:.1f}" in out
+        assert "gate failed: 1 points checked against old (frames/s); 1 slower by more than 5% beyond their " \
+               "within-run noise and 20%" in out
 
 
 # --- a shared machine ------------------------------------------------------------------------
@@ -167,7 +235,7 @@ def test_a_slowdown_on_a_shared_machine_is_inconclusive(tmp_path, capsys, repeat
     old = tmp_path / "old.parquet"
     store.write_rows(old, [combine_repeats(repeat_rows(RUN_A[:repeats], "old"))])
     halved = [fps * 0.5 for fps in RUN_B[:repeats]]
-    for other, code_expected in ((3.0, 1), (80.0, 0)):
+    for other, code_expected in ((3.0, 1), (80.0, 3)):
         new = tmp_path / f"new-{other:g}.parquet"
         store.write_rows(new, [combine_repeats(shared_series(halved, [other] * repeats))])
         code = cli.main(["compare", "--baseline", str(old), str(new), "--fail-if-slower", "5%"])
@@ -176,9 +244,34 @@ def test_a_slowdown_on_a_shared_machine_is_inconclusive(tmp_path, capsys, repeat
         shared = "new run: shared machine: other processes used 80% CPU (of one core) during the windows"
         assert (shared in out) == (other == 80.0)
     assert "gate: inconclusive scrfd_500m@320 ort-cpu fp32 batch 1 on new" in out
-    assert "rerun where nothing else runs" in out and "gate passed" in out
-    assert "1 points would be slower but were measured on a shared machine" in out
+    assert "rerun where nothing else runs" in out and "gate inconclusive" in out
+    assert "1 points were measured on a shared machine" in out
     assert "repeats per run would decide" not in out  # more repeats on a busy machine decide nothing
+
+
+@pytest.mark.parametrize("repeats", [5, 1])
+def test_a_busy_baseline_leaves_a_faster_run_inconclusive(tmp_path, capsys, repeats):
+    """A baseline measured beside a neighbour is depressed: the new run reads 10% faster, which
+    must not pass as 'not slower' (the new code may be slower than the baseline's would be alone)."""
+    old = tmp_path / "old.parquet"
+    store.write_rows(old, [combine_repeats([{**row, "run_id": "old"}
+                                            for row in shared_series(RUN_A[:repeats], [60.0] * repeats)])])
+    faster = [fps * 1.1 for fps in RUN_A[:repeats]]
+    new = tmp_path / "new.parquet"
+    store.write_rows(new, [combine_repeats(shared_series(faster, [2.0] * repeats))])
+    # 45%: wide enough for RUN_A's own spread, so only the shared machine can leave it undecided
+    argv = ["compare", "--baseline", str(old), str(new), "--fail-if-slower", "45%"]
+    assert cli.main(argv) == 3
+    out = " ".join(capsys.readouterr().out.split())
+    assert "10.0% faster" in out and "gate: not slower" not in out
+    assert ("gate: inconclusive scrfd_500m@320 ort-cpu fp32 batch 1 on new" in out
+            and "baseline run: shared machine: other processes used 60% CPU (of one core)" in out)
+    assert cli.main([*argv, "--inconclusive-passes"]) == 0
+    assert "1 inconclusive, passed by --inconclusive-passes" in " ".join(capsys.readouterr().out.split())
+    store.write_rows(old, [combine_repeats(repeat_rows(RUN_A[:repeats], "old"))])  # the same baseline, quiet
+    assert cli.main(argv) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "gate passed: 1 points checked" in out and "inconclusive" not in out
 
 
 def test_the_report_warns_of_a_shared_machine(tmp_path, capsys):
@@ -296,18 +389,40 @@ def test_repeats_are_kept_in_the_row(two_runs):
         assert row["contamination_passed"] is True and row["parity_passed"] is True
 
 
-def test_real_two_runs_compared_through_the_cli(two_runs):
+def recorded_copy(rows: list[dict], run_id: str, factor: float = 1.0, other_cpu: float = 1.0) -> list[dict]:
+    """Measured rows as another run: every repeat's frames/s times `factor`, and the other processes'
+    CPU set to `other_cpu` (the shared-machine figure is an input here, not whatever the machine did)."""
+    out = []
+    for row in rows:
+        repeats = [{**r, "fps": r["fps"] * factor, "other_cpu_percent": other_cpu}
+                   for r in json.loads(row["repeats_json"])]
+        out.append({**row, "run_id": run_id, "fps": row["fps"] * factor, "other_cpu_percent": other_cpu,
+                    "repeats_json": json.dumps(repeats)})
+    return out
+
+
+def test_real_two_runs_compared_through_the_cli(two_runs, tmp_path):
     first, second, _ = two_runs
     result = facebench("compare", "--baseline", str(first), str(second), "--fail-if-slower", "5%")
-    out = result.stdout
-    verdicts = re.findall(r"gate: (slower|not slower|inconclusive) scrfd_500m@320 ort-cpu fp32 batch (\d) on second: "
-                          r"frames/s [\d.]+ -> [\d.]+, [\d.]+% (?:slower|faster); ratio [\d.]+ \(95% CI [\d.]+-[\d.]+, "
-                          r"slowdown -?[\d.]+% to -?[\d.]+%; repeats 3/3\)", out)
-    assert sorted(batch for _, batch in verdicts) == ["1", "2"], out
-    slower = any(v == "slower" for v, _ in verdicts)
-    assert result.returncode == (1 if slower else 0)
-    assert ("gate failed" in out) == slower and ("gate passed" in out) != slower
-    assert re.search(r"\d\.\d\dx, \d\.\d\d-\d\.\d\d\)", out)  # the ratio's interval in the table
+    # Two real runs: every point judged, with its ratio and interval (which verdict is the machine's).
+    lines = re.findall(r"gate: (?:slower|not slower|inconclusive) scrfd_500m@320 ort-cpu fp32 batch (\d) on second: "
+                       r"frames/s [\d.]+ -> [\d.]+, [\d.]+% (?:slower|faster); ratio [\d.]+ \(95% CI [\d.]+-[\d.]+, "
+                       r"slowdown -?[\d.]+% to -?[\d.]+%; repeats 3/3\)", result.stdout)
+    assert sorted(lines) == ["1", "2"], result.stdout
+    assert re.search(r"\d\.\d\dx, \d\.\d\d-\d\.\d\d\)", result.stdout)  # the ratio's interval in the table
+    # Specific verdicts on the recorded repeats, the machine's load given explicitly.
+    rows = store.read_rows(first)
+    base = tmp_path / "base.parquet"
+    store.write_rows(base, recorded_copy(rows, "base"))
+    cases = {"tenth": (recorded_copy(rows, "tenth", 0.1), "slower", 1),  # 90% slower: beyond any spread of 3 repeats
+             "busy-new": (recorded_copy(rows, "busy-new", 0.1, other_cpu=80.0), "inconclusive", 3)}
+    for name, (copy, verdict, code) in cases.items():
+        path = tmp_path / f"{name}.parquet"
+        store.write_rows(path, copy)
+        result = facebench("compare", "--baseline", str(base), str(path), "--fail-if-slower", "5%")
+        verdicts = re.findall(rf"gate: (slower|not slower|inconclusive) scrfd_500m@320 ort-cpu fp32 batch (\d) on "
+                              rf"{name}:", result.stdout)
+        assert sorted(verdicts) == [(verdict, "1"), (verdict, "2")] and result.returncode == code, result.stdout
     itself = facebench("compare", "--baseline", str(first), str(first), "--fail-if-slower", "5%")
     assert itself.returncode == 0 and "2 points checked, 0 slower" in itself.stdout
 
@@ -352,3 +467,29 @@ def test_bad_repeats_are_one_line_and_exit_2(tmp_path):
         result = facebench("run", *args, "--out", str(tmp_path))
         assert result.returncode == 2 and "repeats" in result.stderr and "use 1..100" in result.stderr
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_pipeline_row_is_its_median_run():
+    """A real pipeline with 4 runs per mode: the row is the lower middle overlapped run by frames/s
+    (as a model point's row is its median repeat), with that run's frames and wall time."""
+    from bench.pipeline import bench as pipeline_bench
+
+    request = pipeline_bench.PipelineRequest(det="scrfd_500m@320", rec="arcface_mbf", runtime="ort-cpu", synthetic=4,
+                                             batch=2, repeats=4)
+    setup = pipeline_bench.prepare(request)
+    outcome = pipeline_bench.run_benchmark(setup)
+    runs = outcome.overlapped_fps_runs
+    over = outcome.comparison.overlapped
+    assert len(runs) == 4 and over.frames_per_s == sorted(runs)[1]
+    row = store.flatten(pipeline_bench.ok_result(setup, outcome, "r"))
+    assert row["fps"] == sorted(runs)[1] and row["wall_s"] == over.wall_s and row["frames"] == over.frames == 4
+    assert row["fps"] == pytest.approx(row["frames"] / row["wall_s"], rel=1e-12)
+    assert row["ms_per_frame"] == pytest.approx(1000.0 / row["fps"], rel=1e-12)
+
+
+def test_compare_help_states_the_exit_statuses_and_the_floor():
+    help_text = " ".join(facebench("compare", "--help").stdout.split())
+    assert "Exit status: 0 every point not slower by more than PCT (e.g. 5%); 1 any slower; 3 none slower but " \
+           "some inconclusive" in help_text
+    assert f"the {gate.BETWEEN_RUN_FLOOR_PCT:g}% two single runs of unchanged code can differ by" in help_text
+    assert "--inconclusive-passes" in help_text

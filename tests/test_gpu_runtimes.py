@@ -544,8 +544,9 @@ def test_sampler_counts_only_steady_state_windows(monkeypatch):
     m = measure(SimulatedCudaSteps(), make_inputs((2, 3, 4, 4), 1, 0), 2, settings, [telemetry])
     assert len(m.windows) == 2 and m.warmup_iterations == 3  # warm-up: not sampled (it read no energy)
     fields = telemetry.figures(m)
-    # energy: (1400 - 1000) + (2500 - 2000) mJ over 2 windows x 50 iterations x 2 passes x batch 2
-    assert fields.gpu_energy_mj_per_frame == pytest.approx(900.0 / 400)
+    # energy: (1400 - 1000) + (2500 - 2000) mJ over 2 windows x 50 iterations x batch 2 (the end-to-end
+    # frames: the compute-only pass runs outside the sampler's span)
+    assert fields.gpu_energy_mj_per_frame == pytest.approx(900.0 / 200)
     assert fields.gpu_util_mean == 95 and fields.gpu_mem_peak_mb == 2048 and fields.gpu_temp_max_c == 64
     assert fields.gpu_power_mean_w == 300 and fields.gpu_sm_clock_min_mhz == 1755
     assert fields.gpu_clock_events is None and sampler.warnings == []

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 
+import onnx
 import pytest
 
 from bench import cli, store
@@ -15,6 +17,7 @@ from bench.runtimes.registry import get_runtime
 from bench.results import SteadyState
 from bench.worker import peak_shares
 from tests.conftest import REPO
+from tests.test_gpu_runtimes import simulated  # noqa: F401 (fixture: the scripted CUDA steps on the loops' clock)
 
 
 @pytest.mark.parametrize("kind", PROBES)
@@ -73,6 +76,69 @@ def test_share_of_peak_and_the_nominal_warning():
     assert share_of_peak(None, 10.0) is None and share_of_peak(5.0, None) is None and peak_shares(None, steady, 1) is None
 
 
+def test_an_unstable_probe_is_kept_out_of_the_shares():
+    peaks = Peaks("ort-cuda", "fp16", "gpu", "m", "v", gemm_gflops=200.0, conv_gflops=100.0, unstable=["gemm"])
+    shares = peak_shares(peaks, SteadyState(fps=1.0, frames=1, wall_s=1.0, gflops_achieved=80.0), input_bytes=4)
+    assert shares.pct_conv_peak == 80.0 and shares.peak_conv_gflops == 100.0
+    assert shares.pct_gemm_peak is None and shares.peak_gemm_gflops is None
+    assert shares.note.startswith("gemm probe UNSTABLE twice (200 GFLOP/s): left out of the shares of peak")
+
+
+# ---- GPU probes on the scripted CUDA steps (tests/test_gpu_runtimes.py): 1.5 ms copies each way around
+# 1 ms of compute, so the full loop runs 250 probes/s and the compute alone 1000/s.
+COMPUTE_ONLY_RATE = 1000.0
+
+
+def alternating(steps, settles_at_s: float = math.inf):
+    """Compute of 1 ms, 2 ms every other 0.3 s of the scripted clock (windows never agree) until `settles_at_s`."""
+    def compute_ms(_):
+        t = steps.host_ns / 1e9
+        return 2.0 if t < settles_at_s and int(t / 0.3) % 2 else 1.0
+    return compute_ms
+
+
+@pytest.fixture
+def gpu_probes(simulated, monkeypatch, tmp_path):  # noqa: F811 (the fixture imported above)
+    """measure_peaks for ort-cuda whose sessions are the scripted CUDA steps; (measure, steps)."""
+    simulated.h2d_ms = simulated.d2h_ms = 1.5
+    simulated.enqueue_ms = 0.0
+    simulated.compute_ms = lambda i: 1.0
+    runtime = get_runtime("ort-cuda")
+    monkeypatch.setattr(runtime, "load", lambda request, phases=None: simulated)
+    return (lambda: peak_module.measure_peaks(runtime, "fp32", {}, tmp_path, "m", "v")), simulated
+
+
+def _gflops(kind: str, per_s: float) -> float:
+    return per_s * PROBES[kind].flops / 1e9
+
+
+def test_gpu_probes_count_compute_without_the_copies(gpu_probes):
+    measure_peaks, _ = gpu_probes
+    peaks = measure_peaks()
+    # The whole loop (copies included) would give a quarter of this: 250 probes/s.
+    assert peaks.gemm_gflops == pytest.approx(_gflops("gemm", COMPUTE_ONLY_RATE))
+    assert peaks.conv_gflops == pytest.approx(_gflops("conv", COMPUTE_ONLY_RATE))
+    assert peaks.unstable == [] and all(e.startswith("copy probe:") for e in peaks.errors)  # no CUDA here
+
+
+def test_gpu_probe_that_settles_on_its_second_measurement_counts(gpu_probes):
+    measure_peaks, steps = gpu_probes
+    steps.compute_ms = alternating(steps, settles_at_s=3.0)  # the first measurement's six windows end at 2.9 s
+    peaks = measure_peaks()
+    assert peaks.unstable == [] and peaks.gemm_gflops == pytest.approx(_gflops("gemm", COMPUTE_ONLY_RATE))
+
+
+def test_gpu_probe_unstable_twice_is_recorded_and_left_out_of_the_shares(gpu_probes):
+    measure_peaks, steps = gpu_probes
+    steps.compute_ms = alternating(steps)
+    peaks = measure_peaks()
+    assert peaks.unstable == ["gemm", "conv"] and peaks.gemm_gflops > 0 and peaks.conv_gflops > 0
+    assert peaks.share_denominator("gemm") is None
+    shares = peak_shares(peaks, SteadyState(fps=1.0, frames=1, wall_s=1.0, gflops_achieved=80.0), input_bytes=4)
+    assert shares.pct_gemm_peak is None and shares.pct_conv_peak is None
+    assert "gemm probe UNSTABLE twice" in shares.note and "conv probe UNSTABLE twice" in shares.note
+
+
 def test_datasheet_peak_of_a_known_gpu(monkeypatch):
     monkeypatch.setattr("bench.env.nvidia_gpu", lambda: {"gpu_name": "NVIDIA H100 80GB HBM3"})
     assert peak_module.datasheet_tflops("fp16") == 989.4 and peak_module.datasheet_tflops("int8") == 1978.9
@@ -88,21 +154,38 @@ def _quick_suite(tmp_path, probes: bool):
     return path
 
 
-def test_every_point_carries_its_share_of_the_runtimes_peak(tmp_path, capsys):
+# Planted in the cache, so the points' shares can be worked out by hand from their frames/s.
+PLANTED = {"gemm_gflops": 40.0, "conv_gflops": 25.0}
+
+
+def test_every_point_carries_its_share_of_the_runtimes_peak(tmp_path, monkeypatch, capsys):
+    cache = tmp_path / "cache"
+    planted = Peaks("ort-cpu", "fp32", "cpu", "m", "v", memory_copy_gbps=9.0, **PLANTED)
+    with monkeypatch.context() as patch:  # the real cache entry a sweep's probes would leave
+        patch.setattr(peak_module, "measure_peaks", lambda *args: planted)
+        peaks_for(get_runtime("ort-cpu"), "fp32", {}, cache)
+    monkeypatch.setenv("FACEBENCH_CACHE", str(cache))
     out = tmp_path / "peaks.parquet"
     code = cli.main(["run", str(_quick_suite(tmp_path, True)), "--runtimes", "ort-cpu", "--models", "arcface_mbf",
                      "--batches", "1", "--out", str(out)])
     assert code == 0
     assert "% conv peak" in capsys.readouterr().out
     (row,) = store.read_rows(out)
-    assert row["peak_conv_gflops"] > 0 and row["peak_gemm_gflops"] > 0 and row["peak_memory_copy_gbps"] > 0
-    assert row["pct_conv_peak"] == pytest.approx(100 * row["gflops_achieved"] / row["peak_conv_gflops"])
-    assert row["pct_gemm_peak"] == pytest.approx(100 * row["gflops_achieved"] / row["peak_gemm_gflops"])
-    other = tmp_path / "other.parquet"
-    store.write_rows(other, [{**row, "run_id": "other", "pct_conv_peak": row["pct_conv_peak"] / 2}])
-    capsys.readouterr()
-    assert cli.main(["compare", str(out), str(other), "--metric", "pct_conv_peak"]) == 0
-    assert "0.50x" in capsys.readouterr().out
+    assert (row["peak_gemm_gflops"], row["peak_conv_gflops"], row["peak_memory_copy_gbps"]) == (40.0, 25.0, 9.0)
+    # MobileFaceNet: 2 x its MACs per frame at the loop's frames/s, over the planted 40 and 25 GFLOP/s.
+    gflops = row["fps"] * 2 * count_macs(onnx.load(row["model_path"])) / 1e9
+    assert row["pct_gemm_peak"] == pytest.approx(100 * gflops / 40.0, rel=1e-6)
+    assert row["pct_conv_peak"] == pytest.approx(100 * gflops / 25.0, rel=1e-6)
+
+
+def test_compare_reads_the_share_of_peak(tmp_path, capsys):
+    base = {"model": "arcface_mbf", "runtime": "ort-cpu", "precision": "fp32", "batch": 1, "status": "ok",
+            "verdict": "VALID", "fps": 100.0}
+    files = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
+    for path, run_id, share in zip(files, ("a", "b"), (40.0, 10.0)):
+        store.write_rows(path, [{**base, "run_id": run_id, "pct_conv_peak": share}])
+    assert cli.main(["compare", *map(str, files), "--metric", "pct_conv_peak"]) == 0
+    assert "0.25x" in capsys.readouterr().out
 
 
 def test_probes_can_be_switched_off(tmp_path):

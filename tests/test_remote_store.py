@@ -72,6 +72,19 @@ def test_run_out_s3_then_show_and_compare(s3, tmp_path, capsys):
     assert "arcface_mbf" in capsys.readouterr().out
 
 
+def test_pipeline_out_s3_uploads_like_run(s3, tmp_path):
+    folder = s3("pipelines/")
+    result = facebench("pipeline", "--synthetic", "4", "--det", "scrfd_500m@320", "--rec", "arcface_mbf",
+                       "--runtime", "ort-cpu", "--repeats", "1", "--out", folder, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "copied to s3://" in result.stdout
+    [local] = (tmp_path / "results").glob("*-pipeline.parquet")  # measured locally first, then copied
+    [remote] = store.find_result_files([folder])
+    assert store.location_name(remote) == local.name
+    [row] = store.read_rows(remote)
+    assert (row["kind"], row["status"]) == ("pipeline", "ok") and store.read_rows(local) == [row]
+
+
 def test_missing_bucket_is_one_line_exit_2(s3, tmp_path):
     missing = s3("runs/").replace(f"s3://{BUCKET}/", "s3://no-such-bucket/")
     result = facebench("show", missing, cwd=tmp_path)

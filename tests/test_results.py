@@ -141,3 +141,17 @@ def test_files_without_the_parity_figures_still_read(tmp_path):
     pq.write_table(table.replace_schema_metadata({b"facebench.schema_version": b"1"}), tmp_path / "old.parquet")
     [read] = store.read_rows(tmp_path / "old.parquet")
     assert all(read[c] is None for c in NEW_PARITY_COLUMNS) and read["model"] == "m"
+
+
+def test_files_from_before_requests_in_flight_read_their_concurrency_as_requested(tmp_path):
+    """Schema v1 recorded the suite's concurrency only: it reads as the point's requested concurrency (the
+    resume key), with no in-flight mean; a v2 row keeps what ran apart from what was asked."""
+    rows = [{**store.flatten(point()), "concurrency": c} for c in (1, 4)]
+    table = store.to_table(rows).drop_columns(["concurrency_requested", "in_flight_mean"])
+    pq.write_table(table.replace_schema_metadata({b"facebench.schema_version": b"1"}), tmp_path / "old.parquet")
+    read = store.read_rows(tmp_path / "old.parquet")
+    assert [(r["concurrency"], r["concurrency_requested"], r["in_flight_mean"]) for r in read] == [(1, 1, None),
+                                                                                                   (4, 4, None)]
+    measured = point(steady=SteadyState(fps=10.0, frames=10, wall_s=1.0, in_flight_max=2, in_flight_mean=1.9))
+    row = store.flatten(measured)
+    assert (row["concurrency"], row["concurrency_requested"], row["in_flight_mean"]) == (2, 1, 1.9)

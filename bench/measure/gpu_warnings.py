@@ -104,8 +104,16 @@ def merge_warnings(protocol: list[str], gpu: list[str]) -> list[str]:
     return kept + [w for w in gpu if w not in kept]
 
 
+def _used_windows(measurement) -> list[Any]:
+    return measurement.windows[-measurement.used_windows:] if measurement.used_windows else []
+
+
+def measured_compute_only_fps(measurement, batch: int) -> float | None:
+    """Compute-only frames/s of the windows a Measurement's figures come from (None: no such pass)."""
+    return compute_only_fps(_used_windows(measurement), batch)
+
+
 def gpu_point_figures(measurement, batch: int) -> tuple[float | None, list[str]]:
     """(compute-only frames/s, trtexec's warnings): what a GPU point adds to the protocol's figures."""
-    used = measurement.windows[-measurement.used_windows:] if measurement.used_windows else []
-    summary = summarise_stages(used)
-    return compute_only_fps(used, batch), trtexec_warnings(summary)
+    used = _used_windows(measurement)
+    return compute_only_fps(used, batch), trtexec_warnings(summarise_stages(used))

@@ -5,6 +5,11 @@ buffers it was built with and returns a Window; the loop does nothing but run th
 model between its clock readings. `loop_for(session, inputs)` picks the loop the
 session names in `session.loop`.
 
+Every loop also records what it did, so that a row says what ran rather than what was
+configured: the requests in flight (from its own submit and completion times: the most at
+once and the time-weighted mean) and which input buffers it fed. The buffers rotate across
+windows, so that short windows still cycle through the whole pool.
+
 CUDA: GPU time between events recorded on the session's stream (cudaEventElapsedTime,
 about 0.5 us resolution). Like trtexec, an iteration is marked at four points: before
 the input copy, after it, after compute and after the output copies; latency is the
@@ -39,10 +44,43 @@ class Window:
     extra_ns: dict[str, list[int]] = field(default_factory=dict)
     # CUDA loops: wall time of the same iterations run again with device-resident input and output.
     compute_only_wall_ns: int | None = None
+    # Requests in flight: the most at once, and request time inside the window (mean = busy / wall).
+    in_flight_max: int = 1
+    in_flight_busy_ns: int = 0
+    fed: frozenset[int] = frozenset()  # indices of the input buffers fed during the window
+
+    @property
+    def in_flight_mean(self) -> float:
+        return self.in_flight_busy_ns / self.wall_ns if self.wall_ns > 0 else 0.0
 
 
 def ms_to_ns(ms: float) -> int:
     return int(round(ms * 1e6))
+
+
+def in_flight(spans: list[tuple[int, int]], t0: int, t1: int) -> tuple[int, int]:
+    """(most requests in flight at once, total request time) of (submit, completion) spans clipped to [t0, t1]."""
+    clipped = [(max(a, t0), min(b, t1)) for a, b in spans]
+    clipped = [(a, b) for a, b in clipped if b > a]
+    edges = sorted([(a, 1) for a, _ in clipped] + [(b, -1) for _, b in clipped])  # an end sorts before a start
+    most = current = 0
+    for _, step in edges:
+        current += step
+        most = max(most, current)
+    return most, sum(b - a for a, b in clipped)
+
+
+class Rotation:
+    """The input buffers in turn, continuing across windows; remembers which a window fed."""
+
+    def __init__(self, count: int):
+        self.count, self._next = count, 0
+
+    def take(self, iterations: int) -> tuple[int, frozenset[int]]:
+        """(first index, the indices fed) for a window of `iterations`: index i of the window is (first + i) % count."""
+        first = self._next
+        self._next = (first + iterations) % self.count
+        return first, frozenset((first + i) % self.count for i in range(min(iterations, self.count)))
 
 
 class Loop:
@@ -67,18 +105,21 @@ class HostLoop(Loop):
     def __init__(self, session, inputs: list[np.ndarray]):
         self._run = session.run
         self._inputs = inputs
+        self._rotation = Rotation(len(inputs))
 
     def window(self, iterations: int) -> Window:
         run, inputs, clock = self._run, self._inputs, time.perf_counter_ns
         n = len(inputs)
+        first, fed = self._rotation.take(iterations)
         latencies = [0] * iterations
         t0 = clock()
         for i in range(iterations):
             start = clock()
-            run(inputs[i % n])
+            run(inputs[(first + i) % n])
             latencies[i] = clock() - start
         wall = clock() - t0
-        return Window(wall_ns=wall, latencies_ns=latencies, iterations=iterations)
+        return Window(wall_ns=wall, latencies_ns=latencies, iterations=iterations,
+                      in_flight_max=1 if iterations else 0, in_flight_busy_ns=sum(latencies), fed=fed)
 
 
 class RequestQueueLoop(Loop):
@@ -100,27 +141,41 @@ class RequestQueueLoop(Loop):
 
     def __init__(self, session, inputs: list[np.ndarray]):
         self._requests = session.requests(inputs)
+        self._rotation = Rotation(len(inputs))
 
     def window(self, iterations: int) -> Window:
-        requests = self._requests
-        iterations = -(-iterations // len(requests)) * len(requests)
-        for request in requests:
-            request.start()
+        requests, clock = self._requests, time.perf_counter_ns
+        count = len(requests)
+        iterations = -(-iterations // count) * count
+        first, fed = self._rotation.take(iterations + count)  # the fill's inputs are fed too
+        n = self._rotation.count
+        submitted = [0] * count
+        for r, request in enumerate(requests):
+            submitted[r] = clock()
+            request.start((first + r) % n)
         latencies: list[int] = []
+        spans: list[tuple[int, int]] = []
         t0 = None
         for i in range(iterations + 1):
-            request = requests[i % len(requests)]
+            r = i % count
+            request = requests[r]
             request.wait()
             if t0 is None:
-                t0 = time.perf_counter_ns()  # first completion: the pipeline is full from here
+                t0 = clock()  # first completion: the pipeline is full from here
             else:
-                latencies.append(ms_to_ns(request.latency_ms))
+                latency = ms_to_ns(request.latency_ms)
+                latencies.append(latency)
+                spans.append((submitted[r], submitted[r] + latency))
             if i < iterations:
-                request.start()
-        wall = time.perf_counter_ns() - t0
-        for request in requests:
-            request.wait()
-        return Window(wall_ns=wall, latencies_ns=latencies, iterations=iterations)
+                submitted[r] = clock()
+                request.start((first + count + i) % n)
+        t1 = clock()
+        for r in range(1, count):  # drain (request 0 was the last waited): their time in the window counts
+            requests[r].wait()
+            spans.append((submitted[r], submitted[r] + ms_to_ns(requests[r].latency_ms)))
+        most, busy = in_flight(spans, t0, t1)
+        return Window(wall_ns=t1 - t0, latencies_ns=latencies, iterations=iterations,
+                      in_flight_max=most, in_flight_busy_ns=busy, fed=fed)
 
 
 class StageMarks:
@@ -175,6 +230,7 @@ class CudaEventLoop(Loop):
         self._session = session
         self._staged = [session.stage(x) for x in inputs]  # pinned copies, made once, outside the loops
         self._marks = StageMarks(session.new_event)
+        self._rotation = Rotation(len(inputs))
 
     def window(self, iterations: int) -> Window:
         session, marks, staged = self._session, self._marks, self._staged
@@ -182,11 +238,12 @@ class CudaEventLoop(Loop):
         stream, h2d, compute, d2h, clock = session.stream, session.h2d, session.compute, session.d2h, time.perf_counter_ns
         enqueue = [0] * iterations
         n = len(staged)
+        first, fed = self._rotation.take(iterations)
         t0 = clock()
         for i in range(iterations):
             events = marks.events(i)
             events[0].record(stream)
-            h2d(staged[i % n])
+            h2d(staged[(first + i) % n])
             events[1].record(stream)
             e0 = clock()
             compute()
@@ -199,7 +256,9 @@ class CudaEventLoop(Loop):
         latencies, series = marks.collect(iterations)
         if session.record_enqueue:
             series["enqueue"] = enqueue
-        return Window(wall_ns=wall, latencies_ns=latencies, iterations=iterations, extra_ns=series)
+        # One stream runs one iteration at a time: in flight 1, busy for the GPU time of its iterations.
+        return Window(wall_ns=wall, latencies_ns=latencies, iterations=iterations, extra_ns=series,
+                      in_flight_max=1 if iterations else 0, in_flight_busy_ns=sum(latencies), fed=fed)
 
     def reserve(self, iterations: int) -> None:
         """Create a window's events ahead of it (a threaded window makes them before its clock)."""
@@ -235,6 +294,7 @@ class ThreadedLoop(Loop):
         self._members = group.members
         self._inputs = inputs
         self._cuda = [CudaEventLoop(m, inputs) for m in self._members] if self._members[0].loop == CUDA else None
+        self._rotation = Rotation(len(inputs))
         self.min_iterations = len(self._members)
         for loop in self._cuda or []:
             # Each member's first rounds alone, before any thread: ORT captures a member's CUDA graph
@@ -263,23 +323,26 @@ class ThreadedLoop(Loop):
         t0 = time.perf_counter_ns()
         for thread in threads:
             thread.join()
-        wall = time.perf_counter_ns() - t0
+        t1 = time.perf_counter_ns()
         if errors:
             raise errors[0]
-        return _merged(shares, wall, iterations)
+        return _merged(shares, t0, t1, iterations)
 
     def _host_jobs(self, iterations: int):
         taken = itertools.count()  # next() on a count is atomic under the GIL
         inputs = self._inputs
-        shares = [Window(0, [], 0) for _ in self._members]
+        first, fed = self._rotation.take(iterations)
+        shares = [Window(0, [], 0, fed=fed) for _ in self._members]
 
         def job(run, own: Window) -> Callable[[], None]:
             def serve() -> None:
-                clock = time.perf_counter_ns
+                clock, spans = time.perf_counter_ns, own.extra_ns.setdefault("spans", [])
                 while (i := next(taken)) < iterations:
                     t0 = clock()
-                    run(inputs[i % len(inputs)])
-                    own.latencies_ns.append(clock() - t0)
+                    run(inputs[(first + i) % len(inputs)])
+                    t1 = clock()
+                    own.latencies_ns.append(t1 - t0)
+                    spans.append((t0, t1))
             return serve
 
         return [job(m.run, own) for m, own in zip(self._members, shares)], shares
@@ -303,11 +366,20 @@ class ThreadedLoop(Loop):
             loop.close()
 
 
-def _merged(shares: list[Window], wall_ns: int, iterations: int) -> Window:
+def _merged(shares: list[Window], t0: int, t1: int, iterations: int) -> Window:
+    """The members' shares as one window. Host members carry their requests' (start, end) spans;
+    CUDA members' GPU-timed iterations count as one request each in flight for their GPU time."""
     latencies = [v for share in shares for v in share.latencies_ns]
+    spans = [span for share in shares for span in share.extra_ns.pop("spans", [])]
+    if spans:
+        most, busy = in_flight(spans, t0, t1)
+    else:
+        most, busy = sum(1 for s in shares if s.iterations), sum(s.in_flight_busy_ns for s in shares)
     keys = set.intersection(*(set(s.extra_ns) for s in shares)) if shares else set()
     extra = {key: [v for s in shares for v in s.extra_ns[key]] for key in sorted(keys)}
-    return Window(wall_ns=wall_ns, latencies_ns=latencies, iterations=iterations, extra_ns=extra)
+    fed = frozenset().union(*(s.fed for s in shares))
+    return Window(wall_ns=t1 - t0, latencies_ns=latencies, iterations=iterations, extra_ns=extra,
+                  in_flight_max=most, in_flight_busy_ns=busy, fed=fed)
 
 
 LOOPS = {HOST: HostLoop, REQUESTS: RequestQueueLoop, CUDA: CudaEventLoop, GROUP: ThreadedLoop}

@@ -2,9 +2,13 @@
 
 Per (machine, runtime, runtime version, options, precision): the GEMM and 3x3-conv probe
 models (bench.models.probes) under the same measurement protocol as every point, plus
-a memory-copy probe on CPUs and pinned host<->device copies on NVIDIA GPUs. Cached as
-JSON under $FACEBENCH_CACHE/peaks/, so a machine pays for them once; `facebench probe`
-measures them again. Datasheet peaks of known NVIDIA GPUs are recorded beside them.
+a memory-copy probe on CPUs and pinned host<->device copies on NVIDIA GPUs. On a GPU a
+probe's rate is its compute-only pass (input and output left on the device): the probe's
+2-3 MB copies would otherwise bound it, and the pinned-copy probe is the transfer ceiling.
+A probe that is not VALID is measured once more; UNSTABLE twice, its figure is kept but
+left out of every share of peak. Cached as JSON under $FACEBENCH_CACHE/peaks/, so a
+machine pays for them once; `facebench probe` measures them again. Datasheet peaks of
+known NVIDIA GPUs are recorded beside them.
 """
 from __future__ import annotations
 
@@ -21,12 +25,14 @@ from typing import Any
 import numpy as np
 import onnx
 
-from bench.fileio import first_line
-from bench.measure.protocol import MeasureSettings, make_inputs, measure
+from bench.fileio import first_line, writable_folder
+from bench.measure.gpu_warnings import measured_compute_only_fps
+from bench.measure.protocol import VALID, MeasureSettings, make_inputs, measure
 from bench.models.probes import PROBES, build_probe
 from bench.runtimes.base import LoadRequest
 
-PROBE_VERSION = 1  # bump when the probe models or their measurement change
+PROBE_VERSION = 2  # bump when the probe models or their measurement change (2: GPU compute only, retry)
+PROBE_ATTEMPTS = 2  # a probe that does not settle is measured once more
 # Short windows: the probes are single large operators whose time hardly varies.
 PROBE_SETTINGS = MeasureSettings(warmup_s=0.2, warmup_min_iterations=2, window_s=0.3, window_min_iterations=3,
                                  max_windows=6, input_buffers=2)
@@ -63,6 +69,11 @@ class Peaks:
     datasheet_tflops: float | None = None
     measured_utc: str = ""
     errors: list[str] = field(default_factory=list)
+    unstable: list[str] = field(default_factory=list)  # probes (gemm, conv) UNSTABLE twice: not a share's denominator
+
+    def share_denominator(self, kind: str) -> float | None:
+        """The `kind` probe's GFLOP/s where shares may divide by it (None: not measured, or UNSTABLE)."""
+        return None if kind in self.unstable else getattr(self, f"{kind}_gflops")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -93,8 +104,8 @@ def peaks_for(runtime, precision: str, options: dict[str, Any], cache_dir: str |
             return Peaks.from_json(path.read_text())
         except (ValueError, TypeError):
             pass  # a damaged cache entry is measured again
+    writable_folder(path.parent, "peaks cache", "set FACEBENCH_CACHE to a writable folder")  # before measuring
     peaks = measure_peaks(runtime, precision, options, Path(cache_dir), machine["machine_id"], version)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".peaks-")
     with os.fdopen(fd, "w") as handle:
         handle.write(peaks.to_json())
@@ -108,9 +119,13 @@ def measure_peaks(runtime, precision: str, options: dict[str, Any], cache_dir: P
                   measured_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     for kind in PROBES:
         try:
-            setattr(peaks, f"{kind}_gflops", _probe_gflops(runtime, kind, precision, options, cache_dir))
+            gflops, verdict = _probe_gflops(runtime, kind, precision, options, cache_dir)
         except Exception as exc:  # a probe that cannot run leaves its figure empty, never the sweep
             peaks.errors.append(f"{kind} probe: {first_line(exc)}")
+            continue
+        setattr(peaks, f"{kind}_gflops", gflops)
+        if verdict != VALID:
+            peaks.unstable.append(kind)
     if runtime.uses_cuda:
         try:
             peaks.h2d_gbps, peaks.d2h_gbps = pinned_copy_gbps(runtime.Options.parse(options, runtime.name).device_id)
@@ -122,7 +137,8 @@ def measure_peaks(runtime, precision: str, options: dict[str, Any], cache_dir: P
     return peaks
 
 
-def _probe_gflops(runtime, kind: str, precision: str, options: dict[str, Any], cache_dir: Path) -> float:
+def _probe_gflops(runtime, kind: str, precision: str, options: dict[str, Any], cache_dir: Path) -> tuple[float, str]:
+    """(GFLOP/s, verdict) of one probe model through `runtime`."""
     from bench.worker import build_artifact
 
     probe = PROBES[kind]
@@ -140,11 +156,26 @@ def _probe_gflops(runtime, kind: str, precision: str, options: dict[str, Any], c
                           options=options, cache_dir=str(cache_dir))
     session = runtime.load(request)
     try:
-        inputs = make_inputs(probe.input_shape, PROBE_SETTINGS.input_buffers, 0)
-        result = measure(session, inputs, 1, PROBE_SETTINGS)  # batch 1: one probe inference per iteration
+        rate, verdict = probe_rate(session, make_inputs(probe.input_shape, PROBE_SETTINGS.input_buffers, 0),
+                                   compute_only=runtime.uses_cuda)
     finally:
         session.close()
-    return result.fps * probe.flops / 1e9
+    return rate * probe.flops / 1e9, verdict
+
+
+def probe_rate(session, inputs: list[np.ndarray], compute_only: bool) -> tuple[float, str]:
+    """(probe inferences/s, verdict), measured a second time when the first does not settle.
+    `compute_only` (GPUs): the rate of the compute-only passes, without the host<->device copies."""
+    for _ in range(PROBE_ATTEMPTS):
+        result = measure(session, inputs, 1, PROBE_SETTINGS)  # batch 1: one probe inference per iteration
+        if result.verdict == VALID:
+            break
+    if not compute_only:
+        return result.fps, result.verdict
+    rate = measured_compute_only_fps(result, 1)
+    if rate is None:
+        raise RuntimeError(f"{session.loop} loop gave no compute-only figure; GPU probes need the CUDA-event loop")
+    return rate, result.verdict
 
 
 def memory_copy_gbps(nbytes: int = 256 * 2**20, repeats: int = 5) -> float:

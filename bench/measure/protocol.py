@@ -9,8 +9,9 @@ windows, never derived from mean latency.
 
 Warm-up runs the same loop as the windows (bench.measure.loops), one round at a time,
 without the compute-only pass a steady-state window adds. Samplers (bench.telemetry.base)
-hear window_started() / window_stopped(window) around every steady-state window, never
-around warm-up.
+hear window_started() / window_stopped(window) around every steady-state window's timed
+loop (never warm-up, never the compute-only pass) and report over the trailing windows the
+figures come from (Measurement.used_windows).
 """
 from __future__ import annotations
 
@@ -63,6 +64,11 @@ class Measurement:
     verdict: str
     warnings: list[str] = field(default_factory=list)
     extra_ms: dict[str, float] = field(default_factory=dict)  # median per-iteration extras (h2d, compute...)
+    # What the loop did over the used windows: requests in flight (most at once, time-weighted mean)
+    # and the distinct input buffers fed.
+    in_flight_max: int = 1
+    in_flight_mean: float = 1.0
+    buffers_fed: int = 0
 
     @property
     def ms_per_frame(self) -> float:
@@ -139,13 +145,14 @@ def _windows(loop: Loop, iterations: int, batch: int, settings: MeasureSettings,
 
 
 def steady_window(loop: Loop, iterations: int, samplers: Sequence[Sampler] = ()) -> Window:
-    """One steady-state window and its compute-only pass, if the loop has one, inside the sampler hooks."""
+    """One steady-state window inside the sampler hooks, then its compute-only pass (if the loop has
+    one) outside them: telemetry such as GPU power belongs to the end-to-end figures."""
     for sampler in samplers:
         sampler.window_started()
     window = loop.window(iterations)
-    window.compute_only_wall_ns = loop.compute_only_wall_ns(iterations)
     for sampler in samplers:
         sampler.window_stopped(window)
+    window.compute_only_wall_ns = loop.compute_only_wall_ns(iterations)
     return window
 
 
@@ -182,6 +189,9 @@ def _summarise(used, all_windows, batch, warm_count, warm_s, verdict) -> Measure
         used_windows=len(used), iterations=iterations, frames=batch * iterations, wall_s=wall_s,
         fps=batch * iterations / wall_s, window_spread_pct=spread_pct([_window_fps(w, batch) for w in used]),
         latency=stats, verdict=verdict, warnings=warnings, extra_ms=extra,
+        in_flight_max=max(w.in_flight_max for w in used),
+        in_flight_mean=sum(w.in_flight_busy_ns for w in used) / max(sum(w.wall_ns for w in used), 1),
+        buffers_fed=len(frozenset().union(*(w.fed for w in used))),
     )
 
 

@@ -72,6 +72,13 @@ def _percentile_interval(estimate: float, draws: np.ndarray, confidence: float) 
     return Interval(estimate, float(low), float(high), confidence)
 
 
+def median_item(items, key):
+    """The item whose `key` is the median; of an even count the lower middle one. A real item, never
+    the mean of two, so every figure it carries belongs with the others (frames, wall time, frames/s)."""
+    ordered = sorted(items, key=key)
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def median_interval(values, confidence: float = DEFAULT_CONFIDENCE,
                     resamples: int = BOOTSTRAP_RESAMPLES) -> Interval:
     """The median of repeated measurements with its percentile-bootstrap confidence interval."""

@@ -21,7 +21,7 @@ from onnx import helper, numpy_helper, shape_inference
 from bench.checks.compare import Tolerance, compare_outputs, named
 from bench.domain import DETECTOR, EMBEDDER, random_frames
 from bench.errors import ModelFileError, UserError
-from bench.fileio import write_atomically
+from bench.fileio import writable_folder, write_atomically
 from bench.models.counting import CountingError, static_shapes
 from bench.models.layout import (
     BATCH_INTERLEAVING_PERM,
@@ -99,7 +99,10 @@ def fix_batch(
     _run_onnx_checks(rewrite.model)
     images, frames_note = _real_frames(images)
     max_abs, frames, notes = verify_rewrite(original, rewrite, layout, input_size, verify_batch, images)
-    write_atomically(out_path, rewrite.model.SerializeToString())
+    try:
+        write_atomically(out_path, rewrite.model.SerializeToString())
+    except OSError as exc:  # e.g. the disk filled up while verifying
+        raise UserError(f"{out_path}: cannot write the rewrite ({exc.strerror or exc}); free space or choose another OUT") from None
     notes.append(frames_note)
     if not rewrite.rewrites:
         notes.insert(0, "already batch-correct: nothing rewritten; wrote the verified copy")
@@ -134,6 +137,7 @@ def _check_paths(in_path: Path, out_path: Path) -> None:
         raise UserError(f"{out_path}: is a folder; give OUT as a .onnx file path")
     if not out_path.parent.is_dir():
         raise UserError(f"{out_path.parent}: output folder does not exist; create it or choose another OUT")
+    writable_folder(out_path.parent, "output folder", "choose another OUT")  # before the minutes of verifying
 
 
 def _load(path: Path) -> onnx.ModelProto:

@@ -15,7 +15,7 @@ from typing import Callable
 import onnx
 
 from bench.errors import UserError
-from bench.fileio import sha256_file, write_atomically
+from bench.fileio import sha256_file, writable_folder, write_atomically
 from bench.models.info import ModelInfo, inspect_model
 
 BUILDER_VERSION = 1
@@ -64,8 +64,9 @@ _BUILDERS = {
 
 
 def cache_dir() -> Path:
+    """$FACEBENCH_CACHE (default ~/.cache/facebench), created; one line and exit 2 where it cannot be written."""
     root = os.environ.get("FACEBENCH_CACHE") or Path.home() / ".cache" / "facebench"
-    return Path(root)
+    return writable_folder(root, "cache folder", "set FACEBENCH_CACHE to a writable folder")
 
 
 def _cache_key(builtin: Builtin, input_size: int | None, seed: int, export: str = "batched") -> str:

@@ -18,6 +18,7 @@ import numpy as np
 from bench.domain import DEFAULT_INPUT_FORMAT, InputFormat, input_format
 from bench.errors import UserError
 from bench.measure.protocol import spread_pct
+from bench.measure.stats import median_item
 from bench.models.info import ModelInfo
 from bench.pipeline import outputs
 from bench.pipeline.run import (
@@ -109,7 +110,7 @@ class ModeTelemetry:
 
 @dataclass
 class ModeRun:
-    """One mode's fastest run and the telemetry sampled during it."""
+    """One mode's run and the telemetry sampled during it."""
 
     result: PipelineResult
     telemetry: ModeTelemetry
@@ -229,7 +230,7 @@ def load_session(runtime, info: ModelInfo, batch: int, fmt: InputFormat):
 @dataclass
 class PipelineOutcome:
     comparison: OverlapComparison
-    telemetry: dict[str, ModeTelemetry]  # "sequential" / "overlapped" -> the samplers' figures of the best run
+    telemetry: dict[str, ModeTelemetry]  # "sequential" / "overlapped" -> the samplers' figures of the median run
     settings: dict[str, dict[str, Any]]  # "detector" / "embedder" -> the session's effective settings
     notes: list[str] = field(default_factory=list)  # e.g. why there is no GPU telemetry
     overlapped_fps_runs: list[float] = field(default_factory=list)  # every repeat: the point's noise
@@ -274,13 +275,13 @@ def run_benchmark(setup: PipelineSetup, status: Status = lambda _: None,
     det, rec = sessions.det, sessions.rec
     gpu, notes = _open_gpu_sampler(setup.runtime.uses_cuda)
     try:
-        best, overlapped_runs = _compare(setup, det.infer, rec.infer, gpu, status)
+        median, overlapped_runs = _compare(setup, det.infer, rec.infer, gpu, status)
     finally:
         if gpu is not None:
             gpu.close()
     return PipelineOutcome(
-        comparison=OverlapComparison(sequential=best[False].result, overlapped=best[True].result),
-        telemetry={"sequential": best[False].telemetry, "overlapped": best[True].telemetry},
+        comparison=OverlapComparison(sequential=median[False].result, overlapped=median[True].result),
+        telemetry={"sequential": median[False].telemetry, "overlapped": median[True].telemetry},
         settings={"detector": det.describe(), "embedder": rec.describe()},
         notes=notes,
         overlapped_fps_runs=overlapped_runs,
@@ -324,20 +325,18 @@ def _compare(setup: PipelineSetup, det_infer, rec_infer, gpu, status: Status) ->
                   rec_batch=setup.rec_batch, queue_depth=setup.request.queue_depth, input_format=setup.format)
     status("warming up")
     run_pipeline(itertools.islice(setup.make_frames(), setup.batch), det_infer, rec_infer, overlap=False, **kwargs)
-    # Modes alternate so warm-up and background load fall on both alike; each keeps its fastest run.
-    best: dict[bool, ModeRun] = {}
-    overlapped_runs: list[float] = []
+    # Modes alternate so warm-up and background load fall on both alike; each keeps its median run
+    # (as a model point keeps its median repeat: store.combine_repeats), with that run's own figures.
+    runs: dict[bool, list[ModeRun]] = {False: [], True: []}
     for repeat in range(setup.request.repeats):
         for overlap in (False, True):
             mode = "overlapped" if overlap else "sequential"
             status(f"{mode} run {repeat + 1}/{setup.request.repeats}: {_frames_label(setup)}")
-            run = _sampled_run(lambda: run_pipeline(setup.make_frames(), det_infer, rec_infer,
-                                                    overlap=overlap, **kwargs), gpu)
-            if overlap:
-                overlapped_runs.append(run.result.frames_per_s)
-            if overlap not in best or run.result.wall_s < best[overlap].result.wall_s:
-                best[overlap] = run
-    return best, overlapped_runs
+            runs[overlap].append(_sampled_run(lambda: run_pipeline(setup.make_frames(), det_infer, rec_infer,
+                                                                   overlap=overlap, **kwargs), gpu))
+    median = {overlap: median_item(mode_runs, key=lambda run: run.result.frames_per_s)
+              for overlap, mode_runs in runs.items()}
+    return median, [run.result.frames_per_s for run in runs[True]]
 
 
 def _frames_label(setup: PipelineSetup) -> str:

@@ -26,12 +26,13 @@ def register(subparsers) -> None:
                         help="fixed faces per frame where detections mean nothing: synthetic frames and "
                              "replica detectors (default 4)")
     parser.add_argument("--repeats", type=int, default=3, metavar="N",
-                        help="runs of each mode, alternating; the fastest of each counts (default 3)")
+                        help="runs of each mode, alternating; the median of each counts (default 3)")
     parser.add_argument("--input", default="float-nchw", metavar="FORMAT",
                         help="how frames reach both models: float-nchw (normalised on the host, the default) or "
                              "uint8-nchw / uint8-nhwc-bgr / uint8-nhwc-rgb (8-bit frames into artifacts that "
                              "normalise inside the graph), or fp16-nchw (FP16 I/O: float16 in and out, FP16 compute)")
-    parser.add_argument("--out", help="results file (.parquet) or folder (default: results/)")
+    parser.add_argument("--out", help="results file (.parquet) or folder (default: results/); a URI (s3://, gs://, "
+                                      "file://) gets a copy when the run ends, measured locally under results/")
     parser.add_argument("--save-detections", metavar="FILE",
                         help="after the benchmark, one row per face (source image, frame, box, score, landmarks "
                              "in original pixels, embedding norm, runtime) to FILE.parquet or FILE.json")
@@ -47,7 +48,7 @@ def cmd_pipeline(args) -> int:
     from pathlib import Path
 
     from bench.console import console
-    from bench.runs import new_results_store
+    from bench.runs import Run, new_results_store, upload
     from bench.pipeline import bench as pipeline_bench
     from bench.pipeline.outputs import OutputRequest
 
@@ -64,9 +65,13 @@ def cmd_pipeline(args) -> int:
         console.print(f"[yellow]note[/] {note}", highlight=False)
     results = new_results_store(args.out, "pipeline")
     try:
-        return _measure_into(results, setup)
+        code = _measure_into(results, setup)
     finally:
         results.release()
+    target = upload(args.out, Run(results=results))  # as `run --out URI`: the finished local file, copied
+    if target:
+        console.print(f"copied to {target}", markup=False, soft_wrap=True)
+    return code
 
 
 def _measure_into(results, setup) -> int:

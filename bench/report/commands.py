@@ -10,6 +10,7 @@ from pathlib import Path
 METRIC_CHOICES = ("fps", "ms_per_frame", "p99", "fps_per_watt", "pct_conv_peak")
 BY_CHOICES = ("machine", "runtime", "precision", "input", "options", "concurrency", "run")  # input: the input format; options: [sweep_options]
 EXIT_REGRESSION = 1
+EXIT_INCONCLUSIVE = 3  # none slower, but some points the gate could not judge
 INPUTS_HELP = "results files, folders, globs or URIs (file://, s3://, gs://)"
 
 
@@ -18,12 +19,18 @@ def register(subparsers) -> None:
     _add_inputs(compare)
     _add_comparison_options(compare)
     compare.add_argument("--fail-if-slower", metavar="PCT",
-                         help="regression gate: exit 1 if a point is slower than the baseline by more than PCT "
-                              "(e.g. 5%%). With repeats in both runs (run --repeats N), only when the "
+                         help="regression gate on each point against the baseline. Exit status: 0 every point "
+                              "not slower by more than PCT (e.g. 5%%); 1 any slower; 3 none slower but some "
+                              "inconclusive. With repeats in both runs (run --repeats N), slower only when the "
                               "confidence interval of the ratio of medians lies wholly beyond PCT (too wide: "
-                              "inconclusive, with the repeats that would decide it); without, by more than "
-                              "the two points' within-run noise. A point measured while other processes used over 25%% of a core "
-                              "is not called slower (inconclusive). Pipeline points: on frames/s, where they record a spread")
+                              "inconclusive, with the repeats that would decide it); without, only beyond PCT, "
+                              "the two points' within-run noise and the 20%% two single runs of unchanged code "
+                              "can differ by (less: inconclusive; measure with --repeats). A point whose windows, "
+                              "in either run, saw other processes use over 25%% of a core is inconclusive "
+                              "whatever its figures. Pipeline points: on frames/s, where they record a spread")
+    compare.add_argument("--inconclusive-passes", action="store_true",
+                         help="with --fail-if-slower: exit 0 when no point is slower, even if some are inconclusive "
+                              "(the gate's old behaviour)")
     compare.add_argument("--confidence", metavar="PCT", default="95%",
                          help="confidence of the gate's intervals with repeats (default 95%%)")
     compare.set_defaults(handler=cmd_compare)
@@ -86,7 +93,8 @@ def cmd_compare(args) -> int:
         return 0
     if itself:
         return print_self_gate(gate.self_comparison_gate(comparison, threshold, confidence), comparison, console)
-    return print_gate(gate.regression_gate(comparison, threshold, confidence), comparison, console)
+    result = gate.regression_gate(comparison, threshold, confidence)
+    return print_gate(result, comparison, console, args.inconclusive_passes)
 
 
 def _only_the_baseline(comparison, results, baseline: str | None) -> bool:
@@ -104,10 +112,10 @@ def print_self_gate(result, comparison, console) -> int:
     return 0
 
 
-def print_gate(result, comparison, console) -> int:
+def print_gate(result, comparison, console, inconclusive_passes: bool = False) -> int:
+    """Each judged point, what the inconclusive ones need, the outcome; returns the exit status."""
     from bench.errors import UserError
     from bench.report import compare, gate
-    from bench.report.model import SHARED_MACHINE_PCT
 
     for line in result.not_checked:
         console.print(f"[dim]gate: not checked: {line}[/]", highlight=False, soft_wrap=True)
@@ -117,47 +125,66 @@ def print_gate(result, comparison, console) -> int:
                         "gate on points from facebench run, or fix those points and measure again")
     colours = {gate.SLOWER: "red", gate.INCONCLUSIVE: "yellow", gate.NOT_SLOWER: "green"}
     for finding in result.findings:
-        if finding.statistical or finding.shared_machine:  # every point: its ratio, interval and verdict
+        if finding.statistical or finding.verdict == gate.INCONCLUSIVE:  # without repeats: only what needs saying
             console.print(f"gate: [{colours[finding.verdict]}]{finding.verdict}[/] {finding.describe(comparison.metric)}",
                           highlight=False, soft_wrap=True)
-    for finding in result.within_noise:
-        console.print(f"[dim]gate: within noise: {finding.describe(comparison.metric)}[/]", highlight=False, soft_wrap=True)
+    for line in _gate_notes(result):
+        console.print(f"[yellow]gate: {line}[/]", highlight=False, soft_wrap=True)
     pipelines = f"; pipelines on {compare.PIPELINE_METRIC.label}" if comparison.pipelines else ""
     what = f"{result.checked} points checked against {comparison.baseline} ({comparison.metric.label}{pipelines})"
+    none_slower = f"none slower by more than {result.threshold_pct:g}% {_beyond(result)}"
+    if result.failed:
+        console.print(f"[red]gate failed[/]: {what}; {len(result.regressions)} slower by more than "
+                      f"{result.threshold_pct:g}% {_beyond(result)}:", highlight=False, soft_wrap=True)
+        for finding in result.regressions:
+            console.print(f"  [red]slower[/] {finding.describe(comparison.metric)}", highlight=False, soft_wrap=True)
+        return EXIT_REGRESSION
+    undecided = len(result.inconclusive)
+    if undecided and not inconclusive_passes:
+        console.print(f"[yellow]gate inconclusive[/]: {what}; {none_slower}, but {undecided} inconclusive "
+                      "(exit 3; --inconclusive-passes passes them)", highlight=False, soft_wrap=True)
+        return EXIT_INCONCLUSIVE
+    passed_anyway = f"; {undecided} inconclusive, passed by --inconclusive-passes" if undecided else ""
+    console.print(f"[green]gate passed[/]: {what}; {none_slower}{passed_anyway}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def _gate_notes(result) -> list[str]:
+    """What the verdicts rest on, and why points were inconclusive (each inconclusive point without
+    repeats says so on its own line)."""
+    from bench.report import gate
+    from bench.report.model import SHARED_MACHINE_PCT
+
+    notes = []
     once = sum(not f.statistical for f in result.findings)
     if once:
-        console.print(f"[yellow]gate: {once} of {result.checked} points have no repeats in both runs: their noise is "
-                      "within-run only (window spread), not the variation between runs; measure both runs with "
-                      "--repeats 5 for a statistical verdict[/]", highlight=False, soft_wrap=True)
+        notes.append(f"{once} of {result.checked} points have no repeats in both runs: their window spread is the "
+                     f"noise within one run only, so 'slower' needs a slowdown beyond {gate.BETWEEN_RUN_FLOOR_PCT:g}%, "
+                     "the most two single runs of unchanged code differ by; measure both runs with "
+                     f"--repeats {gate.SUGGESTED_REPEATS} for a statistical verdict")
     shared = sum(bool(f.shared_machine) for f in result.inconclusive)
     if shared:
-        console.print(f"[yellow]gate: {shared} points would be slower but were measured on a shared machine (other "
-                      f"processes above {SHARED_MACHINE_PCT:g}% CPU): not judged; rerun where nothing else runs[/]",
-                      highlight=False, soft_wrap=True)
-    if len(result.inconclusive) > shared:
-        console.print(f"[yellow]gate: {len(result.inconclusive) - shared} points inconclusive at "
-                      f"{result.confidence * 100:g}% confidence; {gate.resolve_hint(result.repeats_needed)}[/]",
-                      highlight=False, soft_wrap=True)
-    if result.passed:
-        console.print(f"[green]gate passed[/]: {what}; none slower by more than {result.threshold_pct:g}% "
-                      f"{_beyond(result)}", highlight=False, soft_wrap=True)
-        return 0
-    console.print(f"[red]gate failed[/]: {what}; {len(result.regressions)} slower by more than "
-                  f"{result.threshold_pct:g}% {_beyond(result)}:", highlight=False, soft_wrap=True)
-    for finding in result.regressions:
-        console.print(f"  [red]slower[/] {finding.describe(comparison.metric)}", highlight=False, soft_wrap=True)
-    return EXIT_REGRESSION
+        notes.append(f"{shared} points were measured on a shared machine (other processes above "
+                     f"{SHARED_MACHINE_PCT:g}% CPU in either run): not judged; rerun where nothing else runs")
+    statistical = sum(f.statistical and not f.shared_machine for f in result.inconclusive)
+    if statistical:
+        notes.append(f"{statistical} points inconclusive at {result.confidence * 100:g}% confidence; "
+                     f"{gate.resolve_hint(result.repeats_needed)}")
+    return notes
 
 
 def _beyond(result) -> str:
     """What 'slower' meant for these points."""
+    from bench.report.gate import BETWEEN_RUN_FLOOR_PCT
+
     kinds = {f.statistical for f in result.findings}
     confident = f"at {result.confidence * 100:g}% confidence"
+    once = f"beyond their within-run noise and {BETWEEN_RUN_FLOOR_PCT:g}%"
     if kinds == {True}:
         return confident
     if kinds == {False}:
-        return "beyond their within-run noise"
-    return f"({confident} with repeats, beyond the within-run noise without)"
+        return once
+    return f"({confident} with repeats, {once} without)"
 
 
 def cmd_plot(args) -> int:

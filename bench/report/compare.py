@@ -25,7 +25,7 @@ from bench import store
 from bench.domain import DEFAULT_INPUT_FORMAT, DEFAULT_OPTIONS_VARIANT
 from bench.errors import UserError
 from bench.measure.stats import Interval, ratio_of_medians_interval
-from bench.report.model import point_marks, shared_machine_pct
+from bench.report.model import point_marks, series_key, shared_machine_pct
 
 BY_CHOICES = ("machine", "runtime", "precision", "input", "options", "concurrency", "run")
 GROUP_COLUMN = {"machine": "machine_label", "runtime": "runtime", "precision": "precision", "input": "input_format",
@@ -106,7 +106,7 @@ def load_results(inputs: list[str]) -> Results:
     if not frame.empty:
         frame["run_label"] = frame["source"].map(_run_labels(files))
         # Text, so that --baseline 2 names a group; rows before the axis had one request in flight.
-        frame["concurrency_label"] = frame["concurrency"].fillna(1).astype(int).astype(str)
+        frame["concurrency_label"] = [series_key(row).concurrency_text for row in frame.to_dict("records")]
         frame["machine_label"] = _machine_labels(frame)
     return Results(frame, files, notes)
 

@@ -155,7 +155,7 @@ def model_section(summaries: list[ModelSummary], columns: list[str], plots, plot
 def _sorted(points: list[Point], columns: list[str]) -> list[Point]:
     order = {key: i for i, key in reversed(list(enumerate((p.series.runtime, p.series.precision) for p in points)))}
     return sorted(points, key=lambda p: (*[str(p.row[c]) for c in columns], order[p.series.runtime, p.series.precision],
-                                         p.series.concurrency, p.batch))
+                                         p.series.concurrency, p.series.concurrency_text, p.batch))
 
 
 def steady_state_table(points: list[Point], columns: list[str]) -> list[str]:
@@ -171,7 +171,7 @@ def steady_state_table(points: list[Point], columns: list[str]) -> list[str]:
         if ok and point.marks:
             fps = f"~~{fps}~~" if set(point.marks) - {"unstable"} else f"_{fps}_"
         body.append([*[_md(r[c]) for c in columns], _md(r["runtime"]), _md(r["precision"]),
-                     *([str(point.series.concurrency)] if concurrent else []), str(r["batch"]), fps,
+                     *([point.series.concurrency_text] if concurrent else []), str(r["batch"]), fps,
                      _fmt(r["ms_per_frame"], 3) if ok else "", _fmt(r["lat_p50_ms"], 2) if ok else "",
                      _fmt(r["lat_p99_ms"], 2) if ok else "", _fmt(r["gflops_achieved"]) if ok else "",
                      peak_share_text(r.get("pct_conv_peak")) if ok else "", _verdict(r), _checks(r) if ok else ""])

@@ -78,7 +78,14 @@ class SeriesKey:
     precision: str
     input_format: str = DEFAULT_INPUT_FORMAT
     options_variant: str = DEFAULT_OPTIONS_VARIANT
-    concurrency: int = 1
+    concurrency: int = 1  # requests in flight, as measured
+    # Set where the runtime chose a different number than the suite asked (OpenVINO's THROUGHPUT hint
+    # runs several requests at "concurrency 1"): such a point is not the same series as an explicit one.
+    concurrency_asked: int | None = None
+
+    @property
+    def concurrency_text(self) -> str:
+        return f"{self.concurrency} (by runtime)" if self.concurrency_asked is not None else str(self.concurrency)
 
 
 @dataclass(frozen=True, eq=False)
@@ -128,9 +135,11 @@ def point_of(row: Mapping[str, Any], budget: LatencyBudget | None = None) -> Poi
 def series_key(row: Mapping[str, Any]) -> SeriesKey:
     """Rows written before an axis existed hold its default (float input, no sweep, one request)."""
     concurrency = _clean(row.get("concurrency"))
+    concurrency = 1 if concurrency is None else int(concurrency)
+    asked = _clean(row.get("concurrency_requested"))
     return SeriesKey(row["runtime"], row["precision"], _clean(row.get("input_format")) or DEFAULT_INPUT_FORMAT,
-                     _clean(row.get("options_variant")) or DEFAULT_OPTIONS_VARIANT,
-                     1 if concurrency is None else int(concurrency))
+                     _clean(row.get("options_variant")) or DEFAULT_OPTIONS_VARIANT, concurrency,
+                     int(asked) if asked is not None and int(asked) != concurrency else None)
 
 
 def point_marks(row: Mapping[str, Any]) -> tuple[str, ...]:

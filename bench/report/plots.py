@@ -93,7 +93,7 @@ def _by_model_file(summaries: list[ModelSummary]) -> dict[tuple[str, str], list[
 
 def _label(summary: ModelSummary, series: Series) -> str:
     key, first = series.key, series.points[0]
-    conc = f"conc {key.concurrency}" if key.concurrency > 1 else ""
+    conc = f"conc {key.concurrency_text}" if key.concurrency > 1 else ""
     parts = [key.runtime, key.precision, input_label(first), options_label(first), conc, *summary.context.values()]
     return " ".join(str(part) for part in parts if part)
 

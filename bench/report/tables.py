@@ -89,7 +89,7 @@ def throughput_table(summary: ModelSummary, title: str, budget=None) -> Table:
                 fps_text = f"[strike]{fps_text}[/]"
             speedup = point.fps / base_fps if ok and base_fps else None
             table.add_row(key.runtime, _precision_cell(row), *([key.input_format] if inputs else []),
-                          *([key.options_variant] if swept else []), *([str(key.concurrency)] if concurrent else []),
+                          *([key.options_variant] if swept else []), *([key.concurrency_text] if concurrent else []),
                           str(point.batch), fps_text,
                           _fmt(row["ms_per_frame"], 3) if ok else "", _fmt(row["lat_p50_ms"], 2) if ok else "",
                           _fmt(row["lat_p99_ms"], 2) if ok else "", _fmt(speedup, 2) if speedup else "",
@@ -127,9 +127,10 @@ def cold_start_table(summary: ModelSummary, title: str) -> Table:
     for column in ("runtime", "prec", *(["conc"] if concurrent else []), "batch", "import", "read", "compile/build",
                    "first infer", "total", *(["warm caches"] if warm else [])):
         table.add_column(column, justify="left" if column in ("runtime", "prec") else "right")
-    for point in sorted(ok, key=lambda p: (p.series.runtime, p.series.precision, p.series.concurrency, p.batch)):
+    for point in sorted(ok, key=lambda p: (p.series.runtime, p.series.precision, p.series.concurrency,
+                                               p.series.concurrency_text, p.batch)):
         row = point.row
-        table.add_row(row["runtime"], row["precision"], *([str(point.series.concurrency)] if concurrent else []),
+        table.add_row(row["runtime"], row["precision"], *([point.series.concurrency_text] if concurrent else []),
                       str(point.batch), _fmt(row["process_start_ms"]),
                       _fmt(row["cold_read_ms"]), _fmt(row["cold_compile_ms"]), _fmt(row["cold_first_infer_ms"]),
                       _fmt(row["cold_total_ms"]), *([_fmt(row.get("cold_warm_cache_total_ms"))] if warm else []))
@@ -260,7 +261,8 @@ def peaks_table(peaks: list) -> Table:
                    "datasheet TFLOP/s", "measured", "errors"):
         table.add_column(column, justify="left" if column in ("runtime", "prec", "measured", "errors") else "right")
     for p in peaks:
-        table.add_row(p.runtime, p.precision, _fmt(p.gemm_gflops), _fmt(p.conv_gflops), _fmt(p.memory_copy_gbps),
+        gemm, conv = (_fmt(getattr(p, f"{kind}_gflops")) + (" UNSTABLE" if kind in p.unstable else "") for kind in ("gemm", "conv"))
+        table.add_row(p.runtime, p.precision, gemm, conv, _fmt(p.memory_copy_gbps),
                       _fmt(p.h2d_gbps), _fmt(p.d2h_gbps), _fmt(p.datasheet_tflops), p.measured_utc,
                       "; ".join(p.errors))
     return table

@@ -34,7 +34,7 @@ def describe_point(point: Point) -> str:
     """A configuration in words: runtime, precision, input, options, batch and (above 1) concurrency."""
     key = point.series
     what = " ".join(filter(None, [key.runtime, key.precision, input_label(point), options_label(point)]))
-    return f"{what} batch {point.batch}" + (f" concurrency {key.concurrency}" if key.concurrency > 1 else "")
+    return f"{what} batch {point.batch}" + (f" concurrency {key.concurrency_text}" if key.concurrency > 1 else "")
 
 
 def best_and_knee(summary: ModelSummary) -> str | None:

@@ -9,8 +9,8 @@ Step contract, by `Session.loop` (the loop in measure/loops.py that drives it):
 - "host" (ort-cpu, OpenVINO LATENCY): `run(x)` runs one batch synchronously and leaves
   the outputs unconverted.
 - "requests" (OpenVINO THROUGHPUT / streams): `requests(inputs)` gives the session's
-  infer requests, each already holding one input, each with `start()`, `wait()` and
-  `latency_ms` (the runtime's own figure for the request just waited for).
+  infer requests over those input buffers, each with `start(k)` (run on buffer k), `wait()`
+  and `latency_ms` (the runtime's own figure for the request just waited for).
 - "cuda" (ort-cuda, ort-trt, trt: bench.runtimes.cuda_session): `stream`, `stage(x)` (a
   pinned copy, made once before any loop), `h2d(staged)`, `compute()`, `d2h()`,
   `synchronize()` and `new_event()`; `record_enqueue` asks for the host time of compute();

@@ -38,11 +38,16 @@ def import_openvino():
 class InferRequest:
     """One OpenVINO infer request in the request-queue step contract (bench.runtimes.base)."""
 
-    __slots__ = ("_request", "start", "wait")
+    __slots__ = ("_request", "_tensors", "wait")
 
-    def __init__(self, request):
-        self._request = request
-        self.start, self.wait = request.start_async, request.wait  # bound once: no extra call in the loop
+    def __init__(self, request, tensors: list):
+        self._request, self._tensors = request, tensors
+        self.wait = request.wait  # bound once: no extra call in the loop
+
+    def start(self, buffer: int) -> None:
+        """Start on input buffer `buffer` (a tensor sharing the loop's array: setting it copies nothing)."""
+        self._request.set_input_tensor(self._tensors[buffer])
+        self._request.start_async()
 
     @property
     def latency_ms(self) -> float:
@@ -66,14 +71,14 @@ class OpenVinoSession(Session):
         self._request.infer({self._input_name: x}, share_inputs=True, share_outputs=True)
 
     def requests(self, inputs: list[np.ndarray]) -> list[InferRequest]:
-        """OPTIMAL_NUMBER_OF_INFER_REQUESTS requests (or one per stream), each holding its own input
-        (inference-only); made on the first call and kept."""
+        """OPTIMAL_NUMBER_OF_INFER_REQUESTS requests (or one per stream) over the input buffers, each
+        started on the buffer the loop names (inference-only); made on the first call and kept."""
         if self._requests is None:
             ov = import_openvino()
-            self._requests = [self._compiled.create_infer_request() for _ in range(self._settings["infer_requests"])]
-            for index, request in enumerate(self._requests):
-                request.set_input_tensor(ov.Tensor(inputs[index % len(inputs)]))
-        return [InferRequest(request) for request in self._requests]
+            tensors = [ov.Tensor(x, shared_memory=True) for x in inputs]
+            self._requests = [InferRequest(self._compiled.create_infer_request(), tensors)
+                              for _ in range(self._settings["infer_requests"])]
+        return self._requests
 
     def describe(self) -> dict[str, Any]:
         return dict(self._settings)

@@ -18,9 +18,16 @@ class Sampler(Protocol):
         ...
 
     def figures(self, measurement) -> dict[str, Any]:
-        """Row fields over every window heard (schema column names). `measurement`: the point's
-        bench.measure.protocol.Measurement, for figures derived from it (GPU compute-only fps)."""
+        """Row fields over the measurement's used windows (schema column names). `measurement`: the
+        point's bench.measure.protocol.Measurement (also for figures derived from it, e.g. GPU
+        compute-only fps)."""
         ...
+
+
+def used_readings(readings: list, measurement) -> list:
+    """A sampler's per-window readings of the windows the figures come from (all without a measurement)."""
+    used = getattr(measurement, "used_windows", None)
+    return readings[-used:] if used else list(readings)
 
 
 class PollingThread:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from bench.results import GpuTelemetry
-from bench.telemetry.base import PollingThread
+from bench.telemetry.base import PollingThread, used_readings
 
 # nvmlClocksEventReason* bits.
 CLOCK_EVENT_REASONS = {
@@ -155,11 +155,22 @@ def nvml_handle(nvml, cuda_index: int) -> tuple[Any, str]:
     return nvml.nvmlDeviceGetHandleByIndex(cuda_index), f"index {cuda_index} (unverified: no cuda-python)"
 
 
+@dataclass
+class _NvmlWindow:
+    """One window's share of the samples (indices into NvmlSampler._samples), energy and frames."""
+
+    first: int
+    end: int
+    energy_mj: float | None
+    frames: int = 0
+
+
 class NvmlSampler:
-    """NVML readings over the windows it hears (bench.telemetry.base.Sampler), accumulated.
+    """NVML readings over the windows it hears (bench.telemetry.base.Sampler), window by window.
 
     window_started() / window_stopped() bracket each window; add_frames() counts what the
-    windows processed (for energy per frame); figures() aggregates everything since reset().
+    window just stopped processed (for energy per frame); figures(measurement) aggregates the
+    measurement's used windows (every window since reset() without one).
     """
 
     def __init__(self, cuda_index: int = 0, interval_s: float = DEFAULT_INTERVAL_S, nvml=None):
@@ -221,10 +232,11 @@ class NvmlSampler:
     def reset(self) -> None:
         """Forget every window heard so far."""
         self._samples: list[NvmlSample] = []
-        self._energy_mj, self._energy_ok, self._frames = 0.0, True, 0
+        self._readings: list[_NvmlWindow] = []
         self.warnings: list[str] = []
 
     def window_started(self) -> None:
+        self._window_first = len(self._samples)
         self._window_energy0 = self._energy()
         self._poller.start()
         self._running = True
@@ -234,23 +246,25 @@ class NvmlSampler:
             return
         self._poller.stop()
         end = self._energy()
-        if self._window_energy0 is None or end is None:
-            self._energy_ok = False
-        else:
-            self._energy_mj += end - self._window_energy0
+        energy = None if self._window_energy0 is None or end is None else end - self._window_energy0
+        with self._lock:
+            self._readings.append(_NvmlWindow(self._window_first, len(self._samples), energy))
         self._running = False
 
     def add_frames(self, frames: int) -> None:
-        """Frames the windows processed, every pass counted (energy per frame divides by them)."""
-        self._frames += int(frames)
+        """Frames the window just stopped processed (energy per frame divides by them)."""
+        if self._readings:
+            self._readings[-1].frames += int(frames)
 
     def figures(self, measurement=None) -> GpuTelemetry:
         with self._lock:
-            samples = list(self._samples)
-        energy_end = self._energy_mj if self._energy_ok else None
-        telemetry = aggregate_samples(samples, 0.0, energy_end, self._frames)
+            readings = used_readings(self._readings, measurement)
+            samples = [s for r in readings for s in self._samples[r.first:r.end]]
+        energy_ok = all(r.energy_mj is not None for r in readings)
+        energy = sum(r.energy_mj for r in readings) if energy_ok and readings else None
+        telemetry = aggregate_samples(samples, 0.0, energy, sum(r.frames for r in readings))
         self.warnings = nvml_warnings(samples)
-        if not self._energy_ok:
+        if readings and not energy_ok:
             self.warnings.append("GPU energy counter not supported here (needs Volta or newer); no mJ/frame")
         return telemetry
 
@@ -291,15 +305,14 @@ class GpuPointTelemetry:
     def window_stopped(self, window) -> None:
         if self.sampler is not None:
             self.sampler.window_stopped(window)
-            passes = 2 if window.compute_only_wall_ns else 1  # the compute-only pass ran inside the window too
-            self.sampler.add_frames(self.batch * window.iterations * passes)
+            self.sampler.add_frames(self.batch * window.iterations)  # end to end: the compute-only pass is outside
 
     def figures(self, measurement) -> GpuTelemetry:
         """NVML's figures with the compute-only fps and the GPU warnings (the point's merge them with the protocol's)."""
         from bench.measure.gpu_warnings import explain_unstable, gpu_point_figures
 
         fps_compute, warnings = gpu_point_figures(measurement, self.batch)
-        telemetry = self.sampler.figures() if self.sampler is not None else GpuTelemetry()
+        telemetry = self.sampler.figures(measurement) if self.sampler is not None else GpuTelemetry()
         if self.sampler is not None:
             warnings = explain_unstable(warnings, telemetry.gpu_sm_clock_mean_mhz, telemetry.gpu_sm_clock_min_mhz)
             warnings += self.sampler.warnings
