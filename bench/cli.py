@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input", metavar="FORMAT", help="comma list of input formats: float-nchw (default), uint8-nchw, "
                                                        "uint8-nhwc-bgr, uint8-nhwc-rgb (uint8: normalised in the graph)")
     run.add_argument("--out", help="results file (.parquet) or folder (default: results/); a URI (s3://, gs://, "
-                                   "file://) gets a copy when the sweep ends, measured locally under results/")
+                                   "file://) gets a copy after every point, measured locally under results/")
     run.add_argument("--images", metavar="DIR", help="real pictures for INT8 calibration and parity checks")
     run.add_argument("--resume", metavar="FILE",
                      help="continue FILE: measure only missing or failed points, skipped ones whose runtime is now "

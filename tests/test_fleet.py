@@ -173,8 +173,22 @@ def test_a_machine_with_another_facebench_is_left_out_in_one_line(cluster, s3, s
     assert result.returncode == 2, result.stdout + result.stderr
     errors = result.stderr.strip().splitlines()
     assert "Traceback" not in result.stderr
-    left_out = [line for line in errors if "left out" in line]
+    left_out = [line for line in errors if ": left out (" in line]
     assert len(left_out) == 2 and all("9.9.9-other" in line and "--allow-mixed" in line for line in left_out)
+
+    mixed = subprocess.run([sys.executable, "-m", "bench", "fleet", str(suite_file), "--out", s3("mixed/"),
+                            "--allow-mixed", "--machines", "facebench-machine=box-a"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=240,
+                           env={**os.environ, "PYTHONPATH": str(tmp_path / "other")})
+    assert mixed.returncode == 0, mixed.stdout + mixed.stderr
+    rows = store.read_rows(fleet_store.machine_location(run_folder_of(mixed), "box-a"))
+    assert rows and all("9.9.9-other" in r["fleet_mixed"] for r in rows)  # the rows say they were mixed
+
+
+def test_a_machine_with_nothing_to_run_is_reported_not_failed(cluster, s3, suite_file, tmp_path):  # noqa: F811
+    result = fleet(str(suite_file), "--out", s3("nothing/"), "--runtimes", "ort-cuda", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr.count("nothing to run (none of ort-cuda is available there)") == 2
 
 
 @pytest.mark.parametrize("args, says", [

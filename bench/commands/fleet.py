@@ -45,9 +45,12 @@ def register(subparsers) -> None:
 
 
 def cmd_fleet(args) -> int:
+    import time
+
     from bench import fleet_store
     from bench.launchers import fleet
 
+    began = time.monotonic()  # each machine's first_point_s counts from here
     manifest, run_folder = _resumed(args) if args.resume else _new_fleet(args)
     ray = fleet.connect(args.address)
     try:
@@ -55,7 +58,7 @@ def cmd_fleet(args) -> int:
         tasks = _tasks(manifest, run_folder, nodes, resume=bool(args.resume))
         fleet_store.write_manifest(run_folder, manifest)  # the machines asked for, all queued
         console.print(f"facebench fleet: {len(tasks)} machines -> {run_folder}", markup=False, soft_wrap=True)
-        driver = fleet.FleetRun(ray, manifest, run_folder, tasks)
+        driver = fleet.FleetRun(ray, manifest, run_folder, tasks, started=began)
         interrupted = _follow(driver)
     finally:
         ray.shutdown()
@@ -265,8 +268,9 @@ def _summary(manifest, run_folder: str, interrupted: bool) -> int:
     console.print(f"compare with: facebench gather {run_folder}", markup=False, soft_wrap=True)
     if interrupted:
         return EXIT_INTERRUPTED
-    if missing and all(m.state in (fleet_store.LEFT_OUT, fleet_store.NOTHING_TO_RUN) for m in manifest.machines.values()):
-        raise UserError("no machine ran the suite (see the lines above)")
+    if all(m.state == fleet_store.LEFT_OUT for m in manifest.machines.values()):
+        raise UserError("every machine was left out (see the lines above); install the driver's facebench on them "
+                        "or pass --allow-mixed")
     failed = [m for m in missing if m.state != fleet_store.NOTHING_TO_RUN]  # nothing to run is reported, not failed
     return EXIT_MACHINES_FAILED if failed else 0
 
