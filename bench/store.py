@@ -76,6 +76,8 @@ COLUMNS: dict[str, pa.DataType] = {
     "contamination_max_abs": _F, "contamination_max_rel": _F,
     "parity_checked": _B, "parity_passed": _B, "parity_summary": _S, "parity_json": _S,
     "parity_metric": _S, "parity_value": _F, "parity_gate": _F, "parity_direction": _S,
+    "parity_identity_faces": _I, "parity_identity_rank1": _F, "parity_identity_margin_min": _F,
+    "parity_identity_lost": _I,
     "cpu_percent": _F, "peak_rss_mb": _F, "other_cpu_percent": _F, "cpu_steal_percent": _F,
     "gpu_util_mean": _F, "gpu_mem_util_mean": _F, "gpu_mem_peak_mb": _F,
     "gpu_power_mean_w": _F, "gpu_energy_mj_per_frame": _F, "gpu_sm_clock_mean_mhz": _F,
@@ -152,7 +154,9 @@ def _parity_fields(parity) -> dict[str, Any]:
             "parity_metric": deciding.metric if deciding else None,
             "parity_value": float(deciding.value) if deciding else None,
             "parity_gate": float(deciding.gate) if deciding and deciding.gate is not None else None,
-            "parity_direction": deciding.direction if deciding else None}
+            "parity_direction": deciding.direction if deciding else None,
+            "parity_identity_faces": parity.identity_faces, "parity_identity_rank1": parity.identity_rank1,
+            "parity_identity_margin_min": parity.identity_margin_min, "parity_identity_lost": parity.identity_lost}
 
 
 def _json(value: Any) -> str:

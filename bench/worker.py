@@ -223,14 +223,15 @@ def run_checks(runtime, session: Session, info: ModelInfo, job: Job, batch: int)
     if job.checks.contamination:
         contamination = point_checks.contamination_check(infer, info, batch, job.precision, job.settings.seed)
     if job.checks.parity:
-        frames = point_checks.parity_frames(info, tuple(job.images))
+        frames, faces = point_checks.parity_frames(info, tuple(job.images))
         hint = ""
         if job.precision == "int8" and runtime.device == "cpu":
             from bench.models.precision import int8_failure_hint
 
             hint = int8_failure_hint(int8_recipe(runtime).name)
         gates = point_checks.gates_for_input(job.format, job.parity_gates)
-        parity = point_checks.parity_check(infer, info, batch, job.precision, frames, gates, failure_hint=hint)
+        parity = point_checks.parity_check(infer, info, batch, job.precision, frames, gates, failure_hint=hint,
+                                           identity_faces=faces)
     return contamination, parity
 
 

@@ -13,6 +13,7 @@ from bench.errors import ModelFileError, UserError
 from bench.models.batchfix import fix_batch, naive_batch_patch
 from bench.models.layout import analyze_batch_layout, dims_of
 from bench.models.scrfd import build_scrfd
+from tests.conftest import FIXTURES
 
 SIZE = 320  # scrfd_500m at 320 keeps every verification well under a second
 BATCH = 4
@@ -92,14 +93,22 @@ def tiny_embedder(tail: str) -> onnx.ModelProto:
         nodes.append(helper.make_node("Flatten", ["feat"], ["flat"], axis=1))
     elif tail == "flatten_axis0":
         nodes.append(helper.make_node("Flatten", ["feat"], ["flat"], axis=0))
+    elif tail == "transposed_reshape_batch1":  # dim 0 of what the Reshape reads is the channel, not the batch
+        inits.append(numpy_helper.from_array(np.array([1, -1], np.int64), "flat_shape"))
+        nodes.append(helper.make_node("Transpose", ["feat"], ["channels_first"], perm=[1, 0, 2, 3]))
+        nodes.append(helper.make_node("Reshape", ["channels_first", "flat_shape"], ["flat"]))
+    elif tail == "reshape_vector":  # x.view(-1): every frame in one vector
+        inits.append(numpy_helper.from_array(np.array([-1], np.int64), "flat_shape"))
+        nodes.append(helper.make_node("Reshape", ["feat", "flat_shape"], ["flat"]))
     else:  # "reshape_batch1": x.view(1, -1) baked in by the trace
         inits.append(numpy_helper.from_array(np.array([1, -1], np.int64), "flat_shape"))
         nodes.append(helper.make_node("Reshape", ["feat", "flat_shape"], ["flat"]))
-    nodes.append(helper.make_node("Gemm", ["flat", "fc_w"], ["embedding"]))
+    vector = tail == "reshape_vector"
+    nodes.append(helper.make_node("MatMul" if vector else "Gemm", ["flat", "fc_w"], ["embedding"]))
     graph = helper.make_graph(
         nodes, "tiny_embedder",
         [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, 32, 32])],
-        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, None if vector else [1, 8])],
         inits,
     )  # fmt: skip
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
@@ -155,8 +164,13 @@ def test_layout_finds_batch_one_baked_into_the_real_export(real_scrfd_path):
 def test_layout_of_embedders():
     ok = analyze_batch_layout(tiny_embedder("flatten"))
     assert ok.family == "embedder" and ok.batch_fixed and not ok.baked_batch_ops and not ok.problems
-    baked = analyze_batch_layout(tiny_embedder("reshape_batch1"))
-    assert baked.baked_batch_ops and baked.problems
+    for tail in ("reshape_batch1", "flatten_axis0"):  # dim 0 is the batch: fix-batch keeps it
+        baked = analyze_batch_layout(tiny_embedder(tail))
+        assert baked.baked_batch_ops and not baked.batch_safe and not baked.problems
+        assert [n.op_type for n in baked.batch_one_flattens] == [baked.baked_op_types[0]]
+    for tail in ("transposed_reshape_batch1", "reshape_vector"):
+        unfixable = analyze_batch_layout(tiny_embedder(tail))
+        assert unfixable.baked_batch_ops and unfixable.problems and not unfixable.batch_one_flattens
 
 
 # ---- contamination check -----------------------------------------------------------------
@@ -268,8 +282,33 @@ def refused(source: Path, out: Path, match: str, error=UserError, **kwargs) -> N
     assert not out.exists() and not list(out.parent.glob(f".{out.name}*")), "refusal left a file behind"
 
 
+@pytest.mark.parametrize(("tail", "rewrite"), [("reshape_batch1", "target [1, -1] -> [0, -1]"),
+                                             ("flatten_axis0", "axis 0 -> 1")])
+def test_fix_batch_keeps_the_batch_in_a_baked_flatten(tmp_path, tail, rewrite):
+    source, out = tmp_path / "emb.onnx", tmp_path / "emb_fixed.onnx"
+    onnx.save(tiny_embedder(tail), source)
+    report = fix_batch(source, out)
+    assert any(rewrite in line for line in report.rewrites), report.rewrites
+    assert report.max_abs_diff <= 1e-4 and report.frames_checked >= BATCH
+    assert analyze_batch_layout(onnx.load(str(out))).batch_safe
+    assert check_contamination(ort_infer(out), (3, 32, 32), BATCH).passed
+
+
+def test_trained_batch_one_embedder_is_fixed_and_clean_on_both_runtimes(tmp_path):
+    source = FIXTURES / "embedders" / "fr_feature.onnx"
+    if not source.is_file():
+        pytest.skip(f"trained embedder fixture absent at {source} (set FACEBENCH_FIXTURES)")
+    out = tmp_path / "fr_fixed.onnx"
+    report = fix_batch(source, out, verify_batch=BATCH)
+    assert "Reshape 'Reshape_95': target [1, -1] -> [0, -1]" in report.rewrites
+    assert report.input_shape == ["N", 3, 112, 112] and report.max_abs_diff <= 1e-4
+    for infer in (ort_infer(out), openvino_infer(out, 8, 112)):
+        assert check_contamination(infer, (3, 112, 112), 8).passed
+
+
 @pytest.mark.parametrize(
-    ("tail", "match"), [("reshape_batch1", "Reshape .* bakes in batch 1"), ("flatten_axis0", "Flatten .*axis 0")]
+    ("tail", "match"), [("transposed_reshape_batch1", "Reshape .* dim 0 is not the batch"),
+                        ("reshape_vector", "Reshape .* merges the batch into one vector")]
 )
 def test_embedder_with_batch_baked_in_is_refused(tmp_path, tail, match):
     source = tmp_path / "emb.onnx"

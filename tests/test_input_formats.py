@@ -70,7 +70,7 @@ def test_uint8_artifact_matches_the_float_model_on_the_same_frames(embedder, tmp
     graph_input = onnx.load(str(artifact)).graph.input[0]
     assert graph_input.type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert [d.dim_value for d in graph_input.type.tensor_type.shape.dim][1:] == list(fmt.shape(1, (112, 112))[1:])
-    result = parity(runner(artifact), info, fmt, point_checks.parity_frames(info))
+    result = parity(runner(artifact), info, fmt, point_checks.parity_frames(info)[0])
     assert result.passed, result.summary()
     assert result.cosine_min >= point_checks.UINT8_FP32_COSINE_MIN
     assert (result.deciding.metric, result.deciding.gate) == ("cosine_min", point_checks.UINT8_FP32_COSINE_MIN)
@@ -80,7 +80,7 @@ def test_frames_in_the_wrong_channel_order_fail_the_uint8_gate(embedder, tmp_pat
     """An RGB artifact fed BGR frames (a missing flip) must not pass: the gate can fail."""
     info = inspect_model(embedder)
     rgb_artifact = make_input_artifact(embedder, input_format("uint8-nhwc-rgb"), info.mean, info.std, tmp_path)
-    result = parity(ort_infer(rgb_artifact), info, input_format("uint8-nhwc-bgr"), point_checks.parity_frames(info))
+    result = parity(ort_infer(rgb_artifact), info, input_format("uint8-nhwc-bgr"), point_checks.parity_frames(info)[0])
     assert result.passed is False and result.deciding.value < result.deciding.gate
 
 
@@ -110,7 +110,7 @@ def test_artifacts_are_cached_per_format_and_combine_with_fp16(embedder, tmp_pat
 
     fp16_uint8 = make_input_artifact(make_fp16(embedder, tmp_path), bgr, info.mean, info.std, tmp_path)
     assert onnx.load(str(fp16_uint8)).graph.node[0].op_type == "Cast"
-    result = parity(ort_infer(fp16_uint8), info, bgr, point_checks.parity_frames(info), precision="fp16")
+    result = parity(ort_infer(fp16_uint8), info, bgr, point_checks.parity_frames(info)[0], precision="fp16")
     assert result.passed, result.summary()
 
 

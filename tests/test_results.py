@@ -124,7 +124,7 @@ def test_a_detectors_parity_is_decided_by_its_gated_figure(tmp_path, scale):
     info = inspect_model(path)
     infer = ort_infer(path)
     candidate = lambda x: [np.asarray(o) * scale for o in infer(x)]  # noqa: E731
-    parity = point_checks.parity_check(candidate, info, 1, "fp32", point_checks.parity_frames(info))
+    parity = point_checks.parity_check(candidate, info, 1, "fp32", point_checks.parity_frames(info)[0])
     results = store.ResultStore(tmp_path / "det.parquet")
     results.add(point(parity=parity))
     [row] = store.read_rows(results.path)

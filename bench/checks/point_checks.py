@@ -9,7 +9,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from bench.domain import FP32_ARITHMETIC, InputFormat
+from bench.checks import identities
+from bench.domain import EMBEDDER, FP32_ARITHMETIC, InputFormat
+from bench.images import to_blob
 from bench.models.info import ModelInfo
 
 PARITY_FRAMES = 4
@@ -23,12 +25,20 @@ def output_names(info: ModelInfo) -> list[str]:
     return [name for name, _ in info.outputs]
 
 
-def parity_frames(info: ModelInfo, images: tuple[str, ...] = ()) -> np.ndarray:
-    """Real pictures where we have them (user images, else scikit-image's astronaut), else face-like synthetic ones."""
+def parity_frames(info: ModelInfo, images: tuple[str, ...] = ()) -> tuple[np.ndarray, int | None]:
+    """(frames, faces): for an embedder whose `images` hold two or more aligned crops of its input size,
+    those faces and their variants (bench.checks.identities) and the number of faces; otherwise real
+    pictures where we have them (user images, else scikit-image's astronaut), else face-like synthetic
+    ones, and None."""
     from bench.models.precision import calibration_frames
 
+    if info.family == EMBEDDER.name and images:
+        faces = identities.load_faces(images, info.input_hw)
+        if len(faces) >= 2:  # a match needs a wrong face to beat
+            found = identities.face_set(faces)
+            return to_blob(found.crops, info.mean, info.std), found.faces
     pictures = list(images) or _astronaut()
-    return calibration_frames(info.input_shape(1), info.family, PARITY_FRAMES, images=pictures or None)
+    return calibration_frames(info.input_shape(1), info.family, PARITY_FRAMES, images=pictures or None), None
 
 
 def infer_in_format(infer, fmt: InputFormat, info: ModelInfo):
@@ -110,14 +120,16 @@ def contamination_check(infer, info: ModelInfo, batch: int, precision: str, seed
 
 
 def parity_check(infer, info: ModelInfo, batch: int, precision: str, frames: np.ndarray,
-                 gate_overrides: dict[str, dict[str, float]] | None = None, failure_hint: str = ""):
-    """bench.checks.parity.ParityResult for the point; `failure_hint` (the likely cause) joins a failed gate's summary."""
+                 gate_overrides: dict[str, dict[str, float]] | None = None, failure_hint: str = "",
+                 identity_faces: int | None = None):
+    """bench.checks.parity.ParityResult for the point; `failure_hint` (the likely cause) joins a failed gate's
+    summary; `identity_faces` as parity_frames returns it."""
     from bench.checks.parity import ParityGates, check_parity
 
     reference = reference_outputs(info, frames)
     candidate = candidate_outputs(infer, frames, batch)
     gates = ParityGates.with_overrides(gate_overrides or {})
     result = check_parity(reference, candidate, info.family, precision, info.input_hw, gates,
-                          output_names=output_names(info))
+                          output_names=output_names(info), identity_faces=identity_faces)
     result.hint = "" if result.passed else failure_hint
     return result

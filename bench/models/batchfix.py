@@ -4,7 +4,9 @@ Old SCRFD exports run at batch > 1 only after patching the input, and then mix f
 (reference/models.md §2, §7). The rewrite follows the current scrfd_head.py export:
 input dim 0 symbolic; Transpose [2,3,0,1] -> [0,2,3,1]; Reshape [-1,K] or [1,-1,K] ->
 [0,-1,K]; neck Resize `sizes` [1,C,H,W] taken from the tensor the Resize output is added
-to; outputs [N, HW*A, K] with batched names. Embedders only get a symbolic dim 0.
+to; outputs [N, HW*A, K] with batched names. In any family a Reshape [1, ...] or a
+Flatten axis 0 on a tensor whose dim 0 is the batch (a traced `x.view(1, -1)`, as in trained
+MobileFaceNet exports) keeps dim 0 instead: [0, ...] / axis 1, the same values at batch 1.
 Every rewrite is verified on ONNX Runtime CPU (each frame of a batch through the fixed
 model against the frame alone through the original) before anything is written.
 """
@@ -186,6 +188,7 @@ def rewrite_batch(model: onnx.ModelProto, input_size: int | None = None) -> Rewr
                 rewrites.append(f"input '{image.name}' dim {axis}: {layout.input_shape[axis]} -> {input_size}")
             _set_dim(image, axis, input_size)
 
+    rewrites += _keep_batch_in_flattens(fixed, layout)
     names = {out.name: out.name for out in fixed.graph.output}
     if layout.family == "detector":
         rewrites += _rewrite_head_tails(fixed, layout)
@@ -214,6 +217,26 @@ def _rewrite_head_tails(model: onnx.ModelProto, layout: BatchLayout) -> list[str
             model.graph.initializer.append(numpy_helper.from_array(np.array(target, dtype=np.int64), name))
             path.reshape.input[1] = name
             rewrites.append(f"Reshape '{path.reshape.name}': target {path.reshape_target} -> {target}")
+    return rewrites
+
+
+def _keep_batch_in_flattens(model: onnx.ModelProto, layout: BatchLayout) -> list[str]:
+    """Reshape [1, ...] -> [0, ...] and Flatten axis 0 -> 1 where dim 0 carries the batch (layout found which)."""
+    consts = constant_values(model)
+    rewrites = []
+    for node in layout.batch_one_flattens:
+        name = node.name or node.output[0]
+        if node.op_type == "Flatten":
+            node.attribute.remove(next(a for a in node.attribute if a.name == "axis"))
+            node.attribute.append(helper.make_attribute("axis", 1))
+            rewrites.append(f"Flatten '{name}': axis 0 -> 1")
+            continue
+        before = [int(v) for v in consts[node.input[1]].reshape(-1)]
+        target = [0, *before[1:]]
+        target_name = _unique_name(model, f"{name}_batched_target")
+        model.graph.initializer.append(numpy_helper.from_array(np.array(target, dtype=np.int64), target_name))
+        node.input[1] = target_name
+        rewrites.append(f"Reshape '{name}': target {before} -> {target}")
     return rewrites
 
 

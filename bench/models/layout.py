@@ -63,6 +63,8 @@ class BatchLayout:
     problems: list[str] = field(default_factory=list)  # what fix-batch cannot rewrite
     notes: list[str] = field(default_factory=list)  # one human line per finding
     baked_op_types: list[str] = field(default_factory=list)  # op type of each baked_batch_ops entry
+    # Reshape [1, ...] / Flatten axis 0 on a tensor whose dim 0 is the batch: fix-batch keeps dim 0
+    batch_one_flattens: list[onnx.NodeProto] = field(default_factory=list)
 
     @property
     def batch_safe(self) -> bool:
@@ -174,6 +176,7 @@ def _judge_detector_paths(layout: BatchLayout, consumers: dict[str, list[onnx.No
 
 def _find_baked_batch_constants(model: onnx.ModelProto, consts: dict[str, np.ndarray], layout: BatchLayout) -> None:
     head_reshapes = {id(p.reshape) for p in layout.output_paths}
+    batch_dims = None  # dim 0 of every tensor with a symbolic batch, inferred on first need
     for node in model.graph.node:
         name = node.name or node.output[0]
         if node.op_type == "Reshape" and node.input[0] not in consts:
@@ -183,14 +186,26 @@ def _find_baked_batch_constants(model: onnx.ModelProto, consts: dict[str, np.nda
             target = [int(v) for v in target.reshape(-1)]
             if len(target) >= 2 and target[0] == 1:
                 _record_baked(layout, node, f"Reshape '{name}' target {target} bakes in batch 1")
-                if id(node) not in head_reshapes:
-                    layout.problems.append(f"Reshape '{name}' (target {target}) bakes in batch 1 outside the output heads")
+                if id(node) in head_reshapes:
+                    continue
+                batch_dims = _batch_dims(model) if batch_dims is None else batch_dims
+                if batch_dims.get(node.input[0]) == _BATCH_SYMBOL:
+                    layout.batch_one_flattens.append(node)
+                else:
+                    layout.problems.append(
+                        f"Reshape '{name}' (target {target}) bakes in batch 1 outside the output heads"
+                        f" on '{node.input[0]}', whose dim 0 is not the batch"
+                    )
             elif len(target) == 1 and layout.family == "embedder":
                 _record_baked(layout, node, f"Reshape '{name}' target {target} merges every frame into one vector")
                 layout.problems.append(f"Reshape '{name}' (target {target}) merges the batch into one vector")
         elif node.op_type == "Flatten" and int(_attr(node, "axis", 1)) == 0:
             _record_baked(layout, node, f"Flatten '{name}' with axis 0 merges every frame into one row")
-            layout.problems.append(f"Flatten '{name}' (axis 0) merges the batch into one row")
+            batch_dims = _batch_dims(model) if batch_dims is None else batch_dims
+            if batch_dims.get(node.input[0]) == _BATCH_SYMBOL:
+                layout.batch_one_flattens.append(node)
+            else:
+                layout.problems.append(f"Flatten '{name}' (axis 0) merges the batch into one row")
         elif node.op_type == "Resize" and len(node.input) > 3 and node.input[3]:
             sizes = consts.get(node.input[3])
             if sizes is not None and int(sizes.reshape(-1)[0]) == 1:
@@ -198,6 +213,30 @@ def _find_baked_batch_constants(model: onnx.ModelProto, consts: dict[str, np.nda
                 _record_baked(layout, node, f"Resize '{name}' sizes {sizes} bake in batch 1")
                 if layout.family != "detector":
                     layout.problems.append(f"Resize '{name}' (sizes {sizes}) bakes in batch 1")
+
+
+_BATCH_SYMBOL = "facebench_batch"
+
+
+def _batch_dims(model: onnx.ModelProto) -> dict[str, int | str]:
+    """Dim 0 of every tensor once the input batch is symbolic: a tensor whose dim 0 is the symbol
+    carries the batch there, so a batch-1 constant on it can keep dim 0 instead ({} when inference fails)."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    image = graph_inputs(probe)[0].type.tensor_type.shape.dim[0]
+    image.Clear()
+    image.dim_param = _BATCH_SYMBOL
+    del probe.graph.value_info[:]
+    try:
+        inferred = onnx.shape_inference.infer_shapes(probe, data_prop=True)
+    except Exception:  # a graph inference cannot follow: nothing is known to carry the batch
+        return {}
+    dims = {}
+    for value in inferred.graph.value_info:
+        shape = dims_of(value)
+        if shape:
+            dims[value.name] = shape[0]
+    return dims
 
 
 def _record_baked(layout: BatchLayout, node: onnx.NodeProto, note: str) -> None:

@@ -383,7 +383,7 @@ def calibration_frames(input_shape: Sequence[int], family: str, n: int,
     h, w = int(input_shape[-2]), int(input_shape[-1])
     rng = np.random.default_rng(seed)
     if images is not None and len(images):
-        loaded = [_as_rgb_uint8(im) for im in images]
+        loaded = [as_rgb_uint8(im) for im in images]
         pictures = [_fit(_augment(loaded[i % len(loaded)], rng, i >= len(loaded)), h, w, family)
                     for i in range(n)]
     else:
@@ -399,7 +399,7 @@ def images_in_folder(folder: str | os.PathLike) -> list[Path]:
     return found
 
 
-def _as_rgb_uint8(image) -> np.ndarray:
+def as_rgb_uint8(image) -> np.ndarray:
     if not isinstance(image, np.ndarray):
         image = _read_image(Path(image))
     if image.ndim == 2:

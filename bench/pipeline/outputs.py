@@ -36,10 +36,11 @@ class OutputRequest:
     detections: Path | None = None
     annotated: Path | None = None
     with_embeddings: bool = False
+    crops: Path | None = None  # each aligned face as its own 112x112 PNG (identity faces for `run --images`)
 
     @property
     def wanted(self) -> bool:
-        return self.detections is not None or self.annotated is not None
+        return self.detections is not None or self.annotated is not None or self.crops is not None
 
 
 @dataclass
@@ -104,12 +105,13 @@ def check_outputs(request: OutputRequest, images_dir: str | None, results_out: s
         if results_out is not None and Path(results_out).resolve() == path.resolve():
             raise UserError(f"--save-detections {path} is also the --out results file; give the faces their own file")
         _check_writable_folder(path.parent, f"--save-detections {path}", "choose a writable place for the file")
-    if request.annotated is not None:
-        folder = request.annotated
+    for flag, folder in (("--save-annotated", request.annotated), ("--save-crops", request.crops)):
+        if folder is None:
+            continue
         if images_dir is not None and folder.resolve() == Path(images_dir).resolve():
-            raise UserError(f"--save-annotated {folder}: is the --images folder; choose another folder "
+            raise UserError(f"{flag} {folder}: is the --images folder; choose another folder "
                             "so the pictures are never overwritten")
-        _check_writable_folder(folder, f"--save-annotated {folder}", "choose a writable folder")
+        _check_writable_folder(folder, f"{flag} {folder}", "choose a writable folder")
 
 
 def _check_writable_folder(folder: Path, flag: str, fix: str) -> None:
@@ -217,12 +219,27 @@ class AnnotatedWriter:
         self.sheets += 1
 
     def _write(self, name: str, rgb: np.ndarray) -> None:
-        import cv2
+        write_png(self.folder / name, rgb)
 
-        ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
-            raise OSError(f"PNG encoding failed for {name}")
-        write_atomically(self.folder / name, png.tobytes())
+
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    import cv2
+
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
+        raise OSError(f"PNG encoding failed for {path.name}")
+    write_atomically(path, png.tobytes())
+
+
+def write_crops(folder: Path, batch, names: Callable[[int], str]) -> int:
+    """Each aligned face of a finished batch as FRAME-STEM-FACE.png; the number written."""
+    offset = 0
+    for i, found in enumerate(batch.detections):
+        index = batch.first + i
+        for k in range(len(found)):
+            write_png(folder / f"{index:04d}-{names(index)}-{k}.png", batch.aligned[offset + k])
+        offset += len(found)
+    return offset
 
 
 def draw_faces(frame_rgb: np.ndarray, found) -> np.ndarray:
@@ -275,8 +292,14 @@ def save_outputs(request: OutputRequest, run_pass: Callable[[Callable], None], l
     if request.annotated is not None:
         pictures = AnnotatedWriter(request.annotated, lambda i: Path(sources(i)).stem, max_pictures)
 
+    crops = 0
+
     def on_batch(batch) -> None:
+        nonlocal crops
         summary.frames += len(batch.frames)
+        if request.crops is not None:
+            crops += _writing(request.crops, "--save-crops",
+                              lambda: write_crops(request.crops, batch, lambda i: Path(sources(i)).stem))
         if request.detections is not None:
             records.extend(face_records(batch, labels, sources, request.with_embeddings))
         if pictures is not None:
@@ -289,6 +312,8 @@ def save_outputs(request: OutputRequest, run_pass: Callable[[Callable], None], l
         summary.pictures, summary.sheets = pictures.pictures, pictures.sheets
         summary.lines.append(f"{_count(pictures.pictures, 'annotated picture')} and "
                              f"{_count(pictures.sheets, 'contact sheet')} of aligned crops in {request.annotated}")
+    if request.crops is not None:
+        summary.lines.append(f"{_count(crops, 'aligned face')} saved in {request.crops}")
     if request.detections is not None:
         _writing(request.detections, "--save-detections",
                  lambda: write_detections(request.detections, records, request.with_embeddings))
@@ -301,9 +326,9 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def _writing(where: Path, flag: str, action: Callable[[], None]) -> None:
+def _writing(where: Path, flag: str, action: Callable[[], object]):
     try:
-        action()
+        return action()
     except OSError as exc:
         raise UserError(f"{flag} {where}: cannot write ({exc.strerror or exc}); the benchmark row is saved, "
                         "rerun with a writable place") from None
