@@ -125,7 +125,7 @@ def test_lost_node_keeps_its_points_and_resume_finishes_on_a_replacement(cluster
     suite = tmp_path / "longer.toml"
     suite.write_text(tiny_suite("longer", [1, 2, 4, 8]).replace("window_s = 0.1", "window_s = 0.4"))
     driver, lines = start_driver(str(suite), "--out", s3("lost/"), "--machines", "facebench-machine=box-b",
-                                 cwd=tmp_path)
+                                 "--full-ladder", cwd=tmp_path)  # every batch, whatever the frames/s
     wait_for(lines, lambda text: "box-b: [1/" in text)
     head.remove_node(nodes["box-b"])  # the machine dies mid-run
     driver.wait(timeout=120)
@@ -149,7 +149,7 @@ def test_lost_node_keeps_its_points_and_resume_finishes_on_a_replacement(cluster
 def test_ctrl_c_stops_every_machine_with_its_points_saved(cluster, s3, tmp_path):  # noqa: F811
     suite = tmp_path / "longer.toml"
     suite.write_text(tiny_suite("longer", [1, 2, 4, 8]).replace("window_s = 0.1", "window_s = 0.4"))
-    driver, lines = start_driver(str(suite), "--out", s3("stopped/"), cwd=tmp_path)
+    driver, lines = start_driver(str(suite), "--out", s3("stopped/"), "--full-ladder", cwd=tmp_path)
     wait_for(lines, lambda text: "box-a: [1/" in text and "box-b: [1/" in text)
     driver.send_signal(signal.SIGINT)
     driver.wait(timeout=120)
