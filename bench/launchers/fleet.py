@@ -259,6 +259,8 @@ class FleetRun:
             event = self.ray.get(next(generator))
         except StopIteration:
             del self._pending[generator]
+            if self.manifest.machines[name].state in (fleet_store.QUEUED, fleet_store.RUNNING):  # its last event lost
+                self._update(name, {"event": fleet_store.STOPPED}, state=fleet_store.STOPPED)
             return
         except self.ray.exceptions.TaskCancelledError:
             del self._pending[generator]
