@@ -5,7 +5,7 @@
 2. ONNX Runtime CPU: facebench's ort-cpu session vs a bare `session.run` loop.
 
 Usage: python scripts/compare_anchors.py [--model arcface_r50] [--batch 8] [--rounds 3] [--seconds 10]
-Prints each round and the ratio of medians (facebench / anchor); paste into the README.
+Prints each round and the ratio of medians (facebench / anchor); paste into docs/journal.md.
 """
 from __future__ import annotations
 

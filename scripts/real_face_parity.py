@@ -1,4 +1,4 @@
-"""Parity on trained weights and real faces, per runtime and precision (README: Precision and parity).
+"""Parity on trained weights and real faces, per runtime and precision (docs/models-and-precision.md: Precision and parity).
 
 Embedder: the aligned faces in FACES (`facebench pipeline --save-crops FACES`) and their variants;
 cosine to FP32 (min, median), identity rank-1 and smallest margin, matches lost. INT8 in both

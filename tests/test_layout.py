@@ -1,4 +1,4 @@
-"""The package's import rules that keep its rooms apart (README: Architecture)."""
+"""The package's import rules that keep its rooms apart (docs/architecture.md)."""
 from __future__ import annotations
 
 import ast

@@ -27,12 +27,13 @@ from bench.domain import EMBEDDER, FP32_ARITHMETIC, PRECISIONS, canonical_precis
 from bench.domain import family as model_family
 from bench.pipeline.decode import Detections, decode_scrfd
 
-# Embedder gates measured on trained weights (fr_feature, 8 real faces and their 32 variants,
-# README "Parity on trained weights"): INT8 cosine min 0.952-0.962 over both recipes, both CPU
-# runtimes and both calibrations (real crops, synthetic faces); its smallest identity margin
-# 0.48-0.54 against FP32's 0.585 (a drop of up to 0.106); FP16 0.99999, no drop. Gates: the worst
-# figure with a margin (INT8 cosine 0.94, margin drop 0.2, FP16 0.01); 10% conv weight noise gives
-# cosine 0.62 and a drop of 0.23 on the trained embedder, 0.933 on the random-weight MBF replica.
+# Embedder gates measured on trained weights (fr_feature, 8 real faces and their 32 variants;
+# docs/models-and-precision.md, "Parity on trained weights"): INT8 cosine min 0.952-0.962 over
+# both recipes, both CPU runtimes and both calibrations (real crops, synthetic faces); its smallest
+# identity margin 0.48-0.54 against FP32's 0.585 (a drop of up to 0.106); FP16 0.99999, no drop.
+# Gates: the worst figure with a margin (INT8 cosine 0.94, margin drop 0.2, FP16 0.01); 10% conv
+# weight noise gives cosine 0.62 and a drop of 0.23 on the trained embedder, 0.933 on the
+# random-weight MBF replica.
 INT8_COSINE_MIN = 0.94
 IDENTITY_MARGIN_DROP = {**dict.fromkeys(FP32_ARITHMETIC, 0.005), "fp16": 0.01, "int8": 0.2}
 SCORE_THRESHOLD = 0.5
