@@ -17,7 +17,7 @@ from bench.pipeline.align import (
     warp_affine,
     warp_affine_numpy,
 )
-from bench.pipeline.decode import Detections, decode_scrfd, nms
+from bench.face.decode import Detections, decode_scrfd, nms
 from bench.face.images import resize_bilinear_numpy, to_blob
 from bench.pipeline.preprocess import letterbox, letterbox_shape
 from bench.pipeline.run import (

@@ -22,7 +22,7 @@ import numpy as np
 from bench.comparator import UNGATED, OutputDiff, compare_outputs, named
 from bench.domain import EMBEDDER, FP32_ARITHMETIC, canonical_precision
 from bench.domain import family as model_family
-from bench.pipeline.decode import Detections, decode_scrfd
+from bench.face.decode import Detections, decode_scrfd
 
 SCORE_THRESHOLD = 0.5
 NMS_THRESHOLD = 0.4

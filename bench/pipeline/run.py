@@ -26,7 +26,7 @@ from bench.domain import DETECTOR, EMBEDDER, FLOAT_NCHW, InputFormat, random_fra
 from bench.errors import UserError
 from bench.measure.stats import median_item
 from bench.pipeline.align import ALIGNED_SIZE, ARCFACE_TEMPLATE, align_faces
-from bench.pipeline.decode import Detections, decode_scrfd
+from bench.face.decode import Detections, decode_scrfd
 from bench.pipeline.preprocess import letterbox_batch, model_batch
 
 try:
