@@ -8,8 +8,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from bench.pipeline import align
-from bench.pipeline.align import (
+from bench.face import align
+from bench.face.align import (
     ARCFACE_TEMPLATE,
     align_faces,
     estimate_similarity,
