@@ -19,7 +19,7 @@ from bench.face.align import (
 )
 from bench.face.decode import Detections, decode_scrfd, nms
 from bench.face.images import resize_bilinear_numpy, to_blob
-from bench.pipeline.preprocess import letterbox, letterbox_shape
+from bench.face.preprocess import letterbox, letterbox_shape
 from bench.pipeline.run import (
     STAGES,
     compare_overlap,

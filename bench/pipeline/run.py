@@ -27,7 +27,7 @@ from bench.errors import UserError
 from bench.measure.stats import median_item
 from bench.face.align import ALIGNED_SIZE, ARCFACE_TEMPLATE, align_faces
 from bench.face.decode import Detections, decode_scrfd
-from bench.pipeline.preprocess import letterbox_batch, model_batch
+from bench.face.preprocess import letterbox_batch, model_batch
 
 try:
     import cv2
