@@ -289,7 +289,7 @@ def _comma_list(text: str) -> list[str]:
 
 
 def _peaks_table(names: list[str], precisions: list[str], refresh: bool):
-    from bench.measure.peaks import peaks_for
+    from bench.peaks import peaks_for
     from bench.models.zoo import cache_dir
     from bench.report.tables import peaks_table
     from bench.runtimes.registry import get_runtime

@@ -170,7 +170,7 @@ class GpuTelemetry:
 
 @dataclass
 class PeakShares:
-    """The machine's probe peaks (bench.measure.peaks) and this point's share of them."""
+    """The machine's probe peaks (bench.peaks) and this point's share of them."""
 
     peak_gemm_gflops: float | None = None
     peak_conv_gflops: float | None = None

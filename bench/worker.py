@@ -167,7 +167,7 @@ def int8_recipe(runtime):
 
 def job_peaks(runtime, job: Job, emit: Emit):
     """This runtime's probe peaks at the job's precision (cached per machine); None if they cannot be had."""
-    from bench.measure.peaks import peaks_for
+    from bench.peaks import peaks_for
 
     try:
         return peaks_for(runtime, job.precision, job.options, job.cache_dir or ".")
@@ -236,7 +236,7 @@ def run_checks(runtime, session: Session, info: ModelInfo, job: Job, batch: int)
 
 def peak_shares(peaks, steady: SteadyState, input_bytes: int) -> PeakShares | None:
     """The probe figures and this point's share of them; a share above 100% is flagged as nominal."""
-    from bench.measure.peaks import share_of_peak
+    from bench.peaks import share_of_peak
 
     if peaks is None:
         return None

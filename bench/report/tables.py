@@ -253,7 +253,7 @@ def print_pipeline_tables(points: list[Point], console: Console) -> None:
 
 
 def peaks_table(peaks: list) -> Table:
-    """Probe figures (bench.measure.peaks.Peaks), one row per runtime and precision."""
+    """Probe figures (bench.peaks.Peaks), one row per runtime and precision."""
     table = Table(title="peaks through each runtime (probe models, default options)", title_justify="left",
                   caption="GFLOP/s nominal (INT8: GOP/s); memory: one-thread copy; datasheet: NVIDIA dense peak",
                   caption_justify="left")
