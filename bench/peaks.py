@@ -29,7 +29,7 @@ from bench.fileio import first_line, writable_folder
 from bench.measure.gpu_warnings import measured_compute_only_fps
 from bench.measure.protocol import VALID, MeasureSettings, make_inputs, measure
 from bench.models.probes import PROBES, build_probe
-from bench.runtimes.base import LoadRequest
+from bench.session import LoadRequest
 
 PROBE_VERSION = 2  # bump when the probe models or their measurement change (2: GPU compute only, retry)
 PROBE_ATTEMPTS = 2  # a probe that does not settle is measured once more

@@ -22,7 +22,7 @@ from bench.measure.cold_start import ColdStartTimer
 from bench.measure.protocol import MeasureSettings, input_buffer_count, make_inputs, measure
 from bench.models.info import ModelInfo
 from bench.results import InputPool, ModelFacts, PeakShares, PointIdentity, PointResult, SessionSettings, SteadyState
-from bench.runtimes.base import LoadRequest, Session
+from bench.session import LoadRequest, Session
 from bench.runtimes.registry import get_runtime
 from bench.suite import Checks
 from bench.telemetry.cpu import CpuSampler

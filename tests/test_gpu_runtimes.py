@@ -29,7 +29,7 @@ from bench.measure.cold_start import ColdStart, ColdStartTimer
 from bench.measure.loops import STAGES, CudaEventLoop, Window, ms_to_ns, split_stages
 from bench.measure.protocol import MeasureSettings, make_inputs, measure, steady_window
 from bench.runtimes import cuda, gpu_cache
-from bench.runtimes.base import CUDA, LoadRequest, Session
+from bench.session import CUDA, LoadRequest, Session
 from bench.runtimes.ort_gpu import OrtCudaRuntime, OrtTrtRuntime, graph_id_for, ort_gpu_reasons, ort_type_to_numpy
 from bench.runtimes.registry import RUNTIMES, get_runtime
 from bench.runtimes.tensorrt import (TensorRtRuntime, numpy_dtype, precision_flags, precision_from_inspector,
@@ -192,7 +192,7 @@ def test_warm_probe_runner_keeps_the_result_and_names_failures(tmp_path, monkeyp
     assert timer.fresh_process("crashing_probe:probe", request) == {"total_ms": 7.0}
     failed = timer.fresh_process("silent_probe:probe", request)
     assert failed == {"total_ms": None, "note": "warm-cache probe failed: cannot load libnvinfer.so.11"}
-    from bench.runtimes.base import UNTIMED
+    from bench.session import UNTIMED
 
     assert UNTIMED.fresh_process("chatty_probe:probe", request)["total_ms"] is None  # no clock: no probe process
 
@@ -414,7 +414,7 @@ def test_cuda_warm_up_skips_the_compute_only_pass_so_windows_get_their_length(si
 
 
 def test_threaded_loop_runs_each_cuda_member_on_its_own_stream(simulated):
-    from bench.runtimes.base import SessionGroup
+    from bench.session import SessionGroup
 
     members = [simulated, SimulatedCudaSteps(compute_ms=lambda i: 1.0, enqueue_ms=0.5)]
     group = SessionGroup(members, {"streams": 2})

@@ -18,7 +18,7 @@ from bench.measure.protocol import MeasureSettings, make_inputs, measure
 from bench.models import zoo
 from bench.report.model import point_of
 from bench.report.text import NO_BEST
-from bench.runtimes.base import LoadRequest
+from bench.session import LoadRequest
 from bench.runtimes.registry import get_runtime
 from tests.conftest import REPO
 

@@ -77,7 +77,7 @@ class PipelineSetup:
     request: PipelineRequest
     det: ModelInfo
     rec: ModelInfo
-    runtime: Any  # bench.runtimes.base.Runtime
+    runtime: Any  # bench.session.Runtime
     batch: int
     rec_batch: int
     synthetic_faces: int | None  # None: use what the detector finds
@@ -218,7 +218,7 @@ def load_session(runtime, info: ModelInfo, batch: int, fmt: InputFormat):
     """`info` on `runtime`, taking `fmt` batches (a uint8 format loads the artifact that normalises)."""
     from bench.models import zoo
     from bench.models.input_artifact import make_input_artifact
-    from bench.runtimes.base import LoadRequest
+    from bench.session import LoadRequest
 
     path = make_input_artifact(info.path, fmt, info.mean, info.std, zoo.cache_dir() / "artifacts")
     request = LoadRequest(model_path=str(path), input_name=info.input_name,

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.runtimes.base import CUDA, Session
+from bench.session import CUDA, Session
 
 
 @dataclass

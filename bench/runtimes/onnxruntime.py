@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.runtimes.base import UNTIMED, LoadRequest, Phases, Runtime, Session, SessionGroup
+from bench.session import UNTIMED, LoadRequest, Phases, Runtime, Session, SessionGroup
 from bench.runtimes.options import RuntimeOptions, option
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from bench.domain import PRECISIONS
-from bench.runtimes.base import HOST, REQUESTS, UNTIMED, LoadRequest, Phases, Runtime, Session
+from bench.session import HOST, REQUESTS, UNTIMED, LoadRequest, Phases, Runtime, Session
 from bench.runtimes.options import RuntimeOptions, option
 
 # OpenVINO's name for each precision hint we request.
@@ -36,7 +36,7 @@ def import_openvino():
 
 
 class InferRequest:
-    """One OpenVINO infer request in the request-queue step contract (bench.runtimes.base)."""
+    """One OpenVINO infer request in the request-queue step contract (bench.session)."""
 
     __slots__ = ("_request", "_tensors", "wait")
 
