@@ -1,6 +1,5 @@
-"""The one interface every runtime implements: a Runtime loads, a Session offers steps.
-
-A Runtime loads a model file for one batch size and precision into a Session. Sessions
+"""The session contract: runtimes implement it (bench/runtimes/base.py `Runtime.load` returns a
+Session), measure/ drives it. Sessions
 time nothing: measure/ drives their steps with its own loops and clocks, and
 times the cold start around the phases a runtime names while it loads.
 
@@ -32,8 +31,6 @@ from dataclasses import dataclass, field
 from typing import Any, ContextManager, Protocol
 
 import numpy as np
-
-from bench.runtimes.options import RuntimeOptions
 
 HOST, REQUESTS, CUDA, GROUP = "host", "requests", "cuda", "group"
 
@@ -163,41 +160,3 @@ class SessionGroup(Session):
                 errors.append(exc)
         if errors:
             raise errors[0]
-
-
-class Runtime(ABC):
-    """A runtime family member (e.g. ort-cpu, openvino-cpu)."""
-
-    name: str = ""
-    device: str = "cpu"  # cpu | gpu | npu
-    precisions: tuple[str, ...] = ("fp32",)
-    precision_notes: dict[str, str] = {}  # why a precision is not run here, where a reason helps
-    Options: type[RuntimeOptions] = RuntimeOptions  # what a suite's [runtime_options.NAME] may set
-    uses_cuda = False  # NVML telemetry applies (NVIDIA devices only)
-    concurrent = False  # runs more than one request in flight (load_concurrent)
-
-    @abstractmethod
-    def available(self) -> tuple[bool, str]:
-        """(True, "") or (False, reason). Must not raise; imports happen lazily here."""
-
-    def versions(self) -> dict[str, str]:
-        return {}
-
-    def options(self, request: LoadRequest):
-        """The request's options, typed (the suite checked them already; direct callers get the same check)."""
-        return self.Options.parse(request.options, self.name)
-
-    def artifact_for(self, precision: str) -> str:
-        """Which model artifact this runtime consumes for a precision (most: the same name)."""
-        return precision
-
-    @abstractmethod
-    def load(self, request: LoadRequest, phases: Phases = UNTIMED) -> Session:
-        """Load and run the first inference, each step inside its cold-start phase."""
-
-    def load_concurrent(self, request: LoadRequest, concurrency: int, phases: Phases = UNTIMED) -> Session:
-        """A session that keeps `concurrency` requests in flight (runtimes with `concurrent` override this).
-        The cold start timed is the first member's: what each deployed session pays."""
-        if concurrency == 1:
-            return self.load(request, phases)
-        raise NotImplementedError(f"{self.name} runs one request in flight only")

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.session import UNTIMED, LoadRequest, Phases, Runtime, Session, SessionGroup
+from bench.runtimes.base import Runtime
+from bench.session import UNTIMED, LoadRequest, Phases, Session, SessionGroup
 from bench.runtimes.options import RuntimeOptions, option
 
 

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from bench.domain import PRECISIONS
-from bench.session import HOST, REQUESTS, UNTIMED, LoadRequest, Phases, Runtime, Session
+from bench.runtimes.base import Runtime
+from bench.session import HOST, REQUESTS, UNTIMED, LoadRequest, Phases, Session
 from bench.runtimes.options import RuntimeOptions, option
 
 # OpenVINO's name for each precision hint we request.

@@ -35,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.session import UNTIMED, LoadRequest, Phases, Runtime, Session, SessionGroup
+from bench.runtimes.base import Runtime
+from bench.session import UNTIMED, LoadRequest, Phases, Session, SessionGroup
 from bench.runtimes.cuda import copy_d2h_async, copy_h2d_async
 from bench.runtimes.cuda_session import BareParts, CudaSession
 from bench.runtimes.gpu_cache import TrtBuildOptions

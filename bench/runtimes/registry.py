@@ -5,7 +5,7 @@ import importlib
 from dataclasses import dataclass
 
 from bench.errors import UserError
-from bench.session import Runtime
+from bench.runtimes.base import Runtime
 
 # name -> "module:Class". Each module imports its runtime package only inside methods.
 RUNTIMES: dict[str, str] = {
