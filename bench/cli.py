@@ -21,7 +21,7 @@ from bench.runs import EXIT_INTERRUPTED, EXIT_USER_ERROR, ignore_stop_signals
 # Subcommands that live beside their feature; each module has register(subparsers)
 # and keeps its heavy imports inside the handlers.
 FEATURE_COMMANDS = (
-    "bench.checks.commands",  # fix-batch, check-batch
+    "bench.commands.batch",  # fix-batch, check-batch
     "bench.report.commands",  # compare, plot, report
     "bench.pipeline.commands",  # pipeline
 )
