@@ -22,7 +22,7 @@ from bench.runs import EXIT_INTERRUPTED, EXIT_USER_ERROR, ignore_stop_signals
 # and keeps its heavy imports inside the handlers.
 FEATURE_COMMANDS = (
     "bench.commands.batch",  # fix-batch, check-batch
-    "bench.report.commands",  # compare, plot, report
+    "bench.commands.compare",  # compare, plot, report
     "bench.pipeline.commands",  # pipeline
 )
 
