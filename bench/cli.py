@@ -23,7 +23,7 @@ from bench.runs import EXIT_INTERRUPTED, EXIT_USER_ERROR, ignore_stop_signals
 FEATURE_COMMANDS = (
     "bench.commands.batch",  # fix-batch, check-batch
     "bench.commands.compare",  # compare, plot, report
-    "bench.pipeline.commands",  # pipeline
+    "bench.commands.pipeline",  # pipeline
 )
 
 
