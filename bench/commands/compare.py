@@ -1,4 +1,4 @@
-"""Subcommands of this feature (registered by bench.cli): compare, plot, report.
+"""`facebench compare`, `plot` and `report` (registered by bench.cli): they read results files.
 
 Handlers import pandas, matplotlib and the comparison code lazily, so `facebench --help` stays fast.
 """
