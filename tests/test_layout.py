@@ -12,7 +12,7 @@ from tests.conftest import REPO
 
 # Bottom to top. A module may import its own layer (without cycles) and any layer below it.
 LAYERS = (
-    ("bench", "bench.errors", "bench.fileio", "bench.env", "bench.console"),  # foundations: no facebench concept
+    ("bench", "bench.errors", "bench.exits", "bench.fileio", "bench.env", "bench.console"),  # foundations
     ("bench.domain", "bench.ladder"),  # the vocabulary: precisions, input formats, families, the batch rule, ladder
     ("bench.comparator",),  # outputs compared by name, per-output tolerances
     ("bench.face",),  # InsightFace reference operations: letterbox, decode + NMS, alignment, images
