@@ -27,7 +27,7 @@ import onnx
 
 from bench import env
 from bench.fileio import first_line, writable_folder
-from bench.measure.gpu_warnings import measured_compute_only_fps
+from bench.measure.stages import measured_compute_only_fps
 from bench.measure.protocol import VALID, MeasureSettings, make_inputs, measure
 from bench.models.artifacts import build_artifact
 from bench.models.probes import PROBES, build_probe

@@ -233,7 +233,7 @@ class PointResult:
         """The point's warnings: the protocol's (giving way to the GPU's where they overlap), then the rest."""
         warnings = list(self.steady.warnings) if self.steady else []
         if self.gpu:
-            from bench.measure.gpu_warnings import merge_warnings
+            from bench.measure.stages import merge_warnings
 
             warnings = merge_warnings(warnings, self.gpu.warnings)
         if self.peaks and self.peaks.note:

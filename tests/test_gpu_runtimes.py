@@ -24,7 +24,7 @@ import pytest
 
 from bench import store
 from bench.fileio import write_atomically
-from bench.measure import gpu_warnings as gw
+from bench.measure import stages as gw
 from bench.measure.cold_start import ColdStart, ColdStartTimer
 from bench.measure.loops import STAGES, CudaEventLoop, Window, ms_to_ns, split_stages
 from bench.measure.protocol import MeasureSettings, make_inputs, measure, steady_window

@@ -309,7 +309,7 @@ class GpuPointTelemetry:
 
     def figures(self, measurement) -> GpuTelemetry:
         """NVML's figures with the compute-only fps and the GPU warnings (the point's merge them with the protocol's)."""
-        from bench.measure.gpu_warnings import explain_unstable, gpu_point_figures
+        from bench.measure.stages import explain_unstable, gpu_point_figures
 
         fps_compute, warnings = gpu_point_figures(measurement, self.batch)
         telemetry = self.sampler.figures(measurement) if self.sampler is not None else GpuTelemetry()
