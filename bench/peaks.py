@@ -27,7 +27,6 @@ import onnx
 
 from bench import env
 from bench.fileio import first_line, writable_folder
-from bench.measure.stages import measured_compute_only_fps
 from bench.measure.protocol import VALID, MeasureSettings, make_inputs, measure
 from bench.models.artifacts import build_artifact
 from bench.models.probes import PROBES, build_probe
@@ -171,7 +170,7 @@ def probe_rate(session, inputs: list[np.ndarray], compute_only: bool) -> tuple[f
             break
     if not compute_only:
         return result.fps, result.verdict
-    rate = measured_compute_only_fps(result, 1)
+    rate = result.stages.fps_compute
     if rate is None:
         raise RuntimeError(f"{session.loop} loop gave no compute-only figure; GPU probes need the CUDA-event loop")
     return rate, result.verdict

@@ -123,6 +123,7 @@ class SteadyState:
     compute_ms: float | None = None
     d2h_ms: float | None = None
     enqueue_ms: float | None = None
+    fps_compute: float | None = None  # device-resident input and output (GPU points)
     gflops_achieved: float | None = None
     verdict: str | None = None
     warnings: list[str] = field(default_factory=list)
@@ -135,7 +136,7 @@ class SteadyState:
                    window_spread_pct=m.window_spread_pct, warmup_iterations=m.warmup_iterations,
                    warmup_s=m.warmup_s, iterations=m.iterations, windows=len(m.windows), latency=m.latency,
                    h2d_ms=m.extra_ms.get("h2d"), compute_ms=m.extra_ms.get("compute"),
-                   d2h_ms=m.extra_ms.get("d2h"), enqueue_ms=m.extra_ms.get("enqueue"),
+                   d2h_ms=m.extra_ms.get("d2h"), enqueue_ms=m.extra_ms.get("enqueue"), fps_compute=m.stages.fps_compute,
                    gflops_achieved=m.fps * flops_per_frame / 1e9 if flops_per_frame is not None else None,
                    verdict=m.verdict, warnings=list(m.warnings), in_flight_max=m.in_flight_max,
                    in_flight_mean=m.in_flight_mean)
@@ -153,7 +154,7 @@ class CpuTelemetry:
 
 @dataclass
 class GpuTelemetry:
-    """NVML over the windows (bench.telemetry.nvml), the compute-only frames/s and the GPU warnings."""
+    """NVML over the windows (bench.telemetry.nvml) and its warnings."""
 
     gpu_util_mean: float | None = None
     gpu_mem_util_mean: float | None = None
@@ -164,8 +165,7 @@ class GpuTelemetry:
     gpu_sm_clock_min_mhz: float | None = None
     gpu_temp_max_c: float | None = None
     gpu_clock_events: str | None = None
-    fps_compute: float | None = None
-    warnings: list[str] = field(default_factory=list)  # trtexec's and NVML's; they join the point's warnings
+    warnings: list[str] = field(default_factory=list)  # NVML's; they join the point's warnings
 
 
 @dataclass
@@ -230,12 +230,10 @@ class PointResult:
 
     @property
     def warnings(self) -> list[str]:
-        """The point's warnings: the protocol's (giving way to the GPU's where they overlap), then the rest."""
+        """The point's warnings: the measurement's, the GPU telemetry's, then the rest."""
         warnings = list(self.steady.warnings) if self.steady else []
         if self.gpu:
-            from bench.measure.stages import merge_warnings
-
-            warnings = merge_warnings(warnings, self.gpu.warnings)
+            warnings += [w for w in self.gpu.warnings if w not in warnings]
         if self.peaks and self.peaks.note:
             warnings.append(self.peaks.note)
         return warnings + self.notes

@@ -21,6 +21,7 @@ from bench.fileio import first_line
 from bench.ladder import LadderPoint, LadderRule, stop_reason
 from bench.measure.cold_start import ColdStartTimer
 from bench.measure.protocol import MeasureSettings, input_buffer_count, make_inputs, measure
+from bench.measure.stages import explain_unstable
 from bench.models.artifacts import build_artifact, int8_recipe, with_input_format
 from bench.models.info import ModelInfo
 from bench.models.precision import DEFAULT_CALIBRATION_FRAMES, calibration_frames, int8_failure_hint
@@ -166,9 +167,12 @@ def measure_point(runtime, info: ModelInfo, job: Job, batch: int, model_path: st
             gpu = GpuPointTelemetry.open(batch, runtime.options(request).device_id)
         result = measure(session, inputs, batch, job.settings, [cpu, gpu] if gpu else [cpu])
         telemetry = cpu.figures(result)
-        gpu_telemetry = gpu.figures(result) if gpu else None  # NVML figures, fps_compute, trtexec-style warnings
+        gpu_telemetry = gpu.figures(result) if gpu else None  # NVML's figures and warnings
         contamination, parity = run_checks(runtime, session, info, job, batch)
         steady = SteadyState.of(result, info.flops_per_frame)
+        if gpu_telemetry:  # NVML saw whether the clock moved: say where unstable compute times come from
+            steady.warnings = explain_unstable(steady.warnings, gpu_telemetry.gpu_sm_clock_mean_mhz,
+                                               gpu_telemetry.gpu_sm_clock_min_mhz)
         settings = SessionSettings.of(session.describe(), session.timer_kind, session.effective_precision())
         return PointResult(point_identity(job, runtime, batch), ModelFacts.of(info), session=settings,
                            cold_start=cold, inputs=InputPool(result.buffers_fed, result.buffers_fed * batch_bytes),

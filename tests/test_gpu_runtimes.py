@@ -270,11 +270,17 @@ def test_compute_only_fps_needs_every_window():
     assert gw.compute_only_fps([a, window([0.1], [1.0], [0.1])], batch=8) is None
 
 
-def test_merge_prefers_the_compute_cov_rule_on_gpu():
-    protocol = ["latency CoV 9.0% > 2.5%: compute time is unstable; locking clocks may help", "did not settle"]
-    gpu = ["GPU compute time is unstable: coefficient of variance 9.0% > 2.5%; ..."]
-    assert gw.merge_warnings(protocol, gpu) == ["did not settle", gpu[0]]
-    assert gw.merge_warnings(protocol, []) == protocol
+def test_one_cov_rule_on_device_timed_points():
+    # The compute time's CoV where the loop measured it (jumpy latencies alone say nothing then);
+    # the latency's only without a compute series.
+    quiet_compute = gw.summarise_stages([window([0.1] * 20, [1.0, 1.01, 0.99, 1.0] * 5, [0.1] * 20)])
+    assert gw.device_timed_warnings(quiet_compute, latency_cov_pct=9.0) == []
+    jumpy = gw.summarise_stages([window([0.1] * 20, [1.0, 1.2, 0.8, 1.1, 0.9] * 4, [0.1] * 20)])
+    [unstable] = gw.device_timed_warnings(jumpy, latency_cov_pct=0.0)
+    assert unstable.startswith(gw.UNSTABLE_PREFIX)
+    [latency] = gw.device_timed_warnings(gw.StageSummary(), latency_cov_pct=9.0)
+    assert latency.startswith("latency CoV 9.0% > 2.5%")
+    assert gw.device_timed_warnings(gw.StageSummary(), latency_cov_pct=2.0) == []
 
 
 class SimulatedEvent:
@@ -359,10 +365,10 @@ def test_gpu_point_fields_and_row_through_the_store(tmp_path, simulated):
     telemetry = nvml.GpuPointTelemetry(4, None, "no NVIDIA GPU (nvidia-smi not found)")  # as without NVML
     m = measure(simulated, inputs, 4, settings, [telemetry])
     gpu = telemetry.figures(m)
-    assert gpu.fps_compute == pytest.approx(4 / 0.002, rel=1e-3)  # compute alone: about 2 ms a batch
+    assert m.stages.fps_compute == pytest.approx(4 / 0.002, rel=1e-3)  # compute alone: about 2 ms a batch
     assert len(simulated.staged) == len(inputs)  # staged once for the whole point
-    assert m.extra_ms["compute"] == pytest.approx(2.001)
-    joined = "; ".join(gpu.warnings)
+    assert m.extra_ms["compute"] == pytest.approx(2.001) == m.stages.compute_ms
+    joined = "; ".join(m.warnings + gpu.warnings)
     assert "enqueue-bound" in joined and "device-to-host" in joined and "no GPU telemetry" in joined
     from bench.models.info import ModelInfo
     from bench.results import ModelFacts, PointIdentity, PointResult, SessionSettings, SteadyState

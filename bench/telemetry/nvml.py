@@ -288,8 +288,8 @@ def open_gpu_sampler(cuda_index: int = 0) -> tuple[NvmlSampler | None, str]:
 
 
 class GpuPointTelemetry:
-    """The GPU point's sampler: NVML columns over its steady-state windows, compute-only fps and
-    trtexec's warnings from the measurement."""
+    """The GPU point's sampler: NVML columns over its steady-state windows (the stage figures and
+    trtexec's warnings are the measurement's, bench.measure.stages)."""
 
     def __init__(self, batch: int, sampler: NvmlSampler | None, note: str = ""):
         self.batch, self.sampler, self.note = batch, sampler, note
@@ -308,17 +308,11 @@ class GpuPointTelemetry:
             self.sampler.add_frames(self.batch * window.iterations)  # end to end: the compute-only pass is outside
 
     def figures(self, measurement) -> GpuTelemetry:
-        """NVML's figures with the compute-only fps and the GPU warnings (the point's merge them with the protocol's)."""
-        from bench.measure.stages import explain_unstable, gpu_point_figures
-
-        fps_compute, warnings = gpu_point_figures(measurement, self.batch)
-        telemetry = self.sampler.figures(measurement) if self.sampler is not None else GpuTelemetry()
-        if self.sampler is not None:
-            warnings = explain_unstable(warnings, telemetry.gpu_sm_clock_mean_mhz, telemetry.gpu_sm_clock_min_mhz)
-            warnings += self.sampler.warnings
-        else:
-            warnings.append(f"no GPU telemetry: {self.note}")
-        telemetry.fps_compute, telemetry.warnings = fps_compute, warnings
+        """NVML's figures and warnings (or why there are none)."""
+        if self.sampler is None:
+            return GpuTelemetry(warnings=[f"no GPU telemetry: {self.note}"])
+        telemetry = self.sampler.figures(measurement)
+        telemetry.warnings = list(self.sampler.warnings)
         return telemetry
 
     def close(self) -> None:
