@@ -10,11 +10,13 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from bench.domain import DEFAULT_INPUT_FORMAT, DEFAULT_OPTIONS_VARIANT
+from bench.ladder import LadderPoint
+from bench.telemetry.cpu import CpuTelemetry
+from bench.telemetry.nvml import GpuTelemetry
 
 if TYPE_CHECKING:
     from bench.checks.contamination import ContaminationResult
     from bench.checks.parity import ParityResult
-    from bench.ladder import LadderPoint
     from bench.measure.protocol import Measurement
     from bench.measure.stats import LatencyStats
     from bench.models.info import ModelInfo
@@ -143,32 +145,6 @@ class SteadyState:
 
 
 @dataclass
-class CpuTelemetry:
-    """bench.telemetry.cpu.CpuSampler over the windows."""
-
-    cpu_percent: float | None = None
-    peak_rss_mb: float | None = None
-    other_cpu_percent: float | None = None  # every other process on the machine, same unit
-    cpu_steal_percent: float | None = None  # VM cores given to other guests
-
-
-@dataclass
-class GpuTelemetry:
-    """NVML over the windows (bench.telemetry.nvml) and its warnings."""
-
-    gpu_util_mean: float | None = None
-    gpu_mem_util_mean: float | None = None
-    gpu_mem_peak_mb: float | None = None
-    gpu_power_mean_w: float | None = None
-    gpu_energy_mj_per_frame: float | None = None
-    gpu_sm_clock_mean_mhz: float | None = None
-    gpu_sm_clock_min_mhz: float | None = None
-    gpu_temp_max_c: float | None = None
-    gpu_clock_events: str | None = None
-    warnings: list[str] = field(default_factory=list)  # NVML's; they join the point's warnings
-
-
-@dataclass
 class PeakShares:
     """The machine's probe peaks (bench.peaks) and this point's share of them."""
 
@@ -240,8 +216,6 @@ class PointResult:
 
     def ladder_point(self) -> LadderPoint | None:
         """The adaptive ladder's view of the point (None unless measured)."""
-        from bench.ladder import LadderPoint
-
         if self.status != OK or self.steady is None:
             return None
         latency = self.steady.latency

@@ -14,11 +14,26 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from bench.results import GpuTelemetry
 from bench.telemetry.base import PollingThread, used_readings
+
+
+@dataclass
+class GpuTelemetry:
+    """NVML over the windows (bench.telemetry.nvml) and its warnings."""
+
+    gpu_util_mean: float | None = None
+    gpu_mem_util_mean: float | None = None
+    gpu_mem_peak_mb: float | None = None
+    gpu_power_mean_w: float | None = None
+    gpu_energy_mj_per_frame: float | None = None
+    gpu_sm_clock_mean_mhz: float | None = None
+    gpu_sm_clock_min_mhz: float | None = None
+    gpu_temp_max_c: float | None = None
+    gpu_clock_events: str | None = None
+    warnings: list[str] = field(default_factory=list)  # NVML's; they join the point's warnings
 
 # nvmlClocksEventReason* bits.
 CLOCK_EVENT_REASONS = {
