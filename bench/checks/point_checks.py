@@ -9,8 +9,11 @@ from functools import lru_cache
 
 import numpy as np
 
+from bench.checks.contamination import check_contamination
+from bench.checks.parity import ParityGates, check_parity
 from bench.domain import FP32_ARITHMETIC, InputFormat
 from bench.models.info import ModelInfo
+from bench.models.precision import calibration_frames
 
 PARITY_FRAMES = 4
 # A uint8 artifact at FP32 runs the float model's own arithmetic behind the normalisation, so it
@@ -25,8 +28,6 @@ def output_names(info: ModelInfo) -> list[str]:
 
 def parity_frames(info: ModelInfo, images: tuple[str, ...] = ()) -> np.ndarray:
     """Real pictures where we have them (user images, else scikit-image's astronaut), else face-like synthetic ones."""
-    from bench.models.precision import calibration_frames
-
     pictures = list(images) or _astronaut()
     return calibration_frames(info.input_shape(1), info.family, PARITY_FRAMES, images=pictures or None)
 
@@ -103,8 +104,6 @@ def candidate_outputs(infer, frames: np.ndarray, batch: int) -> list[np.ndarray]
 
 def contamination_check(infer, info: ModelInfo, batch: int, precision: str, seed: int):
     """bench.checks.contamination.ContaminationResult for the point (outputs paired by name)."""
-    from bench.checks.contamination import check_contamination
-
     return check_contamination(infer, (3, *info.input_hw), batch, precision, seed=seed,
                                output_names=output_names(info))
 
@@ -112,8 +111,6 @@ def contamination_check(infer, info: ModelInfo, batch: int, precision: str, seed
 def parity_check(infer, info: ModelInfo, batch: int, precision: str, frames: np.ndarray,
                  gate_overrides: dict[str, dict[str, float]] | None = None, failure_hint: str = ""):
     """bench.checks.parity.ParityResult for the point; `failure_hint` (the likely cause) joins a failed gate's summary."""
-    from bench.checks.parity import ParityGates, check_parity
-
     reference = reference_outputs(info, frames)
     candidate = candidate_outputs(infer, frames, batch)
     gates = ParityGates.with_overrides(gate_overrides or {})

@@ -35,9 +35,9 @@ from bench import env
 from bench.domain import EMBEDDER, Family
 from bench.domain import family as model_family
 from bench.errors import ModelFileError, UserError
+from bench.face.images import resize_bilinear, to_blob
 from bench.fileio import sha256_file
 from bench.models.layout import analyze_batch_layout
-from bench.face.images import resize_bilinear, to_blob
 
 # The precisions make_artifact builds (OpenVINO IR has its own maker, make_openvino_ir).
 PRECISIONS = ("fp32", "fp16", "int8", "simplified")

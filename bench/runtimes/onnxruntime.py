@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from bench.runtimes.base import Runtime
-from bench.session import UNTIMED, LoadRequest, Phases, Session, SessionGroup
 from bench.runtimes.options import RuntimeOptions, option
+from bench.session import UNTIMED, LoadRequest, Phases, Session, SessionGroup
 
 
 def physical_cores() -> int:

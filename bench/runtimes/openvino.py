@@ -16,8 +16,8 @@ import numpy as np
 
 from bench.domain import PRECISIONS
 from bench.runtimes.base import Runtime
-from bench.session import HOST, REQUESTS, UNTIMED, LoadRequest, Phases, Session
 from bench.runtimes.options import RuntimeOptions, option
+from bench.session import HOST, REQUESTS, UNTIMED, LoadRequest, Phases, Session
 
 # OpenVINO's name for each precision hint we request.
 _HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from bench.runtimes import cuda
 from bench.telemetry.base import PollingThread, used_readings
 
 
@@ -131,13 +132,11 @@ def import_pynvml():
 
 def nvml_reason() -> str | None:
     """Why NVML telemetry cannot run here (no import of pynvml)."""
-    from bench.runtimes.cuda import dist_version, nvidia_gpu_reason
-
-    gpu = nvidia_gpu_reason()
+    gpu = cuda.nvidia_gpu_reason()
     if gpu:
         return gpu
-    if dist_version("nvidia-ml-py") is None:
-        if dist_version("pynvml"):
+    if cuda.dist_version("nvidia-ml-py") is None:
+        if cuda.dist_version("pynvml"):
             return "nvidia-ml-py not installed (the deprecated pynvml wheel is; it no longer ships the NVML bindings)"
         return "nvidia-ml-py not installed; make bench EXTRA=gpu installs it"
     return None
@@ -150,9 +149,7 @@ def _bytes(text: str) -> bytes:
 def nvml_handle(nvml, cuda_index: int) -> tuple[Any, str]:
     """The NVML handle of CUDA device `cuda_index`, and how it was matched."""
     try:
-        from bench.runtimes.cuda import device_identity
-
-        identity = device_identity(cuda_index)
+        identity = cuda.device_identity(cuda_index)
     except Exception:  # no cuda-python: fall back to what CUDA_VISIBLE_DEVICES says
         identity = None
     if identity is not None:
