@@ -137,18 +137,34 @@ def _run_with_progress(runner, planned) -> None:
 
 
 def _run_with_lines(runner, planned, total: int) -> None:
-    from bench.report.tables import point_line
+    from bench.report.tables import point_line, skip_group, skipped_line
 
     done = 0
+    skipped = []  # consecutive skipped points of one model, runtime and reason: printed as one line
+
+    def print_skipped():
+        if skipped:
+            console.print(skipped_line(skipped, f"[{done}/{total}]"), markup=False, highlight=False, soft_wrap=True)
+            skipped.clear()
 
     def on_row(row, repeat):
         nonlocal done
+        joins = row["status"] == "skipped" and (not skipped or skip_group(row) == skip_group(skipped[0]))
+        if not joins:
+            print_skipped()
         done += 1
-        position = f"[{done}/{total}]{_repeat_text(runner, repeat)}"
-        console.print(point_line(row, position, checked_earlier=repeat > 0), markup=False, highlight=False, soft_wrap=True)
+        if row["status"] == "skipped":
+            skipped.append(row)
+        else:
+            position = f"[{done}/{total}]{_repeat_text(runner, repeat)}"
+            console.print(point_line(row, position, checked_earlier=repeat > 0), markup=False, highlight=False,
+                          soft_wrap=True)
         _warn_unsaved(runner, console)
     runner.on_row = on_row
-    runner.run(planned)
+    try:
+        runner.run(planned)
+    finally:
+        print_skipped()
 
 
 def _repeat_text(runner, repeat: int) -> str:
