@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from bench.report.compare import GROUP_COLUMN, PIPELINE_METRIC, value_and_ratio
+from bench.report.compare import GROUP_COLUMN, PIPELINE_METRIC, CellMarkup, cell_text
 from bench.report.model import build_report_model
 from bench.report.text import best_line, budget_line
 
@@ -59,20 +59,12 @@ def comparison_table(comparison, model, metric=None):
     return table
 
 
+RICH_CELL = CellMarkup(empty="[dim]-[/]", failed="[red]{}[/]", best="[bold green]{}[/]", faces="\n[dim]{}[/]",
+                       marks="\n[red]{}[/]", unstable_only="\n[yellow]{}[/]")
+
+
 def rich_cell(metric, cell, is_baseline: bool) -> str:
-    if cell is None:
-        return "[dim]-[/]"
-    if cell.value is None:
-        return f"[red]{', '.join(cell.marks)}[/]" if cell.marks else "[dim]-[/]"
-    text = value_and_ratio(metric, cell, is_baseline)
-    if cell.best:
-        text = f"[bold green]{text}[/]"
-    if cell.faces_per_s is not None:
-        text += f"\n[dim]{cell.faces_per_s:.1f} faces/s[/]"
-    if cell.marks:
-        colour = "yellow" if cell.marks == ("unstable",) else "red"
-        text += f"\n[{colour}]{', '.join(cell.marks)}[/]"
-    return text
+    return cell_text(metric, cell, is_baseline, RICH_CELL)
 
 
 def differences_table(comparison):
