@@ -18,7 +18,7 @@ import numpy as np
 
 from bench.measure.protocol import MeasureSettings, make_inputs, measure
 from bench.models import zoo
-from bench.runtimes.base import LoadRequest
+from bench.session import LoadRequest
 from bench.runtimes.registry import get_runtime
 from benchmark_app import benchmark_app_fps
 

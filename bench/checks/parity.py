@@ -10,7 +10,7 @@ this module only compares arrays and never times anything.
   recall, precision and the mean landmark error in input pixels. A replica with
   random weights detects nothing, so recall is undefined (None) and the gate falls
   back to the raw outputs.
-- Every output, matched by name (bench.checks.compare): max absolute and relative error,
+- Every output, matched by name (bench.comparator): max absolute and relative error,
   Polygraphy's "minimum tolerance that would pass" (atol alone, or rtol alone) and the
   relative L2 error.
 """
@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bench.checks.compare import UNGATED, OutputDiff, compare_outputs, named
 from bench.checks.identities import identity_figures
+from bench.comparator import UNGATED, OutputDiff, compare_outputs, named
 from bench.domain import EMBEDDER, FP32_ARITHMETIC, PRECISIONS, canonical_precision
 from bench.domain import family as model_family
-from bench.pipeline.decode import Detections, decode_scrfd
+from bench.face.decode import Detections, decode_scrfd
 
 # Embedder gates measured on trained weights (fr_feature, 8 real faces and their 32 variants;
 # docs/models-and-precision.md, "Parity on trained weights"): INT8 cosine min 0.952-0.962 over

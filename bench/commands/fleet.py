@@ -257,7 +257,7 @@ def _follow(driver) -> bool:
 
 def _summary(manifest, run_folder: str, interrupted: bool) -> int:
     from bench import fleet_store
-    from bench.runs import EXIT_INTERRUPTED
+    from bench.exits import EXIT_INTERRUPTED
 
     missing = [m for m in manifest.machines.values() if m.state != fleet_store.DONE]  # every machine, resumed or not
     for entry in missing:
@@ -280,7 +280,7 @@ def _summary(manifest, run_folder: str, interrupted: bool) -> int:
 
 def cmd_gather(args) -> int:
     from bench import fleet_store, store
-    from bench.report.commands import print_comparison
+    from bench.report.comparison_tables import print_comparison
     from bench.report.compare import build_comparison, load_results
     from bench.report.fleet import print_fleet_answers
     from bench.report.model import parse_budget

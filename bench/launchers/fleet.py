@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from bench import fleet_store
+from bench import env, fleet_store, store
 from bench.errors import UserError
+from bench.runtimes.registry import all_statuses
 
 MACHINE_RESOURCE = "facebench_machine"
 MACHINE_LABEL = "facebench-machine"
@@ -116,9 +117,6 @@ class MachineTask:
 
 def describe_machine() -> dict[str, Any]:
     """This machine's facebench, lock, runtimes and hardware, before anything runs."""
-    from bench import env
-    from bench.runtimes.registry import all_statuses
-
     machine = env.fingerprint()
     facts = {k: machine.get(k) for k in (*IDENTITY, "lock_file", "host", "machine_id", "cpu_model", "gpu_name")}
     facts["runtimes"] = [s.name for s in all_statuses() if s.available]
@@ -126,8 +124,6 @@ def describe_machine() -> dict[str, Any]:
 
 
 def driver_identity() -> dict[str, Any]:
-    from bench import env
-
     machine = env.fingerprint()
     return {k: machine.get(k) for k in (*IDENTITY, "lock_file")}
 
@@ -188,8 +184,6 @@ def _run_there(task: MachineTask, work: Path, differs: str | None) -> Iterator[d
 
 def _fetch(target: str, local: Path) -> str:
     """The machine's file from the bucket, to resume locally (its copy goes back after every point)."""
-    from bench import store
-
     store.write_rows(local, store.read_rows(target))
     return str(local)
 

@@ -63,6 +63,37 @@ def value_and_ratio(metric: Metric, cell, is_baseline: bool) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class CellMarkup:
+    """How a view marks a compared cell's parts up (rich markup, Markdown); each takes the text."""
+
+    empty: str
+    failed: str  # a point without a figure: its marks
+    best: str
+    faces: str
+    marks: str
+    unstable_only: str = ""  # marks that are only "unstable", where a view tells them apart
+
+
+def cell_text(metric: Metric, cell, is_baseline: bool, markup: CellMarkup) -> str:
+    """One compared cell as text: value and ratio, faces/s for pipelines, its marks; the rich and
+    Markdown views differ in markup only."""
+    if cell is None or (cell.value is None and not cell.marks):
+        return markup.empty
+    marks = ", ".join(cell.marks)
+    if cell.value is None:
+        return markup.failed.format(marks)
+    text = value_and_ratio(metric, cell, is_baseline)
+    if cell.best:
+        text = markup.best.format(text)
+    if cell.faces_per_s is not None:
+        text += markup.faces.format(f"{cell.faces_per_s:.1f} faces/s")
+    if cell.marks:
+        only_unstable = cell.marks == ("unstable",) and markup.unstable_only
+        text += (markup.unstable_only if only_unstable else markup.marks).format(marks)
+    return text
+
+
 METRICS = {
     "fps": Metric("fps", "frames/s", True),
     "ms_per_frame": Metric("ms_per_frame", "ms/frame", False),

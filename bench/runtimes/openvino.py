@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from bench.domain import PRECISIONS
-from bench.runtimes.base import HOST, REQUESTS, UNTIMED, LoadRequest, Phases, Runtime, Session
+from bench.runtimes.base import Runtime
 from bench.runtimes.options import RuntimeOptions, option
+from bench.session import HOST, REQUESTS, UNTIMED, LoadRequest, Phases, Session
 
 # OpenVINO's name for each precision hint we request.
 _HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
@@ -36,7 +37,7 @@ def import_openvino():
 
 
 class InferRequest:
-    """One OpenVINO infer request in the request-queue step contract (bench.runtimes.base)."""
+    """One OpenVINO infer request in the request-queue step contract (bench.session)."""
 
     __slots__ = ("_request", "_tensors", "wait")
 
