@@ -16,6 +16,8 @@ LOCK_BENCH := locks/$(EXTRA).txt
 LOCK_TEST := locks/$(EXTRA)-test.txt
 # insightface (the tests' reference SCRFD), installed without its dependencies: see the file.
 LOCK_REFERENCE := locks/reference.txt
+# Ray for facebench fleet and its tests: make test installs it, make bench does not need it.
+LOCK_FLEET := locks/fleet.txt
 UV_VERSION := 0.13.9
 
 .PHONY: bench test quick runtimes clean lock
@@ -38,9 +40,10 @@ $(VENV)/.installed-$(EXTRA): pyproject.toml $(LOCK_BENCH)
 	rm -f $(VENV)/.installed-* && touch $@
 
 # The test lock holds the bench lock's versions, so a test install serves bench too.
-$(VENV)/.installed-$(EXTRA)-test: pyproject.toml $(LOCK_TEST) $(LOCK_REFERENCE)
+$(VENV)/.installed-$(EXTRA)-test: pyproject.toml $(LOCK_TEST) $(LOCK_REFERENCE) $(LOCK_FLEET)
 	$(call install,$(LOCK_TEST))
 	$(BIN)/python -m pip install -q --no-deps --require-hashes -r $(LOCK_REFERENCE)
+	$(BIN)/python -m pip install -q --require-hashes -r $(LOCK_FLEET)
 	rm -f $(VENV)/.installed-* && touch $@ $(VENV)/.installed-$(EXTRA)
 
 bench: $(VENV)/.installed-$(EXTRA)
@@ -68,6 +71,8 @@ lock:
 	done
 	$(UV_DIR)/bin/uv pip compile -q locks/reference.in --no-deps --universal --python-version 3.11 \
 	  --generate-hashes -o locks/reference.txt
+	$(UV_DIR)/bin/uv pip compile -q pyproject.toml --extra fleet --universal --python-version 3.11 \
+	  --generate-hashes -c locks/cpu-test.txt -o locks/fleet.txt
 
 clean:
 	rm -rf $(VENV) build *.egg-info

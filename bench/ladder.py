@@ -17,7 +17,7 @@ LADDER_REASONS = (PLATEAU, CEILING)
 
 @dataclass(frozen=True)
 class LadderRule:
-    """`[ladder]` in a suite. The defaults are argued in the README (the ladder section).
+    """`[ladder]` in a suite. The defaults are argued in docs/journal.md ("Why K = 2").
 
     steps = 2: two doublings of the batch (4x) that together gain under plateau_pct stop the
     ladder. One step would stop on a single noisy point (a shared machine's windows agree only

@@ -10,11 +10,13 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from bench.domain import DEFAULT_INPUT_FORMAT, DEFAULT_OPTIONS_VARIANT
+from bench.ladder import LadderPoint
+from bench.telemetry.cpu import CpuTelemetry
+from bench.telemetry.nvml import GpuTelemetry
 
 if TYPE_CHECKING:
     from bench.checks.contamination import ContaminationResult
     from bench.checks.parity import ParityResult
-    from bench.ladder import LadderPoint
     from bench.measure.protocol import Measurement
     from bench.measure.stats import LatencyStats
     from bench.models.info import ModelInfo
@@ -123,6 +125,7 @@ class SteadyState:
     compute_ms: float | None = None
     d2h_ms: float | None = None
     enqueue_ms: float | None = None
+    fps_compute: float | None = None  # device-resident input and output (GPU points)
     gflops_achieved: float | None = None
     verdict: str | None = None
     warnings: list[str] = field(default_factory=list)
@@ -135,42 +138,15 @@ class SteadyState:
                    window_spread_pct=m.window_spread_pct, warmup_iterations=m.warmup_iterations,
                    warmup_s=m.warmup_s, iterations=m.iterations, windows=len(m.windows), latency=m.latency,
                    h2d_ms=m.extra_ms.get("h2d"), compute_ms=m.extra_ms.get("compute"),
-                   d2h_ms=m.extra_ms.get("d2h"), enqueue_ms=m.extra_ms.get("enqueue"),
+                   d2h_ms=m.extra_ms.get("d2h"), enqueue_ms=m.extra_ms.get("enqueue"), fps_compute=m.stages.fps_compute,
                    gflops_achieved=m.fps * flops_per_frame / 1e9 if flops_per_frame is not None else None,
                    verdict=m.verdict, warnings=list(m.warnings), in_flight_max=m.in_flight_max,
                    in_flight_mean=m.in_flight_mean)
 
 
 @dataclass
-class CpuTelemetry:
-    """bench.telemetry.cpu.CpuSampler over the windows."""
-
-    cpu_percent: float | None = None
-    peak_rss_mb: float | None = None
-    other_cpu_percent: float | None = None  # every other process on the machine, same unit
-    cpu_steal_percent: float | None = None  # VM cores given to other guests
-
-
-@dataclass
-class GpuTelemetry:
-    """NVML over the windows (bench.telemetry.nvml), the compute-only frames/s and the GPU warnings."""
-
-    gpu_util_mean: float | None = None
-    gpu_mem_util_mean: float | None = None
-    gpu_mem_peak_mb: float | None = None
-    gpu_power_mean_w: float | None = None
-    gpu_energy_mj_per_frame: float | None = None
-    gpu_sm_clock_mean_mhz: float | None = None
-    gpu_sm_clock_min_mhz: float | None = None
-    gpu_temp_max_c: float | None = None
-    gpu_clock_events: str | None = None
-    fps_compute: float | None = None
-    warnings: list[str] = field(default_factory=list)  # trtexec's and NVML's; they join the point's warnings
-
-
-@dataclass
 class PeakShares:
-    """The machine's probe peaks (bench.measure.peaks) and this point's share of them."""
+    """The machine's probe peaks (bench.peaks) and this point's share of them."""
 
     peak_gemm_gflops: float | None = None
     peak_conv_gflops: float | None = None
@@ -230,20 +206,16 @@ class PointResult:
 
     @property
     def warnings(self) -> list[str]:
-        """The point's warnings: the protocol's (giving way to the GPU's where they overlap), then the rest."""
+        """The point's warnings: the measurement's, the GPU telemetry's, then the rest."""
         warnings = list(self.steady.warnings) if self.steady else []
         if self.gpu:
-            from bench.measure.gpu_warnings import merge_warnings
-
-            warnings = merge_warnings(warnings, self.gpu.warnings)
+            warnings += [w for w in self.gpu.warnings if w not in warnings]
         if self.peaks and self.peaks.note:
             warnings.append(self.peaks.note)
         return warnings + self.notes
 
     def ladder_point(self) -> LadderPoint | None:
         """The adaptive ladder's view of the point (None unless measured)."""
-        from bench.ladder import LadderPoint
-
         if self.status != OK or self.steady is None:
             return None
         latency = self.steady.latency

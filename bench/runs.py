@@ -6,24 +6,18 @@ the retry of unsaved points, the copy to a URI and the exit status (docs/reliabi
 """
 from __future__ import annotations
 
-import contextlib
-import itertools
-import signal
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
+from bench import env, store, sweep
 from bench.errors import UserError
+from bench.exits import EXIT_INTERRUPTED, EXIT_NOT_SAVED
+from bench.models.precision import images_in_folder
+from bench.plan import plan, previous_points
+from bench.report.model import parse_budget
+from bench.suite import Suite, load_suite, override, parse_int_list, parse_model_arg
 
-if TYPE_CHECKING:
-    from bench.ladder import LadderRule
-    from bench.models.info import ModelInfo
-    from bench.suite import Suite
-    from bench.worker import Job
-
-EXIT_NOT_SAVED = 1  # measured points that could not be written (full disk, read-only folder)
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
 
 
 @dataclass
@@ -35,6 +29,8 @@ class RunRequest:
     images: str | None = None
     inline: bool = False
     max_worker_memory_mb: float | None = None
+    machine: str | None = None  # the fleet's name for this machine (the `machine` column)
+    fleet_mixed: str | None = None  # how this machine differs from the fleet's driver, under --allow-mixed
 
 
 @dataclass
@@ -54,24 +50,45 @@ class Settled:
     errors: list[str] = field(default_factory=list)
 
 
+def suite_for_run(suite_path: str, options) -> Suite:
+    """The suite file with the `facebench run` options that override it (--models, --batches, ...),
+    checked: a bad option or suite is one line (UserError). `options`: the parsed arguments."""
+    parse_budget(options.latency_budget)  # named as the user spelt it, before the suite's checks
+    if options.max_worker_memory is not None and not options.max_worker_memory > 0:  # NaN included
+        raise UserError(f"--max-worker-memory {options.max_worker_memory:g}: give a positive number of MB, e.g. 4000 "
+                        "(leave it out for no limit)")
+    return override(
+        load_suite(suite_path),
+        models=[parse_model_arg(m) for m in options.models.split(",")] if options.models else None,
+        runtimes=[r.strip() for r in options.runtimes.split(",")] if options.runtimes else None,
+        precisions=[p.strip() for p in options.precisions.split(",")] if options.precisions else None,
+        batches=parse_int_list(options.batches, "batches") if options.batches else None,
+        repeats=options.repeats,
+        inputs=[f.strip() for f in options.input.split(",")] if options.input else None,
+        concurrency=parse_int_list(options.concurrency, "concurrency") if options.concurrency else None,
+        full_ladder=options.full_ladder,
+        latency_budget=options.latency_budget,
+    )
+
+
 def open_run(suite, request: RunRequest, run: Run, on_status: Callable[[str], None] = lambda _: None):
     """Resume or open the results file, plan (validating every model) and make the sweep; returns the plan.
 
     Fills `run` as it goes, so whatever was opened is released even if a later step fails.
     """
-    from bench import sweep
-
     images = image_paths(request.images) if request.images else ()
     if request.resume:
-        run.results = resumed_store(request.resume)  # before planning: the plan leaves out what it holds
+        run.results = resumed_store(request.resume, request.machine)  # before planning: the plan leaves out what it holds
     previous = previous_points(run.results.rows) if run.results else {}
     planned = plan(suite, previous, on_model=lambda m: on_status(f"preparing {m}"))
     planned.use_images(images)
     if run.results is None:
         run.results = new_results_store(request.out, suite.name)
+    run.results.mirror = upload_target(request.out, run.results)
     run.runner = sweep.Sweep(suite, run.results, sweep.SweepOptions(inline=request.inline,
                                                                      max_worker_memory_mb=request.max_worker_memory_mb),
                              on_log=traceback_log(run))
+    run.runner.machine = {**run.runner.machine, "machine": request.machine, "fleet_mixed": request.fleet_mixed}
     return planned
 
 
@@ -89,8 +106,6 @@ def traceback_log(run: Run):
 
 
 def image_paths(folder: str) -> tuple[str, ...]:
-    from bench.models.precision import images_in_folder
-
     if not Path(folder).is_dir():
         raise UserError(f"--images {folder}: not a folder; give a folder of .jpg/.png pictures")
     return tuple(str(p) for p in images_in_folder(folder))
@@ -116,154 +131,34 @@ def exit_code(settled: Settled | None, interrupted: bool) -> int:
     return EXIT_NOT_SAVED if settled.pending else 0
 
 
-def upload(out_arg: str | None, run: Run) -> str | None:
-    """--out URI: the local file (already complete on disk) is copied to the bucket or remote folder; the target."""
-    from bench import store
-
-    if not (out_arg and store.is_uri(out_arg) and run.results and run.results.saved):
+def upload_target(out_arg: str | None, results) -> str | None:
+    """--out URI: where the local results file is copied (after every point): the URI, or the file's name in it."""
+    if not (out_arg and store.is_uri(out_arg)):
         return None
-    target = out_arg if out_arg.endswith(".parquet") else store.join_location(out_arg, Path(run.results.path).name)
-    store.ensure_parent(target)
-    store.write_bytes(target, Path(run.results.path).read_bytes())
+    named = store.location_name(out_arg).endswith(".parquet")  # the URI's path: a query may follow it
+    target = out_arg if named else store.join_location(out_arg, Path(results.path).name)
+    store.ensure_parent(target)  # an unwritable bucket is one line now, before any point
     return target
 
 
-# --------------------------------------------------------------------------- the plan
-
-
-@dataclass
-class Plan:
-    jobs: list[Job]
-    models: list[ModelInfo]
-    # A resumed file's ok points with fewer repeats than the run asks: their repeats' rows as the
-    # file keeps them (store.recorded_repeats), and jobs that measure only the repeats they miss.
-    recorded: dict[tuple, list[dict[str, Any]]] = field(default_factory=dict)
-    topups: list[Job] = field(default_factory=list)
-
-    def use_images(self, images: tuple[str, ...]) -> None:
-        """Real pictures for every job's INT8 calibration and parity frames."""
-        self.jobs = [replace(job, images=images) for job in self.jobs]
-        self.topups = [replace(job, images=images) for job in self.topups]
-
-    @property
-    def points(self) -> int:
-        return sum(len(j.batches) for j in self.jobs)
-
-    def measurements(self, repeats: int) -> int:
-        """Points times repeats, and the repeats resumed points miss: what a progress bar counts
-        (later repeats of a failed point are not run)."""
-        return self.points * repeats + sum(max(0, repeats - len(rows)) for rows in self.recorded.values())
-
-
-def plan(suite: Suite, previous: dict[tuple, dict[str, Any]] | None = None,
-         on_model: Callable[[str], None] = lambda _: None) -> Plan:
-    """Resolve models (building replicas) and list the jobs; `previous` (a resumed file's points,
-    from previous_points) leaves out the points that need no measuring again and gives the
-    adaptive ladder the points already measured."""
-    from bench import ladder, store
-    from bench.models import zoo
-    from bench.runtimes.registry import check_names, get_runtime
-    from bench.worker import Job
-
-    check_names(suite.runtimes)
-    previous = previous or {}
-    availability = _Availability()
-    models, jobs, topups, recorded = [], [], [], {}
-    for ref in suite.models:
-        on_model(ref.label)
-        info = zoo.resolve(ref)
-        models.append(info)
-        for runtime_name in suite.runtimes:
-            device = get_runtime(runtime_name).device
-            for precision, input_format, (variant, options), concurrency in itertools.product(
-                    suite.precisions_for(runtime_name), suite.inputs_for(ref), suite.option_variants(runtime_name),
-                    suite.concurrency):
-                series = (info.sha256, info.name, runtime_name, precision, input_format, variant, concurrency)
-                before = {b: previous.get((*series, b)) for b in suite.batches_for(device)}
-                batches = [b for b, row in before.items()
-                           if _to_measure(row, availability, runtime_name, info, precision, b, concurrency,
-                                          suite.ladder)]
-                job = Job(model=info, runtime=runtime_name, precision=precision,
-                          batches=batches, settings=suite.measure, checks=suite.checks,
-                          options=options, options_variant=variant,
-                          parity_gates=suite.parity_gates, input_format=input_format,
-                          cache_dir=str(zoo.cache_dir()), concurrency=concurrency,
-                          ladder=suite.ladder,
-                          ladder_measured=ladder.points_from_rows(r for r in before.values() if r))
-                if batches:
-                    jobs.append(job)
-                kept = {b: store.recorded_repeats(row) for b, row in before.items() if row and row.get("status") == "ok"}
-                short = {b: rows for b, rows in kept.items() if len(rows) < suite.repeats}
-                if short:
-                    recorded.update({(*series, b): rows for b, rows in short.items()})
-                    topups.append(later_repeats(job, list(short)))
-    return Plan(jobs, models, recorded, topups)
-
-
-def later_repeats(job: Job, batches: list[int]) -> Job:
-    """`job` as its repeats after the first measure `batches`: without the checks (a fresh session of
-    the same artifact computes the same outputs, and on big models the checks cost more than the
-    timing; the point keeps its first repeat's) and without the ladder (the first repeat decided it)."""
-    from bench.suite import Checks
-
-    return replace(job, batches=batches, checks=Checks(contamination=False, parity=False), ladder=None)
-
-
-def previous_points(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
-    """Every point a results file holds, by its key (the newest row of a point wins)."""
-    from bench.domain import DEFAULT_INPUT_FORMAT, DEFAULT_OPTIONS_VARIANT
-
-    return {(r["model_sha256"], r["model"], r["runtime"], r["precision"], r.get("input_format") or DEFAULT_INPUT_FORMAT,
-             r.get("options_variant") or DEFAULT_OPTIONS_VARIANT,
-             r.get("concurrency_requested") or r.get("concurrency") or 1, r["batch"]): r
-            for r in rows}
-
-
-class _Availability:
-    """Runtime availability, asked once per runtime while planning."""
-
-    def __init__(self):
-        self._seen: dict[str, bool] = {}
-
-    def __call__(self, runtime: str) -> bool:
-        from bench.runtimes.registry import get_runtime
-
-        if runtime not in self._seen:
-            try:
-                self._seen[runtime] = get_runtime(runtime).available()[0]
-            except Exception:  # a broken install: the worker will say why
-                self._seen[runtime] = False
-        return self._seen[runtime]
-
-
-def _to_measure(row: dict[str, Any] | None, available: _Availability, runtime: str, info, precision: str,
-                batch: int, concurrency: int, rule: LadderRule) -> bool:
-    """Missing and failed points are measured; ok ones never again; a skipped one only when it
-    would now be measured (its runtime became available and nothing else skips it; a ladder
-    skip only under --full-ladder, else the ladder's decision stands)."""
-    from bench import ladder
-    from bench.runtimes.registry import get_runtime
-    from bench.worker import native_precision_problem, static_skip_reason
-
-    status = row.get("status") if row else None
-    if status in (None, "failed"):
-        return True
-    if status != "skipped" or not available(runtime):
-        return False
-    if ladder.is_ladder_skip(row.get("reason")):
-        return not rule.adaptive
-    found = get_runtime(runtime)
-    return not (static_skip_reason(found, info, precision, batch, concurrency)
-                or native_precision_problem(found, precision))
+def upload(out_arg: str | None, run: Run) -> str | None:
+    """--out URI: the local file (already complete on disk) is copied to the bucket or remote folder once
+    more, in case the copy after the last point failed; the target."""
+    if not (out_arg and store.is_uri(out_arg) and run.results and run.results.saved):
+        return None
+    target = upload_target(out_arg, run.results)
+    if run.results.mirror == target and not run.results.pending:
+        return target  # copied after the last point already
+    store.write_bytes(target, Path(run.results.path).read_bytes())
+    return target
 
 
 # --------------------------------------------------------------------------- the results file
 
 
-def resumed_store(path: str):
-    """The file to continue: locked for this run, verified, and writable (else UserError)."""
-    from bench import store
-
+def resumed_store(path: str, machine: str | None = None):
+    """The file to continue: locked for this run, verified, and writable (else UserError).
+    `machine`: the fleet's name for this machine, which a replacement node of the same name keeps."""
     store.read_table(path)  # not there, or not a results file: say so before anything else
     results = store.ResultStore(path)
     writable(path, results.claim)
@@ -272,7 +167,7 @@ def resumed_store(path: str):
         if check.checksum_ok is False:
             raise UserError(f"{check.note}; refusing to resume it: restore the file or start a new run")
         results.rows = table.to_pylist()
-        same_machine(path, results.rows)
+        same_machine(path, results.rows, machine)
         writable(path, results.flush)  # fails now, not after the first point, if it cannot be written
     except BaseException:
         results.release()
@@ -280,10 +175,15 @@ def resumed_store(path: str):
     return results
 
 
-def same_machine(path: str, rows: list[dict]) -> None:
-    """A results file holds one machine's points: resuming another machine's file would mix them."""
-    from bench import env
-
+def same_machine(path: str, rows: list[dict], machine: str | None = None) -> None:
+    """A results file holds one machine's points: resuming another machine's file would mix them.
+    In a fleet the machine's name is its identity (a replacement node takes over a lost one's name)."""
+    names = {r.get("machine") for r in rows if r.get("machine")}
+    if machine and names:
+        if names != {machine}:
+            raise UserError(f"{path} holds machine {', '.join(sorted(names))}, not {machine}; resume it with "
+                            "--machine set to that name")
+        return
     theirs = {r.get("machine_id") for r in rows if r.get("machine_id")}
     here = env.fingerprint()
     if theirs and here["machine_id"] not in theirs:
@@ -296,8 +196,6 @@ def same_machine(path: str, rows: list[dict]) -> None:
 def new_results_store(out_arg: str | None, suite_name: str):
     """A fresh results file, locked for this run: --out FILE (replaced if it exists), or a new
     name in --out FOLDER (results/ by default, and for a URI, which gets a copy at the end)."""
-    from bench import store
-
     local = out_arg and not store.is_uri(out_arg)
     out = Path(out_arg) if local else Path("results")
     if out.suffix != ".parquet":
@@ -333,52 +231,3 @@ def check_output_dir(path: Path) -> None:
         raise UserError(f"{path}: cannot create the output folder ({exc.strerror}); choose a writable --out") from None
     if not os.access(path, os.W_OK):
         raise UserError(f"{path}: output folder is not writable; choose a writable --out or fix its permissions")
-
-
-# --------------------------------------------------------------------------- signals
-
-
-def ignore_stop_signals() -> None:
-    """On the way out after one SIGINT/SIGTERM: a second must not end in a traceback, or in
-    Python's default action once it resets handlers at exit."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-
-
-@contextlib.contextmanager
-def signals_held():
-    """Hold SIGINT and SIGTERM back; one that came meanwhile is handled as the block lifts."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-class StopOnSignals:
-    """While measuring, SIGINT and SIGTERM stop the run as Ctrl-C does; later signals are ignored.
-
-    Stopping is quick (the worker is killed, not awaited; every finished point is already on
-    disk), and a second Ctrl-C must not cut short the report of what was saved. Once measuring
-    is done, a signal has nothing left to stop.
-    """
-
-    def __enter__(self):
-        self._measuring, self._signalled = True, False
-        self._previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def _stop(self, signum, frame):
-        self._signalled = True
-        ignore_stop_signals()
-        if self._measuring:
-            raise KeyboardInterrupt(f"signal {signum}")
-
-    def measuring_done(self) -> None:
-        self._measuring = False
-
-    def __exit__(self, *exc):
-        if self._signalled:
-            return  # keep ignoring: the process is on its way out (Python would reset a handler to the default on exit)
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)

@@ -49,7 +49,7 @@ COLUMNS: dict[str, pa.DataType] = {
     "cuda_version": _S, "packages_json": _S,
     "cpu_vendor": _S, "cpu_family": _I, "cpu_model_number": _I, "cpu_stepping": _I, "cpu_isa": _S,
     "cpu_base_mhz": _F, "cpu_max_mhz": _F, "cpu_sockets": _I, "cpu_virtualized": _B,
-    "lock_file": _S, "lock_sha256": _S,
+    "lock_file": _S, "lock_sha256": _S, "machine": _S, "fleet_mixed": _S,
     "model": _S, "model_source": _S, "model_path": _S, "model_sha256": _S, "family": _S,
     "input_name": _S, "input_shape": _S, "input_size": _I, "params": _I,
     "macs_per_frame": _I, "flops_per_frame": _I, "macs_note": _S,
@@ -627,6 +627,7 @@ class ResultStore:
 
     def __init__(self, path: str | Path, rows: Iterable[dict[str, Any]] = ()):
         self.path = path if is_uri(path) else Path(path)
+        self.mirror: str | None = None  # a URI copied after every write (run --out s3://...; a fleet's bucket)
         self.rows: list[dict[str, Any]] = list(rows)
         self.saved = len(self.rows)  # rows in the file as of the last successful write
         self.pending = 0  # points added since then
@@ -654,6 +655,8 @@ class ResultStore:
 
     def flush(self) -> None:
         write_rows(self.path, self.rows)
+        if self.mirror:  # not saved until the copy is too: a machine that dies keeps its points in the bucket
+            write_rows(self.mirror, self.rows)
         self.saved, self.pending = len(self.rows), 0
 
 

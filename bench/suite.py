@@ -11,11 +11,14 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from bench.domain import (DEFAULT_INPUT_FORMAT, DEFAULT_OPTIONS_VARIANT, PRECISIONS, batch_problem,
-                          canonical_precision, input_format)
+from bench.checks.parity import ParityGates
+from bench.domain import (DEFAULT_INPUT_FORMAT, DEFAULT_OPTIONS_VARIANT, PRECISIONS, batch_problem, canonical_precision,
+                          input_format)
 from bench.errors import UserError
 from bench.ladder import LadderRule
 from bench.measure.protocol import MeasureSettings
+from bench.report.model import parse_budget
+from bench.runtimes.registry import get_runtime
 
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 MAX_REPEATS = 100
@@ -191,8 +194,6 @@ def validate(suite: Suite, where: str) -> None:
         raise UserError(f"{where} [ladder]: steps must be 1 or more, plateau_pct and latency_ceiling_ms "
                         "0 or more (e.g. steps = 2, plateau_pct = 5.0)")
     if suite.latency_budget:
-        from bench.report.model import parse_budget
-
         parse_budget(suite.latency_budget, f"{where}: latency_budget")
     _validate_measure(suite.measure, where)
     _validate_runtimes(suite, where)
@@ -229,8 +230,6 @@ def _check_fp16_io(suite: Suite, where: str) -> None:
 
 def _validate_runtimes(suite: Suite, where: str) -> None:
     """Runtime names everywhere they appear, and each runtime's options (keys, kinds, values)."""
-    from bench.runtimes.registry import get_runtime
-
     for name in [*suite.runtimes, *suite.precisions_by_runtime, *suite.runtime_options, *suite.option_sweeps]:
         get_runtime(name)
     for name, options in suite.runtime_options.items():
@@ -319,8 +318,6 @@ def parse_int_list(text: str, what: str) -> list[int]:
 
 def _parity_gates(tables: dict[str, Any], where: str) -> dict[str, dict[str, float]]:
     from dataclasses import fields as dataclass_fields
-
-    from bench.checks.parity import ParityGates
 
     metrics = [f.name for f in dataclass_fields(ParityGates)]
     gates = {}

@@ -1,4 +1,4 @@
-"""The sweep: hand each planned job (bench.runs.plan) to a launcher (bench.launchers), store every
+"""The sweep: hand each planned job (bench.plan) to a launcher (bench.launchers), store every
 point at once.
 
 Repeats run round after round; a point measured more than once is stored as one row
@@ -14,7 +14,7 @@ from typing import Any, Callable
 from bench import env
 from bench.launchers import make_launcher
 from bench.results import OK, Environment, PointResult
-from bench.runs import Plan, later_repeats
+from bench.plan import Plan, later_repeats
 from bench.store import ResultStore, flatten
 from bench.suite import Suite
 from bench.worker import Job
@@ -55,7 +55,7 @@ class Sweep:
 
     def _jobs_for_repeat(self, jobs: list[Job], topups: list[Job]) -> list[Job]:
         """The first round measures every planned point; every round, the points whose first repeat
-        is ok and that still miss repeats, as later repeats (runs.later_repeats: no checks, no ladder)."""
+        is ok and that still miss repeats, as later repeats (plan.later_repeats: no checks, no ladder)."""
         later = []
         for job in (topups if self.repeat == 0 else jobs + topups):
             batches = [b for b in job.batches if self._misses_repeats(_series_key(job, b))]

@@ -15,17 +15,23 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 
+from bench.checks import point_checks
 from bench.domain import DEFAULT_INPUT_FORMAT, DEFAULT_OPTIONS_VARIANT, InputFormat, input_format
 from bench.fileio import first_line
 from bench.ladder import LadderPoint, LadderRule, stop_reason
 from bench.measure.cold_start import ColdStartTimer
 from bench.measure.protocol import MeasureSettings, input_buffer_count, make_inputs, measure
+from bench.measure.stages import explain_unstable
+from bench.models.artifacts import build_artifact, int8_recipe, with_input_format
 from bench.models.info import ModelInfo
+from bench.models.precision import DEFAULT_CALIBRATION_FRAMES, calibration_frames, int8_failure_hint
+from bench.peaks import peaks_for, share_of_peak
 from bench.results import InputPool, ModelFacts, PeakShares, PointIdentity, PointResult, SessionSettings, SteadyState
-from bench.runtimes.base import LoadRequest, Session
 from bench.runtimes.registry import get_runtime
+from bench.session import LoadRequest, Session
 from bench.suite import Checks
 from bench.telemetry.cpu import CpuSampler
+from bench.telemetry.nvml import GpuPointTelemetry
 
 Emit = Callable[[str, Any], None]
 
@@ -136,48 +142,14 @@ def artifact_path(runtime, info: ModelInfo, job: Job) -> str:
     """The model file this runtime consumes for the job's precision (built and cached on demand)."""
     frames = None
     if runtime.artifact_for(job.precision) == "int8":
-        from bench.models.precision import DEFAULT_CALIBRATION_FRAMES, calibration_frames
-
         frames = calibration_frames(info.input_shape(1), info.family, DEFAULT_CALIBRATION_FRAMES,
                                     images=list(job.images) or None, seed=job.settings.seed)
     return build_artifact(runtime, info.path, job.precision, Path(job.cache_dir or ".") / "artifacts", frames,
                           with_input=lambda path: with_input_format(path, job.format, info, Path(job.cache_dir or ".")))
 
 
-def build_artifact(runtime, source: str, precision: str, cache: Path, calibration_frames=None,
-                   with_input: Callable[[str], str] = lambda path: path) -> str:
-    """`source` as the file `runtime` consumes at `precision` (INT8 in the recipe for its device),
-    taking frames as `with_input` makes it (precision artifacts first, calibrated on float frames)."""
-    from bench.models import precision as artifacts
-
-    artifact = runtime.artifact_for(precision)
-    if artifact == "fp32":
-        return with_input(source)
-    if artifact == "ir":
-        return str(artifacts.make_openvino_ir(with_input(source), cache))
-    recipe = int8_recipe(runtime) if artifact == "int8" else None
-    return with_input(str(artifacts.make_artifact(source, artifact, cache, calibration_frames=calibration_frames,
-                                                  int8_recipe=recipe)))
-
-
-def with_input_format(path: str, fmt: InputFormat, info: ModelInfo, cache_dir: Path) -> str:
-    """`path` taking `fmt` frames, normalised inside the graph as the model's inspection says."""
-    from bench.models.input_artifact import make_input_artifact
-
-    return str(make_input_artifact(path, fmt, info.mean, info.std, cache_dir / "artifacts"))
-
-
-def int8_recipe(runtime):
-    """The INT8 recipe for this runtime's device on this machine (TensorRT and CPUs with VNNI: symmetric)."""
-    from bench.models.precision import host_int8_recipe
-
-    return host_int8_recipe(runtime.device)
-
-
 def job_peaks(runtime, job: Job, emit: Emit):
     """This runtime's probe peaks at the job's precision (cached per machine); None if they cannot be had."""
-    from bench.measure.peaks import peaks_for
-
     try:
         return peaks_for(runtime, job.precision, job.options, job.cache_dir or ".")
     except Exception:  # the points are worth more than their share of peak
@@ -201,14 +173,15 @@ def measure_point(runtime, info: ModelInfo, job: Job, batch: int, model_path: st
                              info.std, fmt.dtype)
         cpu = CpuSampler()
         if runtime.uses_cuda:  # NVML beside the CPU sampler, both on the steady-state windows only
-            from bench.telemetry.nvml import GpuPointTelemetry
-
             gpu = GpuPointTelemetry.open(batch, runtime.options(request).device_id)
         result = measure(session, inputs, batch, job.settings, [cpu, gpu] if gpu else [cpu])
         telemetry = cpu.figures(result)
-        gpu_telemetry = gpu.figures(result) if gpu else None  # NVML figures, fps_compute, trtexec-style warnings
+        gpu_telemetry = gpu.figures(result) if gpu else None  # NVML's figures and warnings
         contamination, parity = run_checks(runtime, session, info, job, batch)
         steady = SteadyState.of(result, info.flops_per_frame)
+        if gpu_telemetry:  # NVML saw whether the clock moved: say where unstable compute times come from
+            steady.warnings = explain_unstable(steady.warnings, gpu_telemetry.gpu_sm_clock_mean_mhz,
+                                               gpu_telemetry.gpu_sm_clock_min_mhz)
         settings = SessionSettings.of(session.describe(), session.timer_kind, session.effective_precision())
         return PointResult(point_identity(job, runtime, batch), ModelFacts.of(info), session=settings,
                            cold_start=cold, inputs=InputPool(result.buffers_fed, result.buffers_fed * batch_bytes),
@@ -224,8 +197,6 @@ def measure_point(runtime, info: ModelInfo, job: Job, batch: int, model_path: st
 def run_checks(runtime, session: Session, info: ModelInfo, job: Job, batch: int):
     """(contamination, parity) results of the loaded session, None where not asked; after (never
     inside) the timing loop."""
-    from bench.checks import point_checks
-
     contamination = parity = None
     # The checks speak normalised float frames; a uint8 session gets the same frames' pixels.
     infer = point_checks.infer_in_format(session.infer, job.format, info)
@@ -235,8 +206,6 @@ def run_checks(runtime, session: Session, info: ModelInfo, job: Job, batch: int)
         frames, faces = point_checks.parity_frames(info, tuple(job.images))
         hint = ""
         if job.precision == "int8" and runtime.device == "cpu":
-            from bench.models.precision import int8_failure_hint
-
             hint = int8_failure_hint(int8_recipe(runtime).name)
         gates = point_checks.gates_for_input(job.format, job.parity_gates)
         parity = point_checks.parity_check(infer, info, batch, job.precision, frames, gates, failure_hint=hint,
@@ -246,8 +215,6 @@ def run_checks(runtime, session: Session, info: ModelInfo, job: Job, batch: int)
 
 def peak_shares(peaks, steady: SteadyState, input_bytes: int) -> PeakShares | None:
     """The probe figures and this point's share of them; a share above 100% is flagged as nominal."""
-    from bench.measure.peaks import share_of_peak
-
     if peaks is None:
         return None
     achieved = steady.gflops_achieved

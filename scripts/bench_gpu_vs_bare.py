@@ -29,7 +29,7 @@ from bench.measure.loops import CudaEventLoop  # noqa: E402
 from bench.measure.protocol import make_inputs, steady_window  # noqa: E402
 from bench.models import zoo  # noqa: E402
 from bench.models.precision import make_artifact  # noqa: E402
-from bench.runtimes.base import LoadRequest  # noqa: E402
+from bench.session import LoadRequest  # noqa: E402
 from bench.runtimes.cuda import copy_d2h_async, copy_h2d_async, import_cudart  # noqa: E402
 from bench.runtimes.registry import get_runtime  # noqa: E402
 from bench.suite import parse_model_arg  # noqa: E402

@@ -3,7 +3,7 @@
 Every (model, runtime, input format) point is measured through the sweep's own worker code
 (artifact, fresh session, protocol), round after round (A, B, C, D, then again) so a drift of a
 shared machine spreads over every point; the first round also runs the parity and
-contamination checks. Prints each round and the medians; paste the table into the README.
+contamination checks. Prints each round and the medians; paste the table into docs/journal.md.
 
 Usage: python scripts/bench_input_formats.py [--models arcface_r50,scrfd_10g@320] [--runtimes ort-cpu,openvino-cpu]
        [--formats float-nchw,uint8-nhwc-bgr] [--batch 8] [--rounds 3] [--window-s 1.0]

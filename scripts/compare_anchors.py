@@ -8,7 +8,7 @@
 
 Usage: python scripts/compare_anchors.py [--model arcface_r50] [--batch 8] [--rounds 3] [--seconds 10]
        [--precision fp32|bf16]
-Prints each round and the ratio of medians (facebench / anchor); paste into the README.
+Prints each round and the ratio of medians (facebench / anchor); paste into docs/journal.md.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from bench.measure.protocol import MeasureSettings, make_inputs, measure
 from bench.models import zoo
-from bench.runtimes.base import LoadRequest
+from bench.session import LoadRequest
 from bench.runtimes.registry import get_runtime
 from benchmark_app import RUNTIME_DEFAULT, benchmark_app_run
 

@@ -15,7 +15,7 @@ only beyond the two points' window spreads and gate.BETWEEN_RUN_FLOOR_PCT).
 
 Usage: python scripts/gate_false_alarms.py [--pairs 10] [--repeats 5] [--threshold 5] [--convs 8,20]
         [--runtime ort-cpu] [--batch 1] [--out gate-runs/] [--inline]
-Prints each pair's verdicts and the rates; paste them into the README.
+Prints each pair's verdicts and the rates; paste them into docs/journal.md.
 """
 from __future__ import annotations
 

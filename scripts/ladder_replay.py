@@ -4,7 +4,7 @@
 
 For each series (model, runtime, precision, input, options, concurrency) and each K: where the
 ladder would have stopped, how many batches it would have skipped, and the share of the series'
-best frames/s it would have missed. This is how the default K = 2 was chosen (README).
+best frames/s it would have missed. This is how the default K = 2 was chosen (docs/journal.md).
 """
 from __future__ import annotations
 

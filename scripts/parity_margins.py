@@ -3,7 +3,7 @@
 Runs each model (zoo replicas by name, real files by path) on one runtime at one precision,
 batch 1, through the same parity check as a sweep (ONNX Runtime CPU FP32 on the source
 model, same frames), and prints the gated figures beside the current gate. Use it to set a
-precision's gates with a stated margin (README, Precision and parity).
+precision's gates with a stated margin (docs/models-and-precision.md, Precision and parity).
 
 Usage: python scripts/parity_margins.py --runtime openvino-cpu --precision bf16 \
            ../shared/fixtures/det_500m.onnx ../shared/fixtures/embedders/fr_feature.onnx arcface_r50 scrfd_10g
@@ -23,9 +23,9 @@ from bench.checks.parity import ParityGates
 from bench.models import zoo
 from bench.models.info import inspect_model
 from bench.models.precision import images_in_folder, make_artifact
-from bench.runtimes.base import LoadRequest
+from bench.session import LoadRequest
 from bench.runtimes.registry import get_runtime
-from bench.worker import build_artifact
+from bench.models.artifacts import build_artifact
 
 
 def model_info(ref: str):

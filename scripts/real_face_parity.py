@@ -1,4 +1,4 @@
-"""Parity on trained weights and real faces, per runtime and precision (README: Precision and parity).
+"""Parity on trained weights and real faces, per runtime and precision (docs/models-and-precision.md: Precision and parity).
 
 Embedder: the aligned faces in FACES (`facebench pipeline --save-crops FACES`) and their variants;
 cosine to FP32 (min, median), identity rank-1 and smallest margin, matches lost. INT8 in both
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.checks import point_checks  # noqa: E402
 from bench.models import zoo  # noqa: E402
 from bench.models.precision import INT8_RECIPES, calibration_frames, images_in_folder  # noqa: E402
-from bench.runtimes.base import LoadRequest  # noqa: E402
+from bench.session import LoadRequest  # noqa: E402
 from bench.runtimes.registry import get_runtime  # noqa: E402
 from bench.suite import parse_model_arg  # noqa: E402
 from bench.worker import build_artifact  # noqa: E402

@@ -18,12 +18,13 @@ from bench.cli import main
 from bench.errors import UserError
 from bench.models import zoo
 from bench.models.info import inspect_model
-from bench.runtimes.base import LoadRequest
+from bench.session import LoadRequest
 from bench.runtimes.onnxruntime import OrtRuntime
 from bench.runtimes.openvino import OpenVinoRuntime
 from bench.runtimes.tensorrt import TensorRtRuntime, build_engine, precision_flags, precision_from_inspector
 from bench.suite import load_suite, parse_suite
-from bench.worker import build_artifact, native_precision_problem, unsupported_precision
+from bench.models.artifacts import build_artifact
+from bench.worker import native_precision_problem, unsupported_precision
 from tests.conftest import FIXTURES, REPO, tiny_suite
 
 FR_FEATURE = FIXTURES / "embedders" / "fr_feature.onnx"

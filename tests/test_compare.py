@@ -15,7 +15,8 @@ import pytest
 
 from bench import cli, store
 from bench.errors import UserError
-from bench.report import commands, compare, gate
+from bench.commands import compare as commands
+from bench.report import compare, gate
 from bench.report.plots import PIXELS
 
 REPO = Path(__file__).resolve().parents[1]

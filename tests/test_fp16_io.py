@@ -39,7 +39,7 @@ def test_fp16_io_artifact_is_float16_at_the_boundary_and_matches_the_float_model
 
 def test_an_fp16_io_session_says_it_computes_in_fp16(tmp_path):
     """The row's precision_effective: an fp16-nchw point runs an FP16 graph, though the suite asked fp32."""
-    from bench.runtimes.base import LoadRequest
+    from bench.session import LoadRequest
     from bench.runtimes.registry import get_runtime
 
     info = zoo.build_cached("arcface_mbf")

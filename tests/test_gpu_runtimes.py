@@ -24,12 +24,12 @@ import pytest
 
 from bench import store
 from bench.fileio import write_atomically
-from bench.measure import gpu_warnings as gw
+from bench.measure import stages as gw
 from bench.measure.cold_start import ColdStart, ColdStartTimer
 from bench.measure.loops import STAGES, CudaEventLoop, Window, ms_to_ns, split_stages
 from bench.measure.protocol import MeasureSettings, make_inputs, measure, steady_window
 from bench.runtimes import cuda, gpu_cache
-from bench.runtimes.base import CUDA, LoadRequest, Session
+from bench.session import CUDA, LoadRequest, Session
 from bench.runtimes.ort_gpu import OrtCudaRuntime, OrtTrtRuntime, graph_id_for, ort_gpu_reasons, ort_type_to_numpy
 from bench.runtimes.registry import RUNTIMES, get_runtime
 from bench.runtimes.tensorrt import (TensorRtRuntime, numpy_dtype, precision_flags, precision_from_inspector,
@@ -192,7 +192,7 @@ def test_warm_probe_runner_keeps_the_result_and_names_failures(tmp_path, monkeyp
     assert timer.fresh_process("crashing_probe:probe", request) == {"total_ms": 7.0}
     failed = timer.fresh_process("silent_probe:probe", request)
     assert failed == {"total_ms": None, "note": "warm-cache probe failed: cannot load libnvinfer.so.11"}
-    from bench.runtimes.base import UNTIMED
+    from bench.session import UNTIMED
 
     assert UNTIMED.fresh_process("chatty_probe:probe", request)["total_ms"] is None  # no clock: no probe process
 
@@ -270,11 +270,17 @@ def test_compute_only_fps_needs_every_window():
     assert gw.compute_only_fps([a, window([0.1], [1.0], [0.1])], batch=8) is None
 
 
-def test_merge_prefers_the_compute_cov_rule_on_gpu():
-    protocol = ["latency CoV 9.0% > 2.5%: compute time is unstable; locking clocks may help", "did not settle"]
-    gpu = ["GPU compute time is unstable: coefficient of variance 9.0% > 2.5%; ..."]
-    assert gw.merge_warnings(protocol, gpu) == ["did not settle", gpu[0]]
-    assert gw.merge_warnings(protocol, []) == protocol
+def test_one_cov_rule_on_device_timed_points():
+    # The compute time's CoV where the loop measured it (jumpy latencies alone say nothing then);
+    # the latency's only without a compute series.
+    quiet_compute = gw.summarise_stages([window([0.1] * 20, [1.0, 1.01, 0.99, 1.0] * 5, [0.1] * 20)])
+    assert gw.device_timed_warnings(quiet_compute, latency_cov_pct=9.0) == []
+    jumpy = gw.summarise_stages([window([0.1] * 20, [1.0, 1.2, 0.8, 1.1, 0.9] * 4, [0.1] * 20)])
+    [unstable] = gw.device_timed_warnings(jumpy, latency_cov_pct=0.0)
+    assert unstable.startswith(gw.UNSTABLE_PREFIX)
+    [latency] = gw.device_timed_warnings(gw.StageSummary(), latency_cov_pct=9.0)
+    assert latency.startswith("latency CoV 9.0% > 2.5%")
+    assert gw.device_timed_warnings(gw.StageSummary(), latency_cov_pct=2.0) == []
 
 
 class SimulatedEvent:
@@ -359,10 +365,10 @@ def test_gpu_point_fields_and_row_through_the_store(tmp_path, simulated):
     telemetry = nvml.GpuPointTelemetry(4, None, "no NVIDIA GPU (nvidia-smi not found)")  # as without NVML
     m = measure(simulated, inputs, 4, settings, [telemetry])
     gpu = telemetry.figures(m)
-    assert gpu.fps_compute == pytest.approx(4 / 0.002, rel=1e-3)  # compute alone: about 2 ms a batch
+    assert m.stages.fps_compute == pytest.approx(4 / 0.002, rel=1e-3)  # compute alone: about 2 ms a batch
     assert len(simulated.staged) == len(inputs)  # staged once for the whole point
-    assert m.extra_ms["compute"] == pytest.approx(2.001)
-    joined = "; ".join(gpu.warnings)
+    assert m.extra_ms["compute"] == pytest.approx(2.001) == m.stages.compute_ms
+    joined = "; ".join(m.warnings + gpu.warnings)
     assert "enqueue-bound" in joined and "device-to-host" in joined and "no GPU telemetry" in joined
     from bench.models.info import ModelInfo
     from bench.results import ModelFacts, PointIdentity, PointResult, SessionSettings, SteadyState
@@ -414,7 +420,7 @@ def test_cuda_warm_up_skips_the_compute_only_pass_so_windows_get_their_length(si
 
 
 def test_threaded_loop_runs_each_cuda_member_on_its_own_stream(simulated):
-    from bench.runtimes.base import SessionGroup
+    from bench.session import SessionGroup
 
     members = [simulated, SimulatedCudaSteps(compute_ms=lambda i: 1.0, enqueue_ms=0.5)]
     group = SessionGroup(members, {"streams": 2})

@@ -18,7 +18,7 @@ from bench.measure.protocol import MeasureSettings, make_inputs, measure
 from bench.models import zoo
 from bench.report.model import point_of
 from bench.report.text import NO_BEST
-from bench.runtimes.base import LoadRequest
+from bench.session import LoadRequest
 from bench.runtimes.registry import get_runtime
 from tests.conftest import REPO
 
@@ -261,3 +261,17 @@ def test_show_keeps_machines_apart(quick_run, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "arcface_mbf on bigbox: steady state" in out
     assert f"arcface_mbf on {rows[0]['host']}: steady state" in out
+
+
+def test_a_log_groups_skipped_points_into_one_line(tmp_path, capsys):
+    # Not a terminal (as under CI or `| tee`): one line per finished point, but one line per model,
+    # runtime and reason for the points skipped together (every GPU point on a CPU machine).
+    if get_runtime("ort-cuda").available()[0]:
+        pytest.skip("ort-cuda is available here: its points are measured, not skipped")
+    out = tmp_path / "skipped.parquet"
+    assert main(["run", QUICK, "--models", "arcface_mbf", "--runtimes", "ort-cuda", "--precisions", "fp32,fp16",
+                 "--batches", "1,2,4", "--out", str(out), "--inline"]) == 0
+    reason = store.read_rows(out)[0]["reason"]
+    lines = [line for line in capsys.readouterr().out.splitlines() if "skipped" in line and "[" in line]
+    assert lines == [f"[6/6] skipped arcface_mbf ort-cuda fp32/fp16 batches 1..4: {reason}"]
+    assert len(store.read_rows(out)) == 6  # every point still has its row

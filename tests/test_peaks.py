@@ -9,8 +9,8 @@ import onnx
 import pytest
 
 from bench import cli, store
-from bench.measure import peaks as peak_module
-from bench.measure.peaks import Peaks, peaks_for, share_of_peak
+from bench import peaks as peak_module
+from bench.peaks import Peaks, peaks_for, share_of_peak
 from bench.models.counting import count_macs
 from bench.models.probes import PROBES, build_probe
 from bench.runtimes.registry import get_runtime

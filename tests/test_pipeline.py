@@ -8,8 +8,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from bench.pipeline import align
-from bench.pipeline.align import (
+from bench.face import align
+from bench.face.align import (
     ARCFACE_TEMPLATE,
     align_faces,
     estimate_similarity,
@@ -17,9 +17,9 @@ from bench.pipeline.align import (
     warp_affine,
     warp_affine_numpy,
 )
-from bench.pipeline.decode import Detections, decode_scrfd, nms
-from bench.images import resize_bilinear_numpy, to_blob
-from bench.pipeline.preprocess import letterbox, letterbox_shape
+from bench.face.decode import Detections, decode_scrfd, nms
+from bench.face.images import resize_bilinear_numpy, to_blob
+from bench.face.preprocess import letterbox, letterbox_shape
 from bench.pipeline.run import (
     STAGES,
     compare_overlap,
@@ -464,7 +464,7 @@ def test_numpy_fallbacks_without_opencv(monkeypatch):
     kps = np.array(REFERENCE_KPS) - [100, 0]
     with_cv2 = align_faces(img, [kps]).astype(int), letterbox(img, 320)[0].astype(int)
     monkeypatch.setattr(align, "cv2", None)
-    monkeypatch.setattr("bench.images.cv2", None)
+    monkeypatch.setattr("bench.face.images.cv2", None)
     without = align_faces(img, [kps]).astype(int), letterbox(img, 320)[0].astype(int)
     for a, b in zip(with_cv2, without):
         assert np.abs(a - b).max() <= 2 and np.abs(a - b).mean() < 0.2

@@ -11,8 +11,8 @@ from bench.cli import main
 from bench.domain import DETECTOR, EMBEDDER, INPUT_FORMATS, input_format
 from bench.models import zoo
 from bench.models.input_artifact import make_input_artifact
-from bench.images import to_blob
-from bench.pipeline.preprocess import model_batch
+from bench.face.images import to_blob
+from bench.face.preprocess import model_batch
 from bench.pipeline.run import run_pipeline, synthetic_frames
 
 ort = pytest.importorskip("onnxruntime")

@@ -17,7 +17,7 @@ from bench.domain import DEFAULT_INPUT_FORMAT, input_format
 from bench.models import zoo
 from bench.pipeline import bench as pipeline_bench
 from bench.pipeline import outputs
-from bench.pipeline.align import ALIGNED_SIZE
+from bench.face.align import ALIGNED_SIZE
 from bench.pipeline.run import run_pipeline, synthetic_detections
 from bench.runtimes.registry import get_runtime
 from bench.suite import parse_model_arg

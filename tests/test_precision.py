@@ -30,7 +30,7 @@ from bench.models.precision import (  # noqa: E402
 )
 from bench.errors import UserError  # noqa: E402
 from bench.models.scrfd import build_scrfd  # noqa: E402
-from bench.pipeline.decode import decode_scrfd  # noqa: E402
+from bench.face.decode import decode_scrfd  # noqa: E402
 
 REPLICA_DET_HW = (320, 320)
 EMB_HW = (112, 112)

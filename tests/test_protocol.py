@@ -14,7 +14,7 @@ from bench.measure.cold_start import ColdStartTimer
 from bench.measure.loops import Window
 from bench.measure.stats import latency_stats, nearest_rank
 from bench.models import zoo
-from bench.runtimes.base import LoadRequest, Session
+from bench.session import LoadRequest, Session
 from bench.runtimes.registry import get_runtime
 
 SHORT = MeasureSettings(warmup_s=0.05, warmup_min_iterations=2, window_s=0.1, window_min_iterations=3, max_windows=6)

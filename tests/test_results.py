@@ -10,7 +10,7 @@ import onnx
 import pyarrow.parquet as pq
 import pytest
 
-from bench import runs, store
+from bench import plan, store
 from bench.checks import point_checks
 from bench.launchers import make_launcher
 from bench.models.info import inspect_model
@@ -36,7 +36,7 @@ def measured(tmp_path_factory) -> list[PointResult]:
     """Both batches of a tiny ort-cpu suite, measured in a worker process (parity and contamination on)."""
     folder = tmp_path_factory.mktemp("results")
     (folder / "suite.toml").write_text(tiny_suite("results", [1, 2], checks="parity = true\ncontamination = true"))
-    [job] = runs.plan(load_suite(str(folder / "suite.toml"))).jobs
+    [job] = plan.plan(load_suite(str(folder / "suite.toml"))).jobs
     results = []
     make_launcher(inline=False, point_timeout_s=300).run(
         job, lambda kind, payload: results.append(payload) if kind == "result" else None)

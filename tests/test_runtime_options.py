@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from bench.errors import UserError
-from bench.runtimes.base import LoadRequest
+from bench.session import LoadRequest
 from bench.runtimes.registry import get_runtime
 from bench.suite import parse_suite
 from tests.conftest import REPO

@@ -1,4 +1,4 @@
-"""The shared vocabulary (bench.domain) and the one output comparator (bench.checks.compare),
+"""The shared vocabulary (bench.domain) and the one output comparator (bench.comparator),
 on real ONNX Runtime sessions of small hand-built models."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from bench.checks.compare import Tolerance, compare_outputs, named
+from bench.comparator import Tolerance, compare_outputs, named
 from bench.checks.contamination import check_contamination
 from bench.checks.parity import ParityGates, check_parity
 from bench.domain import (DETECTOR, EMBEDDER, INPUT_FORMATS, MAX_BATCH, PRECISIONS, arithmetic, batch_problem,

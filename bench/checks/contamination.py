@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from bench.checks.compare import Comparison, OutputDiff, Tolerance, compare_outputs, named
+from bench.comparator import Comparison, OutputDiff, Tolerance, compare_outputs, named
 from bench.domain import arithmetic, random_frames
 
 # Largest allowed relative difference, by precision. Batch size changes kernel blocking and

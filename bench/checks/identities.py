@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bench.models.precision import as_rgb_uint8
+
 VARIANTS = ("flip", "brighter", "rotated", "jpeg")
 BRIGHTNESS_STEP = 25
 ROTATION_DEG = 5.0
@@ -86,7 +88,5 @@ def identity_figures(embeddings: np.ndarray, faces: int) -> IdentityFigures:
 
 def load_faces(images: Sequence[str], size: tuple[int, int]) -> list[np.ndarray]:
     """The pictures of `images` that are aligned crops: exactly `size` (H, W) pixels."""
-    from bench.models.precision import as_rgb_uint8
-
     pictures = [as_rgb_uint8(path) for path in images]
     return [picture for picture in pictures if picture.shape[:2] == tuple(size)]

@@ -10,7 +10,7 @@ this module only compares arrays and never times anything.
   recall, precision and the mean landmark error in input pixels. A replica with
   random weights detects nothing, so recall is undefined (None) and the gate falls
   back to the raw outputs.
-- Every output, matched by name (bench.checks.compare): max absolute and relative error,
+- Every output, matched by name (bench.comparator): max absolute and relative error,
   Polygraphy's "minimum tolerance that would pass" (atol alone, or rtol alone) and the
   relative L2 error.
 """
@@ -21,18 +21,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bench.checks.compare import UNGATED, OutputDiff, compare_outputs, named
 from bench.checks.identities import identity_figures
+from bench.comparator import UNGATED, OutputDiff, compare_outputs, named
 from bench.domain import EMBEDDER, FP32_ARITHMETIC, PRECISIONS, canonical_precision
 from bench.domain import family as model_family
-from bench.pipeline.decode import Detections, decode_scrfd
+from bench.face.decode import Detections, decode_scrfd
 
-# Embedder gates measured on trained weights (fr_feature, 8 real faces and their 32 variants,
-# README "Parity on trained weights"): INT8 cosine min 0.952-0.962 over both recipes, both CPU
-# runtimes and both calibrations (real crops, synthetic faces); its smallest identity margin
-# 0.48-0.54 against FP32's 0.585 (a drop of up to 0.106); FP16 0.99999, no drop. Gates: the worst
-# figure with a margin (INT8 cosine 0.94, margin drop 0.2, FP16 0.01); 10% conv weight noise gives
-# cosine 0.62 and a drop of 0.23 on the trained embedder, 0.933 on the random-weight MBF replica.
+# Embedder gates measured on trained weights (fr_feature, 8 real faces and their 32 variants;
+# docs/models-and-precision.md, "Parity on trained weights"): INT8 cosine min 0.952-0.962 over
+# both recipes, both CPU runtimes and both calibrations (real crops, synthetic faces); its smallest
+# identity margin 0.48-0.54 against FP32's 0.585 (a drop of up to 0.106); FP16 0.99999, no drop.
+# Gates: the worst figure with a margin (INT8 cosine 0.94, margin drop 0.2, FP16 0.01); 10% conv
+# weight noise gives cosine 0.62 and a drop of 0.23 on the trained embedder, 0.933 on the
+# random-weight MBF replica.
 INT8_COSINE_MIN = 0.94
 IDENTITY_MARGIN_DROP = {**dict.fromkeys(FP32_ARITHMETIC, 0.005), "fp16": 0.01, "bf16": 0.02, "int8": 0.2}
 SCORE_THRESHOLD = 0.5
@@ -48,7 +49,7 @@ def _per_precision(fp32: float | None, fp16: float | None, bf16: float | None,
 
 
 # BF16 keeps 8 mantissa bits to FP16's 11. Measured on openvino-cpu (AMX) at batch 1, astronaut
-# frames, against ONNX Runtime FP32 (README, Precision and parity; scripts/parity_margins.py), worst
+# frames, against ONNX Runtime FP32 (docs/models-and-precision.md; scripts/parity_margins.py), worst
 # of the hint over the FP32 graph and of TensorRT's BF16 ONNX artifact: the trained embedder
 # fr_feature cosine min 0.99948, 0.99924 on real faces (gate 0.997: 4x its 1 - cos), the real SCRFD-500M recall and
 # precision 1.0 with 0.13 px landmark error (gates 0.95, 0.5 px: 4x) and worst output rel L2 0.087,

@@ -10,9 +10,12 @@ from functools import lru_cache
 import numpy as np
 
 from bench.checks import identities
+from bench.checks.contamination import check_contamination
+from bench.checks.parity import ParityGates, check_parity
 from bench.domain import EMBEDDER, FP32_ARITHMETIC, InputFormat
-from bench.images import to_blob
+from bench.face.images import to_blob
 from bench.models.info import ModelInfo
+from bench.models.precision import calibration_frames
 
 PARITY_FRAMES = 4
 # A uint8 artifact at FP32 runs the float model's own arithmetic behind the normalisation, so it
@@ -30,8 +33,6 @@ def parity_frames(info: ModelInfo, images: tuple[str, ...] = ()) -> tuple[np.nda
     those faces and their variants (bench.checks.identities) and the number of faces; otherwise real
     pictures where we have them (user images, else scikit-image's astronaut), else face-like synthetic
     ones, and None."""
-    from bench.models.precision import calibration_frames
-
     if info.family == EMBEDDER.name and images:
         faces = identities.load_faces(images, info.input_hw)
         if len(faces) >= 2:  # a match needs a wrong face to beat
@@ -113,8 +114,6 @@ def candidate_outputs(infer, frames: np.ndarray, batch: int) -> list[np.ndarray]
 
 def contamination_check(infer, info: ModelInfo, batch: int, precision: str, seed: int):
     """bench.checks.contamination.ContaminationResult for the point (outputs paired by name)."""
-    from bench.checks.contamination import check_contamination
-
     return check_contamination(infer, (3, *info.input_hw), batch, precision, seed=seed,
                                output_names=output_names(info))
 
@@ -124,8 +123,6 @@ def parity_check(infer, info: ModelInfo, batch: int, precision: str, frames: np.
                  identity_faces: int | None = None):
     """bench.checks.parity.ParityResult for the point; `failure_hint` (the likely cause) joins a failed gate's
     summary; `identity_faces` as parity_frames returns it."""
-    from bench.checks.parity import ParityGates, check_parity
-
     reference = reference_outputs(info, frames)
     candidate = candidate_outputs(infer, frames, batch)
     gates = ParityGates.with_overrides(gate_overrides or {})

@@ -6,11 +6,11 @@ sweep records what is emitted and never knows which launcher ran it.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import Protocol
 
-from bench.worker import Job
-
-Emit = Callable[[str, Any], None]
+from bench.launchers.inline import InlineLauncher
+from bench.launchers.process import ProcessLauncher
+from bench.worker import Emit, Job
 
 
 class Launcher(Protocol):
@@ -20,9 +20,5 @@ class Launcher(Protocol):
 
 def make_launcher(inline: bool, point_timeout_s: float, max_worker_memory_mb: float | None = None) -> Launcher:
     if inline:
-        from bench.launchers.inline import InlineLauncher
-
         return InlineLauncher()
-    from bench.launchers.process import ProcessLauncher
-
     return ProcessLauncher(point_timeout_s, max_worker_memory_mb)

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.launchers import Emit
-from bench.worker import Job, run_job
+from bench.worker import Emit, Job, run_job
 
 PASSED_ON = ("result", "log")  # the worker's "start" / "done" only matter to a process monitor
 

@@ -16,10 +16,9 @@ from typing import Any
 
 import psutil
 
-from bench.launchers import Emit
 from bench.results import ModelFacts, PointResult
 from bench.runtimes.registry import get_runtime
-from bench.worker import Job, child_main, point_identity
+from bench.worker import Emit, Job, child_main, point_identity
 
 POLL_S = 0.2
 

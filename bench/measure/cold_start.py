@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from bench.runtimes.base import LoadRequest
+from bench.session import LoadRequest
 
 COLD_PHASES = ("read", "compile", "first_infer")
 WARM_PROBE_TIMEOUT_S = 900
@@ -46,7 +46,7 @@ class ColdStart:
 
 
 class ColdStartTimer:
-    """The Phases a runtime's load is given (bench.runtimes.base.Phases)."""
+    """The Phases a runtime's load is given (bench.session.Phases)."""
 
     def __init__(self) -> None:
         self._ms: dict[str, float | None] = {}

@@ -1,6 +1,6 @@
 """Every timed loop: host, request queue, CUDA events, and N sessions in N threads.
 
-A loop drives a session's steps (bench.runtimes.base describes them) over the input
+A loop drives a session's steps (bench.session describes them) over the input
 buffers it was built with and returns a Window; the loop does nothing but run the
 model between its clock readings. `loop_for(session, inputs)` picks the loop the
 session names in `session.loop`.
@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.runtimes.base import CUDA, GROUP, HOST, REQUESTS
+from bench.session import CUDA, GROUP, HOST, REQUESTS
 
 STAGES = ("h2d", "compute", "d2h")
 MARKS_PER_ITERATION = len(STAGES) + 1

@@ -8,7 +8,7 @@ and call the point UNSTABLE. Frames/s is batch x iterations / wall time of the
 windows, never derived from mean latency.
 
 Warm-up runs the same loop as the windows (bench.measure.loops), one round at a time,
-without the compute-only pass a steady-state window adds. Samplers (bench.telemetry.base)
+without the compute-only pass a steady-state window adds. Samplers (the Sampler protocol below)
 hear window_started() / window_stopped(window) around every steady-state window's timed
 loop (never warm-up, never the compute-only pass) and report over the trailing windows the
 figures come from (Measurement.used_windows).
@@ -18,17 +18,32 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 
 from bench.domain import DETECTOR, random_frames
 from bench.measure.loops import Loop, Window, loop_for
+from bench.measure.stages import StageSummary, device_timed_warnings, summarise_stages
 from bench.measure.stats import LatencyStats, latency_stats
-from bench.telemetry.base import Sampler
 
 VALID, UNSTABLE = "VALID", "UNSTABLE"
-COV_WARN_PCT = 2.5  # trtexec's "compute time is unstable" threshold
+
+
+class Sampler(Protocol):
+    """Telemetry beside the steady-state windows: measure() calls window_started() /
+    window_stopped(window) around every steady-state window (never warm-up); after the point the
+    caller asks each sampler for its figures. A sampler accumulates over all the windows it heard."""
+
+    def window_started(self) -> None: ...
+
+    def window_stopped(self, window) -> None:
+        """`window`: the bench.measure.loops.Window just measured (None outside the protocol)."""
+        ...
+
+    def figures(self, measurement):
+        """A typed part of the PointResult over the measurement's used windows."""
+        ...
 
 
 @dataclass
@@ -64,6 +79,7 @@ class Measurement:
     verdict: str
     warnings: list[str] = field(default_factory=list)
     extra_ms: dict[str, float] = field(default_factory=dict)  # median per-iteration extras (h2d, compute...)
+    stages: StageSummary = field(default_factory=StageSummary)  # the same medians, compute CoV, compute-only fps
     # What the loop did over the used windows: requests in flight (most at once, time-weighted mean)
     # and the distinct input buffers fed.
     in_flight_max: int = 1
@@ -116,10 +132,8 @@ def measure(session, inputs: list[np.ndarray], batch: int, settings: MeasureSett
     finally:
         loop.close()
     result = _summarise(used, windows, batch, warm_count, warm_count * warm_mean_s, verdict)
-    # trtexec's CoV rule is about GPU compute time; host-timed CPU latencies always jitter more.
-    if session.timer_kind != "host" and result.latency.cov_pct > COV_WARN_PCT:
-        result.warnings.append(f"latency CoV {result.latency.cov_pct:.1f}% > {COV_WARN_PCT}%: "
-                               "compute time is unstable; locking clocks may help")
+    if session.timer_kind != "host":  # trtexec's rules are about device timings
+        result.warnings += device_timed_warnings(result.stages, result.latency.cov_pct)
     return result
 
 
@@ -180,15 +194,12 @@ def _summarise(used, all_windows, batch, warm_count, warm_s, verdict) -> Measure
     if verdict == UNSTABLE:
         warnings.append(f"did not settle: last {len(used)} windows differ by {spread_pct([_window_fps(w, batch) for w in used]):.1f}% "
                         f"after {len(all_windows)} windows; lengthen measure.window_s or quiet the machine")
-    extra = {}
-    for key in used[0].extra_ns:
-        series = np.concatenate([np.asarray(w.extra_ns[key], dtype=np.float64) for w in used])
-        extra[key] = float(np.median(series)) / 1e6
+    stages = summarise_stages(used, batch)
     return Measurement(
         batch=batch, warmup_iterations=warm_count, warmup_s=warm_s, windows=all_windows,
         used_windows=len(used), iterations=iterations, frames=batch * iterations, wall_s=wall_s,
         fps=batch * iterations / wall_s, window_spread_pct=spread_pct([_window_fps(w, batch) for w in used]),
-        latency=stats, verdict=verdict, warnings=warnings, extra_ms=extra,
+        latency=stats, verdict=verdict, warnings=warnings, extra_ms=stages.medians_ms, stages=stages,
         in_flight_max=max(w.in_flight_max for w in used),
         in_flight_mean=sum(w.in_flight_busy_ns for w in used) / max(sum(w.wall_ns for w in used), 1),
         buffers_fed=len(frozenset().union(*(w.fed for w in used))),

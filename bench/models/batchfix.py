@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference
 
-from bench.checks.compare import Tolerance, compare_outputs, named
+from bench.comparator import Tolerance, compare_outputs, named
 from bench.domain import DETECTOR, EMBEDDER, random_frames
 from bench.errors import ModelFileError, UserError
 from bench.fileio import writable_folder, write_atomically

@@ -35,12 +35,13 @@ import numpy as np
 import onnx
 import onnx.version_converter
 
+from bench import env
 from bench.domain import EMBEDDER, Family
 from bench.domain import family as model_family
 from bench.errors import ModelFileError, UserError
+from bench.face.images import resize_bilinear, to_blob
 from bench.fileio import sha256_file
 from bench.models.layout import analyze_batch_layout
-from bench.images import resize_bilinear, to_blob
 
 # The precisions make_artifact builds (OpenVINO IR has its own maker, make_openvino_ir).
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "simplified")
@@ -206,16 +207,12 @@ def forced_int8_recipe() -> Int8Recipe | None:
 
 
 def host_int8_recipe(device: str = "cpu") -> Int8Recipe:
-    from bench.env import cpu_features
-
-    return int8_recipe_for(device, cpu_features(), platform.machine())
+    return int8_recipe_for(device, env.cpu_features(), platform.machine())
 
 
 def int8_failure_hint(recipe_name: str | None) -> str:
     """The likely cause when INT8 misses its parity gate on this machine ("" when none is known)."""
-    from bench.env import cpu_features
-
-    if saturating_int8_cpu(cpu_features(), platform.machine()):
+    if saturating_int8_cpu(env.cpu_features(), platform.machine()):
         return (f"no VNNI: INT8 loses accuracy to saturation on this CPU (recipe {recipe_name or 'unknown'}); "
                 "calibrate on real frames (--images) or run INT8 where VNNI/AMX exists")
     return ""

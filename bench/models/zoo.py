@@ -16,7 +16,9 @@ import onnx
 
 from bench.errors import UserError
 from bench.fileio import sha256_file, writable_folder, write_atomically
+from bench.models.arcface import build_arcface
 from bench.models.info import ModelInfo, inspect_model
+from bench.models.scrfd import SCRFD_EXPORTS, build_scrfd
 
 BUILDER_VERSION = 1
 DEFAULT_SEED = 0
@@ -35,16 +37,12 @@ class Builtin:
 
 def _scrfd(variant: str) -> Callable[[int | None, int, str], onnx.ModelProto]:
     def build(size, seed, export):
-        from bench.models.scrfd import build_scrfd
-
         return build_scrfd(variant, size, seed=seed, export=export)
     return build
 
 
 def _arcface(variant: str) -> Callable[[int | None, int, str], onnx.ModelProto]:
     def build(size, seed, export):
-        from bench.models.arcface import build_arcface
-
         return build_arcface(variant, seed=seed)
     return build
 
@@ -86,8 +84,6 @@ def build_cached(name: str, input_size: int | None = None, seed: int = DEFAULT_S
     """The replica's file and inspection, building it when missing or corrupt. `export` picks the
     form of a detector file (bench.models.scrfd.SCRFD_EXPORTS); embedders are built batched."""
     spec = builtin(name)
-    from bench.models.scrfd import SCRFD_EXPORTS
-
     if export not in SCRFD_EXPORTS or (export != "batched" and spec.family != "detector"):
         raise UserError(f"--export {export}: detectors take one of {', '.join(SCRFD_EXPORTS)}; embedders only batched")
     size = (input_size or spec.default_size) if spec.family == "detector" else None

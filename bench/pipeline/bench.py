@@ -15,33 +15,24 @@ from typing import Any
 
 import numpy as np
 
+from bench import env
 from bench.domain import DEFAULT_INPUT_FORMAT, InputFormat, input_format
 from bench.errors import UserError
 from bench.measure.protocol import spread_pct
 from bench.measure.stats import median_item
+from bench.models import zoo
 from bench.models.info import ModelInfo
+from bench.models.input_artifact import make_input_artifact
 from bench.pipeline import outputs
-from bench.pipeline.run import (
-    IMAGE_SUFFIXES,
-    STAGES,
-    OverlapComparison,
-    PipelineResult,
-    image_paths,
-    read_rgb,
-    run_pipeline,
-    synthetic_frames,
-)
-from bench.results import (
-    CpuTelemetry,
-    Environment,
-    GpuTelemetry,
-    ModelFacts,
-    PipelineFigures,
-    PointIdentity,
-    PointResult,
-    SessionSettings,
-    SteadyState,
-)
+from bench.pipeline.run import (IMAGE_SUFFIXES, STAGES, OverlapComparison, PipelineResult, image_paths, read_rgb,
+                                run_pipeline, synthetic_frames)
+from bench.results import (CpuTelemetry, Environment, GpuTelemetry, ModelFacts, PipelineFigures, PointIdentity,
+                           PointResult, SessionSettings, SteadyState)
+from bench.runtimes.registry import get_runtime
+from bench.session import LoadRequest
+from bench.suite import ModelRef, parse_model_arg
+from bench.telemetry.cpu import CpuSampler
+from bench.telemetry.nvml import open_gpu_sampler
 
 SUITE_NAME = "pipeline"
 PRECISION = "fp32"
@@ -77,7 +68,7 @@ class PipelineSetup:
     request: PipelineRequest
     det: ModelInfo
     rec: ModelInfo
-    runtime: Any  # bench.runtimes.base.Runtime
+    runtime: Any  # bench.session.Runtime
     batch: int
     rec_batch: int
     synthetic_faces: int | None  # None: use what the detector finds
@@ -171,8 +162,6 @@ def _frame_paths(request: PipelineRequest) -> list[Path]:
 
 
 def _available_runtime(name: str):
-    from bench.runtimes.registry import get_runtime
-
     runtime = get_runtime(name)  # UserError for an unknown name
     ok, reason = runtime.available()
     if not ok:
@@ -181,9 +170,6 @@ def _available_runtime(name: str):
 
 
 def _resolve(text: str, flag: str, family: str, det_size: int | None) -> ModelInfo:
-    from bench.models import zoo
-    from bench.suite import ModelRef, parse_model_arg
-
     ref = parse_model_arg(text)
     if det_size is not None:
         if ref.input_size is not None and ref.input_size != det_size:
@@ -216,10 +202,6 @@ def _runnable_batch(info: ModelInfo, batch: int, role: str, notes: list[str]) ->
 
 def load_session(runtime, info: ModelInfo, batch: int, fmt: InputFormat):
     """`info` on `runtime`, taking `fmt` batches (a uint8 format loads the artifact that normalises)."""
-    from bench.models import zoo
-    from bench.models.input_artifact import make_input_artifact
-    from bench.runtimes.base import LoadRequest
-
     path = make_input_artifact(info.path, fmt, info.mean, info.std, zoo.cache_dir() / "artifacts")
     request = LoadRequest(model_path=str(path), input_name=info.input_name,
                           input_shape=fmt.shape(batch, info.input_hw), precision=PRECISION,
@@ -313,8 +295,6 @@ def _open_gpu_sampler(uses_cuda: bool):
     """(NVML sampler or None, notes): NVIDIA runtimes get utilisation, memory and power per run."""
     if not uses_cuda:
         return None, []
-    from bench.telemetry.nvml import open_gpu_sampler
-
     sampler, reason = open_gpu_sampler()
     return sampler, ([] if sampler else [f"no GPU telemetry: {reason}"])
 
@@ -345,8 +325,6 @@ def _frames_label(setup: PipelineSetup) -> str:
 
 
 def _sampled_run(run: Callable[[], PipelineResult], gpu) -> ModeRun:
-    from bench.telemetry.cpu import CpuSampler
-
     cpu = CpuSampler()
     cpu.window_started()
     if gpu is not None:
@@ -377,8 +355,6 @@ def point_identity(setup: PipelineSetup) -> PointIdentity:
 
 
 def environment(run_id: str) -> Environment:
-    from bench import env
-
     return Environment(run_id=run_id, suite=SUITE_NAME, machine=env.fingerprint(),
                        timestamp_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 

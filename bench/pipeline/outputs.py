@@ -19,7 +19,7 @@ import numpy as np
 
 from bench.errors import UserError
 from bench.fileio import write_atomically
-from bench.pipeline.align import ALIGNED_SIZE
+from bench.face.align import ALIGNED_SIZE
 
 # The five SCRFD keypoints, in model order (the order of the ArcFace template).
 LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")

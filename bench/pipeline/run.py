@@ -25,9 +25,9 @@ import numpy as np
 from bench.domain import DETECTOR, EMBEDDER, FLOAT_NCHW, InputFormat, random_frames
 from bench.errors import UserError
 from bench.measure.stats import median_item
-from bench.pipeline.align import ALIGNED_SIZE, ARCFACE_TEMPLATE, align_faces
-from bench.pipeline.decode import Detections, decode_scrfd
-from bench.pipeline.preprocess import letterbox_batch, model_batch
+from bench.face.align import ALIGNED_SIZE, ARCFACE_TEMPLATE, align_faces
+from bench.face.decode import Detections, decode_scrfd
+from bench.face.preprocess import letterbox_batch, model_batch
 
 try:
     import cv2

@@ -63,6 +63,37 @@ def value_and_ratio(metric: Metric, cell, is_baseline: bool) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class CellMarkup:
+    """How a view marks a compared cell's parts up (rich markup, Markdown); each takes the text."""
+
+    empty: str
+    failed: str  # a point without a figure: its marks
+    best: str
+    faces: str
+    marks: str
+    unstable_only: str = ""  # marks that are only "unstable", where a view tells them apart
+
+
+def cell_text(metric: Metric, cell, is_baseline: bool, markup: CellMarkup) -> str:
+    """One compared cell as text: value and ratio, faces/s for pipelines, its marks; the rich and
+    Markdown views differ in markup only."""
+    if cell is None or (cell.value is None and not cell.marks):
+        return markup.empty
+    marks = ", ".join(cell.marks)
+    if cell.value is None:
+        return markup.failed.format(marks)
+    text = value_and_ratio(metric, cell, is_baseline)
+    if cell.best:
+        text = markup.best.format(text)
+    if cell.faces_per_s is not None:
+        text += markup.faces.format(f"{cell.faces_per_s:.1f} faces/s")
+    if cell.marks:
+        only_unstable = cell.marks == ("unstable",) and markup.unstable_only
+        text += (markup.unstable_only if only_unstable else markup.marks).format(marks)
+    return text
+
+
 METRICS = {
     "fps": Metric("fps", "frames/s", True),
     "ms_per_frame": Metric("ms_per_frame", "ms/frame", False),
@@ -126,7 +157,7 @@ def _run_labels(files: list[str]) -> dict[str, str]:
 
 
 def _machine_labels(frame: pd.DataFrame) -> pd.Series:
-    """Host names; where one host name covers several machines (every cloud VM is 'vm'), the
+    """Fleet machine names where set; else host names; where one host name covers several machines (every cloud VM is 'vm'), the
     hardware that tells them apart (GPU, else CPU), with the machine id where that does not."""
     hosts = frame["host"].fillna("unknown").astype(str)
     ids = frame["machine_id"].fillna("").astype(str)
@@ -141,7 +172,9 @@ def _machine_labels(frame: pd.DataFrame) -> pd.Series:
                 labels[host, machine] = f"{host} {tag}"
             else:
                 labels[host, machine] = " ".join(filter(None, [host, tag, machine[:6]]))
-    return pd.Series([labels[h, i] for h, i in zip(hosts, ids)], index=frame.index)
+    found = pd.Series([labels[h, i] for h, i in zip(hosts, ids)], index=frame.index)
+    named = frame["machine"]  # a fleet's name for the machine (run --machine) says it best
+    return named.where(named.notna() & (named != ""), found)
 
 
 def _hardware_tag(row) -> str:
@@ -190,6 +223,7 @@ class Cell:
     samples: tuple[float, ...] = ()  # the metric of each finished repeat (empty: measured once)
     shared_machine_pct: float | None = None  # other processes' CPU, where the point shared its machine (report.model)
     ratio_interval: Interval | None = None  # of the ratio to the baseline, where both have repeats
+    reason: str | None = None  # why a skipped or failed point has no value
 
     @property
     def repeated(self) -> bool:
@@ -205,6 +239,10 @@ class PointComparison:
     def comparable(self) -> bool:
         return sum(c.value is not None for c in self.cells.values()) >= 2
 
+    @property
+    def measured_anywhere(self) -> bool:
+        return any(c.value is not None for c in self.cells.values())
+
 
 @dataclass
 class ModelComparison:
@@ -212,6 +250,21 @@ class ModelComparison:
     sha256: str  # the model (pipeline: detector) file
     row_dims: list[str]  # label columns that vary, then batch
     points: list[PointComparison]
+
+
+def unmeasured_lines(model: ModelComparison) -> list[str]:
+    """The points no group measured (GPU runtimes on CPU machines, ladder skips everywhere), one line
+    per runtime, status and reason instead of a row of 'skipped' cells each."""
+    folded: dict[tuple[str, str, str], int] = {}
+    for point in model.points:
+        if point.measured_anywhere:
+            continue
+        cell = next(iter(point.cells.values()))
+        status = "failed" if "failed" in cell.marks else "skipped"
+        key = (str(point.labels.get("runtime", "")), status, cell.reason or "")
+        folded[key] = folded.get(key, 0) + 1
+    return [f"{runtime}: {count} points {status} everywhere" + (f" ({reason})" if reason else "")
+            for (runtime, status, reason), count in folded.items()]
 
 
 @dataclass
@@ -239,7 +292,7 @@ class Comparison:
 PIPELINE_METRIC = METRICS["fps"]  # pipelines record no latency percentiles; frames/s is their figure
 
 
-BASELINE_ALIASES = {"machine": ("machine_label", "host", "machine_id"), "run": ("run_label", "run_id"),
+BASELINE_ALIASES = {"machine": ("machine_label", "machine", "host", "machine_id"), "run": ("run_label", "run_id"),
                     "runtime": ("runtime",), "precision": ("precision",), "input": ("input_format",),
                     "options": ("options_variant",), "concurrency": ("concurrency_label",)}
 
@@ -450,7 +503,7 @@ def _cell(row: dict[str, Any], metric: Metric) -> Cell:
                 spread_pct=spread if spread is not None and math.isfinite(spread) else None,
                 trustworthy=not marks, faces_per_s=faces,
                 samples=repeat_samples(row, metric) if value is not None else (),
-                shared_machine_pct=shared_machine_pct(row))
+                shared_machine_pct=shared_machine_pct(row), reason=row.get("reason"))
 
 
 def repeat_samples(row: dict[str, Any], metric: Metric) -> tuple[float, ...]:

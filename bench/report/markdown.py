@@ -7,13 +7,14 @@ from typing import Any
 
 from bench.report.compare import (
     PIPELINE_METRIC,
+    CellMarkup,
     Comparison,
     Results,
+    cell_text,
     environment_facts,
     pipeline_name,
     pipeline_stages,
     pipeline_workload,
-    value_and_ratio,
 )
 from bench.report.model import ModelSummary, Point, ReportModel, build_report_model, context_columns
 from bench.report.tables import PIPELINE_STAGES, peak_share_text
@@ -115,19 +116,11 @@ def _comparison_table(comparison: Comparison, model, metric) -> list[str]:
     return [f"### {_md(model.model)}: {metric.label} by {comparison.by}", "", *md_table(headers, body, right)]
 
 
+MARKDOWN_CELL = CellMarkup(empty="-", failed="_{}_", best="**{}**", faces=" [{}]", marks=" _{}_")
+
+
 def _comparison_cell(metric, cell, is_baseline: bool) -> str:
-    if cell is None:
-        return "-"
-    if cell.value is None:
-        return f"_{', '.join(cell.marks)}_" if cell.marks else "-"
-    text = value_and_ratio(metric, cell, is_baseline)
-    if cell.faces_per_s is not None:
-        text += f" [{cell.faces_per_s:.1f} faces/s]"
-    if cell.best:
-        text = f"**{text}**"
-    if cell.marks:
-        text += f" _{', '.join(cell.marks)}_"
-    return text
+    return cell_text(metric, cell, is_baseline, MARKDOWN_CELL)
 
 
 def model_section(summaries: list[ModelSummary], columns: list[str], plots, plots_folder: str) -> list[str]:

@@ -54,6 +54,21 @@ def point_line(row, position: str = "", checked_earlier: bool = False) -> str:
     return f"{what}: {_fmt(point.fps)} frames/s {verdict} {checks}"
 
 
+def skip_group(row) -> tuple:
+    """Skipped points that read as one line: the same model, runtime and reason."""
+    return row.get("model"), row.get("runtime"), row.get("reason")
+
+
+def skipped_line(rows, position: str = "") -> str:
+    """Consecutive skipped points of one skip_group in one line (a CPU machine skips every GPU point)."""
+    precisions = "/".join(dict.fromkeys(str(r.get("precision")) for r in rows))
+    batches = sorted({r["batch"] for r in rows})
+    span = f"batch {batches[0]}" if len(batches) == 1 else f"batches {batches[0]}..{batches[-1]}"
+    model, runtime, reason = skip_group(rows[0])
+    where = f"{position} " if position else ""
+    return f"{where}skipped {model} {runtime} {precisions} {span}: {reason or '-'}"
+
+
 def throughput_table(summary: ModelSummary, title: str, budget=None) -> Table:
     """`budget` (bench.report.model.LatencyBudget): a column marking the points that miss it."""
     table = Table(title=f"{title}: steady state", title_justify="left")
@@ -253,7 +268,7 @@ def print_pipeline_tables(points: list[Point], console: Console) -> None:
 
 
 def peaks_table(peaks: list) -> Table:
-    """Probe figures (bench.measure.peaks.Peaks), one row per runtime and precision."""
+    """Probe figures (bench.peaks.Peaks), one row per runtime and precision."""
     table = Table(title="peaks through each runtime (probe models, default options)", title_justify="left",
                   caption="GFLOP/s nominal (INT8: GOP/s); memory: one-thread copy; datasheet: NVIDIA dense peak",
                   caption_justify="left")

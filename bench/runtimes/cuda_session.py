@@ -10,7 +10,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.runtimes.base import CUDA, Session
+from bench.runtimes.cuda import Event, PinnedBuffer, set_device
+from bench.session import CUDA, Session
 
 
 @dataclass
@@ -37,14 +38,10 @@ class CudaSession(Session):
     def bind_thread(self) -> None:
         """Make this session's device the calling host thread's current one: the CUDA runtime's
         current device is per thread, and a loop thread starts on device 0."""
-        from bench.runtimes.cuda import set_device
-
         set_device(self.device_id)
 
     def stage(self, x: np.ndarray):
         """A pinned copy of an input buffer (made once, before any loop); freed with the session."""
-        from bench.runtimes.cuda import PinnedBuffer
-
         pinned = PinnedBuffer(self._shape, self._in_dtype)
         np.copyto(pinned.array, x.reshape(self._shape), casting="same_kind")
         self._staged.append(pinned)
@@ -68,8 +65,6 @@ class CudaSession(Session):
         self.stream.synchronize()
 
     def new_event(self):
-        from bench.runtimes.cuda import Event
-
         return Event()
 
     def _host_outputs(self) -> list:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.fileio import write_atomically
+from bench.models.zoo import cache_dir as default_cache_dir
 from bench.runtimes.options import RuntimeOptions, option
 
 DEFAULT_MAX_BATCH = 64  # the suite's batch ceiling (bench.domain.MAX_BATCH)
@@ -168,8 +169,6 @@ def build_options(options: dict[str, Any]) -> tuple[tuple[str, str], ...]:
 
 def cache_root(cache_dir: str | os.PathLike | None) -> Path:
     if cache_dir is None:
-        from bench.models.zoo import cache_dir as default_cache_dir
-
         cache_dir = default_cache_dir()
     return Path(cache_dir) / "gpu-engines"
 

@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.runtimes.base import UNTIMED, LoadRequest, Phases, Runtime, Session, SessionGroup
+from bench.runtimes.base import Runtime
 from bench.runtimes.options import RuntimeOptions, option
+from bench.session import UNTIMED, LoadRequest, Phases, Session, SessionGroup
 
 
 def physical_cores() -> int:

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from bench.domain import PRECISIONS
-from bench.runtimes.base import HOST, REQUESTS, UNTIMED, LoadRequest, Phases, Runtime, Session
+from bench.runtimes.base import Runtime
 from bench.runtimes.options import RuntimeOptions, option
+from bench.session import HOST, REQUESTS, UNTIMED, LoadRequest, Phases, Session
 
 # OpenVINO's name for each precision hint we request.
 _HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
@@ -36,8 +37,8 @@ def import_openvino():
 
 
 class RequestQueue:
-    """OpenVINO's AsyncInferQueue in the request-queue step contract (bench.runtimes.base): a request
-    is restarted as soon as it completes, in completion order, as benchmark_app does. A round-robin
+    """OpenVINO's AsyncInferQueue in the request-queue step contract (bench.session): a request is
+    restarted as soon as it completes, in completion order, as benchmark_app does. A round-robin
     wait() left a fast stream idle behind a slow one: on a machine shared with other work, whose load
     lands on one core, facebench then read 0.6-0.75 of benchmark_app. No Python callback: the queue's
     own C++ one marks a request idle, so no OpenVINO thread ever needs the GIL (which deadlocked)."""

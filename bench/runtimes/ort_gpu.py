@@ -35,12 +35,17 @@ from typing import Any
 
 import numpy as np
 
-from bench.runtimes.base import UNTIMED, LoadRequest, Phases, Runtime, Session, SessionGroup
-from bench.runtimes.cuda import copy_d2h_async, copy_h2d_async
+from bench.models.info import sha256_file
+from bench.runtimes.base import Runtime
+from bench.runtimes.cuda import (CUDA_PYTHON_DISTS, PinnedBuffer, Stream, copy_d2h_async, copy_h2d_async,
+                                 cuda_python_reason, device_identity, dist_version, import_cudart, join_reasons,
+                                 module_present, nvidia_gpu_reason, set_device)
 from bench.runtimes.cuda_session import BareParts, CudaSession
-from bench.runtimes.gpu_cache import TrtBuildOptions
+from bench.runtimes.gpu_cache import (CacheKey, TrtBuildOptions, build_options, cache_folder, cache_root, cached_files,
+                                      key_profile, ort_profile_options, replace_payload, request_profile)
 from bench.runtimes.onnxruntime import OrtCpuOptions, OrtRuntime, import_onnxruntime
 from bench.runtimes.options import option
+from bench.session import UNTIMED, LoadRequest, Phases, Session, SessionGroup
 
 ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 GRAPH_ID_SKIP = "-1"  # gpu_graph_id that disables CUDA-graph capture for one run
@@ -128,8 +133,6 @@ class IoBindingSession(CudaSession):
 
     def __init__(self, ort_session, request: LoadRequest, settings: dict[str, Any], stream,
                  device_id: int = 0, graph_id: int | None = None):
-        from bench.runtimes.cuda import PinnedBuffer, import_cudart
-
         ort = import_onnxruntime()
         self._session = ort_session
         self._settings = settings
@@ -156,8 +159,6 @@ class IoBindingSession(CudaSession):
 
     def _bind_outputs(self, ort, device_id: int, capture: bool) -> list[tuple[Any, Any, int]]:
         """Learn output shapes from one uncaptured run, then bind fixed device outputs."""
-        from bench.runtimes.cuda import PinnedBuffer
-
         names = [o.name for o in self._session.get_outputs()]
         probe = ort.RunOptions()
         if capture:  # a graph captured over these temporary outputs would write to freed memory
@@ -218,9 +219,6 @@ class _OrtGpuRuntime(OrtRuntime):
     needs_tensorrt = False
 
     def available(self) -> tuple[bool, str]:
-        from bench.runtimes.cuda import (cuda_python_reason, dist_version, join_reasons, module_present,
-                                         nvidia_gpu_reason)
-
         gpu_version = dist_version("onnxruntime-gpu")
         cpu_version = dist_version("onnxruntime")
         providers = None
@@ -236,8 +234,6 @@ class _OrtGpuRuntime(OrtRuntime):
         return (not reasons), join_reasons(reasons)
 
     def versions(self) -> dict[str, str]:
-        from bench.runtimes.cuda import CUDA_PYTHON_DISTS, dist_version
-
         found = {"onnxruntime-gpu": dist_version("onnxruntime-gpu"), "cuda-python": dist_version(*CUDA_PYTHON_DISTS)}
         if self.needs_tensorrt:
             found["tensorrt"] = dist_version(*TRT_DISTS)
@@ -303,8 +299,6 @@ class _OrtGpuRuntime(OrtRuntime):
                 pass
 
     def load(self, request: LoadRequest, phases: Phases = UNTIMED) -> Session:
-        from bench.runtimes.cuda import Stream, set_device
-
         self._prepare()
         set_device(self.device_id(request))  # the stream ORT computes on must live on its device
         stream = Stream()
@@ -387,24 +381,16 @@ class OrtTrtRuntime(_OrtGpuRuntime):
             pass
 
     def _load_hint(self) -> str:
-        from bench.runtimes.cuda import dist_version
-
         return (f"onnxruntime-gpu {dist_version('onnxruntime-gpu')} needs the TensorRT major version it was built "
                 f"with; installed tensorrt {dist_version(*TRT_DISTS)}")
 
     def trt_version(self) -> str | None:
-        from bench.runtimes.cuda import dist_version
-
         return dist_version(*TRT_DISTS)
 
     def profile(self, request: LoadRequest):
-        from bench.runtimes.gpu_cache import request_profile
-
         return request_profile(request, self.options(request))
 
     def trt_options(self, request: LoadRequest, stream, cache_path: str | None) -> dict[str, str]:
-        from bench.runtimes.gpu_cache import ort_profile_options
-
         typed = self.options(request)
         options = {
             "device_id": str(typed.device_id),
@@ -432,10 +418,6 @@ class OrtTrtRuntime(_OrtGpuRuntime):
         return [(self.provider, self.trt_options(request, stream, cache_path)), ("CUDAExecutionProvider", cuda)]
 
     def cache_key(self, request: LoadRequest):
-        from bench.models.info import sha256_file
-        from bench.runtimes.cuda import device_identity
-        from bench.runtimes.gpu_cache import CacheKey, build_options, key_profile
-
         options = self.options(request)
         identity = device_identity(options.device_id)
         return CacheKey(
@@ -448,8 +430,6 @@ class OrtTrtRuntime(_OrtGpuRuntime):
         )
 
     def load_on(self, request: LoadRequest, stream, phases: Phases) -> Session:
-        from bench.runtimes.gpu_cache import cache_folder, cache_root, cached_files, replace_payload
-
         mode = self.options(request).cold_start
         folder = cache_folder(cache_root(request.cache_dir), self.cache_key(request))
         if mode == "warm":
@@ -479,8 +459,6 @@ def engine_files(folder: str) -> dict[str, int]:
 
     Only engines count: the EP may rewrite its timing cache on a hit.
     """
-    from bench.runtimes.gpu_cache import cached_files
-
     files = cached_files(folder)
     engines = [p for p in files if p.suffix == ".engine"] or files
     return {p.name: p.stat().st_mtime_ns for p in engines}
@@ -504,8 +482,6 @@ def warm_start(request: LoadRequest, phases: Phases, cache_path: str) -> dict[st
     runtime = OrtTrtRuntime()
     runtime._prepare()  # the import is each point's process_start_ms, not its cold start
     runtime.profile(request)  # reads the ONNX once, outside the clock, as the worker did before its own
-    from bench.runtimes.cuda import Stream, set_device
-
     with phases("cuda_context"):
         set_device(runtime.device_id(request))
         stream = Stream()

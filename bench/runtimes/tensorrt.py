@@ -32,11 +32,17 @@ from typing import Any
 
 import numpy as np
 
-from bench.runtimes.base import UNTIMED, LoadRequest, Phases, Runtime, Session, SessionGroup
-from bench.runtimes.cuda import copy_d2h_async, copy_h2d_async
+from bench.fileio import write_atomically
+from bench.models.info import sha256_file
+from bench.runtimes.base import Runtime
+from bench.runtimes.cuda import (CUDA_PYTHON_DISTS, CudaGraph, DeviceBuffer, PinnedBuffer, Stream, copy_d2h_async,
+                                 copy_h2d_async, cuda_python_reason, device_identity, dist_version, import_cudart,
+                                 join_reasons, module_present, nvidia_gpu_reason, set_device)
 from bench.runtimes.cuda_session import BareParts, CudaSession
-from bench.runtimes.gpu_cache import TrtBuildOptions
+from bench.runtimes.gpu_cache import (CacheKey, TrtBuildOptions, build_options, cache_folder, cache_root, key_profile,
+                                      request_profile)
 from bench.runtimes.options import option
+from bench.session import UNTIMED, LoadRequest, Phases, Session, SessionGroup
 
 ENGINE_FILE = "engine.plan"
 TIMING_FILE = "timing.cache"
@@ -180,8 +186,6 @@ class TensorRtSession(CudaSession):
 
     def __init__(self, trt, runtime, engine, request: LoadRequest, settings: dict[str, Any], stream,
                  profile_index: int | None = None):
-        from bench.runtimes.cuda import DeviceBuffer, PinnedBuffer, import_cudart
-
         self._runtime, self._engine = runtime, engine
         self.device_id = runtime.options(request).device_id
         self._context = engine.create_execution_context()
@@ -237,8 +241,6 @@ class TensorRtSession(CudaSession):
 
     def enable_cuda_graph(self) -> str:
         """Capture compute as a CUDA graph after one plain enqueue; "" or why it fell back."""
-        from bench.runtimes.cuda import CudaGraph
-
         self._enqueue()  # keeps lazy initialisation out of the graph
         self.stream.synchronize()
         graph, reason = CudaGraph.capture(self.stream, self._enqueue)
@@ -312,8 +314,6 @@ class TensorRtRuntime(Runtime):
     concurrent = True  # N execution contexts on N streams
 
     def available(self) -> tuple[bool, str]:
-        from bench.runtimes.cuda import cuda_python_reason, join_reasons, module_present, nvidia_gpu_reason
-
         reasons = [r for r in (nvidia_gpu_reason(),) if r]
         if not module_present("tensorrt"):
             reasons.append("tensorrt not installed; make bench EXTRA=gpu installs it")
@@ -335,20 +335,13 @@ class TensorRtRuntime(Runtime):
                 f"or later, these GPUs have {', '.join(map(str, found))}; measure fp16 instead")
 
     def versions(self) -> dict[str, str]:
-        from bench.runtimes.cuda import CUDA_PYTHON_DISTS, dist_version
-
         found = {"tensorrt": dist_version(*TRT_DISTS), "cuda-python": dist_version(*CUDA_PYTHON_DISTS)}
         return {k: v for k, v in found.items() if v}
 
     def profile(self, request: LoadRequest):
-        from bench.runtimes.gpu_cache import request_profile
-
         return request_profile(request, self.options(request))
 
     def cache_key(self, trt, request: LoadRequest, identity, contexts: int = 1):
-        from bench.models.info import sha256_file
-        from bench.runtimes.gpu_cache import CacheKey, build_options, key_profile
-
         opts = self.options(request)
         profiles = len(set(context_profiles(self.profile(request), contexts)) - {None})
         return CacheKey(
@@ -377,9 +370,6 @@ class TensorRtRuntime(Runtime):
 
     def _open(self, request: LoadRequest, phases: Phases, contexts: int) -> list[TensorRtSession]:
         """Load (building if needed) the engine, then `contexts` sessions on it, the first one timed."""
-        from bench.runtimes.cuda import Stream, device_identity, set_device
-        from bench.runtimes.gpu_cache import cache_folder, cache_root
-
         trt = import_tensorrt()
         set_device(self.options(request).device_id)
         identity = device_identity(self.options(request).device_id)
@@ -464,8 +454,6 @@ class TensorRtRuntime(Runtime):
         return built, first
 
     def _save_caches(self, folder: Path, built: BuildResult) -> None:
-        from bench.fileio import write_atomically
-
         write_atomically(folder / ENGINE_FILE, built.plan)
         write_atomically(folder / TIMING_FILE, built.timing_cache)
 
@@ -503,8 +491,6 @@ def warm_probe(request: LoadRequest, folder: Path, phases: Phases) -> dict[str, 
 
 def warm_start(request: LoadRequest, phases: Phases, folder: str) -> dict[str, Any]:
     """The warm-cache cold start the probe process times: CUDA context, then the cached engine's load."""
-    from bench.runtimes.cuda import Stream, set_device
-
     trt = import_tensorrt()  # the import is each point's process_start_ms, not its cold start
     runtime = TensorRtRuntime()
     runtime.profile(request)  # reads the ONNX once, outside the clock, as the worker did before its own

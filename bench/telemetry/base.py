@@ -1,27 +1,9 @@
-"""Samplers: the one protocol telemetry follows to run beside steady-state windows.
-
-bench.measure.protocol.measure calls window_started() / window_stopped(window) around
-every steady-state window (never warm-up); after the point the caller asks each sampler
-for its figures. A sampler accumulates over all the windows it heard.
-"""
+"""What the samplers share: the readings of the used windows and a polling thread. The protocol
+they follow (bench.measure.protocol.Sampler) sits beside the measurement that calls it."""
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Protocol
-
-
-class Sampler(Protocol):
-    def window_started(self) -> None: ...
-
-    def window_stopped(self, window) -> None:
-        """`window`: the bench.measure.loops.Window just measured (None outside the protocol)."""
-        ...
-
-    def figures(self, measurement) -> dict[str, Any]:
-        """Row fields over the measurement's used windows (schema column names). `measurement`: the
-        point's bench.measure.protocol.Measurement (also for figures derived from it, e.g. GPU
-        compute-only fps)."""
-        ...
+from typing import Callable
 
 
 def used_readings(readings: list, measurement) -> list:

@@ -6,8 +6,17 @@ from dataclasses import dataclass
 
 import psutil
 
-from bench.results import CpuTelemetry
 from bench.telemetry.base import PollingThread, used_readings
+
+
+@dataclass
+class CpuTelemetry:
+    """bench.telemetry.cpu.CpuSampler over the windows."""
+
+    cpu_percent: float | None = None
+    peak_rss_mb: float | None = None
+    other_cpu_percent: float | None = None  # every other process on the machine, same unit
+    cpu_steal_percent: float | None = None  # VM cores given to other guests
 
 
 @dataclass

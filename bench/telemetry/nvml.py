@@ -14,11 +14,27 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from bench.results import GpuTelemetry
+from bench.runtimes import cuda
 from bench.telemetry.base import PollingThread, used_readings
+
+
+@dataclass
+class GpuTelemetry:
+    """NVML over the windows (bench.telemetry.nvml) and its warnings."""
+
+    gpu_util_mean: float | None = None
+    gpu_mem_util_mean: float | None = None
+    gpu_mem_peak_mb: float | None = None
+    gpu_power_mean_w: float | None = None
+    gpu_energy_mj_per_frame: float | None = None
+    gpu_sm_clock_mean_mhz: float | None = None
+    gpu_sm_clock_min_mhz: float | None = None
+    gpu_temp_max_c: float | None = None
+    gpu_clock_events: str | None = None
+    warnings: list[str] = field(default_factory=list)  # NVML's; they join the point's warnings
 
 # nvmlClocksEventReason* bits.
 CLOCK_EVENT_REASONS = {
@@ -116,13 +132,11 @@ def import_pynvml():
 
 def nvml_reason() -> str | None:
     """Why NVML telemetry cannot run here (no import of pynvml)."""
-    from bench.runtimes.cuda import dist_version, nvidia_gpu_reason
-
-    gpu = nvidia_gpu_reason()
+    gpu = cuda.nvidia_gpu_reason()
     if gpu:
         return gpu
-    if dist_version("nvidia-ml-py") is None:
-        if dist_version("pynvml"):
+    if cuda.dist_version("nvidia-ml-py") is None:
+        if cuda.dist_version("pynvml"):
             return "nvidia-ml-py not installed (the deprecated pynvml wheel is; it no longer ships the NVML bindings)"
         return "nvidia-ml-py not installed; make bench EXTRA=gpu installs it"
     return None
@@ -135,9 +149,7 @@ def _bytes(text: str) -> bytes:
 def nvml_handle(nvml, cuda_index: int) -> tuple[Any, str]:
     """The NVML handle of CUDA device `cuda_index`, and how it was matched."""
     try:
-        from bench.runtimes.cuda import device_identity
-
-        identity = device_identity(cuda_index)
+        identity = cuda.device_identity(cuda_index)
     except Exception:  # no cuda-python: fall back to what CUDA_VISIBLE_DEVICES says
         identity = None
     if identity is not None:
@@ -288,8 +300,8 @@ def open_gpu_sampler(cuda_index: int = 0) -> tuple[NvmlSampler | None, str]:
 
 
 class GpuPointTelemetry:
-    """The GPU point's sampler: NVML columns over its steady-state windows, compute-only fps and
-    trtexec's warnings from the measurement."""
+    """The GPU point's sampler: NVML columns over its steady-state windows (the stage figures and
+    trtexec's warnings are the measurement's, bench.measure.stages)."""
 
     def __init__(self, batch: int, sampler: NvmlSampler | None, note: str = ""):
         self.batch, self.sampler, self.note = batch, sampler, note
@@ -308,17 +320,11 @@ class GpuPointTelemetry:
             self.sampler.add_frames(self.batch * window.iterations)  # end to end: the compute-only pass is outside
 
     def figures(self, measurement) -> GpuTelemetry:
-        """NVML's figures with the compute-only fps and the GPU warnings (the point's merge them with the protocol's)."""
-        from bench.measure.gpu_warnings import explain_unstable, gpu_point_figures
-
-        fps_compute, warnings = gpu_point_figures(measurement, self.batch)
-        telemetry = self.sampler.figures(measurement) if self.sampler is not None else GpuTelemetry()
-        if self.sampler is not None:
-            warnings = explain_unstable(warnings, telemetry.gpu_sm_clock_mean_mhz, telemetry.gpu_sm_clock_min_mhz)
-            warnings += self.sampler.warnings
-        else:
-            warnings.append(f"no GPU telemetry: {self.note}")
-        telemetry.fps_compute, telemetry.warnings = fps_compute, warnings
+        """NVML's figures and warnings (or why there are none)."""
+        if self.sampler is None:
+            return GpuTelemetry(warnings=[f"no GPU telemetry: {self.note}"])
+        telemetry = self.sampler.figures(measurement)
+        telemetry.warnings = list(self.sampler.warnings)
         return telemetry
 
     def close(self) -> None:

@@ -1,8 +1,9 @@
-"""Subcommands of this feature (registered by bench.cli): `facebench pipeline`."""
+"""`facebench pipeline` (registered by bench.cli)."""
 from __future__ import annotations
 
+from bench.exits import EXIT_INTERRUPTED
+
 EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130
 
 
 def register(subparsers) -> None:

@@ -71,7 +71,7 @@ def cmd_check_batch(args) -> int:
 def _check_one(runtime, info, batch: int, precision: str) -> list[str]:
     """Cells for one batch size: a runtime that cannot even run the batch is not clean either."""
     from bench.checks.contamination import check_contamination
-    from bench.runtimes.base import LoadRequest
+    from bench.session import LoadRequest
 
     request = LoadRequest(model_path=info.path, input_name=info.input_name, input_shape=info.input_shape(batch),
                           precision=precision)

@@ -2,7 +2,7 @@
 
 Matches insightface (models.md 1.7, 3.4): aspect-preserving resize pasted
 top-left on a zero canvas, then (RGB - mean) * (1 / std) like
-cv2.dnn.blobFromImage (both in bench.images). Frames are RGB uint8 throughout; for a uint8 input
+cv2.dnn.blobFromImage (both in bench.face.images). Frames are RGB uint8 throughout; for a uint8 input
 format the batch stays 8-bit (only laid out as the format says) and the model's
 artifact normalises it (bench.models.input_artifact).
 """
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from bench.domain import InputFormat
-from bench.images import resize_bilinear, to_blob
+from bench.face.images import resize_bilinear, to_blob
 
 # mean and std per family: bench.domain.DETECTOR / EMBEDDER
 

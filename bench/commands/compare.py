@@ -1,4 +1,4 @@
-"""Subcommands of this feature (registered by bench.cli): compare, plot, report.
+"""`facebench compare`, `plot` and `report` (registered by bench.cli): they read results files.
 
 Handlers import pandas, matplotlib and the comparison code lazily, so `facebench --help` stays fast.
 """
@@ -75,6 +75,7 @@ def load_inputs(inputs: list[str], baseline: str | None):
 def cmd_compare(args) -> int:
     from bench.console import console, err_console
     from bench.report import compare, gate
+    from bench.report.comparison_tables import print_answers, print_comparison
     from bench.report.model import parse_budget
 
     threshold = gate.parse_threshold(args.fail_if_slower) if args.fail_if_slower is not None else None
@@ -238,94 +239,3 @@ def _require_points(results, kind: str | None = "model") -> None:
         raise UserError("these files hold only pipeline points, which have no plots; "
                         "use facebench report or show, or pass files written by facebench run")
     raise UserError("no measured points in these files; pass files written by facebench run")
-
-
-# --- rich rendering of a comparison ----------------------------------------------------------
-
-def print_comparison(comparison, console) -> None:
-    from bench.report.compare import PIPELINE_METRIC
-
-    for model in comparison.models:
-        console.print(comparison_table(comparison, model))
-    for pipeline in comparison.pipelines:
-        console.print(comparison_table(comparison, pipeline, PIPELINE_METRIC))
-    if comparison.differences:
-        console.print(differences_table(comparison))
-    else:
-        console.print(f"[dim]environments: no difference recorded between {', '.join(comparison.groups)}[/]")
-    pipelines = f" (pipelines: {PIPELINE_METRIC.label}, faces/s below)" if comparison.pipelines else ""
-    console.print(f"[dim]{comparison.comparable_points} comparable points; cells show {comparison.metric.label}"
-                  f"{pipelines} and the ratio to {comparison.baseline}; bold green: best trustworthy cell of the row; "
-                  f"marked cells (unstable, contaminated, parity failed) are not quoted as best[/]", highlight=False)
-    console.print(f"[dim]{interval_note(comparison)}[/]", highlight=False)
-
-
-def print_answers(results, comparison, budget, console) -> None:
-    """Each group's (machine's, by default) best and knee, and best under the budget, side by side."""
-    from bench.report.compare import GROUP_COLUMN
-    from bench.report.model import build_report_model
-    from bench.report.text import best_line, budget_line
-
-    column = GROUP_COLUMN[comparison.by]
-    for summary in build_report_model(results.records(), budget, [column]).models:
-        where = f"[bold]{summary.model}[/] {summary.context[column]}"
-        console.print(f"{where}: {best_line(summary)}", highlight=False)
-        if summary.budget is not None:
-            console.print(f"{where}: {budget_line(summary.budget)}", highlight=False)
-
-
-def interval_note(comparison) -> str:
-    """What the ratios' uncertainty is: an interval over repeats, or within-run noise only."""
-    cells = [c for m in comparison.models + comparison.pipelines for p in m.points for c in p.cells.values()]
-    if any(c.ratio_interval for c in cells):
-        return ("ratio a-b: 95% bootstrap interval of the ratio of medians over both runs' repeats; "
-                "ratios without one: a side measured once (noise within-run only)")
-    return "measured once per point (no --repeats): ratios carry no interval, their noise is within-run only"
-
-
-def comparison_table(comparison, model, metric=None):
-    """One model's (or, with metric=PIPELINE_METRIC, one pipeline's) points, one column per group."""
-    from rich.table import Table
-
-    metric = metric or comparison.metric
-    direction = "higher is better" if metric.higher_better else "lower is better"
-    table = Table(title=f"{model.model}: {metric.label} by {comparison.by}", title_justify="left",
-                  caption=direction, caption_justify="left")
-    for dim in model.row_dims:
-        table.add_column({"precision": "prec"}.get(dim, dim), justify="right" if dim == "batch" else "left")
-    for group in comparison.groups:
-        table.add_column(f"{group}\n(baseline)" if group == comparison.baseline else group, justify="right")
-    for point in model.points:
-        cells = [rich_cell(metric, point.cells.get(g), g == comparison.baseline) for g in comparison.groups]
-        table.add_row(*[str(point.labels[d]) for d in model.row_dims], *cells)
-    return table
-
-
-def rich_cell(metric, cell, is_baseline: bool) -> str:
-    from bench.report.compare import value_and_ratio
-
-    if cell is None:
-        return "[dim]-[/]"
-    if cell.value is None:
-        return f"[red]{', '.join(cell.marks)}[/]" if cell.marks else "[dim]-[/]"
-    text = value_and_ratio(metric, cell, is_baseline)
-    if cell.best:
-        text = f"[bold green]{text}[/]"
-    if cell.faces_per_s is not None:
-        text += f"\n[dim]{cell.faces_per_s:.1f} faces/s[/]"
-    if cell.marks:
-        colour = "yellow" if cell.marks == ("unstable",) else "red"
-        text += f"\n[{colour}]{', '.join(cell.marks)}[/]"
-    return text
-
-
-def differences_table(comparison):
-    from rich.table import Table
-
-    table = Table(title=f"what differs between the {comparison.by}s", title_justify="left")
-    table.add_column("")
-    for group in comparison.groups:
-        table.add_column(group)
-    for diff in comparison.differences:
-        table.add_row(diff.name, *[diff.values[g] for g in comparison.groups])
-    return table

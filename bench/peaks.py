@@ -25,11 +25,13 @@ from typing import Any
 import numpy as np
 import onnx
 
+from bench import env
 from bench.fileio import first_line, writable_folder
-from bench.measure.gpu_warnings import measured_compute_only_fps
 from bench.measure.protocol import VALID, MeasureSettings, make_inputs, measure
+from bench.models.artifacts import build_artifact
 from bench.models.probes import PROBES, build_probe
-from bench.runtimes.base import LoadRequest
+from bench.runtimes import cuda
+from bench.session import LoadRequest
 
 PROBE_VERSION = 2  # bump when the probe models or their measurement change (2: GPU compute only, retry)
 PROBE_ATTEMPTS = 2  # a probe that does not settle is measured once more
@@ -91,8 +93,6 @@ def probe_precision(precision: str) -> str:
 def peaks_for(runtime, precision: str, options: dict[str, Any], cache_dir: str | os.PathLike,
               refresh: bool = False) -> Peaks:
     """The cached probe figures for this runtime, measured now if absent (or `refresh`)."""
-    from bench import env
-
     precision = probe_precision(precision)
     machine = env.fingerprint()
     version = json.dumps(runtime.versions(), sort_keys=True)
@@ -139,8 +139,6 @@ def measure_peaks(runtime, precision: str, options: dict[str, Any], cache_dir: P
 
 def _probe_gflops(runtime, kind: str, precision: str, options: dict[str, Any], cache_dir: Path) -> tuple[float, str]:
     """(GFLOP/s, verdict) of one probe model through `runtime`."""
-    from bench.worker import build_artifact
-
     probe = PROBES[kind]
     source = cache_dir / "probes" / f"{kind}_probe_v{PROBE_VERSION}.onnx"
     if not source.is_file():
@@ -172,7 +170,7 @@ def probe_rate(session, inputs: list[np.ndarray], compute_only: bool) -> tuple[f
             break
     if not compute_only:
         return result.fps, result.verdict
-    rate = measured_compute_only_fps(result, 1)
+    rate = result.stages.fps_compute
     if rate is None:
         raise RuntimeError(f"{session.loop} loop gave no compute-only figure; GPU probes need the CUDA-event loop")
     return rate, result.verdict
@@ -193,8 +191,6 @@ def memory_copy_gbps(nbytes: int = 256 * 2**20, repeats: int = 5) -> float:
 
 def pinned_copy_gbps(device_id: int = 0, nbytes: int = COPY_BYTES, repeats: int = 10) -> tuple[float, float]:
     """(H2D, D2H) GB/s of pinned copies, timed with CUDA events, best of `repeats` each."""
-    from bench.runtimes import cuda
-
     cuda.set_device(device_id)
     host, device, stream = cuda.PinnedBuffer((nbytes,), np.uint8), cuda.DeviceBuffer(nbytes), cuda.Stream()
     start, end = cuda.Event(), cuda.Event()
@@ -219,9 +215,7 @@ def pinned_copy_gbps(device_id: int = 0, nbytes: int = COPY_BYTES, repeats: int 
 
 def datasheet_tflops(precision: str) -> float | None:
     """The datasheet dense peak of this machine's NVIDIA GPU at `precision` (FP32: its TF32 tensor figure is not used)."""
-    from bench.env import nvidia_gpu
-
-    gpu = (nvidia_gpu() or {}).get("gpu_name") or ""
+    gpu = (env.nvidia_gpu() or {}).get("gpu_name") or ""
     name = gpu.removeprefix("NVIDIA ").strip()
     figures = DATASHEET_TFLOPS.get(name) or next((v for k, v in DATASHEET_TFLOPS.items() if name.startswith(k)), None)
     return (figures or {}).get(precision)

@@ -1,16 +1,16 @@
-"""trtexec's performance warnings (anchor-tools.md 1.2), from recorded GPU timings.
+"""The stage summary of a point's used windows, computed once (bench.measure.protocol): median
+per-iteration stages (h2d, compute, d2h, enqueue), the compute CoV and the compute-only frames/s;
+and trtexec's performance warnings from it (anchor-tools.md 1.2):
 
 - enqueue-bound: median enqueue > 0.8 x median GPU compute;
 - transfer-bound: median H2D >= median compute, or median D2H >= median compute;
-- unstable: GPU compute coefficient of variation (population std / mean) > 2.5 %.
-
-Also the GPU figures a point row carries besides the protocol's: the compute-only
-frames/s measured in the same windows.
+- unstable: coefficient of variation (population std / mean) > 2.5 %, one rule: of the GPU
+  compute time where the loop measured it, else of the latency (CUDA-event timed points only).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -21,13 +21,16 @@ COV_UNSTABLE_PCT = 2.5
 
 @dataclass
 class StageSummary:
-    """Medians (ms) of the per-iteration stages over the used windows, and compute CoV (%)."""
+    """Medians (ms) of the per-iteration stages over the used windows, compute CoV (%) and the
+    compute-only frames/s (device-resident input and output; None without that pass)."""
 
     h2d_ms: float | None = None
     compute_ms: float | None = None
     d2h_ms: float | None = None
     enqueue_ms: float | None = None
     compute_cov_pct: float | None = None
+    medians_ms: dict[str, float] = field(default_factory=dict)  # every stage series the loop recorded
+    fps_compute: float | None = None
 
 
 def cov_pct(values: Sequence[float]) -> float:
@@ -37,21 +40,34 @@ def cov_pct(values: Sequence[float]) -> float:
     return float(array.std() / array.mean() * 100.0)
 
 
-def summarise_stages(windows: Sequence[Any]) -> StageSummary:
-    """Stage medians and compute CoV from Window.extra_ns series (ns) of the given windows."""
+def summarise_stages(windows: Sequence[Any], batch: int = 1) -> StageSummary:
+    """Stage medians, compute CoV and compute-only frames/s from the given windows (Window.extra_ns, ns)."""
     def series(key: str) -> np.ndarray | None:
         parts = [np.asarray(w.extra_ns[key], dtype=np.float64) for w in windows if key in w.extra_ns]
         return np.concatenate(parts) / 1e6 if parts else None
 
-    summary = StageSummary()
-    for key in ("h2d", "compute", "d2h", "enqueue"):
+    summary = StageSummary(fps_compute=compute_only_fps(windows, batch))
+    for key in dict.fromkeys(k for w in windows for k in w.extra_ns):
         values = series(key)
         if values is not None and values.size:
-            setattr(summary, f"{key}_ms", float(np.median(values)))
+            summary.medians_ms[key] = float(np.median(values))
+    for key in ("h2d", "compute", "d2h", "enqueue"):
+        setattr(summary, f"{key}_ms", summary.medians_ms.get(key))
     compute = series("compute")
     if compute is not None and compute.size:
         summary.compute_cov_pct = cov_pct(compute)
     return summary
+
+
+def device_timed_warnings(summary: StageSummary, latency_cov_pct: float) -> list[str]:
+    """trtexec's warnings for a CUDA-event timed point; without a compute series the CoV rule
+    judges the latency (host-timed latencies always jitter more, so they are never judged)."""
+    if summary.compute_cov_pct is not None:
+        return trtexec_warnings(summary)
+    if latency_cov_pct > COV_UNSTABLE_PCT:
+        return [f"latency CoV {latency_cov_pct:.1f}% > {COV_UNSTABLE_PCT}%: compute time is unstable; "
+                "locking clocks may help"]
+    return []
 
 
 def trtexec_warnings(summary: StageSummary) -> list[str]:
@@ -95,25 +111,3 @@ def explain_unstable(warnings: list[str], clock_mean_mhz: float | None, clock_mi
     held = (f"the SM clock held at {clock_mean_mhz:.0f} MHz, so the variation comes from the host "
             "(gaps between kernel launches); CUDA graphs or larger batches steady it")
     return [w.replace(CLOCK_ADVICE, held) if w.startswith(UNSTABLE_PREFIX) else w for w in warnings]
-
-
-def merge_warnings(protocol: list[str], gpu: list[str]) -> list[str]:
-    """The protocol's latency-CoV warning gives way to trtexec's compute-CoV rule on GPU points."""
-    has_compute_rule = any(w.startswith(UNSTABLE_PREFIX) for w in gpu)
-    kept = [w for w in protocol if not (has_compute_rule and w.startswith("latency CoV"))]
-    return kept + [w for w in gpu if w not in kept]
-
-
-def _used_windows(measurement) -> list[Any]:
-    return measurement.windows[-measurement.used_windows:] if measurement.used_windows else []
-
-
-def measured_compute_only_fps(measurement, batch: int) -> float | None:
-    """Compute-only frames/s of the windows a Measurement's figures come from (None: no such pass)."""
-    return compute_only_fps(_used_windows(measurement), batch)
-
-
-def gpu_point_figures(measurement, batch: int) -> tuple[float | None, list[str]]:
-    """(compute-only frames/s, trtexec's warnings): what a GPU point adds to the protocol's figures."""
-    used = _used_windows(measurement)
-    return compute_only_fps(used, batch), trtexec_warnings(summarise_stages(used))
