@@ -12,7 +12,7 @@ change of accumulation order. The elementwise figure (Polygraphy's max_rel) is r
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -87,17 +87,6 @@ class Comparison:
     def summary(self) -> str:
         """The outputs that failed and by how much ("" when all passed)."""
         return "; ".join(o.describe() for o in self.failed)
-
-
-def named(names: Sequence[str] | None, arrays: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-    """A runtime's outputs (a list in model order) keyed by the model's output names.
-
-    Without names (a caller comparing one model with itself) they are "output 0", "output 1", ...
-    """
-    names = list(names) if names is not None else [f"output {i}" for i in range(len(arrays))]
-    if len(names) != len(arrays):
-        raise ValueError(f"{len(arrays)} outputs but {len(names)} names ({', '.join(names)})")
-    return dict(zip(names, arrays))
 
 
 def compare_outputs(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray],

@@ -18,7 +18,8 @@ Step contract, by `Session.loop` (the loop in measure/loops.py that drives it):
   `bind_thread()` makes the session's device current on a loop thread of its own.
 - "group" (concurrency N): a SessionGroup of N member sessions, one host thread each.
 
-Every session also has `infer(x)` (outputs as host arrays, for the checks), `describe()`
+Every session also has `infer(x)` (the outputs as host arrays by output name, in the model's
+output order, for the checks and the pipeline: Polygraphy's runners do the same), `describe()`
 (effective settings), `effective_precision()` and `close()`.
 
 Cold start: `Runtime.load(request, phases)` wraps its steps in `with phases("read")`,
@@ -35,6 +36,8 @@ from typing import Any, ContextManager, Protocol
 import numpy as np
 
 HOST, REQUESTS, CUDA, GROUP = "host", "requests", "cuda", "group"
+
+Outputs = dict[str, np.ndarray]  # output name -> host array; a dict keeps the model's output order
 
 
 @dataclass
@@ -108,8 +111,8 @@ class Session(ABC):
         return "cuda-event" if self.loop == CUDA else "host"
 
     @abstractmethod
-    def infer(self, x: np.ndarray) -> list[np.ndarray]:
-        """Run one batch synchronously and return the outputs (host arrays, model order)."""
+    def infer(self, x: np.ndarray) -> Outputs:
+        """Run one batch synchronously and return the outputs by name (host arrays, model order)."""
 
     def run(self, x: np.ndarray) -> None:
         """The host loop's step: one batch, outputs left as the runtime returns them."""
@@ -143,7 +146,7 @@ class SessionGroup(Session):
     def timer_kind(self) -> str:
         return self.members[0].timer_kind
 
-    def infer(self, x: np.ndarray) -> list[np.ndarray]:
+    def infer(self, x: np.ndarray) -> Outputs:
         return self.members[0].infer(x)
 
     def describe(self) -> dict[str, Any]:

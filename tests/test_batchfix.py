@@ -13,7 +13,7 @@ from bench.errors import ModelFileError, UserError
 from bench.models.batchfix import fix_batch, naive_batch_patch
 from bench.models.layout import analyze_batch_layout, dims_of
 from bench.models.scrfd import build_scrfd
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, openvino_infer, ort_infer
 
 SIZE = 320  # scrfd_500m at 320 keeps every verification well under a second
 BATCH = 4
@@ -21,26 +21,6 @@ ort = pytest.importorskip("onnxruntime")
 
 
 # ---- runtimes, compiled for one fixed batch as the harness does --------------------------
-
-
-def ort_infer(path: Path):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3  # the naive patch keeps batch-1 output shapes: warnings only
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})
-
-
-def openvino_infer(path: Path, batch: int, size: int):
-    ov = pytest.importorskip("openvino")
-    core = ov.Core()
-    model = core.read_model(str(path))
-    model.reshape({model.inputs[0].get_any_name(): [batch, 3, size, size]})
-    # f32 explicitly: OpenVINO CPU may pick bf16 on its own, which is not what this checks.
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
-    request = compiled.create_infer_request()
-    return lambda x: [request.infer({0: x})[out] for out in compiled.outputs]
 
 
 # ---- models ------------------------------------------------------------------------------
@@ -177,7 +157,7 @@ def test_layout_of_embedders():
 
 
 def test_check_batch_flags_the_naive_patch_on_both_runtimes(models):
-    for infer in (ort_infer(models["naive"]), openvino_infer(models["naive"], BATCH, SIZE)):
+    for infer in (ort_infer(models["naive"]), openvino_infer(models["naive"], (BATCH, 3, SIZE, SIZE))):
         result = check_contamination(infer, (3, SIZE, SIZE), BATCH)
         assert not result.passed, result
         assert result.max_rel_diff > 0.1 and "mixes frames" in result.note
@@ -191,8 +171,8 @@ def test_naive_patch_of_the_real_export_concatenates_frames(real_scrfd_path, tmp
 
 
 def test_contamination_check_basics():
-    identity = lambda x: [x.reshape(len(x), -1) * 2.0]  # noqa: E731
-    batch_mean = lambda x: [x - x.mean(axis=0, keepdims=True)]  # noqa: E731 - BN in training mode
+    identity = lambda x: {"doubled": x.reshape(len(x), -1) * 2.0}  # noqa: E731
+    batch_mean = lambda x: {"centred": x - x.mean(axis=0, keepdims=True)}  # noqa: E731 - BN in training mode
     assert check_contamination(identity, (3, 8, 8), 5).passed
     assert not check_contamination(batch_mean, (3, 8, 8), 5).passed
     single = check_contamination(batch_mean, (3, 8, 8), 1)
@@ -200,7 +180,7 @@ def test_contamination_check_basics():
     assert TOLERANCES["fp32"] == 1e-4 and tolerance_for("FP16") == 1e-2
     with pytest.raises(ValueError):
         tolerance_for("fp64")
-    zeros = check_contamination(lambda x: [np.zeros((len(x), 2), np.float32)], (3, 4, 4), 3)
+    zeros = check_contamination(lambda x: {"zeros": np.zeros((len(x), 2), np.float32)}, (3, 4, 4), 3)
     assert zeros.passed and zeros.max_rel_diff == 0.0
 
 
@@ -217,7 +197,7 @@ def test_fix_batch_repairs_both_broken_patterns(models, source, tmp_path):
     assert dims[0] == "N" and isinstance(dims[1], str) and dims[2] == 10 and report.input_shape == ["N", 3, "?", "?"]
     assert analyze_batch_layout(onnx.load(str(out))).batch_safe
     print(f"{source}: max |diff| {report.max_abs_diff:.3g}")
-    for infer in (ort_infer(out), openvino_infer(out, BATCH, SIZE)):
+    for infer in (ort_infer(out), openvino_infer(out, (BATCH, 3, SIZE, SIZE))):
         result = check_contamination(infer, (3, SIZE, SIZE), BATCH)
         assert result.passed, result
 
@@ -247,10 +227,10 @@ def test_real_export_per_frame_outputs_at_batch_4_match_single_frame(real_scrfd_
     original, fixed = ort_infer(real_scrfd_path), ort_infer(out)
     frames = np.random.default_rng(7).uniform(-1, 1, (4, 3, 640, 640)).astype(np.float32)
     batched = fixed(frames)
-    worst = max(
-        float(np.max(np.abs(got[i] - want[0])))
+    worst = max(  # by name: report.output_names maps the original's names to the fixed model's
+        float(np.max(np.abs(batched[report.output_names[name]][i] - alone[0])))
         for i in range(4)
-        for got, want in zip(batched, original(frames[i : i + 1]))
+        for name, alone in original(frames[i : i + 1]).items()
     )
     print(f"real scrfd_500m_bnkps: independent batch-4 max |diff| {worst:.3g}")
     assert worst < 1e-5
@@ -261,7 +241,7 @@ def test_real_export_frozen_at_320_stays_batch_correct(real_scrfd_path, tmp_path
     report = fix_batch(real_scrfd_path, out, input_size=SIZE)
     assert report.input_shape == ["N", 3, SIZE, SIZE] and report.max_abs_diff < 1e-5
     assert output_dims(out)["bbox_32"] == ["N", 200, 4]
-    assert check_contamination(openvino_infer(out, BATCH, SIZE), (3, SIZE, SIZE), BATCH).passed
+    assert check_contamination(openvino_infer(out, (BATCH, 3, SIZE, SIZE)), (3, SIZE, SIZE), BATCH).passed
 
 
 def test_fix_batch_makes_an_embedder_batch_dynamic(tmp_path):
@@ -302,7 +282,7 @@ def test_trained_batch_one_embedder_is_fixed_and_clean_on_both_runtimes(tmp_path
     report = fix_batch(source, out, verify_batch=BATCH)
     assert "Reshape 'Reshape_95': target [1, -1] -> [0, -1]" in report.rewrites
     assert report.input_shape == ["N", 3, 112, 112] and report.max_abs_diff <= 1e-4
-    for infer in (ort_infer(out), openvino_infer(out, 8, 112)):
+    for infer in (ort_infer(out), openvino_infer(out, (8, 3, 112, 112))):
         assert check_contamination(infer, (3, 112, 112), 8).passed
 
 

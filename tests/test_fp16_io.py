@@ -8,6 +8,7 @@ from bench.domain import DETECTOR, input_format
 from bench.models import zoo
 from bench.models.input_artifact import make_input_artifact
 from bench.pipeline.run import run_pipeline
+from tests.conftest import constant_embedder, ort_infer
 
 ort = pytest.importorskip("onnxruntime")
 skdata = pytest.importorskip("skimage.data")
@@ -54,11 +55,10 @@ def test_an_fp16_io_session_says_it_computes_in_fp16(tmp_path):
 
 
 def test_pipeline_finds_the_astronaut_through_fp16_io(real_scrfd_path, tmp_path):
-    fp16 = session(make_input_artifact(real_scrfd_path, FP16, DETECTOR.mean, DETECTOR.std, tmp_path))
-    reference = session(real_scrfd_path)
-    embed = lambda x: [np.ones((len(x), 512), np.float32)]  # noqa: E731
-    run = lambda s, fmt: run_pipeline([skdata.astronaut()], lambda x: s.run(None, {"input.1": x}), embed,  # noqa: E731
-                                      det_size=640, batch=1, overlap=False, input_format=fmt).detections[0]
+    fp16 = ort_infer(make_input_artifact(real_scrfd_path, FP16, DETECTOR.mean, DETECTOR.std, tmp_path))
+    reference = ort_infer(real_scrfd_path)
+    run = lambda infer, fmt: run_pipeline([skdata.astronaut()], infer, constant_embedder,  # noqa: E731
+                                          det_size=640, batch=1, overlap=False, input_format=fmt).detections[0]
     want, got = run(reference, input_format("float-nchw")), run(fp16, FP16)
     assert len(got) == len(want) == 1
     np.testing.assert_allclose(got.boxes, want.boxes, atol=1.0)

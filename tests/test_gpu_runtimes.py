@@ -346,7 +346,7 @@ class SimulatedCudaSteps(Session):
         return SimulatedEvent()
 
     def infer(self, x):
-        return [x.sum(axis=(1, 2, 3))]
+        return {"sum": x.sum(axis=(1, 2, 3))}
 
 
 @pytest.fixture
@@ -855,13 +855,15 @@ def cpu_reference(info, x):
     import onnxruntime as ort
 
     session = ort.InferenceSession(info.path, providers=["CPUExecutionProvider"])
-    return session.run(None, {info.input_name: x})
+    return dict(zip((o.name for o in session.get_outputs()), session.run(None, {info.input_name: x})))
 
 
 def assert_matches_cpu(session, info, x, rtol=1e-3, atol=1e-4):
-    """The GPU session's outputs equal ONNX Runtime CPU's on the same frames, within tolerance."""
-    for got, want in zip(session.infer(x), cpu_reference(info, x)):
-        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+    """The GPU session's outputs equal ONNX Runtime CPU's on the same frames, by output name, in model order."""
+    got, want = session.infer(x), cpu_reference(info, x)
+    assert list(got) == list(want)
+    for name, array in want.items():
+        np.testing.assert_allclose(got[name], array, rtol=rtol, atol=atol)
 
 
 @contextlib.contextmanager

@@ -29,24 +29,10 @@ from bench.models.input_artifact import make_input_artifact  # noqa: E402
 from bench.models.precision import make_fp16  # noqa: E402
 from bench.models.scrfd import build_scrfd  # noqa: E402
 from bench.suite import override, parse_suite  # noqa: E402
-from tests.conftest import REPO  # noqa: E402
+from tests.conftest import REPO, openvino_infer, ort_infer  # noqa: E402
 
 UINT8_FORMATS = [name for name, fmt in INPUT_FORMATS.items() if fmt.carries_pixels]
 DET_SIZE = 96
-
-
-def ort_infer(path):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1  # two cores shared with other test runs
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})
-
-
-def openvino_infer(path):
-    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
-    return lambda x: [v for v in compiled(x).values()]
 
 
 @pytest.fixture(scope="module")

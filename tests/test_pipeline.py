@@ -28,6 +28,7 @@ from bench.pipeline.run import (
     synthetic_detections,
     synthetic_frames,
 )
+from tests.conftest import constant_embedder, ort_infer
 
 ort = pytest.importorskip("onnxruntime")
 skdata = pytest.importorskip("skimage.data")
@@ -263,22 +264,13 @@ def test_align_faces_puts_landmarks_on_the_template():
 # ---------------------------------------------------------------- the real detector
 
 
-def real_detector(path):
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return lambda x: session.run(None, {"input.1": x})
-
-
-def constant_embedder(x):
-    return [np.ones((len(x), 512), np.float32)]
-
-
 REFERENCE_BOX = [180.1, 60.2, 271.6, 179.7]
 REFERENCE_KPS = [[204.1, 100.6], [246.8, 103.6], [223.8, 129.2], [202.0, 139.7], [245.7, 142.3]]
 
 
 def test_real_scrfd_finds_the_astronaut(real_scrfd_path):
-    detect = real_detector(real_scrfd_path)
-    flattened = lambda x: [o[0] for o in detect(x)]  # noqa: E731 - same model, 2-D layout
+    detect = ort_infer(real_scrfd_path)
+    flattened = lambda x: {name: o[0] for name, o in detect(x).items()}  # noqa: E731 - same model, 2-D layout
     for det_infer in (detect, flattened):
         result = run_pipeline([skdata.astronaut()], det_infer, constant_embedder, det_size=640, batch=1, overlap=False)
         assert result.frames == 1 and result.faces == 1
@@ -290,7 +282,7 @@ def test_real_scrfd_finds_the_astronaut(real_scrfd_path):
 
 
 def test_real_astronaut_crop_puts_the_eyes_on_the_template(real_scrfd_path):
-    detect = real_detector(real_scrfd_path)
+    detect = ort_infer(real_scrfd_path)
     result = run_pipeline([skdata.astronaut()], detect, constant_embedder, det_size=640, batch=1, overlap=False)
     kps = result.detections[0].kps[0]
     M = estimate_similarity(kps, ARCFACE_TEMPLATE)
@@ -357,14 +349,6 @@ def tiny_embedder() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def ort_infer(model: onnx.ModelProto):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})
-
-
 def replica_or_tiny_models(det_size):
     """The architecture replicas when their builders are there, else the tiny stand-ins."""
     try:
@@ -415,7 +399,7 @@ def test_embedder_runs_in_fixed_batches_when_asked():
 
     def fixed_batch_embedder(x):
         seen.append(len(x))
-        return [np.tile(x.mean(axis=(1, 2, 3))[:, None], (1, 512)) + 1]
+        return {"embedding": np.tile(x.mean(axis=(1, 2, 3))[:, None], (1, 512)) + 1}
 
     frames = synthetic_frames(2, height=120, width=160)
     result = run_pipeline(frames, ort_infer(tiny_detector()), fixed_batch_embedder, det_size=320, batch=2,

@@ -14,17 +14,12 @@ from bench.models.input_artifact import make_input_artifact
 from bench.face.images import to_blob
 from bench.face.preprocess import model_batch
 from bench.pipeline.run import run_pipeline, synthetic_frames
+from tests.conftest import ort_infer
 
 ort = pytest.importorskip("onnxruntime")
 skdata = pytest.importorskip("skimage.data")
 
 UINT8_FORMATS = [name for name, fmt in INPUT_FORMATS.items() if fmt.carries_pixels]
-
-
-def ort_infer(path):
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})
 
 
 def in_format(path, fmt, family, tmp_path):

@@ -21,7 +21,7 @@ from bench.face.align import ALIGNED_SIZE
 from bench.pipeline.run import run_pipeline, synthetic_detections
 from bench.runtimes.registry import get_runtime
 from bench.suite import parse_model_arg
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, constant_embedder
 
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("onnxruntime")
@@ -64,7 +64,7 @@ def facebench_detect(info, threshold: float, nms: float):
     """facebench's pipeline (ORT CPU session, letterbox, decode, NMS) on the astronaut: (boxes, scores, kps)."""
     session = pipeline_bench.load_session(get_runtime("ort-cpu"), info, 1, input_format(DEFAULT_INPUT_FORMAT))
     try:
-        result = run_pipeline([skdata.astronaut()], session.infer, lambda x: [np.ones((len(x), 512), np.float32)],
+        result = run_pipeline([skdata.astronaut()], session.infer, constant_embedder,
                               det_size=info.input_hw[0], batch=1, overlap=False, keep_all=True,
                               score_threshold=threshold, nms_threshold=nms)
     finally:

@@ -31,6 +31,7 @@ from bench.models.precision import (  # noqa: E402
 from bench.errors import UserError  # noqa: E402
 from bench.models.scrfd import build_scrfd  # noqa: E402
 from bench.face.decode import decode_scrfd  # noqa: E402
+from tests.conftest import openvino_infer, ort_infer  # noqa: E402
 
 REPLICA_DET_HW = (320, 320)
 EMB_HW = (112, 112)
@@ -42,27 +43,21 @@ ASTRONAUT_SCALE = 1.25
 
 # --------------------------------------------------------------------------- helpers
 
-def run_ort(path, x: np.ndarray) -> list[np.ndarray]:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1  # two cores shared with other test runs
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x})
+def run_ort(path, x: np.ndarray) -> dict[str, np.ndarray]:
+    return ort_infer(path)(x)
 
 
-def run_openvino(path, x: np.ndarray) -> list[np.ndarray]:
-    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32",
-                                                         "INFERENCE_NUM_THREADS": 1})
-    results = compiled(x)
-    return [results[output] for output in compiled.outputs]
+def run_openvino(path, x: np.ndarray) -> dict[str, np.ndarray]:
+    return openvino_infer(path)(x)
 
 
 RUNTIMES = {"ort-cpu": run_ort, "openvino-cpu": run_openvino}
 
 
-def run_per_frame(run, path, frames: np.ndarray) -> list[np.ndarray]:
+def run_per_frame(run, path, frames: np.ndarray) -> dict[str, np.ndarray]:
     """For batch-1 files: run frame by frame and stack the outputs along the batch axis."""
     per_frame = [run(path, frames[i:i + 1]) for i in range(len(frames))]
-    return [np.concatenate(outputs) for outputs in zip(*per_frame)]
+    return {name: np.concatenate([outputs[name] for outputs in per_frame]) for name in per_frame[0]}
 
 
 def perturbed(model: onnx.ModelProto, relative_noise: float, seed: int = 0) -> onnx.ModelProto:
@@ -396,22 +391,27 @@ def test_gates_are_configurable(mbf, artifacts):
     strict = ParityGates(cosine_min={"fp16": 1.0})
     assert not check_parity(mbf["reference"], outputs, "embedder", "fp16", EMB_HW, gates=strict).passed
     ungated = ParityGates(cosine_min={})
-    damaged = [o + 1.0 for o in outputs]
+    damaged = {name: o + 1.0 for name, o in outputs.items()}
     assert check_parity(mbf["reference"], damaged, "embedder", "fp16", EMB_HW, gates=ungated).passed
 
 
 def test_broken_outputs_fail_with_a_reason(mbf):
     reference = mbf["reference"]
-    nan = [np.full_like(reference[0], np.nan)]
+    (name, embeddings), = reference.items()
+    nan = {name: np.full_like(embeddings, np.nan)}
     assert "NaN" in check_parity(reference, nan, "embedder", "fp16", EMB_HW).reason
-    short = [reference[0][:1]]
+    short = {name: embeddings[:1]}
     assert "shape" in check_parity(reference, short, "embedder", "fp16", EMB_HW).reason
-    assert "outputs" in check_parity(reference, reference * 2, "embedder", "fp16", EMB_HW).reason
+    extra = {name: embeddings, "extra": embeddings}
+    assert "outputs" in check_parity(reference, extra, "embedder", "fp16", EMB_HW).reason
+    renamed = {"other": embeddings}
+    assert f"output {name!r}: missing from the candidate" in check_parity(reference, renamed, "embedder", "fp16",
+                                                                          EMB_HW).reason
 
 
 def test_polygraphy_tolerances_per_output():
-    reference = [np.array([[1.0, -2.0, 0.5, 0.0]], np.float32)]
-    candidate = [np.array([[1.1, -2.0, 0.5, 0.01]], np.float32)]
+    reference = {"fc1": np.array([[1.0, -2.0, 0.5, 0.0]], np.float32)}
+    candidate = {"fc1": np.array([[1.1, -2.0, 0.5, 0.01]], np.float32)}
     error = check_parity(reference, candidate, "embedder", "int8", (1, 4)).outputs[0]
     assert error.max_abs == pytest.approx(0.1, rel=1e-5) and error.min_atol == error.max_abs
     assert error.min_rtol == error.max_rel > 1e10  # 0.01 against an exact 0 reference

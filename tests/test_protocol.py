@@ -149,7 +149,7 @@ class ScriptedSession(Session):
         self.clock, self.latency_s, self.window_index, self.calls = clock, latency_s, None, []
 
     def infer(self, x):
-        return [x]
+        return {"x": x}
 
     def run(self, x) -> None:
         self.clock.now_ns += int(round(self.latency_s(self.window_index) * 1e9))

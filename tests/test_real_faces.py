@@ -19,7 +19,7 @@ from bench.checks.identities import VARIANTS, face_set, identity_figures, load_f
 from bench.checks.parity import check_parity
 from bench.cli import main
 from bench.models.batchfix import fix_batch
-from tests.conftest import FIXTURES, tiny_suite
+from tests.conftest import FIXTURES, ort_infer, tiny_suite
 
 cv2 = pytest.importorskip("cv2")
 ort = pytest.importorskip("onnxruntime")
@@ -56,13 +56,14 @@ def test_parity_fails_a_precision_that_loses_a_match_fp32_keeps():
     reference = embeddings_in_face_set_order(4, spread=0.3)
     candidate = reference.copy()
     candidate[4 + 2] = reference[3]  # face 0's third variant drifts onto face 3: cosine elsewhere stays high
-    kept = check_parity([reference], [reference + 1e-4], "embedder", "fp16", (112, 112), identity_faces=4)
-    lost = check_parity([reference], [candidate], "embedder", "int8", (112, 112), identity_faces=4)
+    kept = check_parity({"fc1": reference}, {"fc1": reference + 1e-4}, "embedder", "fp16", (112, 112),
+                        identity_faces=4)
+    lost = check_parity({"fc1": reference}, {"fc1": candidate}, "embedder", "int8", (112, 112), identity_faces=4)
     assert kept.passed and kept.identity_lost == 0 and kept.identity_rank1 == 1.0
     assert not lost.passed and lost.identity_lost == 1 and lost.identity_ref_rank1 == 1.0
     assert "real-face match(es) that FP32 keeps lost" in lost.reason
     assert lost.deciding.metric == "identity_lost_max"
-    no_faces = check_parity([reference], [reference], "embedder", "fp32", (112, 112))
+    no_faces = check_parity({"fc1": reference}, {"fc1": reference}, "embedder", "fp32", (112, 112))
     assert no_faces.identity_rank1 is None and no_faces.cosine_median == pytest.approx(1.0)
 
 
@@ -168,7 +169,7 @@ def test_run_carries_identities_and_a_damaged_embedder_fails_the_gate(pipeline_r
     faces = load_faces([str(p) for p in sorted(pipeline_run["crops"].glob("*.png"))], (112, 112))
     found = face_set(faces)
     blob = ((found.crops.astype(np.float32) - 127.5) / 127.5).transpose(0, 3, 1, 2)
-    run = lambda path: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": blob})  # noqa: E731
+    run = lambda path: ort_infer(path)(blob)  # noqa: E731
     reference = run(real_files["rec"])
 
     def noisy(noise: float):  # judged by the loosest (INT8) gates
@@ -195,9 +196,7 @@ def test_detector_precisions_keep_t1s_faces(real_files, photos, tmp_path):
     calibration = calibration_frames(info.input_shape(1), "detector", 8, images=list(t1))
     for precision in ("fp16", "int8"):
         artifact = make_artifact(info.path, precision, tmp_path, calibration_frames=calibration)
-        session = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
-        infer = lambda x: session.run(None, {info.input_name: x})  # noqa: E731, B023
-        result = point_checks.parity_check(infer, info, 1, precision, frames[:1])
+        result = point_checks.parity_check(ort_infer(artifact), info, 1, precision, frames[:1])
         assert result.passed, result.summary()
         assert result.ref_detections == 6 and result.det_recall == 1.0 and result.det_precision == 1.0
         assert result.box_err_max_px < (0.5 if precision == "fp16" else 4.0)

@@ -30,7 +30,7 @@ from bench.models.layout import analyze_batch_layout
 from bench.models.scrfd import build_scrfd
 from bench.models.validate import validate_model_file
 from bench.suite import parse_model_arg
-from tests.conftest import FIXTURES, REPO
+from tests.conftest import FIXTURES, REPO, constant_embedder, ort_infer
 
 ort = pytest.importorskip("onnxruntime")
 skdata = pytest.importorskip("skimage.data")
@@ -354,9 +354,7 @@ def test_real_weights_find_the_one_astronaut_where_insightface_does(fixture, tmp
     image = skdata.astronaut()
     want_boxes, want_scores, want_kps = insightface_detect(path, image)
     assert len(want_scores) == 1
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    detect = lambda x: session.run(None, {"input.1": x})  # noqa: E731
-    result = run_pipeline([image], detect, lambda x: [np.ones((len(x), 512), np.float32)], det_size=640,
+    result = run_pipeline([image], ort_infer(path), constant_embedder, det_size=640,
                           batch=1, overlap=False)
     found = result.detections[0]
     assert len(found) == 1

@@ -24,7 +24,7 @@ from bench.results import (
     SteadyState,
 )
 from bench.suite import load_suite
-from tests.conftest import tiny_suite
+from tests.conftest import ort_infer, tiny_suite
 
 NEW_PARITY_COLUMNS = ("parity_metric", "parity_value", "parity_gate", "parity_direction")
 ENVIRONMENT = Environment(run_id="r1", suite="results", timestamp_utc="2025-01-01T00:00:00+00:00",
@@ -106,16 +106,6 @@ def test_a_point_has_one_warnings_column_from_all_its_parts():
                                                  "detector runs at batch 1")
 
 
-def ort_infer(path):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})
-
-
 @pytest.mark.parametrize("scale", [1.0, 1.5], ids=["same", "outputs-off-by-half"])
 def test_a_detectors_parity_is_decided_by_its_gated_figure(tmp_path, scale):
     """A replica with random weights finds no face: the relative L2 of the raw outputs decides."""
@@ -123,7 +113,7 @@ def test_a_detectors_parity_is_decided_by_its_gated_figure(tmp_path, scale):
     onnx.save(build_scrfd("500m", 96), path)
     info = inspect_model(path)
     infer = ort_infer(path)
-    candidate = lambda x: [np.asarray(o) * scale for o in infer(x)]  # noqa: E731
+    candidate = lambda x: {name: np.asarray(o) * scale for name, o in infer(x).items()}  # noqa: E731
     parity = point_checks.parity_check(candidate, info, 1, "fp32", point_checks.parity_frames(info)[0])
     results = store.ResultStore(tmp_path / "det.parquet")
     results.add(point(parity=parity))

@@ -3,10 +3,11 @@ on real ONNX Runtime sessions of small hand-built models."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from bench.comparator import Tolerance, compare_outputs, named
+from bench.comparator import Tolerance, compare_outputs
 from bench.checks.contamination import check_contamination
 from bench.checks.parity import ParityGates, check_parity
 from bench.domain import (DETECTOR, EMBEDDER, INPUT_FORMATS, MAX_BATCH, PRECISIONS, arithmetic, batch_problem,
@@ -14,7 +15,9 @@ from bench.domain import (DETECTOR, EMBEDDER, INPUT_FORMATS, MAX_BATCH, PRECISIO
 from bench.errors import UserError
 from bench.measure.protocol import make_inputs
 from bench.runtimes.registry import RUNTIMES, get_runtime
+from bench.session import LoadRequest, SessionGroup
 from bench.suite import parse_suite
+from tests.conftest import ort_infer
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -29,34 +32,25 @@ def two_output_model(order: tuple[str, str]):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
-def session(model):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
-def run_named(sess, x) -> dict[str, np.ndarray]:
-    return named([o.name for o in sess.get_outputs()], sess.run(None, {"x": x}))
-
-
 X = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
 
 
 def test_outputs_match_by_name_and_a_swapped_order_is_caught():
-    reference = session(two_output_model(("doubled", "negated")))
-    swapped = session(two_output_model(("negated", "doubled")))
-    assert compare_outputs(run_named(reference, X), run_named(swapped, X)).passed  # same outputs, other order
+    reference = ort_infer(two_output_model(("doubled", "negated")))(X)
+    swapped = ort_infer(two_output_model(("negated", "doubled")))(X)
+    assert list(swapped) == ["negated", "doubled"]  # the model's order
+    assert compare_outputs(reference, swapped).passed  # same outputs, other order
 
-    # A consumer that pairs the swapped session's list with the reference's names (by position) is wrong:
-    by_position = named([o.name for o in reference.get_outputs()], swapped.run(None, {"x": X}))
-    result = compare_outputs(run_named(reference, X), by_position)
+    # A consumer that pairs the swapped model's outputs with the reference's names by position is wrong:
+    by_position = dict(zip(reference, swapped.values()))
+    result = compare_outputs(reference, by_position)
     assert not result.passed
     assert {o.name for o in result.failed} == {"doubled", "negated"}
     assert "output 'doubled': max |diff|" in result.summary()
 
 
 def test_tolerances_per_output():
-    reference = run_named(session(two_output_model(("doubled", "negated"))), X)
+    reference = ort_infer(two_output_model(("doubled", "negated")))(X)
     noisy = dict(reference, negated=reference["negated"] + np.float32(1e-3))
     strict = compare_outputs(reference, noisy, Tolerance(atol=1e-5, rtol=1e-5))
     assert [o.name for o in strict.failed] == ["negated"]
@@ -70,7 +64,7 @@ def test_tolerances_per_output():
 
 
 def test_missing_shape_and_nan_outputs_fail_with_the_reason():
-    reference = run_named(session(two_output_model(("doubled", "negated"))), X)
+    reference = ort_infer(two_output_model(("doubled", "negated")))(X)
     result = compare_outputs(reference, {"doubled": reference["doubled"][:2]})
     assert {o.name: o.problem for o in result.failed} == {
         "doubled": "shape (2, 4), reference (3, 4)", "negated": "missing from the candidate"}
@@ -98,22 +92,59 @@ def batch_mixing_model():
 
 
 def test_contamination_names_the_output_that_mixes_frames():
-    sess = session(batch_mixing_model())
-    result = check_contamination(lambda x: sess.run(None, {"x": x}), (3, 2, 2), 4,
-                                 output_names=[o.name for o in sess.get_outputs()])
+    result = check_contamination(ort_infer(batch_mixing_model()), (3, 2, 2), 4)
     assert not result.passed
     assert "output 'mixed'" in result.note and "'clean'" not in result.note
 
 
 def test_parity_per_output_errors_carry_names():
-    reference = [np.ones((2, 8), np.float32)]
-    candidate = [np.ones((2, 8), np.float32) * np.float32(1.001)]
-    result = check_parity(reference, candidate, "arcface", "openvino_ir", (112, 112), output_names=["fc1"])
+    reference = {"fc1": np.ones((2, 8), np.float32)}
+    candidate = {"fc1": np.ones((2, 8), np.float32) * np.float32(1.001)}
+    result = check_parity(reference, candidate, "arcface", "openvino_ir", (112, 112))
     assert result.outputs[0].name == "fc1" and result.outputs[0].min_atol == pytest.approx(1e-3, rel=1e-3)
     assert result.passed  # cosine is 1: the norm changed, not the direction
-    bad = check_parity(reference, [np.full((2, 8), np.nan, np.float32)], "embedder", "fp32", (112, 112),
-                       output_names=["fc1"])
+    bad = check_parity(reference, {"fc1": np.full((2, 8), np.nan, np.float32)}, "embedder", "fp32", (112, 112))
     assert not bad.passed and "output 'fc1'" in bad.reason
+    renamed = check_parity(reference, {"683": candidate["fc1"]}, "embedder", "fp32", (112, 112))
+    assert not renamed.passed and "output 'fc1': missing from the candidate" in renamed.reason
+
+
+def fused_output_model():
+    """x [N,4] -> "negated" = Reshape(Neg(x)): OpenVINO fuses the Reshape away, and the compiled output
+    then carries both names, the internal "a_neg" first (its any_name)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 4])
+    nodes = [helper.make_node("Neg", ["x"], ["a_neg"]), helper.make_node("Reshape", ["a_neg", "shape"], ["negated"])]
+    output = helper.make_tensor_value_info("negated", TensorProto.FLOAT, ["N", 4])
+    graph = helper.make_graph(nodes, "fused", [x], [output], initializer=[shape])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.mark.parametrize("runtime", ["ort-cpu", "openvino-cpu"])
+def test_every_cpu_session_returns_its_outputs_by_name_in_model_order(runtime, tmp_path):
+    """Session.infer, as Polygraphy's runners: {output name: array}, in the model's declared order
+    (here not alphabetical), at concurrency 1 and 2 (ort-cpu's SessionGroup, OpenVINO's streams)."""
+    if not get_runtime(runtime).available()[0]:
+        pytest.skip(get_runtime(runtime).available()[1])
+    path = tmp_path / "swapped.onnx"
+    onnx.save(two_output_model(("negated", "doubled")), path)
+    request = LoadRequest(str(path), "x", (3, 4))
+    for concurrency in (1, 2):
+        session = get_runtime(runtime).load_concurrent(request, concurrency)
+        try:
+            assert isinstance(session, SessionGroup) == (concurrency > 1 and runtime == "ort-cpu")  # OpenVINO: streams
+            outputs = session.infer(X)
+            assert list(outputs) == ["negated", "doubled"]
+            np.testing.assert_allclose(outputs["doubled"], 2 * X, rtol=1e-6)
+            np.testing.assert_allclose(outputs["negated"], -X, rtol=1e-6)
+        finally:
+            session.close()
+    onnx.save(fused_output_model(), tmp_path / "fused.onnx")
+    session = get_runtime(runtime).load(LoadRequest(str(tmp_path / "fused.onnx"), "x", (3, 4)))
+    try:
+        assert list(session.infer(X)) == ["negated"]  # the model's name, not a fused tensor's
+    finally:
+        session.close()
 
 
 def test_precision_vocabulary_and_the_ir_alias():

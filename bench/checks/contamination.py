@@ -6,13 +6,13 @@ interleave frames, reference/models.md §2) while still running without an error
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from bench.comparator import Comparison, OutputDiff, Tolerance, compare_outputs, named
+from bench.comparator import Comparison, OutputDiff, Tolerance, compare_outputs
 from bench.domain import arithmetic, random_frames
 
 # Largest allowed relative difference, by precision. Batch size changes kernel blocking and
@@ -20,7 +20,7 @@ from bench.domain import arithmetic, random_frames
 TOLERANCES = {"fp32": 1e-4, "tf32": 5e-3, "fp16": 1e-2, "bf16": 5e-2, "int8": 5e-2}
 _EPS = 1e-6  # the scale of an all-zero output
 
-Infer = Callable[[np.ndarray], list[np.ndarray]]
+Infer = Callable[[np.ndarray], Mapping[str, np.ndarray]]  # a Session's infer: outputs by name
 
 
 @dataclass
@@ -41,7 +41,6 @@ def check_contamination(
     precision: str = "fp32",
     seed: int = 0,
     infer_alone: Infer | None = None,
-    output_names: Sequence[str] | None = None,
 ) -> ContaminationResult:
     """Compare a known frame's outputs inside a mixed batch with its outputs alone.
 
@@ -49,8 +48,8 @@ def check_contamination(
     on a batch of 1 when given, else `infer` on a batch of copies of the known frame:
     for a model that keeps frames apart every copy equals the batch-1 result.
     Outputs whose dim 0 is not the batch (flattened 2-D detector rows) are split evenly
-    per frame, as a naive consumer would. Outputs are compared by name (`output_names`, the
-    model's; else their positions). Runtime errors propagate to the caller.
+    per frame, as a naive consumer would. Outputs are compared by name. Runtime errors
+    propagate to the caller.
     """
     tolerance = tolerance_for(precision)
     if batch <= 1:
@@ -69,7 +68,7 @@ def check_contamination(
         alone, alone_position = infer(np.repeat(known, batch, axis=0)), position
         alone_batch = batch
 
-    comparison = _compare_frame(in_batch, alone, output_names, (batch, position), (alone_batch, alone_position),
+    comparison = _compare_frame(in_batch, alone, (batch, position), (alone_batch, alone_position),
                                 Tolerance(atol=tolerance * _EPS, rtol=tolerance))
     unsplit = [o for o in comparison.outputs if o.problem]
     if unsplit:
@@ -81,10 +80,10 @@ def check_contamination(
                                comparison.passed, note)
 
 
-def _compare_frame(in_batch: list[np.ndarray], alone: list[np.ndarray], names: Sequence[str] | None,
+def _compare_frame(in_batch: Mapping[str, np.ndarray], alone: Mapping[str, np.ndarray],
                    where: tuple[int, int], where_alone: tuple[int, int], tolerance: Tolerance) -> Comparison:
     """The known frame's rows of every output, in the batch against alone, by output name."""
-    got, want = named_rows(in_batch, names, *where), named_rows(alone, names, *where_alone)
+    got, want = named_rows(in_batch, *where), named_rows(alone, *where_alone)
     unsplit = [OutputDiff(name, passed=False, problem=f"shape {np.shape(array)} cannot be split into {where[0]} frames")
                for name, array in {**got, **want}.items() if array is None]
     if unsplit:
@@ -92,10 +91,9 @@ def _compare_frame(in_batch: list[np.ndarray], alone: list[np.ndarray], names: S
     return compare_outputs(want, got, tolerance)
 
 
-def named_rows(outputs: list[np.ndarray], names: Sequence[str] | None, batch: int,
-               position: int) -> dict[str, np.ndarray | None]:
+def named_rows(outputs: Mapping[str, np.ndarray], batch: int, position: int) -> dict[str, np.ndarray | None]:
     """Each output's rows for the frame at `position`, by output name (None: cannot be split)."""
-    return {name: frame_rows(array, batch, position) for name, array in named(names, outputs).items()}
+    return {name: frame_rows(array, batch, position) for name, array in outputs.items()}
 
 
 def tolerance_for(precision: str) -> float:

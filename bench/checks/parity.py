@@ -16,13 +16,13 @@ this module only compares arrays and never times anything.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from bench.checks.identities import identity_figures
-from bench.comparator import UNGATED, OutputDiff, compare_outputs, named
+from bench.comparator import UNGATED, OutputDiff, compare_outputs
 from bench.domain import EMBEDDER, FP32_ARITHMETIC, PRECISIONS, canonical_precision
 from bench.domain import family as model_family
 from bench.face.decode import Detections, decode_scrfd
@@ -168,12 +168,13 @@ def deciding_check(checks: Sequence[GateCheck]) -> GateCheck | None:
     return min(checks, key=lambda c: c.margin, default=None)
 
 
-def check_parity(reference_outputs: list[np.ndarray], candidate_outputs: list[np.ndarray], family: str,
-                 precision: str, input_hw: tuple[int, int], gates: ParityGates | None = None,
-                 output_names: Sequence[str] | None = None, identity_faces: int | None = None) -> ParityResult:
+def check_parity(reference_outputs: Mapping[str, np.ndarray], candidate_outputs: Mapping[str, np.ndarray],
+                 family: str, precision: str, input_hw: tuple[int, int], gates: ParityGates | None = None,
+                 identity_faces: int | None = None) -> ParityResult:
     """Compare a candidate run with the reference run on the same frames and gate it.
 
-    Both lists are in the model's output order; per-output errors pair them by `output_names`.
+    Both are {output name: array} (a Session's infer); every output is paired by name, and the
+    detector's decode reads the candidate in the reference's output order.
     `identity_faces`: the embedder's frames are that many aligned faces and then their variants
     (bench.checks.identities.FaceSet order), so identities are judged too.
     """
@@ -182,17 +183,19 @@ def check_parity(reference_outputs: list[np.ndarray], candidate_outputs: list[np
     if len(reference_outputs) != len(candidate_outputs):
         reason = f"{len(candidate_outputs)} outputs, reference has {len(reference_outputs)}"
         return ParityResult(family, precision, passed=False, reason=reason)
-    errors = compare_outputs(named(output_names, reference_outputs), named(output_names, candidate_outputs), UNGATED)
+    errors = compare_outputs(reference_outputs, candidate_outputs, UNGATED)
     if errors.failed:  # only an interface problem fails with no tolerance: shape, NaN, a missing output
         return ParityResult(family, precision, passed=False, reason=errors.summary())
     result = ParityResult(family, precision, outputs=errors.outputs)
+    reference = list(reference_outputs.values())
+    candidate = [candidate_outputs[name] for name in reference_outputs]  # every one is there: compared above
     if family == EMBEDDER.name:
-        _measure_embeddings(result, reference_outputs[0], candidate_outputs[0])
+        _measure_embeddings(result, reference[0], candidate[0])
         if identity_faces:
-            _measure_identities(result, reference_outputs[0], candidate_outputs[0], identity_faces)
+            _measure_identities(result, reference[0], candidate[0], identity_faces)
         checks = _embedder_checks(result, gates)
     else:
-        _measure_detections(result, reference_outputs, candidate_outputs, input_hw)
+        _measure_detections(result, reference, candidate, input_hw)
         checks = _detector_checks(result, gates)
     failures = [_failure(check) for check in checks if not check.passed]
     result.passed = not failures

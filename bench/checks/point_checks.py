@@ -16,16 +16,13 @@ from bench.domain import EMBEDDER, FP32_ARITHMETIC, InputFormat
 from bench.face.images import to_blob
 from bench.models.info import ModelInfo
 from bench.models.precision import calibration_frames
+from bench.runtimes.onnxruntime import OrtSession
+from bench.session import Outputs
 
 PARITY_FRAMES = 4
 # A uint8 artifact at FP32 runs the float model's own arithmetic behind the normalisation, so it
 # must agree far tighter than a precision change; a wrong mean, std or channel order falls below.
 UINT8_FP32_COSINE_MIN = 0.99999
-
-
-def output_names(info: ModelInfo) -> list[str]:
-    """The names a session's outputs (a list in model order) are compared under."""
-    return [name for name, _ in info.outputs]
 
 
 def parity_frames(info: ModelInfo, images: tuple[str, ...] = ()) -> tuple[np.ndarray, int | None]:
@@ -66,41 +63,40 @@ def _astronaut() -> list[np.ndarray]:
 
 
 @lru_cache(maxsize=4)
-def _reference_outputs_cached(model_path: str, frames_key: bytes, shape: tuple) -> list[np.ndarray]:
+def _reference_outputs_cached(model_path: str, frames_key: bytes, shape: tuple) -> Outputs:
     import onnxruntime as ort
 
     frames = np.frombuffer(frames_key, dtype=np.float32).reshape(shape)
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    per_frame = [session.run(None, {name: frames[i:i + 1]}) for i in range(len(frames))]
-    return stack_frames(per_frame)
+    ort_session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+    session = OrtSession(ort_session, ort_session.get_inputs()[0].name, {})
+    return stack_frames([session.infer(frames[i:i + 1]) for i in range(len(frames))])
 
 
-def reference_outputs(info: ModelInfo, frames: np.ndarray) -> list[np.ndarray]:
+def reference_outputs(info: ModelInfo, frames: np.ndarray) -> Outputs:
     """ORT CPU FP32 on the source model, one frame at a time (valid for every layout)."""
     return _reference_outputs_cached(info.path, frames.tobytes(), frames.shape)
 
 
-def stack_frames(per_chunk: list[list[np.ndarray]], valid: list[int] | None = None) -> list[np.ndarray]:
-    """Outputs of several runs -> one array per output with frames on axis 0.
+def stack_frames(per_chunk: list[Outputs], valid: list[int] | None = None) -> Outputs:
+    """Outputs of several runs -> one array per output name with frames on axis 0.
 
     A flattened 2-D detector output ([HWA, K], batch 1) gets its frame axis added.
     """
-    stacked = []
-    for index in range(len(per_chunk[0])):
+    stacked = {}
+    for name in per_chunk[0]:
         parts = []
         for chunk_no, outputs in enumerate(per_chunk):
-            array = np.asarray(outputs[index])
+            array = np.asarray(outputs[name])
             if array.ndim == 2 and array.shape[0] != 1 and (valid is None or valid[chunk_no] == 1):
                 array = array[None]
             parts.append(array if valid is None else array[:valid[chunk_no]])
-        stacked.append(np.concatenate(parts, axis=0))
+        stacked[name] = np.concatenate(parts, axis=0)
     return stacked
 
 
-def candidate_outputs(infer, frames: np.ndarray, batch: int) -> list[np.ndarray]:
+def candidate_outputs(infer, frames: np.ndarray, batch: int) -> Outputs:
     """Run `frames` through a session compiled for `batch`, padding the last chunk."""
     chunks, valid = [], []
     for start in range(0, len(frames), batch):
@@ -114,8 +110,7 @@ def candidate_outputs(infer, frames: np.ndarray, batch: int) -> list[np.ndarray]
 
 def contamination_check(infer, info: ModelInfo, batch: int, precision: str, seed: int):
     """bench.checks.contamination.ContaminationResult for the point (outputs paired by name)."""
-    return check_contamination(infer, (3, *info.input_hw), batch, precision, seed=seed,
-                               output_names=output_names(info))
+    return check_contamination(infer, (3, *info.input_hw), batch, precision, seed=seed)
 
 
 def parity_check(infer, info: ModelInfo, batch: int, precision: str, frames: np.ndarray,
@@ -127,6 +122,6 @@ def parity_check(infer, info: ModelInfo, batch: int, precision: str, frames: np.
     candidate = candidate_outputs(infer, frames, batch)
     gates = ParityGates.with_overrides(gate_overrides or {})
     result = check_parity(reference, candidate, info.family, precision, info.input_hw, gates,
-                          output_names=output_names(info), identity_faces=identity_faces)
+                          identity_faces=identity_faces)
     result.hint = "" if result.passed else failure_hint
     return result

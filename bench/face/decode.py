@@ -6,6 +6,7 @@ pass the score threshold are decoded, so the anchor grid is never materialised.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,13 +76,19 @@ def _decode_level(scores, bboxes, kps, stride, anchors, grid_w, threshold):
 
 
 def decode_scrfd(
-    outputs: list[np.ndarray],
+    outputs: Mapping[str, np.ndarray] | Sequence[np.ndarray],
     input_hw: tuple[int, int],
     frame: int = 0,
     score_threshold: float = 0.5,
     nms_threshold: float = 0.4,
 ) -> Detections:
-    """Decode one frame's SCRFD outputs (model order) into NMS-ed detections, input pixels."""
+    """Decode one frame's SCRFD outputs into NMS-ed detections, input pixels.
+
+    SCRFD's outputs are read by position, as InsightFace does (scores, boxes, landmarks per stride;
+    exports number them): a Session's {name: array} in model order, or a list in model order.
+    """
+    if isinstance(outputs, Mapping):
+        outputs = list(outputs.values())
     if len(outputs) not in _LAYOUTS:
         raise ValueError(f"{len(outputs)} SCRFD outputs; expected 6 or 9 (or 10/15)")
     strides, anchors, has_kps = _LAYOUTS[len(outputs)]

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference
 
-from bench.comparator import Tolerance, compare_outputs, named
+from bench.comparator import Tolerance, compare_outputs
 from bench.domain import DETECTOR, EMBEDDER, random_frames
 from bench.errors import ModelFileError, UserError
 from bench.fileio import writable_folder, write_atomically
@@ -391,12 +391,10 @@ def _compare_per_frame(
     """Largest difference over every frame and output; `renamed` maps reference output names to the candidate's."""
     ref_session = _ort_session(reference, "the original model")
     cand_session = _ort_session(candidate, "the rewritten model")
-    ref_names = [renamed.get(o.name, o.name) for o in ref_session.get_outputs()]
-    cand_names = [o.name for o in cand_session.get_outputs()]
     worst, frames = 0.0, 0
     for frames_batch in _verification_batches(size, batch, images):
         try:
-            batched = named(cand_names, cand_session.run(None, {cand_session.get_inputs()[0].name: frames_batch}))
+            batched = _run_by_name(cand_session, frames_batch)
         except Exception as exc:
             first = str(exc).strip().splitlines()[0]
             raise UserError(
@@ -404,7 +402,7 @@ def _compare_per_frame(
                 " does not rewrite; nothing written"
             ) from exc
         for i in range(batch):
-            alone = named(ref_names, ref_session.run(None, {ref_session.get_inputs()[0].name: frames_batch[i : i + 1]}))
+            alone = _run_by_name(ref_session, frames_batch[i : i + 1], renamed)
             worst = max(worst, _frame_difference(batched, alone, i))
             frames += 1
     return worst, frames
@@ -467,6 +465,13 @@ def prepare_frame(image: np.ndarray, size: int) -> np.ndarray:
     cols = np.arange(size) * image.shape[1] // size
     resized = image[rows][:, cols].astype(np.float32)
     return ((resized - DETECTOR.mean) / DETECTOR.std).transpose(2, 0, 1).copy()
+
+
+def _run_by_name(session, x: np.ndarray, renamed: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+    """A raw ONNX Runtime session's outputs by name (`renamed` maps them to the rewritten model's)."""
+    names = [o.name for o in session.get_outputs()]
+    arrays = session.run(names, {session.get_inputs()[0].name: x})
+    return {(renamed or {}).get(name, name): array for name, array in zip(names, arrays)}
 
 
 def _ort_session(model: onnx.ModelProto, role: str):

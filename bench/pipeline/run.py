@@ -2,7 +2,7 @@
 
 Runtime-agnostic: the detector and embedder are plain callables taking a batch in
 the pipeline's input format (float32 NCHW by default, or uint8 frames for a model
-that normalises them itself) and returning outputs in model order (a Session's `infer`).
+that normalises them itself) and returning outputs by name in model order (a Session's `infer`).
 Five stages, each timed on its own: decode/resize (pulling frames, letterbox,
 blob), detector, decode+NMS, alignment (warp + embedder blob), embedder.
 With overlap every stage runs in its own thread joined by bounded queues, so a
@@ -15,7 +15,7 @@ import itertools
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -34,7 +34,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     cv2 = None
 
-Infer = Callable[[np.ndarray], list[np.ndarray]]
+Infer = Callable[[np.ndarray], Mapping[str, np.ndarray]]  # a Session's infer
 STAGES = ("decode/resize", "detector", "decode+NMS", "alignment", "embedder")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 _DONE = object()  # end-of-stream marker passed down the queues
@@ -104,7 +104,7 @@ class _Batch:
     frames: list[np.ndarray]
     blob: np.ndarray | None = None
     scales: np.ndarray | None = None
-    det_outputs: list[np.ndarray] | None = None
+    det_outputs: Mapping[str, np.ndarray] | None = None  # by name, model order
     detections: list[Detections] = field(default_factory=list)
     aligned: np.ndarray | None = None
     face_blob: np.ndarray | None = None
@@ -231,15 +231,20 @@ def _embed_chunks(rec_infer: Infer, blob: np.ndarray, rec_batch: int | None) -> 
     if len(blob) == 0:
         return np.zeros((0, 512), np.float32)
     if rec_batch is None:
-        return np.asarray(rec_infer(blob)[0], np.float32)
+        return _embeddings(rec_infer(blob))
     out = []
     for start in range(0, len(blob), rec_batch):
         chunk = blob[start:start + rec_batch]
         real = len(chunk)
         if real < rec_batch:
             chunk = np.concatenate([chunk, np.zeros((rec_batch - real,) + chunk.shape[1:], chunk.dtype)])
-        out.append(np.asarray(rec_infer(chunk)[0], np.float32)[:real])
+        out.append(_embeddings(rec_infer(chunk))[:real])
     return np.concatenate(out)
+
+
+def _embeddings(outputs: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The embedder's first output: ArcFace exports have one, named differently by each export."""
+    return np.asarray(next(iter(outputs.values())), np.float32)
 
 
 def _l2_normalise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

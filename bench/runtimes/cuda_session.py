@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 from bench.runtimes.cuda import Event, PinnedBuffer, set_device
-from bench.session import CUDA, Session
+from bench.session import CUDA, Outputs, Session
 
 
 @dataclass
@@ -67,17 +67,17 @@ class CudaSession(Session):
     def new_event(self):
         return Event()
 
-    def _host_outputs(self) -> list:
-        """Pinned host buffers of the outputs, in model order."""
+    def _host_outputs(self) -> dict[str, PinnedBuffer]:
+        """Pinned host buffers of the outputs by output name, in model order."""
         raise NotImplementedError
 
-    def infer(self, x: np.ndarray) -> list[np.ndarray]:
+    def infer(self, x: np.ndarray) -> Outputs:
         np.copyto(self._host_in.array, x.reshape(self._shape), casting="same_kind")
         self.h2d(self._host_in)
         self.compute()
         self.d2h()
         self.synchronize()
-        return [host.array.copy() for host in self._host_outputs()]
+        return {name: host.array.copy() for name, host in self._host_outputs().items()}
 
     def describe(self) -> dict[str, Any]:
         return dict(self._settings)

@@ -13,7 +13,7 @@ import numpy as np
 
 from bench.runtimes.base import Runtime
 from bench.runtimes.options import RuntimeOptions, option
-from bench.session import UNTIMED, LoadRequest, Phases, Session, SessionGroup
+from bench.session import UNTIMED, LoadRequest, Outputs, Phases, Session, SessionGroup
 
 
 def physical_cores() -> int:
@@ -45,8 +45,8 @@ class OrtSession(Session):
         self._output_names = [o.name for o in session.get_outputs()]
         self._settings = settings
 
-    def infer(self, x: np.ndarray) -> list[np.ndarray]:
-        return self._session.run(self._output_names, {self._input_name: x})
+    def infer(self, x: np.ndarray) -> Outputs:
+        return dict(zip(self._output_names, self._session.run(self._output_names, {self._input_name: x})))
 
     def describe(self) -> dict[str, Any]:
         return dict(self._settings)

@@ -17,7 +17,7 @@ import numpy as np
 from bench.domain import PRECISIONS
 from bench.runtimes.base import Runtime
 from bench.runtimes.options import RuntimeOptions, option
-from bench.session import HOST, REQUESTS, UNTIMED, LoadRequest, Phases, Session
+from bench.session import HOST, REQUESTS, UNTIMED, LoadRequest, Outputs, Phases, Session
 
 # OpenVINO's name for each precision hint we request.
 _HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
@@ -68,18 +68,26 @@ class RequestQueue:
         self._queue.wait_all()
 
 
+def output_names(model) -> list[str]:
+    """The model's output names as read, before compiling: a compiled output also carries the names of
+    the tensors fused into it (SCRFD's score_8 becomes {'450', 'score_8'}), and its any_name may be one."""
+    return [output.get_any_name() for output in model.outputs]
+
+
 class OpenVinoSession(Session):
-    def __init__(self, compiled, input_name: str, settings: dict[str, Any], asynchronous: bool):
+    def __init__(self, compiled, input_name: str, settings: dict[str, Any], asynchronous: bool,
+                 names: list[str]):
         self._compiled = compiled
         self._input_name = input_name
+        self._names = names  # output_names(model) of the model compiled
         self._settings = settings
         self.loop = REQUESTS if asynchronous else HOST
         self._request = compiled.create_infer_request()
         self._queue = None
 
-    def infer(self, x: np.ndarray) -> list[np.ndarray]:
+    def infer(self, x: np.ndarray) -> Outputs:
         results = self._request.infer({self._input_name: x})
-        return [np.array(results[out]) for out in self._compiled.outputs]
+        return {name: np.array(results[out]) for name, out in zip(self._names, self._compiled.outputs)}
 
     def run(self, x: np.ndarray) -> None:
         self._request.infer({self._input_name: x}, share_inputs=True, share_outputs=True)
@@ -188,7 +196,7 @@ class OpenVinoRuntime(Runtime):
         if streams:  # every request in flight, one per stream
             settings.update(mode="streams", performance_hint="none", infer_requests=streams)
         session = OpenVinoSession(compiled, request.input_name, settings,
-                                  asynchronous=settings["mode"] in ("throughput", "streams"))
+                                  asynchronous=settings["mode"] in ("throughput", "streams"), names=output_names(model))
         x = np.zeros(request.input_shape, dtype=request.input_dtype)
         with phases("first_infer"):
             session.infer(x)

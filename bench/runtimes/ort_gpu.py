@@ -152,13 +152,13 @@ class IoBindingSession(CudaSession):
         self._outputs = self._bind_outputs(ort, device_id, capture=bool(settings.get("cuda_graph")))
         # Bound OrtValues never move, so their addresses are read once, outside the loops.
         self._in_ptr = self._device_in.data_ptr()
-        self._copies_out = [(host.ptr, device.data_ptr(), nbytes) for device, host, nbytes in self._outputs]
+        self._copies_out = [(host.ptr, device.data_ptr(), nbytes) for device, host, nbytes in self._outputs.values()]
         self._staged = []
         # Without our stream inside ORT the copy must finish before ORT's stream reads the input.
         self._sync_after_h2d = not settings.get("shares_stream", False)
 
-    def _bind_outputs(self, ort, device_id: int, capture: bool) -> list[tuple[Any, Any, int]]:
-        """Learn output shapes from one uncaptured run, then bind fixed device outputs."""
+    def _bind_outputs(self, ort, device_id: int, capture: bool) -> dict[str, tuple[Any, Any, int]]:
+        """Learn output shapes from one uncaptured run, then bind fixed device outputs (by output name)."""
         names = [o.name for o in self._session.get_outputs()]
         probe = ort.RunOptions()
         if capture:  # a graph captured over these temporary outputs would write to freed memory
@@ -168,12 +168,12 @@ class IoBindingSession(CudaSession):
         self._session.run_with_iobinding(self._io, probe)
         learned = [(tuple(v.shape()), ort_type_to_numpy(v.data_type())) for v in self._io.get_outputs()]
         self._io.clear_binding_outputs()
-        outputs = []
+        outputs = {}
         for name, (shape, dtype) in zip(names, learned):
             device = ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, "cuda", device_id)
             self._io.bind_ortvalue_output(name, device)
             host = PinnedBuffer(shape, dtype)
-            outputs.append((device, host, host.nbytes))
+            outputs[name] = (device, host, host.nbytes)
         return outputs
 
     def _copy_in(self, src_ptr: int) -> None:
@@ -188,8 +188,8 @@ class IoBindingSession(CudaSession):
     def compute(self) -> None:
         self._session.run_with_iobinding(self._io, self._run_options)
 
-    def _host_outputs(self) -> list:
-        return [host for _, host, _ in self._outputs]
+    def _host_outputs(self) -> dict[str, PinnedBuffer]:
+        return {name: host for name, (_, host, _) in self._outputs.items()}
 
     def parts(self) -> BareParts:
         return BareParts(partial(self._session.run_with_iobinding, self._io, self._run_options), self.stream,
@@ -198,7 +198,7 @@ class IoBindingSession(CudaSession):
 
     def close(self) -> None:
         self._close_staged()
-        for _, host, _ in self._outputs:
+        for _, host, _ in self._outputs.values():
             host.close()
         self._host_in.close()
         self._io = None

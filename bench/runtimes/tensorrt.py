@@ -209,7 +209,7 @@ class TensorRtSession(CudaSession):
         self._host_in = PinnedBuffer(self._shape, self._in_dtype)
         self._device_in = DeviceBuffer(self._host_in.nbytes)
         self._context.set_tensor_address(request.input_name, self._device_in.ptr)
-        self._outputs = []
+        self._outputs = {}  # the engine's output tensor names, in its I/O order
         for name in (n for n in names if n not in inputs):
             shape = tuple(self._context.get_tensor_shape(name))
             if any(d < 0 for d in shape):
@@ -217,7 +217,7 @@ class TensorRtSession(CudaSession):
             host = PinnedBuffer(shape, numpy_dtype(engine.get_tensor_dtype(name)))
             device = DeviceBuffer(host.nbytes)
             self._context.set_tensor_address(name, device.ptr)
-            self._outputs.append((device, host))
+            self._outputs[name] = (device, host)
         self._staged = []
         self._graph = None
         self._launch = self._enqueue
@@ -255,19 +255,19 @@ class TensorRtSession(CudaSession):
         copy_h2d_async(self._device_in.ptr, src_ptr, self._host_in.nbytes, self.stream, self._cudart)
 
     def d2h(self) -> None:
-        for device, host in self._outputs:
+        for device, host in self._outputs.values():
             copy_d2h_async(host.ptr, device.ptr, host.nbytes, self.stream, self._cudart)
 
     def compute(self) -> None:
         self._launch()
 
-    def _host_outputs(self) -> list:
-        return [host for _, host in self._outputs]
+    def _host_outputs(self) -> dict[str, PinnedBuffer]:
+        return {name: host for name, (_, host) in self._outputs.items()}
 
     def parts(self) -> BareParts:
         return BareParts(partial(self._context.execute_async_v3, self.stream.handle), self.stream,
                          self._device_in.ptr, self._host_in.nbytes,
-                         [(d.ptr, h.ptr, h.nbytes) for d, h in self._outputs])
+                         [(d.ptr, h.ptr, h.nbytes) for d, h in self._outputs.values()])
 
     def inspect_precision(self, trt) -> None:
         """Read the engine's layer precisions (needs profiling_verbosity = detailed)."""
@@ -291,10 +291,10 @@ class TensorRtSession(CudaSession):
             self._graph.close()
             self._graph = None
         self._close_staged()
-        for device, host in self._outputs:
+        for device, host in self._outputs.values():
             device.close()
             host.close()
-        self._outputs = []
+        self._outputs = {}
         self._device_in.close()
         self._host_in.close()
         # Context before engine before runtime, as TensorRT requires.
