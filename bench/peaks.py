@@ -101,7 +101,9 @@ def peaks_for(runtime, precision: str, options: dict[str, Any], cache_dir: str |
     path = Path(cache_dir) / "peaks" / f"{runtime.name}-{precision}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
     if path.is_file() and not refresh:
         try:
-            return Peaks.from_json(path.read_text())
+            cached = Peaks.from_json(path.read_text())
+            if not cached.unstable:  # a probe that never settled (a busy machine) is worth another try
+                return cached
         except (ValueError, TypeError):
             pass  # a damaged cache entry is measured again
     writable_folder(path.parent, "peaks cache", "set FACEBENCH_CACHE to a writable folder")  # before measuring

@@ -63,6 +63,17 @@ def test_cache_key_holds_options_and_refresh_measures_again(tmp_path, monkeypatc
     assert Peaks.from_json(entry.read_text()).conv_gflops == 5
 
 
+def test_a_cached_entry_with_an_unsettled_probe_is_measured_again(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(peak_module, "measure_peaks", lambda *a: calls.append(a) or Peaks(
+        "ort-cpu", "fp32", "cpu", "m", "v", conv_gflops=len(calls), unstable=["conv"] if len(calls) == 1 else []))
+    ort = get_runtime("ort-cpu")
+    assert peaks_for(ort, "fp32", {}, tmp_path).unstable == ["conv"]  # measured on a busy machine, say
+    settled = peaks_for(ort, "fp32", {}, tmp_path)  # not taken from the cache: probed again
+    assert (settled.conv_gflops, settled.unstable) == (2, [])
+    assert peaks_for(ort, "fp32", {}, tmp_path).conv_gflops == 2 and len(calls) == 2  # a settled entry is kept
+
+
 def test_share_of_peak_and_the_nominal_warning():
     peaks = Peaks("openvino-cpu", "fp32", "cpu", "m", "v", gemm_gflops=200.0, conv_gflops=100.0)
     steady = SteadyState(fps=1.0, frames=1, wall_s=1.0)
