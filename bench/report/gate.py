@@ -20,7 +20,8 @@ Two rules, chosen per point by what the rows carry:
   the widest gap seen between two single runs of unchanged code is 14.9%, arcface_mbf ort-cpu
   fp32 batch 4 at 93.5 frames/s (docs/journal.md, "Why K = 2, more broadly": a full ladder) against 79.6
   (one of two quick-suite runs, the other 90.8: issue 25, which a 5% gate on within-run noise
-  alone failed at 12.3% slower). 20% is that plus a third for margin; docs/journal.md's gate study
+  alone failed at 12.3% slower). 20% is that plus a third for margin (and on 2026-12-06 six
+  quick-suite runs differed by at most 8.8% between a point's successive runs, 32 pairs); docs/journal.md's gate study
   (20 pairs of unchanged runs, "Measured false-alarm and detection rates") saw the old rule
   without repeats cry wolf once in 20. Half the throughput (50% slower) still fails.
 
