@@ -24,7 +24,7 @@ EVENT_PREFIX = "facebench-event "  # a `facebench run --events` line the fleet's
 # A machine's states, in the manifest and the driver's table.
 QUEUED, RUNNING, DONE, FAILED, STOPPED = "queued", "running", "done", "failed", "stopped"
 LEFT_OUT, NOTHING_TO_RUN = "left out", "nothing to run"
-FINISHED = (DONE, LEFT_OUT, NOTHING_TO_RUN)  # nothing left to measure there
+FINISHED = (DONE, NOTHING_TO_RUN)  # nothing left to measure there (a machine left out may be resumed)
 
 
 def utc_now() -> str:
@@ -121,12 +121,14 @@ def read_manifest(run_folder: str) -> Manifest:
     location = manifest_location(run_folder)
     try:
         text = _read_text(location)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise UserError(f"{run_folder}: no {MANIFEST_NAME} there; pass the PREFIX/RUN_ID a facebench fleet run "
                         "printed") from None
+    except OSError as exc:
+        raise UserError(f"{location}: cannot read it ({exc.strerror or exc})") from None
     try:
         return Manifest.from_json(text)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, AttributeError) as exc:
         raise UserError(f"{location}: not a facebench fleet manifest ({exc}); pass the PREFIX/RUN_ID a facebench "
                         "fleet run printed") from None
 

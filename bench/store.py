@@ -209,6 +209,12 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         _atomic_write(path, lambda handle: handle.write(data))
 
 
+def write_output(location: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    """write_rows to an output the user named: one that cannot be written is one line (UserError)."""
+    with _writable(location):
+        write_rows(location, rows)
+
+
 @contextmanager
 def _writable(location):
     """An output the user chose that cannot be written is their error: one line, exit 2."""

@@ -67,3 +67,33 @@ def test_manifest_round_trips():
     manifest.machines["m"] = fleet_store.MachineEntry("m", state="failed", reason="lost", facts={"runtimes": []})
     back = fleet_store.Manifest.from_json(manifest.to_json())
     assert back == manifest and json.loads(manifest.to_json())["machines"]["m"]["state"] == "failed"
+
+
+def test_gather_and_resume_bad_input_is_one_line(two_machines, tmp_path, capsys):
+    """Read without Ray: a file where a run folder belongs, an unwritable --out, and options that a
+    resumed fleet takes from its own manifest."""
+    file_not_folder = two_machines / "node-1.parquet"
+    capsys.readouterr()
+    assert main(["gather", str(two_machines), "--out", str(file_not_folder / "all.parquet")]) == 2
+    assert main(["fleet", "--resume", str(two_machines), "--repeats", "3"]) == 2
+    assert main(["fleet", "--resume", str(file_not_folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    err = [line for line in err if not line.startswith("facebench: note:")]  # gather's notes on the folder
+    assert len(err) == 3 and "Traceback" not in "\n".join(err), err
+    assert "cannot write there" in err[0] and "drop --repeats" in err[1] and "no fleet.json there" in err[2]
+    assert store.read_rows(file_not_folder)  # nothing finished was touched
+
+
+def test_fleet_refuses_relative_model_paths(tmp_path, monkeypatch, capsys):
+    """Each machine runs the suite from a folder of its own: a relative path would name another file."""
+    from bench.models import zoo
+
+    model = tmp_path / "models" / "mbf.onnx"
+    model.parent.mkdir()
+    model.write_bytes(open(zoo.build_cached("arcface_mbf").path, "rb").read())
+    suite = tmp_path / "rel.toml"
+    suite.write_text(tiny_suite("rel", [1]).replace('name = "arcface_mbf"', 'path = "models/mbf.onnx"'))
+    monkeypatch.chdir(tmp_path)
+    assert main(["fleet", str(suite), "--out", f"file://{tmp_path}/bucket"]) == 2
+    assert "models/mbf.onnx is relative" in capsys.readouterr().err
+    assert not (tmp_path / "bucket").exists()  # refused before any run folder

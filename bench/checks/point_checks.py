@@ -20,6 +20,9 @@ from bench.runtimes.onnxruntime import OrtSession
 from bench.session import Outputs
 
 PARITY_FRAMES = 4
+# The identity check's faces, at most (each comes with 4 variants): a folder of a thousand crops would
+# hold gigabytes of frames for no better an answer. The first ones in name order.
+IDENTITY_FACES_MAX = 16
 # A uint8 artifact at FP32 runs the float model's own arithmetic behind the normalisation, so it
 # must agree far tighter than a precision change; a wrong mean, std or channel order falls below.
 UINT8_FP32_COSINE_MIN = 0.99999
@@ -31,7 +34,7 @@ def parity_frames(info: ModelInfo, images: tuple[str, ...] = ()) -> tuple[np.nda
     pictures where we have them (user images, else scikit-image's astronaut), else face-like synthetic
     ones, and None."""
     if info.family == EMBEDDER.name and images:
-        faces = identities.load_faces(images, info.input_hw)
+        faces = identities.load_faces(images, info.input_hw)[:IDENTITY_FACES_MAX]
         if len(faces) >= 2:  # a match needs a wrong face to beat
             found = identities.face_set(faces)
             return to_blob(found.crops, info.mean, info.std), found.faces

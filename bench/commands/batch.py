@@ -9,7 +9,7 @@ EXIT_CONTAMINATED = 1
 
 
 def register(subparsers) -> None:
-    fix = subparsers.add_parser("fix-batch", help="rewrite a batch-1 InsightFace detector export into true dynamic batch")
+    fix = subparsers.add_parser("fix-batch", help="rewrite a batch-1 InsightFace detector or embedder export into true dynamic batch")
     fix.add_argument("input", metavar="IN.onnx")
     fix.add_argument("output", metavar="OUT.onnx")
     fix.add_argument("--input-size", type=int, help="freeze H and W (e.g. 320, as the batch-optimised re-exports)")
@@ -20,8 +20,8 @@ def register(subparsers) -> None:
     check.add_argument("model", help="built-in name (scrfd_500m@320) or .onnx path")
     check.add_argument("--runtime", default="ort-cpu")
     check.add_argument("--batches", default=DEFAULT_CHECK_BATCHES, help=f"comma list (default {DEFAULT_CHECK_BATCHES})")
-    check.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"),
-                       help="tolerance to apply (fp32 1e-4 relative, fp16 1e-2, int8 5e-2)")
+    check.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16", "int8"),
+                       help="tolerance to apply (fp32 1e-4 relative, fp16 1e-2, bf16 and int8 5e-2)")
     check.set_defaults(handler=cmd_check_batch)
 
 

@@ -47,7 +47,7 @@ def register(subparsers) -> None:
 def cmd_fleet(args) -> int:
     import time
 
-    from bench import fleet_store
+    from bench import fleet_store, store
     from bench.launchers import fleet
 
     began = time.monotonic()  # each machine's first_point_s counts from here
@@ -56,7 +56,9 @@ def cmd_fleet(args) -> int:
     try:
         nodes = fleet.fleet_nodes(ray, _selectors(args.machines), args.accelerator)
         tasks = _tasks(manifest, run_folder, nodes, resume=bool(args.resume))
-        fleet_store.write_manifest(run_folder, manifest)  # the machines asked for, all queued
+        if not args.resume:  # only now: a run folder with no cluster or no machine behind it would mislead
+            store.ensure_folder(run_folder)
+        fleet_store.write_manifest(run_folder, manifest)  # the machines asked for, all queued; unwritable: one line
         console.print(f"facebench fleet: {len(tasks)} machines -> {run_folder}", markup=False, soft_wrap=True)
         driver = fleet.FleetRun(ray, manifest, run_folder, tasks, started=began)
         interrupted = _follow(driver)
@@ -79,37 +81,44 @@ def _new_fleet(args):
                         "disk)")
     suite = runs.suite_for_run(args.suite, args)  # a suite error is one line before any machine starts
     check_names(suite.runtimes)
+    _absolute_model_paths(suite)
     manifest = fleet_store.Manifest(
         run_id=fleet_store.new_run_id(), suite_name=Path(args.suite).stem, suite_toml=Path(args.suite).read_text(),
         run_options=_run_options(args), driver=fleet.driver_identity(),
         selection={"machines": args.machines, "accelerator": args.accelerator}, runtimes=suite.runtimes,
         allow_mixed=args.allow_mixed)
-    run_folder = store.join_location(args.out, manifest.run_id)
-    store.ensure_folder(run_folder)
-    fleet_store.write_manifest(run_folder, manifest)  # an unwritable bucket is one line now
-    return manifest, run_folder
+    return manifest, store.join_location(args.out, manifest.run_id)
+
+
+def _absolute_model_paths(suite) -> None:
+    """Each machine runs the suite from a folder of its own: a relative model path would name another file."""
+    relative = [ref.path for ref in suite.models if ref.path and not Path(ref.path).is_absolute()]
+    if relative:
+        raise UserError(f"model path {relative[0]} is relative: a fleet's machines need absolute paths that exist on "
+                        "every machine (e.g. /models/det_500m.onnx)")
 
 
 def _resumed(args):
     from bench import fleet_store, runs
 
-    if args.suite:
-        raise UserError("--resume takes the suite and options of the fleet run it continues; drop SUITE")
+    given = [flag for flag, _ in RUN_OPTIONS if getattr(args, flag[2:].replace("-", "_")) not in (None, False)]
+    if args.suite or args.out or given:
+        what = "SUITE" if args.suite else ("--out" if args.out else given[0])
+        raise UserError(f"--resume takes the suite, options and bucket of the fleet run it continues; drop {what}")
     run_folder = args.resume.rstrip("/")
     manifest = fleet_store.read_manifest(run_folder)
+    manifest.allow_mixed = manifest.allow_mixed or args.allow_mixed  # machines left out may be let in now
     if not manifest.unfinished():
         raise UserError(f"{run_folder}: every machine finished; nothing to resume (facebench gather {run_folder})")
-    runs.suite_for_run(str(_suite_copy(manifest)), _parsed_run_options(manifest.run_options))  # still valid here
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="facebench-fleet-suite-") as folder:
+        suite_path = Path(folder) / f"{manifest.suite_name}.toml"
+        suite_path.write_text(manifest.suite_toml)
+        runs.suite_for_run(str(suite_path), _parsed_run_options(manifest.run_options))  # still valid here
     return manifest, run_folder
 
 
-def _suite_copy(manifest) -> Path:
-    import tempfile
-
-    folder = Path(tempfile.mkdtemp(prefix="facebench-fleet-suite-"))
-    path = folder / f"{manifest.suite_name}.toml"
-    path.write_text(manifest.suite_toml)
-    return path
 
 
 def _add_run_options(parser, help_text: str | None = None) -> None:
@@ -155,7 +164,13 @@ def _tasks(manifest, run_folder: str, nodes, resume: bool) -> dict:
     from bench.launchers import fleet
 
     facts = _node_facts(nodes) if any(n.label is None for n in nodes) else {}
-    by_name = {fleet_store.machine_name(n.label, facts.get(n.node_id, {}), n.node_id): n for n in nodes}
+    by_name = {}
+    for node in nodes:
+        name = fleet_store.machine_name(node.label, facts.get(node.node_id, {}), node.node_id)
+        if name in by_name:
+            raise UserError(f"nodes {by_name[name].node_id[:12]} and {node.node_id[:12]} both name themselves {name}: "
+                            f"give each machine its own {fleet.MACHINE_LABEL} label (ray start --labels)")
+        by_name[name] = node
     if resume:
         wanted = [m.name for m in manifest.unfinished()]
         absent = [name for name in wanted if name not in by_name]
@@ -183,7 +198,13 @@ def _node_facts(nodes) -> dict:
     describe = ray.remote(fleet.describe_machine)
     refs = {n.node_id: describe.options(num_cpus=0, label_selector={fleet.NODE_ID_LABEL: n.node_id}).remote()
             for n in nodes if n.label is None}
-    return {node_id: ray.get(ref) for node_id, ref in refs.items()}
+    facts = {}
+    for node_id, ref in refs.items():
+        try:
+            facts[node_id] = ray.get(ref)
+        except Exception:  # a node that cannot describe itself is named by its id; its task says what fails
+            facts[node_id] = {}
+    return facts
 
 
 class FleetProgress:
@@ -263,14 +284,15 @@ def _summary(manifest, run_folder: str, interrupted: bool) -> int:
     for entry in missing:
         print(f"facebench: {entry.name}: {entry.state}" + (f" ({entry.reason})" if entry.reason else ""),
               file=sys.stderr)
-    if interrupted or any(m.state in (fleet_store.FAILED, fleet_store.STOPPED) for m in missing):
-        console.print(f"continue with: facebench fleet --resume {run_folder}", markup=False, soft_wrap=True)
+    if interrupted or any(m.state in (fleet_store.FAILED, fleet_store.STOPPED, fleet_store.LEFT_OUT) for m in missing):
+        mixed = " [--allow-mixed]" if any(m.state == fleet_store.LEFT_OUT for m in missing) else ""
+        console.print(f"continue with: facebench fleet --resume {run_folder}{mixed}", markup=False, soft_wrap=True)
     console.print(f"compare with: facebench gather {run_folder}", markup=False, soft_wrap=True)
     if interrupted:
         return EXIT_INTERRUPTED
     if all(m.state == fleet_store.LEFT_OUT for m in manifest.machines.values()):
-        raise UserError("every machine was left out (see the lines above); install the driver's facebench on them "
-                        "or pass --allow-mixed")
+        raise UserError("every machine was left out (see the lines above); install the driver's facebench on them, "
+                        f"or let them in with facebench fleet --resume {run_folder} --allow-mixed")
     failed = [m for m in missing if m.state != fleet_store.NOTHING_TO_RUN]  # nothing to run is reported, not failed
     return EXIT_MACHINES_FAILED if failed else 0
 
@@ -290,7 +312,7 @@ def cmd_gather(args) -> int:
     for note in gathered.notes:
         print(f"facebench: note: {note}", file=sys.stderr)
     if args.out:
-        store.write_rows(args.out, gathered.rows)
+        store.write_output(args.out, gathered.rows)
         console.print(f"{len(gathered.rows)} rows of {len(gathered.files)} machines -> {args.out}", markup=False,
                       soft_wrap=True)
     print_fleet_answers(gathered.rows, budget, console)

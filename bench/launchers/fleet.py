@@ -63,11 +63,14 @@ def connect(address: str | None):
                         "(start one with ray start --head, docs/fleet.md)")
     _reachable(address)
     ray = import_ray()
+    stop_handler = signal.getsignal(signal.SIGTERM)
     try:
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise UserError(f"--address {address}: cannot join the Ray cluster there ({str(exc).splitlines()[0]}); "
                         "check the address and that ray start --head runs there") from None
+    finally:
+        signal.signal(signal.SIGTERM, stop_handler)  # ray.init installs sys.exit: SIGTERM must stop the fleet cleanly
     return ray
 
 
@@ -177,9 +180,23 @@ def _run_there(task: MachineTask, work: Path, differs: str | None) -> Iterator[d
                 yield event
         code = child.wait()
     except KeyboardInterrupt:  # ray.cancel from the driver's Ctrl-C: the run saves and uploads what it finished
-        child.send_signal(signal.SIGINT)
-        code = child.wait(timeout=STOP_GRACE_S)
+        code = _stop(child)
+    finally:
+        # However the task ends (cancelled, generator closed), the run never outlives it: a Ray worker
+        # is reused, so the parent-death signal would not fire, and the slot would hold a second run.
+        if child.poll() is None:
+            _stop(child)
     yield {"event": "finished", "code": code, "error": _last_error(errors)}
+
+
+def _stop(child: subprocess.Popen) -> int:
+    """SIGINT (the run saves and uploads what it finished), then SIGKILL after STOP_GRACE_S."""
+    child.send_signal(signal.SIGINT)
+    try:
+        return child.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        return child.wait()
 
 
 def _fetch(target: str, local: Path) -> str:
@@ -297,7 +314,7 @@ class FleetRun:
         entry = self.manifest.machines[name]
         for key, value in changes.items():
             setattr(entry, key, value)
-        if changes.get("state") in (*fleet_store.FINISHED, fleet_store.FAILED, fleet_store.STOPPED):
+        if changes.get("state") in (*fleet_store.FINISHED, fleet_store.LEFT_OUT, fleet_store.FAILED, fleet_store.STOPPED):
             entry.finished_utc = entry.finished_utc or fleet_store.utc_now()
         try:
             fleet_store.write_manifest(self.run_folder, self.manifest)

@@ -68,7 +68,7 @@ class PipelineSetup:
     request: PipelineRequest
     det: ModelInfo
     rec: ModelInfo
-    runtime: Any  # bench.session.Runtime
+    runtime: Any  # bench.runtimes.base.Runtime
     batch: int
     rec_batch: int
     synthetic_faces: int | None  # None: use what the detector finds

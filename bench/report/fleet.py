@@ -1,6 +1,6 @@
 """The cross-machine answers of a fleet, per model: the fastest configuration over every machine
 (machine, runtime, precision, batch, concurrency) and each machine's best under a latency budget.
-frames/s per machine side by side is compare's table by machine (report/commands.py), which
+frames/s per machine side by side is compare's table by machine (report/comparison_tables.py), which
 folds the points no machine measured and pages the machines that do not fit the width."""
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Typed runtime options: what a suite's [runtime_options.NAME] table may set, checked once.
 
-Each runtime declares a frozen dataclass of its options (bench.session.Runtime.Options)
+Each runtime declares a frozen dataclass of its options (bench.runtimes.base.Runtime.Options)
 whose fields carry their kind and limits; the suite parses every table when it loads,
 so a bad key or value is one line before any worker starts, and a runtime reads typed
 fields instead of dictionary lookups. A field left at None means "the runtime decides"
